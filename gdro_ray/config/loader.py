@@ -1,0 +1,223 @@
+"""Build a validated `Config` from a preset, a YAML file and dotted `key=value` overrides.
+
+Order of precedence (later wins): schema defaults < preset < YAML file < overrides.
+Every problem is reported as one `ConfigError` line that names the offending key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from gdro_ray.config.schema import Config
+from gdro_ray.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration problem; the message names the key."""
+
+
+def preset_names() -> list[str]:
+    root = resources.files("gdro_ray.config") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_preset(name: str) -> dict:
+    path = resources.files("gdro_ray.config") / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset: unknown preset '{name}' (known: {', '.join(preset_names())})")
+    return _read_yaml(path.read_text(), f"preset {name}")
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: '{p}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+    if origin is list:
+        (inner,) = get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: must be a string, got {value!r}")
+        return "" if value is None else str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, data: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean '{prefix}{near[0]}'?)" if near else ""
+            raise ConfigError(f"{full}: unknown config key{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: is a section; set its keys as {full}.<key>=...")
+            kwargs[key] = _build(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def validate(cfg: Config) -> Config:
+    """Semantic checks that types alone cannot express. Raises ConfigError naming the key."""
+
+    def need(ok: bool, key: str, msg: str):
+        if not ok:
+            raise ConfigError(f"{key}: {msg}")
+
+    c, p, r, g = cfg.classifier, cfg.prompt_gdro, cfg.rollout_gdro, cfg.grpo
+    need(cfg.steps >= 1, "steps", f"must be ≥ 1, got {cfg.steps}")
+    need(cfg.batch_size >= 1, "batch_size", f"must be ≥ 1, got {cfg.batch_size}")
+    need(cfg.budget_mean >= 1, "budget_mean", f"must be ≥ 1, got {cfg.budget_mean}")
+    need(c.k >= 1, "classifier.k", f"must be ≥ 1, got {c.k}")
+    need(c.window >= 0, "classifier.window", f"must be ≥ 0, got {c.window}")
+    need(len(c.edges) >= 1, "classifier.edges", "needs at least one edge")
+    need(all(0.0 < e < 1.0 for e in c.edges), "classifier.edges", f"must lie in (0,1), got {c.edges}")
+    need(all(a < b for a, b in zip(c.edges, c.edges[1:])), "classifier.edges", f"must be strictly increasing, got {c.edges}")
+    need(0.0 <= c.hysteresis < 0.5, "classifier.hysteresis", f"must be in [0,0.5), got {c.hysteresis}")
+    need(p.eta > 0, "prompt_gdro.eta", f"must be > 0, got {p.eta}")
+    need(0.0 <= p.gamma < 1.0, "prompt_gdro.gamma", f"must be in [0,1), got {p.gamma}")
+    need(0.0 < p.beta <= 1.0, "prompt_gdro.beta", f"must be in (0,1], got {p.beta}")
+    need(0.0 < p.share_floor <= 1.0, "prompt_gdro.share_floor", f"must be in (0,1], got {p.share_floor}")
+    need(p.score_clip > 0, "prompt_gdro.score_clip", f"must be > 0, got {p.score_clip}")
+    need(p.omega_max >= 1.0, "prompt_gdro.omega_max", f"must be ≥ 1, got {p.omega_max}")
+    need(r.n_min >= 1, "rollout_gdro.n_min", f"must be ≥ 1, got {r.n_min}")
+    need(r.n_min <= r.n_max, "rollout_gdro.n_min", f"n_min={r.n_min} > n_max={r.n_max}")
+    need(r.n_min <= cfg.budget_mean <= r.n_max, "budget_mean",
+         f"n̄={cfg.budget_mean} outside [rollout_gdro.n_min, rollout_gdro.n_max]=[{r.n_min}, {r.n_max}]")
+    need(r.dual_lr > 0, "rollout_gdro.dual_lr", f"must be > 0, got {r.dual_lr}")
+    need(r.v_min > 0, "rollout_gdro.v_min", f"must be > 0, got {r.v_min}")
+    need(0.0 < r.variance_beta <= 1.0, "rollout_gdro.variance_beta", f"must be in (0,1], got {r.variance_beta}")
+    need(0.0 <= g.clip_low < 1.0, "grpo.clip_low", f"must be in [0,1), got {g.clip_low}")
+    need(g.clip_high >= 0.0, "grpo.clip_high", f"must be ≥ 0, got {g.clip_high}")
+    need(g.kl_coef >= 0.0, "grpo.kl_coef", f"must be ≥ 0, got {g.kl_coef}")
+    need(g.adv_clip > 0.0, "grpo.adv_clip", f"must be > 0, got {g.adv_clip}")
+    need(cfg.sim.num_prompts >= cfg.batch_size or cfg.prompt_gdro.allow_repeats, "sim.num_prompts",
+         "must be ≥ batch_size")
+    need(cfg.sampler.num_samplers >= 1, "sampler.num_samplers", f"must be ≥ 1, got {cfg.sampler.num_samplers}")
+    need(cfg.sampler.num_samplers <= cfg.sampler.max_samplers, "sampler.num_samplers",
+         f"{cfg.sampler.num_samplers} > sampler.max_samplers={cfg.sampler.max_samplers}")
+    need(cfg.sampler.reward_timeout_s > 0, "sampler.reward_timeout_s", "must be > 0")
+    need(cfg.learner.world_size >= 1, "learner.world_size", f"must be ≥ 1, got {cfg.learner.world_size}")
+    need(cfg.cluster.max_staleness >= 0, "cluster.max_staleness", "must be ≥ 0")
+    need(0 <= cfg.metrics.port < 65536, "metrics.port", f"must be in [0,65535], got {cfg.metrics.port}")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                preset: str | None = None) -> Config:
+    """Resolve preset + file + overrides into a validated Config."""
+    user: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p}: not found")
+        user = _read_yaml(p.read_text(), str(p))
+    over: dict = {}
+    for item in overrides:
+        k, v = parse_override(item)
+        _set_dotted(over, k, v)
+    name = over.get("preset") or user.get("preset") or preset or "toy"
+    if not isinstance(name, str):
+        raise ConfigError(f"preset: must be a string, got {name!r}")
+    merged = _merge(_merge(load_preset(name), user), over)
+    merged["preset"] = name
+    return validate(_build(Config, merged))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def describe_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every leaf key: the reference users read."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe_keys(tp, f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("help", "")))
+    return rows

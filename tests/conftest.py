@@ -1,0 +1,26 @@
+"""Test-wide environment: offline, Ray without token auth, temp files inside the checkout.
+
+Set before any test imports Ray, vLLM or transformers.
+"""
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_tmp = ROOT / ".tmp"
+(_tmp / "ray").mkdir(parents=True, exist_ok=True)
+for k, v in {
+    "TMPDIR": str(_tmp),
+    "RAY_TMPDIR": str(_tmp / "ray"),
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HOME": str(ROOT / ".cache" / "hf"),
+    "GDRO_RAY_CACHE": str(ROOT / ".cache" / "gdro_ray"),
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(k, v)
+import tempfile  # noqa: E402
+
+tempfile.tempdir = None  # re-read TMPDIR
