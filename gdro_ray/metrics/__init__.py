@@ -1,0 +1,1 @@
+"""Observability: metric names, the Prometheus exporter, `gdro-ray status` and `report`."""

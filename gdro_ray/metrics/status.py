@@ -1,0 +1,30 @@
+"""`gdro-ray status`: the running job's adversary state as a table."""
+from __future__ import annotations
+
+from gdro_ray.metrics.exporter import group_labels
+from gdro_ray.metrics.tables import table
+
+
+def render_status(st: dict) -> str:
+    rec = st.get("record")
+    drv = st.get("driver") or {}
+    head = (f"run {st.get('run_dir')}  algorithm {st.get('algorithm')}  metrics {st.get('metrics_address') or '-'}\n"
+            f"samplers live {drv.get('samplers', '-')} (requested {st.get('desired_samplers')})  "
+            f"weights v{st.get('weights_version')}  rollouts {st.get('rollouts_total')}")
+    if not rec:
+        return head + "\nno step finished yet"
+    head += f"\nstep {rec['step'] + 1}  μ {rec.get('shadow_price', 0):.4f}  reward {rec.get('reward_mean', 0):.3f}"
+    labels = group_labels(len(rec["bin_weights"]))
+    rows = [[lab, rec["bin_weights"][i], rec["bin_scores"][i], rec["bin_prompts"][i], rec["bin_rollouts"][i],
+             rec["bin_pass_at_k"][i]] for i, lab in enumerate(labels)]
+    return head + "\n" + table(["bin", "weight q", "score S", "prompts", "rollouts", "pass@k"], rows)
+
+
+def cli_main(args) -> int:
+    import ray
+
+    from gdro_ray.service.connect import find_adversary
+
+    actor = find_adversary(args.address, args.namespace)
+    print(render_status(ray.get(actor.status.remote())))
+    return 0

@@ -1,0 +1,104 @@
+"""The adversary actor: one per job, named, owning the classifier, both controllers and the data order.
+
+It is a thin shell around the pure `Adversary`: it hands out step schedules, takes back results,
+keeps the latest step record, serves Prometheus `/metrics` + `/health`, and is the rendezvous
+point other processes of the job find by name (`gdro-ray status`, `gdro-ray scale`).
+"""
+from __future__ import annotations
+
+import time
+
+ACTOR_NAME = "gdro_adversary"
+NAMESPACE = "gdro_ray"
+
+
+class AdversaryService:
+    def __init__(self, cfg_dict: dict, num_prompts: int, metrics_host: str = "127.0.0.1",
+                 metrics_port: int = 0, enable_metrics: bool = True, run_dir: str = ""):
+        from gdro_ray.algorithms.adversary import Adversary
+        from gdro_ray.config.loader import _build, validate
+        from gdro_ray.config.schema import Config
+
+        self.cfg = validate(_build(Config, cfg_dict))
+        self.adv = Adversary.from_config(self.cfg, num_prompts)
+        self.run_dir = run_dir
+        self.last_record: dict | None = None
+        self.driver_stats: dict = {}
+        self.rollouts_total = 0
+        self.weights_version = 0
+        self.desired_samplers = self.cfg.sampler.num_samplers
+        self.started = time.time()
+        self.exporter = None
+        if enable_metrics:
+            from gdro_ray.metrics.exporter import Exporter
+
+            self.exporter = Exporter(metrics_host, metrics_port, health=self.health)
+
+    # ---- the schedule/observe protocol ----------------------------------------------------
+    def schedule(self) -> dict:
+        return self.adv.schedule().to_dict()
+
+    def observe(self, schedule: dict, rewards: list[list[float]], surrogate: list[float] | None,
+                weights_version: int) -> dict:
+        import numpy as np
+
+        from gdro_ray.algorithms.adversary import StepSchedule
+
+        sched = StepSchedule.from_dict(schedule)
+        record = self.adv.observe(sched, [np.asarray(r, dtype=float) for r in rewards],
+                                  None if surrogate is None else np.asarray(surrogate, dtype=float))
+        self.rollouts_total += int(record["rollouts"])
+        self.weights_version = weights_version
+        self.last_record = record
+        if self.exporter:
+            self.exporter.update_adversary(record, self.rollouts_total, weights_version)
+        return record
+
+    # ---- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"adversary": self.adv.state_dict(), "rollouts_total": self.rollouts_total}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.adv.load_state_dict(state["adversary"])
+        self.rollouts_total = int(state.get("rollouts_total", 0))
+
+    def metrics(self) -> dict:
+        return self.adv.metrics()
+
+    # ---- driver, status and scaling -------------------------------------------------------
+    def report_driver(self, stats: dict) -> None:
+        self.driver_stats = stats
+        if self.exporter:
+            self.exporter.update_driver(stats)
+
+    def request_samplers(self, n: int) -> int:
+        lim = self.cfg.sampler.max_samplers
+        if not 1 <= n <= lim:
+            raise ValueError(f"--samplers must be in [1, {lim}] (sampler.max_samplers), got {n}")
+        self.desired_samplers = n
+        return n
+
+    def get_desired_samplers(self) -> int:
+        return self.desired_samplers
+
+    def metrics_address(self) -> str:
+        return self.exporter.address if self.exporter else ""
+
+    def health(self) -> dict:
+        return {"ok": True, "step": self.adv.metrics().get("step", 0), "uptime_s": time.time() - self.started}
+
+    def status(self) -> dict:
+        return {
+            "run_dir": self.run_dir,
+            "algorithm": self.cfg.algorithm,
+            "metrics_address": self.metrics_address(),
+            "record": self.last_record,
+            "driver": self.driver_stats,
+            "desired_samplers": self.desired_samplers,
+            "weights_version": self.weights_version,
+            "rollouts_total": self.rollouts_total,
+        }
+
+    def close(self) -> None:
+        if self.exporter:
+            self.exporter.close()

@@ -1,0 +1,299 @@
+"""`gdro-ray train`: the driver loop of GRPO with Group-DRO adversaries on Ray.
+
+One step (synchronous mode):
+    1. schedule  the adversary actor picks B prompts (uniform epochs, or resampled by the
+                 Prompt-GDRO distribution q over difficulty bins) and n_i rollouts per prompt
+                 (Rollout-GDRO: Σ n_i = B·n̄ exactly, more rollouts where reward variance is high)
+    2. sample    shards of prompts go to the sampler pool (vLLM); each sampler returns its
+                 prompts' rollouts with token ids, log-probs and verifier rewards
+    3. learn     GRPO advantages per variable-size group, times the Prompt-GDRO weights
+                 (reweight mode), then one FSDP2 update (clip-higher, k3 KL, token-mean)
+    4. observe   rewards and per-prompt surrogate losses go back to the adversary, which
+                 updates pass@k history, bins, scores S_b, variances v_b and the price μ
+    5. publish   rank 0's full state dict goes once through the object store to every sampler
+Checkpoints are written every `checkpoint.every` steps; `--resume RUN_DIR` continues from the
+last complete one. With no arguments the embedded default (`toy` preset) runs end to end.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from gdro_ray.config import Config, ConfigError, dump_config, load_config, to_dict
+from gdro_ray.errors import UserError
+from gdro_ray.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("gdro_ray.driver")
+
+
+def _resolve_run_dir(cfg: Config) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    name = cfg.name or f"{cfg.preset}-{cfg.algorithm}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / name
+
+
+def _init_ray(cfg: Config) -> None:
+    import ray
+
+    need = cfg.sampler.num_samplers * cfg.sampler.num_cpus + cfg.learner.world_size * cfg.learner.num_cpus
+    if ray.is_initialized():
+        pass
+    elif cfg.cluster.address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=cfg.cluster.address or None, namespace="gdro_ray", log_to_driver=True)
+    else:
+        # Logical CPUs may exceed physical ones: actors mostly wait on each other in turn.
+        ncpu = cfg.cluster.num_cpus or max(os.cpu_count() or 1, int(need + 0.999))
+        ray.init(num_cpus=ncpu, include_dashboard=False, namespace="gdro_ray", log_to_driver=True,
+                 runtime_env={"env_vars": {k: os.environ[k] for k in _ENV_FORWARD if k in os.environ}})
+    total = ray.cluster_resources().get("CPU", 0)
+    if need > total and not cfg.cluster.address:
+        raise ConfigError(f"sampler.num_samplers: {cfg.sampler.num_samplers} samplers × {cfg.sampler.num_cpus} CPU "
+                          f"+ {cfg.learner.world_size} learner ranks need {need:g} CPUs; the cluster has {total:g}")
+
+
+_ENV_FORWARD = ("TMPDIR", "RAY_TMPDIR", "HF_HUB_OFFLINE", "HF_HOME", "GDRO_RAY_CACHE", "VLLM_ENABLE_V1_MULTIPROCESSING",
+                "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM", "RAY_AUTH_MODE")
+
+
+class Trainer:
+    """Owns the actors of one run and the step loop (the driver's side of the job)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool = False):
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.step = 0
+        self.version = 0
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import ray
+
+        from gdro_ray.data.eval_sets import load_eval_set, load_train_set
+        from gdro_ray.models.smollm2 import resolve_model_path
+        from gdro_ray.service.adversary_actor import ACTOR_NAME, AdversaryService
+        from gdro_ray.service.learner_group import LearnerGroup
+        from gdro_ray.service.sampler_pool import SamplerPool
+
+        cfg = self.cfg
+        self.model_path = str(resolve_model_path(cfg.model.path))
+        self.train = load_train_set(cfg.data.train)
+        if cfg.data.max_prompts:
+            self.train = self.train[: cfg.data.max_prompts]
+        self.eval_set = load_eval_set(cfg.data.eval)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
+        _init_ray(cfg)
+        self.adversary = ray.remote(AdversaryService).options(
+            name=ACTOR_NAME, namespace="gdro_ray", num_cpus=0, lifetime=None, get_if_exists=False,
+        ).remote(to_dict(cfg), len(self.train), cfg.metrics.host, cfg.metrics.port, cfg.metrics.enabled,
+                 str(self.run_dir.resolve()))
+        addr = ray.get(self.adversary.metrics_address.remote())
+        if addr:
+            print(f"adversary metrics: {addr}", flush=True)
+        g = cfg.grpo
+        self.learner = LearnerGroup(
+            cfg.learner.world_size, self.model_path, cfg.learner.lr, cfg.learner.weight_decay, cfg.learner.grad_clip,
+            cfg.learner.micro_batch, cfg.learner.backend, cfg.model.dtype,
+            {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef}, cfg.seed,
+            cfg.learner.num_cpus, cfg.learner.num_gpus)
+        self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
+                                cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
+                                cfg.sampler.max_samplers)
+        if self.resume:
+            self._restore()
+        self.pool.resize(cfg.sampler.num_samplers)
+        self.pool.wait_ready(cfg.sampler.num_samplers)
+
+    def _restore(self) -> None:
+        import ray
+
+        from gdro_ray.service.checkpoint import latest_checkpoint, read_json
+
+        ckpt = latest_checkpoint(self.run_dir)
+        self.learner.load_checkpoint(str(ckpt / "learner"))
+        ray.get(self.adversary.load_state_dict.remote(read_json(ckpt / "adversary.json")))
+        drv = read_json(ckpt / "driver.json")
+        self.step, self.version = int(drv["step"]), int(drv["weights_version"])
+        self.pool.blob_ref = ray.put(self.learner.state_dict_bytes())
+        self.pool.version = self.version
+        print(f"resumed {self.run_dir} from {ckpt.name} (step {self.step})", flush=True)
+
+    # ---- one step ------------------------------------------------------------------------------
+    def _shards(self, sched: dict) -> list[dict]:
+        s, size = self.cfg.sampler, max(1, self.cfg.sampler.shard_size)
+        slots = list(range(len(sched["prompt_ids"])))
+        shards = []
+        for i in range(0, len(slots), size):
+            part = slots[i:i + size]
+            ex = [self.train[sched["prompt_ids"][j]] for j in part]
+            shards.append({
+                "shard_id": len(shards), "slots": part, "prompts": [e["prompt"] for e in ex],
+                "answers": [e["answer"] for e in ex], "n": [int(sched["rollouts"][j]) for j in part],
+                "max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
+                "seed": (self.cfg.seed * 1_000_003 + sched["step"] * 1009 + len(shards)) % (2**31),
+            })
+        return shards
+
+    def run_step(self) -> dict:
+        import numpy as np
+        import ray
+
+        from gdro_ray.algorithms.grpo import group_advantages
+
+        cfg, t = self.cfg, {}
+        t0 = time.perf_counter()
+        sched = ray.get(self.adversary.schedule.remote())
+        t["schedule"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        shard_out = self.pool.run(self._shards(sched))
+        t["sample"] = time.perf_counter() - t1
+        t["generate"] = max((o["generate_s"] for o in shard_out), default=0.0)
+        t["reward"] = max((o["reward_s"] for o in shard_out), default=0.0)
+        by_slot = {r["slot"]: r for o in shard_out for r in o["results"]}
+        B = len(sched["prompt_ids"])
+        assert sorted(by_slot) == list(range(B)), "a prompt of the step was lost or duplicated"
+        rewards = [np.asarray(by_slot[i]["rewards"], dtype=float) for i in range(B)]
+        correct = [(r + 1) / 2 if cfg.grpo.reward_scale == "pm1" else r for r in rewards]
+
+        t2 = time.perf_counter()
+        adv = group_advantages(rewards, eps=cfg.grpo.eps, adv_clip=cfg.grpo.adv_clip)
+        batch = {"prompt_token_ids": [], "response_token_ids": [], "advantages": [], "signal_advantages": [],
+                 "old_logprobs": None, "prompt_index": []}
+        for i in range(B):
+            if cfg.grpo.filter_all_equal and np.all(rewards[i] == rewards[i][0]):
+                continue
+            w = float(sched["adv_weights"][i])
+            for j, resp in enumerate(by_slot[i]["response_token_ids"]):
+                a = float(adv[i][j])
+                batch["prompt_token_ids"].append(by_slot[i]["prompt_token_ids"])
+                batch["response_token_ids"].append(resp)
+                batch["advantages"].append(a * w)
+                batch["signal_advantages"].append(a)
+                batch["prompt_index"].append(i)
+        learn = self.learner.train_step(batch) if batch["response_token_ids"] else {}
+        self.version += 1
+        t["learn"] = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        sur = learn.get("per_prompt_surrogate", {})
+        surrogate = [float(sur.get(i, sur.get(str(i), 0.0))) for i in range(B)]
+        record = ray.get(self.adversary.observe.remote(sched, [c.tolist() for c in correct], surrogate, self.version))
+        t["observe"] = time.perf_counter() - t3
+
+        t4 = time.perf_counter()
+        blob = self.learner.state_dict_bytes()
+        self.pool.publish(blob, self.version)
+        t["publish"] = time.perf_counter() - t4
+        step_time = time.perf_counter() - t0
+
+        tokens = sum(o["tokens"] for o in shard_out)
+        record.update({
+            "weights_version": self.version, "samplers": self.pool.live(),
+            "stage_time_s": {k: round(v, 4) for k, v in t.items()}, "step_time_s": round(step_time, 4),
+            "tokens": tokens, "tokens_per_s": tokens / max(step_time, 1e-9),
+            "pass_rate": float(np.mean([float(np.mean(c > 0.5)) for c in correct])),
+            "loss": learn.get("loss"), "kl": learn.get("kl"), "clip_frac": learn.get("clip_frac"),
+            "grad_norm": learn.get("grad_norm"), "staleness": 0,
+            "shards_requeued": self.pool.stats.requeued, "sampler_restarts": self.pool.stats.restarts,
+            "reward_timeouts": sum(o.get("reward_timeouts", 0) for o in shard_out),
+        })
+        self.adversary.report_driver.remote({
+            "step_time_s": step_time, "tokens_per_s": record["tokens_per_s"], "reward_mean": record["reward_mean"],
+            "samplers": self.pool.live(), "queued_shards": 0, "stages": t, "staleness": 0,
+            "requeued": self.pool.stats.requeued, "restarts": self.pool.stats.restarts})
+        return record
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        import ray
+
+        from gdro_ray.service.checkpoint import write_checkpoint
+
+        adv_state = ray.get(self.adversary.state_dict.remote())
+        write_checkpoint(self.run_dir, self.step, self.learner.save_checkpoint, adv_state,
+                         {"step": self.step, "weights_version": self.version}, keep=self.cfg.checkpoint.keep)
+
+    def _evaluate(self, label: str) -> dict:
+        s = self.cfg.sampler
+        res = self.pool.evaluate(self.eval_set, k=s.eval_k, max_new_tokens=s.max_new_tokens,
+                                 temperature=s.eval_temperature, top_p=s.eval_top_p, seed=self.cfg.seed)
+        atomic_write_json(self.run_dir / f"eval_{label}.json", res)
+        return res
+
+    def run(self) -> dict:
+        import ray
+
+        from gdro_ray.metrics.progress import Progress
+
+        cfg = self.cfg
+        try:
+            self.setup()
+            base = self._evaluate("base") if not self.resume else None
+            progress = Progress(cfg.steps, start=self.step)
+            with open(self.run_dir / "metrics.jsonl", "a") as mf:
+                while self.step < cfg.steps:
+                    want = ray.get(self.adversary.get_desired_samplers.remote())
+                    if want != self.pool.size():
+                        self.pool.resize(want)
+                    record = self.run_step()
+                    self.step += 1
+                    mf.write(json.dumps(record) + "\n")
+                    mf.flush()
+                    progress.update(self.step, record)
+                    if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
+                        self._checkpoint()
+            self._checkpoint()
+            final = self._evaluate("final")
+            progress.summary(base, final)
+            return {"base": base, "final": final, "run_dir": str(self.run_dir)}
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        import ray
+
+        for name in ("pool", "learner"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                try:
+                    obj.shutdown()
+                except Exception as e:  # keep shutting the rest down
+                    log.warning("shutdown of %s failed: %s", name, e)
+        if getattr(self, "adversary", None) is not None:
+            try:
+                ray.get(self.adversary.close.remote(), timeout=10)
+                ray.kill(self.adversary)
+            except Exception:
+                pass
+
+
+def cli_main(args) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    if args.resume:
+        run_dir = Path(args.resume)
+        from gdro_ray.service.checkpoint import latest_checkpoint
+
+        latest_checkpoint(run_dir)  # fails clearly, before anything starts
+        cfg = load_config(run_dir / "config.yaml", args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = _resolve_run_dir(cfg)
+    if args.dry_run:
+        print(dump_config(cfg), end="")
+        return 0
+    if not args.resume and (run_dir / "checkpoints" / "latest").exists():
+        raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} or another out=")
+    Trainer(cfg, run_dir, resume=bool(args.resume)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    from gdro_ray.cli.main import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,91 @@
+"""Sampler actor: generates each prompt's n_i rollouts with an engine and scores them.
+
+A sampler holds exactly one weights version at a time. The driver publishes a new version
+between steps (`update_weights`), so every rollout of one shard — and of one step in
+synchronous mode — comes from the same weights; each result carries the version it used.
+Verification runs on the actor's main thread, where math-verify's signal-based time limit works.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+
+class Sampler:
+    """Plain class; the pool wraps it with `ray.remote`."""
+
+    def __init__(self, sampler_id: int, model_path: str, engine: str = "vllm", dtype: str = "float32",
+                 seed: int = 0, reward_scale: str = "01", reward_timeout_s: float = 2.0,
+                 weights: bytes | None = None, weights_version: int = 0, num_threads: int = 1):
+        import torch
+
+        from gdro_ray.engines import make_engine
+        from gdro_ray.utils.env import setup_env
+
+        setup_env()
+        torch.set_num_threads(max(1, num_threads))
+        self.sampler_id = sampler_id
+        self.reward_scale = reward_scale
+        self.reward_timeout_s = reward_timeout_s
+        self.engine = make_engine(engine, model_path, dtype=dtype, seed=seed + 1000 * sampler_id)
+        self.version = 0
+        if weights is not None:
+            self.update_weights(weights, weights_version)
+        self.pid = os.getpid()
+
+    def ready(self) -> dict:
+        return {"sampler_id": self.sampler_id, "pid": self.pid, "weights_version": self.version}
+
+    def update_weights(self, blob: bytes, version: int) -> int:
+        self.engine.update_weights(blob, version)
+        self.version = version
+        return version
+
+    def generate_shard(self, shard: dict) -> dict:
+        """shard: {"shard_id", "slots": [int], "prompts": [str], "answers": [str], "n": [int],
+        "max_new_tokens", "temperature", "top_p", "seed", "weights_version"}.
+
+        Returns per slot its rollouts: token ids, log-probs and rewards, plus timings.
+        """
+        from gdro_ray.rewards import math_reward, reward_stats
+
+        if shard.get("weights_version") is not None and shard["weights_version"] != self.version:
+            raise RuntimeError(
+                f"sampler {self.sampler_id} holds weights v{self.version}, shard wants v{shard['weights_version']}")
+        t0 = time.perf_counter()
+        outs = self.engine.generate(shard["prompts"], shard["n"], shard["max_new_tokens"],
+                                    shard["temperature"], shard["top_p"], seed=shard.get("seed"))
+        prompt_ids = self.engine.prompt_token_ids(shard["prompts"])
+        t1 = time.perf_counter()
+        timeouts_before = reward_stats().get("timeouts", 0)
+        results = []
+        for slot, answer, pids, rollouts in zip(shard["slots"], shard["answers"], prompt_ids, outs):
+            rewards = [math_reward(r.text, answer, scale=self.reward_scale, timeout_s=self.reward_timeout_s)
+                       for r in rollouts]
+            results.append({
+                "slot": slot,
+                "prompt_token_ids": list(pids),
+                "response_token_ids": [list(r.token_ids) for r in rollouts],
+                "logprobs": [list(r.logprobs) for r in rollouts],
+                "texts": [r.text for r in rollouts],
+                "rewards": rewards,
+            })
+        t2 = time.perf_counter()
+        return {
+            "shard_id": shard["shard_id"],
+            "sampler_id": self.sampler_id,
+            "weights_version": self.version,
+            "results": results,
+            "generate_s": t1 - t0,
+            "reward_s": t2 - t1,
+            "reward_timeouts": reward_stats().get("timeouts", 0) - timeouts_before,
+            "tokens": sum(len(t) for r in results for t in r["response_token_ids"]),
+        }
+
+    def evaluate(self, examples: list[dict], k: int, max_new_tokens: int, temperature: float,
+                 top_p: float, seed: int = 0) -> dict:
+        """Evaluate the weights this sampler holds (mean@k, pass@k per tier and pooled)."""
+        from gdro_ray.eval.evaluate import evaluate_engine
+
+        return evaluate_engine(self.engine, examples, k=k, max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_p=top_p, seed=seed)
