@@ -172,8 +172,7 @@ def validate(cfg: Config) -> Config:
     need(g.clip_high >= 0.0, "grpo.clip_high", f"must be ≥ 0, got {g.clip_high}")
     need(g.kl_coef >= 0.0, "grpo.kl_coef", f"must be ≥ 0, got {g.kl_coef}")
     need(g.adv_clip > 0.0, "grpo.adv_clip", f"must be > 0, got {g.adv_clip}")
-    need(cfg.sim.num_prompts >= cfg.batch_size or cfg.prompt_gdro.allow_repeats, "sim.num_prompts",
-         "must be ≥ batch_size")
+    need(cfg.sim.num_prompts >= 2, "sim.num_prompts", f"must be ≥ 2, got {cfg.sim.num_prompts}")
     need(cfg.sampler.num_samplers >= 1, "sampler.num_samplers", f"must be ≥ 1, got {cfg.sampler.num_samplers}")
     need(cfg.sampler.num_samplers <= cfg.sampler.max_samplers, "sampler.num_samplers",
          f"{cfg.sampler.num_samplers} > sampler.max_samplers={cfg.sampler.max_samplers}")

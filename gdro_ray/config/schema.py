@@ -88,14 +88,30 @@ class GRPOConfig:
 
 @dataclass
 class SimConfig:
-    """The synthetic learner of `gdro-ray simulate` (a laboratory for the controllers)."""
+    """The synthetic learner of `gdro-ray simulate` (a laboratory for the controllers).
+
+    `simulate` runs `sim.steps` steps at `sim.batch_size` prompts unless the top-level `steps`
+    or `batch_size` is set explicitly on the command line or in the user's YAML file (a
+    preset's value does not count): training presets use small batches, the simulator
+    defaults to the DAPO scale.
+    """
 
     num_prompts: int = doc(14100, "Prompts in the synthetic pool (DAPO-Math has 14.1k).")
     eval_prompts: int = doc(2000, "Held-out synthetic prompts used for the final evaluation.")
-    learning_rate: float = doc(0.02, "Logit gain per unit of learning signal a prompt receives.")
+    steps: int = doc(1000, "Steps of `simulate` unless the top-level `steps` is set explicitly.")
+    batch_size: int = doc(256, "Prompts per step in `simulate` unless the top-level `batch_size` is set explicitly.")
+    learning_rate: float = doc(0.02, "Logit gain per unit of GRPO signal a prompt receives (n^α·σ̂·weight).")
     transfer: float = doc(0.3, "Fraction of a prompt's learning that transfers to its difficulty neighbourhood.")
-    tail_shape: float = doc(1.5, "Heavy-tail shape of the initial difficulty distribution.")
+    transfer_width: float = doc(0.05, "Width of the transfer kernel over skill cells, in difficulty-quantile units.")
+    revisit_scale: float = doc(20.0, "Revisit cost: a visit's transferable signal is scaled by (1 + earlier visits/scale)^-½; 0 = none.")
+    num_skills: int = doc(40, "Skill cells (equal-population difficulty quantiles) that share competence.")
+    num_tiers: int = doc(10, "Difficulty tiers (quantiles of base difficulty, tier 0 easiest) reported in summary.json.")
+    base_logit: float = doc(-2.5, "Median initial logit of a prompt's per-rollout success probability.")
+    logit_spread: float = doc(1.5, "Scale of the initial logit distribution around base_logit.")
+    tail_shape: float = doc(4.0, "Degrees of freedom of the Student-t initial logits: smaller means heavier tails.")
     unsolvable_fraction: float = doc(0.05, "Fraction of prompts that no amount of training can solve.")
+    rollout_exponent: float = doc(0.5, "Diminishing returns: a group's signal grows as n^α with its rollouts n.")
+    eval_every: int = doc(50, "Evaluate the held-out set every N steps (and at the end).")
     eval_k: int = doc(8, "k of the pass@k reported in summary.json.")
 
 

@@ -1,0 +1,398 @@
+"""The adversary: data order, difficulty groups and both GDRO controllers behind one object.
+
+This is the pure (numpy-only) core that the Ray adversary actor and the simulator both wrap.
+One training step is a round trip:
+
+1. `schedule()` classifies nothing new (groups use history up to the previous step, SPEC
+   §2.1) and decides, for this step:
+   - which prompts: GRPO, Rollout-GDRO alone and Prompt-GDRO in `reweight` mode walk the pool
+     in an epoch-wise seeded shuffle (a data cursor), B prompts per step; Prompt-GDRO in
+     `resample` mode draws each slot's group from q over the groups in play, then a prompt
+     uniformly inside that group (see `_resample`).
+   - how many rollouts each prompt gets: Rollout-GDRO's integer allocation (Σ n_i = B·n̄
+     exactly) when it is on, n̄ each otherwise.
+   - the advantage multiplier per prompt: Prompt-GDRO's q of the prompt's group, normalised to
+     mean 1 over the step's responses and capped (reweight mode), 1.0 otherwise.
+   Calling it again before `observe` returns the same pending schedule.
+2. `observe(schedule, rewards)` validates everything first (so bad input changes nothing),
+   then feeds the visits to the classifier, the per-prompt difficulty signal to Prompt-GDRO,
+   the (n, c) counts to Rollout-GDRO, and returns the per-step record (`docs/metrics.md`).
+
+Controllers that the algorithm does not use still run in *shadow*: they observe every step, so
+a GRPO run reports the scores and variances the adversary would have acted on, but their
+decisions are never applied. `bin_weights` is always the q that was applied: for the data
+cursor that is the pool's group shares (what uniform prompt sampling amounts to).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gdro_ray.algorithms.classifier import DifficultyClassifier
+from gdro_ray.algorithms.prompt_gdro import PromptGDRO
+from gdro_ray.algorithms.rollout_gdro import RolloutGDRO
+from gdro_ray.algorithms.signals import difficulty_signal
+
+ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
+MODES = ("reweight", "resample")
+
+
+@dataclass
+class StepSchedule:
+    """What one step trains on; fixed from `schedule()` until `observe()`."""
+
+    step: int
+    prompt_ids: np.ndarray  # int64, length B; may repeat a prompt in resample mode with repeats
+    group_ids: np.ndarray  # group of each prompt at schedule time
+    rollouts: np.ndarray  # int64 n_i per prompt
+    adv_weights: np.ndarray  # float advantage multiplier per prompt; mean over responses 1
+    q: np.ndarray  # distribution over groups applied this step
+
+    def to_dict(self) -> dict:
+        return {
+            "step": int(self.step),
+            "prompt_ids": self.prompt_ids.tolist(),
+            "group_ids": self.group_ids.tolist(),
+            "rollouts": self.rollouts.tolist(),
+            "adv_weights": self.adv_weights.tolist(),
+            "q": self.q.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepSchedule":
+        return cls(
+            step=int(d["step"]),
+            prompt_ids=np.asarray(d["prompt_ids"], dtype=np.int64),
+            group_ids=np.asarray(d["group_ids"], dtype=np.int64),
+            rollouts=np.asarray(d["rollouts"], dtype=np.int64),
+            adv_weights=np.asarray(d["adv_weights"], dtype=np.float64),
+            q=np.asarray(d["q"], dtype=np.float64),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.prompt_ids.size)
+
+
+def _json_list(values) -> list:
+    """Floats as a JSON-safe list: NaN (an empty or unseen group's unknown value) becomes None."""
+    arr = np.asarray(values, dtype=np.float64)
+    return [None if not np.isfinite(v) else float(v) for v in arr]
+
+
+def _group_sums(group_ids: np.ndarray, values: np.ndarray, num_groups: int) -> np.ndarray:
+    return np.bincount(group_ids, weights=values, minlength=num_groups)[:num_groups]
+
+
+class Adversary:
+    """Classifier + Prompt-GDRO + Rollout-GDRO + the data order, deterministic given `seed`."""
+
+    def __init__(self, num_prompts: int, algorithm: str, batch_size: int, budget_mean: int,
+                 classifier_kw: dict | None = None, prompt_kw: dict | None = None,
+                 rollout_kw: dict | None = None, signal: str = "learnability",
+                 mode: str = "resample", allow_repeats: bool = True, seed: int = 0):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
+        if num_prompts < 1:
+            raise ValueError(f"num_prompts: must be ≥ 1, got {num_prompts}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be ≥ 1, got {batch_size}")
+        self.num_prompts = int(num_prompts)
+        self.algorithm = algorithm
+        self.batch_size = int(batch_size)
+        self.budget_mean = int(budget_mean)
+        self.signal = signal
+        self.mode = mode
+        self.allow_repeats = bool(allow_repeats)
+        self.seed = int(seed)
+        self.use_prompt = algorithm in ("prompt_gdro", "both")
+        self.use_rollout = algorithm in ("rollout_gdro", "both")
+        self.resample = self.use_prompt and mode == "resample"
+        self.reweight = self.use_prompt and mode == "reweight"
+        if self.resample and not self.allow_repeats and self.batch_size > self.num_prompts:
+            raise ValueError(f"batch_size: {batch_size} > {num_prompts} prompts needs allow_repeats in resample mode")
+
+        self.classifier = DifficultyClassifier(self.num_prompts, **(classifier_kw or {}))
+        self.num_groups = int(self.classifier.num_groups)
+        self.prompt_gdro = PromptGDRO(self.num_groups, **(prompt_kw or {}))
+        self.rollout_gdro = RolloutGDRO(self.num_groups, budget_mean=self.budget_mean, **(rollout_kw or {}))
+
+        self.step = 0
+        self.epoch = 0  # data-cursor epoch: its permutation is a function of (seed, epoch)
+        self.cursor = 0  # position inside the current epoch's permutation
+        self._perm: np.ndarray | None = None
+        self._rng = np.random.default_rng([self.seed, 1])
+        self._pending: StepSchedule | None = None
+        self._pending_ms = 0.0
+        self._last: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, cfg, num_prompts: int) -> "Adversary":
+        """Build from a `gdro_ray.config.Config` (sections classifier, prompt_gdro, rollout_gdro)."""
+        c, p, r = cfg.classifier, cfg.prompt_gdro, cfg.rollout_gdro
+        return cls(
+            num_prompts=num_prompts, algorithm=cfg.algorithm, batch_size=cfg.batch_size,
+            budget_mean=cfg.budget_mean,
+            classifier_kw=dict(k=c.k, window=c.window, edges=tuple(c.edges), hysteresis=c.hysteresis,
+                               prior_refit_every=c.prior_refit_every, prior_strength_max=c.prior_strength_max),
+            prompt_kw=dict(eta=p.eta, gamma=p.gamma, beta=p.beta, share_floor=p.share_floor,
+                           normalize_by_share=p.normalize_by_share, score_clip=p.score_clip,
+                           omega_max=p.omega_max),
+            rollout_kw=dict(n_min=r.n_min, n_max=r.n_max, dual_lr=r.dual_lr, v_min=r.v_min,
+                            variance_beta=r.variance_beta, mode=r.mode),
+            signal=p.signal, mode=p.mode, allow_repeats=p.allow_repeats, seed=cfg.seed,
+        )
+
+    # ------------------------------------------------------------------ data order
+    def _permutation(self) -> np.ndarray:
+        if self._perm is None:
+            perm = np.random.default_rng([self.seed, 2, self.epoch]).permutation(self.num_prompts)
+            self._perm = perm.astype(np.int32)  # 4 bytes per prompt: the pool is < 2^31 (classifier limit)
+        return self._perm
+
+    def _take_cursor(self, count: int) -> np.ndarray:
+        """Next `count` prompts of the shuffled pool, crossing into new epochs as needed."""
+        parts = []
+        while count > 0:
+            perm = self._permutation()
+            take = min(count, self.num_prompts - self.cursor)
+            parts.append(perm[self.cursor:self.cursor + take])
+            self.cursor += take
+            count -= take
+            if self.cursor >= self.num_prompts:
+                self.epoch, self.cursor, self._perm = self.epoch + 1, 0, None
+        return np.concatenate(parts).astype(np.int64)
+
+    def _resample(self, q: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Draw B slots' groups from q, then prompts uniformly inside each group.
+
+        With repeats, a group asked for more slots than it has members gives every member
+        ⌊slots/size⌋ visits and the remainder to a random subset, so the batch follows q while
+        repeating no prompt more than needed. Without repeats, slots beyond a group's size
+        overflow to the other groups with room in proportion to their q (not to the largest
+        groups), repeatedly until every slot has a distinct prompt.
+        """
+        B = self.batch_size
+        slots = self._rng.multinomial(B, q)
+        if not self.allow_repeats:
+            room = counts.astype(np.int64)
+            while True:
+                excess = np.maximum(slots - room, 0)
+                extra = int(excess.sum())
+                if extra == 0:
+                    break
+                slots = np.minimum(slots, room)
+                open_q = np.where(slots < room, q, 0.0)
+                if open_q.sum() <= 0:  # q is zero on every group with room: fall back to room
+                    open_q = (slots < room).astype(np.float64)
+                slots = slots + self._rng.multinomial(extra, open_q / open_q.sum())
+        ids = []
+        for g in np.flatnonzero(slots):
+            want, size = int(slots[g]), int(counts[g])
+            if want <= size:
+                ids.append(np.asarray(self.classifier.sample(int(g), want, self._rng, False), dtype=np.int64))
+            else:
+                members = np.asarray(self.classifier.members(int(g)), dtype=np.int64)
+                rest = self._rng.choice(members, size=want % size, replace=False)
+                ids.append(np.concatenate([np.tile(members, want // size), rest]))
+        out = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        return out[self._rng.permutation(out.size)]  # no group-sorted order leaks downstream
+
+    # ------------------------------------------------------------------ the round trip
+    def schedule(self) -> StepSchedule:
+        """This step's prompts, groups, rollouts and advantage weights (idempotent until observe)."""
+        if self._pending is not None:
+            return self._pending
+        t0 = time.perf_counter()
+        counts = np.asarray(self.classifier.group_counts(), dtype=np.int64)
+        in_play = counts > 0  # groups with members: the only ones q may put mass on
+        if self.resample:
+            q = np.asarray(self.prompt_gdro.distribution(in_play), dtype=np.float64)
+            q = np.where(in_play, q, 0.0)  # an empty group can never be asked for a prompt
+            q = q / q.sum()
+            prompt_ids = self._resample(q, counts)
+        else:
+            q = counts / max(int(counts.sum()), 1)
+            if self.reweight:
+                q = np.asarray(self.prompt_gdro.distribution(in_play), dtype=np.float64)
+            prompt_ids = self._take_cursor(self.batch_size)
+        group_ids = np.asarray(self.classifier.groups(prompt_ids), dtype=np.int64)
+        if self.use_rollout:
+            rollouts = np.asarray(self.rollout_gdro.allocate(group_ids), dtype=np.int64)
+        else:
+            rollouts = np.full(prompt_ids.size, self.budget_mean, dtype=np.int64)
+        if self.reweight:
+            per_response = np.repeat(group_ids, rollouts)
+            w = np.asarray(self.prompt_gdro.advantage_weights(per_response, in_play), dtype=np.float64)
+            starts = np.concatenate([[0], np.cumsum(rollouts)[:-1]])
+            adv_weights = w[starts]  # every response of a prompt shares its group's weight
+        else:
+            adv_weights = np.ones(prompt_ids.size, dtype=np.float64)
+        self._pending = StepSchedule(self.step, prompt_ids, group_ids, rollouts, adv_weights, q)
+        self._pending_ms = (time.perf_counter() - t0) * 1e3
+        return self._pending
+
+    def _validate(self, schedule: StepSchedule, rewards, surrogate) -> tuple[np.ndarray, np.ndarray]:
+        """All checks of `observe`, vectorised; returns the flat rewards and each prompt's start."""
+        pending = self._pending
+        if pending is None:
+            raise ValueError(f"observe: no pending schedule (call schedule() first; step {self.step})")
+        if int(schedule.step) != pending.step:
+            raise ValueError(f"observe: schedule is for step {schedule.step}, the pending step is {pending.step}")
+        if not np.array_equal(np.asarray(schedule.prompt_ids), pending.prompt_ids) or \
+                not np.array_equal(np.asarray(schedule.rollouts), pending.rollouts):
+            raise ValueError(f"observe: schedule for step {pending.step} does not match the one handed out "
+                             "(prompt ids or rollout counts differ)")
+        B = pending.batch_size
+        if len(rewards) != B:
+            raise ValueError(f"observe: rewards has {len(rewards)} prompts, the schedule has {B}")
+        try:
+            sizes = np.fromiter(map(len, rewards), dtype=np.int64, count=B)
+        except TypeError:
+            raise ValueError("observe: each prompt's rewards must be a 1-D sequence") from None
+        bad = np.flatnonzero(sizes != pending.rollouts)
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"observe: prompt {int(pending.prompt_ids[i])} (slot {i}) has {int(sizes[i])} "
+                             f"rewards, scheduled {int(pending.rollouts[i])}")
+        try:
+            flat = np.concatenate(list(rewards)).astype(np.float64, copy=False) if B else np.zeros(0)
+        except (TypeError, ValueError):
+            raise ValueError("observe: rewards must be numbers, one 1-D sequence per prompt") from None
+        if flat.ndim != 1 or flat.size != int(sizes.sum()):
+            raise ValueError("observe: each prompt's rewards must be a 1-D sequence")
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        for problem, mask in (("a non-finite reward", ~np.isfinite(flat)),
+                              ("a reward outside [0,1]", (flat < 0.0) | (flat > 1.0))):
+            hit = np.flatnonzero(mask)
+            if hit.size:
+                i = int(np.searchsorted(starts, hit[0], side="right") - 1)
+                raise ValueError(f"observe: prompt {int(pending.prompt_ids[i])} (slot {i}) has {problem}")
+        if surrogate is None and self.signal == "surrogate":
+            raise ValueError("observe: signal 'surrogate' needs the per-prompt surrogate losses")
+        if surrogate is not None:
+            s = np.asarray(surrogate, dtype=np.float64).reshape(-1)
+            if s.size != B:
+                raise ValueError(f"observe: surrogate has {s.size} values, the schedule has {B} prompts")
+            if not np.all(np.isfinite(s)):
+                raise ValueError("observe: surrogate has a non-finite value")
+        return flat, starts
+
+    def observe(self, schedule: StepSchedule, rewards: list[np.ndarray],
+                surrogate: np.ndarray | None = None) -> dict:
+        """Take the step's rewards (per prompt its n_i rewards in [0,1]); return the step record.
+
+        Raises ValueError naming the problem, with no state changed, on a schedule that is
+        not the pending one, wrong lengths, wrong rollout counts, or non-finite / out-of-range
+        rewards.
+        """
+        t0 = time.perf_counter()
+        flat, starts = self._validate(schedule, rewards, surrogate)
+        sch = self._pending
+        G = self.num_groups
+        n = sch.rollouts
+        correct = np.add.reduceat((flat > 0.5).astype(np.int64), starts) if n.size else np.zeros(0, np.int64)
+        reward_total = float(flat.sum())
+        sur = None if surrogate is None else np.asarray(surrogate, dtype=np.float64).reshape(-1)
+        signals = np.asarray(difficulty_signal(self.signal, rewards, sur), dtype=np.float64)
+
+        self.classifier.observe(sch.prompt_ids, n, correct)
+        self.classifier.end_step()
+        self.prompt_gdro.observe(sch.group_ids, signals)
+        self.rollout_gdro.observe(sch.group_ids, n, correct)
+
+        useful = (correct > 0) & (correct < n)
+        B = sch.batch_size
+        bin_prompts = np.bincount(sch.group_ids, minlength=G)[:G]
+        pm, rm = self.prompt_gdro.metrics(), self.rollout_gdro.metrics()
+        record = {
+            "step": sch.step,
+            "algorithm": self.algorithm,
+            "mode": self.mode if self.use_prompt else "cursor",
+            "prompts": B,
+            "rollouts": int(n.sum()),
+            "budget_mean": self.budget_mean,
+            "epoch": self.epoch,
+            "repeated_slots": int(B - np.unique(sch.prompt_ids).size),
+            "bin_prompts": np.asarray(self.classifier.group_counts(), dtype=int).tolist(),
+            "bin_batch_prompts": bin_prompts.astype(int).tolist(),
+            "bin_rollouts": _group_sums(sch.group_ids, n.astype(np.float64), G).astype(int).tolist(),
+            "bin_share": (bin_prompts / max(B, 1)).tolist(),
+            "bin_weights": _json_list(sch.q),
+            "bin_scores": _json_list(self.prompt_gdro.scores),
+            "bin_variance": _json_list(rm.get("variance", np.zeros(G))),
+            "bin_pass_at_k": _json_list(self.classifier.group_pass_at_k()),
+            "bin_clip_fraction": _json_list(pm.get("clip_fraction", np.zeros(G))),
+            "bin_adv_weight": (_group_sums(sch.group_ids, sch.adv_weights, G)
+                               / np.maximum(bin_prompts, 1)).tolist(),
+            "shadow_price": float(self.rollout_gdro.shadow_price),
+            "reward_mean": reward_total / max(int(n.sum()), 1),
+            "useful_rollout_fraction": float(n[useful].sum() / max(int(n.sum()), 1)),
+            "signal_mean": float(signals.mean()) if signals.size else 0.0,
+        }
+        self.step += 1
+        self._pending = None
+        record["adversary_ms"] = self._pending_ms + (time.perf_counter() - t0) * 1e3
+        self._last = record
+        return record
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """State of everything; a restored adversary hands out exactly the same future schedules.
+
+        The adversary's own fields (step, data cursor, epoch, RNG state, pending schedule) are
+        plain JSON values; the controllers' arrays are numpy (pass the whole dict through
+        `gdro_ray.algorithms.state.to_jsonable` for JSON). The epoch permutation is not
+        stored: it is a function of (seed, epoch).
+        """
+        return {
+            "version": 1,
+            "config": {"num_prompts": self.num_prompts, "algorithm": self.algorithm,
+                       "batch_size": self.batch_size, "budget_mean": self.budget_mean,
+                       "signal": self.signal, "mode": self.mode, "allow_repeats": self.allow_repeats,
+                       "seed": self.seed},
+            "step": self.step, "epoch": self.epoch, "cursor": self.cursor,
+            "rng": self._rng.bit_generator.state,
+            "pending": None if self._pending is None else self._pending.to_dict(),
+            "pending_ms": self._pending_ms,
+            "classifier": self.classifier.state_dict(),
+            "prompt_gdro": self.prompt_gdro.state_dict(),
+            "rollout_gdro": self.rollout_gdro.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        cfg = state.get("config", {})
+        for key in ("num_prompts", "algorithm", "batch_size", "budget_mean"):
+            if key in cfg and cfg[key] != getattr(self, key):
+                raise ValueError(f"load_state_dict: {key} is {getattr(self, key)!r} here, "
+                                 f"{cfg[key]!r} in the saved state")
+        self.classifier.load_state_dict(state["classifier"])
+        self.prompt_gdro.load_state_dict(state["prompt_gdro"])
+        self.rollout_gdro.load_state_dict(state["rollout_gdro"])
+        self.step, self.epoch, self.cursor = int(state["step"]), int(state["epoch"]), int(state["cursor"])
+        self._perm = None
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["rng"]
+        self._pending = None if state["pending"] is None else StepSchedule.from_dict(state["pending"])
+        self._pending_ms = float(state.get("pending_ms", 0.0))
+
+    def state_bytes_per_prompt(self) -> float:
+        """Memory per prompt: the classifier's arrays plus the cached epoch permutation."""
+        perm_bytes = 4.0 if (not self.resample) else 0.0
+        return float(self.classifier.state_bytes_per_prompt()) + perm_bytes
+
+    def metrics(self) -> dict:
+        """Current gauges for Prometheus: the last step record plus controller metrics."""
+        return {
+            "step": self.step, "epoch": self.epoch, "algorithm": self.algorithm,
+            "group_counts": np.asarray(self.classifier.group_counts(), dtype=int).tolist(),
+            "classifier": self.classifier.metrics(),
+            "prompt_gdro": self.prompt_gdro.metrics(),
+            "rollout_gdro": self.rollout_gdro.metrics(),
+            "last_step": dict(self._last),
+        }

@@ -1,0 +1,262 @@
+"""The Adversary round trip: schedule/observe invariants, records, state, bad input."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gdro_ray.algorithms.adversary import Adversary, StepSchedule
+from gdro_ray.algorithms.state import to_jsonable
+
+PER_GROUP = ("bin_prompts", "bin_batch_prompts", "bin_rollouts", "bin_weights", "bin_scores", "bin_variance",
+             "bin_pass_at_k", "bin_share", "bin_clip_fraction", "bin_adv_weight")
+SCALARS = ("step", "algorithm", "prompts", "rollouts", "budget_mean", "shadow_price", "reward_mean",
+           "useful_rollout_fraction", "adversary_ms")
+
+
+def make(algorithm="both", num_prompts=300, batch_size=32, mode="resample", allow_repeats=True, seed=0, **kw):
+    return Adversary(num_prompts=num_prompts, algorithm=algorithm, batch_size=batch_size, budget_mean=4,
+                     classifier_kw=kw.pop("classifier_kw", {}), prompt_kw=kw.pop("prompt_kw", {}),
+                     rollout_kw=kw.pop("rollout_kw", {}), signal=kw.pop("signal", "learnability"),
+                     mode=mode, allow_repeats=allow_repeats, seed=seed)
+
+
+def true_p(num_prompts: int) -> np.ndarray:
+    """A fixed heterogeneous pool: a third hopeless-ish, a third medium, a third easy."""
+    return np.linspace(0.0, 1.0, num_prompts) ** 2
+
+
+def rewards_for(sch: StepSchedule, p: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    return [(rng.random(int(n)) < p[i]).astype(float) for i, n in zip(sch.prompt_ids, sch.rollouts)]
+
+
+def run(adv: Adversary, steps: int, seed: int = 1) -> list[dict]:
+    rng, p = np.random.default_rng(seed), true_p(adv.num_prompts)
+    out = []
+    for _ in range(steps):
+        sch = adv.schedule()
+        out.append(adv.observe(sch, rewards_for(sch, p, rng)))
+    return out
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "prompt_gdro", "rollout_gdro", "both"])
+@pytest.mark.parametrize("mode", ["reweight", "resample"])
+def test_records_have_every_field(algorithm, mode):
+    adv = make(algorithm, mode=mode)
+    records = run(adv, 6)
+    for i, rec in enumerate(records):
+        for key in SCALARS:
+            assert key in rec, key
+        for key in PER_GROUP:
+            assert len(rec[key]) == adv.num_groups, key
+        assert rec["step"] == i and rec["algorithm"] == algorithm
+        assert rec["prompts"] == 32 and rec["budget_mean"] == 4
+        assert sum(rec["bin_batch_prompts"]) == 32 and sum(rec["bin_prompts"]) == adv.num_prompts
+        assert sum(rec["bin_rollouts"]) == rec["rollouts"]
+        assert abs(sum(rec["bin_share"]) - 1.0) < 1e-9
+        assert abs(sum(rec["bin_weights"]) - 1.0) < 1e-9
+        assert 0.0 <= rec["useful_rollout_fraction"] <= 1.0
+        json.dumps(rec, allow_nan=False)  # strict JSON: no NaN sneaks into a record
+    # Step 0 schedules from an empty history: every prompt is unseen.
+    assert records[0]["bin_batch_prompts"][-1] == 32
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.integers(1, 60), seed=st.integers(0, 10_000), algorithm=st.sampled_from(["rollout_gdro", "both"]))
+def test_budget_is_exact_under_rollout_gdro(batch, seed, algorithm):
+    adv = make(algorithm, num_prompts=120, batch_size=batch, seed=seed)
+    rng, p = np.random.default_rng(seed), true_p(120)
+    for _ in range(4):
+        sch = adv.schedule()
+        assert sch.rollouts.sum() == batch * 4
+        assert sch.rollouts.min() >= 2 and sch.rollouts.max() <= 12
+        adv.observe(sch, rewards_for(sch, p, rng))
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "prompt_gdro"])
+def test_fixed_rollouts_without_rollout_gdro(algorithm):
+    adv = make(algorithm)
+    run(adv, 3)
+    assert np.all(adv.schedule().rollouts == 4)
+
+
+def test_cursor_visits_every_prompt_once_per_epoch():
+    adv = make("grpo", num_prompts=100, batch_size=32)
+    seen = []
+    for rec_step in range(3):
+        sch = adv.schedule()
+        seen.extend(sch.prompt_ids.tolist())
+        adv.observe(sch, [np.zeros(int(n)) for n in sch.rollouts])
+    assert sorted(seen[:96]) == sorted(set(seen[:96]))  # no repeat inside the first epoch
+    sch = adv.schedule()  # crosses into epoch 1: the 4 left of epoch 0, then 28 of epoch 1
+    first_epoch = set(seen) | set(sch.prompt_ids[:4].tolist())
+    assert first_epoch == set(range(100))
+
+
+def test_schedule_is_idempotent_until_observe():
+    adv = make("both")
+    run(adv, 3)
+    a, b = adv.schedule(), adv.schedule()
+    assert a is b
+
+
+@pytest.mark.parametrize("algorithm,mode", [("both", "resample"), ("both", "reweight"), ("grpo", "resample")])
+def test_state_round_trip_gives_identical_future_schedules(algorithm, mode):
+    adv = make(algorithm, mode=mode)
+    run(adv, 8)
+    adv.schedule()  # a pending schedule must survive the round trip too
+    state = json.loads(json.dumps(to_jsonable(adv.state_dict())))
+    twin = make(algorithm, mode=mode)
+    twin.load_state_dict(state)
+    ra, rb = run(adv, 6, seed=5), run(twin, 6, seed=5)
+    for x, y in zip(ra, rb):
+        x, y = dict(x), dict(y)
+        x.pop("adversary_ms"), y.pop("adversary_ms")
+        assert x == y
+    assert np.array_equal(adv.schedule().prompt_ids, twin.schedule().prompt_ids)
+
+
+def test_state_from_another_configuration_is_refused():
+    adv = make("both")
+    with pytest.raises(ValueError, match="batch_size"):
+        make("both", batch_size=16).load_state_dict(adv.state_dict())
+
+
+def _snapshot(adv: Adversary) -> str:
+    return json.dumps(to_jsonable(adv.state_dict()), sort_keys=True)
+
+
+@pytest.mark.parametrize("problem,match", [
+    ("short", "rewards has"), ("count", "has 1 rewards"), ("nan", "non-finite"),
+    ("range", "outside"), ("step", "step"), ("ids", "does not match"), ("surrogate", "surrogate"),
+])
+def test_bad_observe_raises_and_changes_nothing(problem, match):
+    adv = make("both")
+    run(adv, 3)
+    sch = adv.schedule()
+    rewards = [np.ones(int(n)) * 0.0 for n in sch.rollouts]
+    surrogate = None
+    if problem == "short":
+        rewards = rewards[:-1]
+    elif problem == "count":
+        rewards[2] = np.zeros(1)
+    elif problem == "nan":
+        rewards[0] = rewards[0].copy()
+        rewards[0][0] = np.nan
+    elif problem == "range":
+        rewards[1] = rewards[1] + 2.0
+    elif problem == "step":
+        sch = StepSchedule.from_dict({**sch.to_dict(), "step": sch.step + 1})
+    elif problem == "ids":
+        d = sch.to_dict()
+        d["prompt_ids"] = [(i + 1) % adv.num_prompts for i in d["prompt_ids"]]
+        sch = StepSchedule.from_dict(d)
+    elif problem == "surrogate":
+        surrogate = np.zeros(3)
+    before = _snapshot(adv)
+    with pytest.raises(ValueError, match=match):
+        adv.observe(sch, rewards, surrogate)
+    assert _snapshot(adv) == before
+
+
+def test_observe_without_schedule_raises():
+    adv = make("grpo")
+    sch = adv.schedule()
+    adv.observe(sch, [np.zeros(int(n)) for n in sch.rollouts])
+    with pytest.raises(ValueError, match="step"):
+        adv.observe(sch, [np.zeros(int(n)) for n in sch.rollouts])
+
+
+def test_resample_with_repeats_follows_q():
+    """The realised batch share tracks q even for groups smaller than their slot count."""
+    adv = make("prompt_gdro", num_prompts=200, batch_size=64, mode="resample", allow_repeats=True)
+    run(adv, 10)  # leave the all-unseen start behind
+    q_sum, share_sum = np.zeros(adv.num_groups), np.zeros(adv.num_groups)
+    rng, p = np.random.default_rng(3), true_p(200)
+    steps = 200
+    for _ in range(steps):
+        sch = adv.schedule()
+        q_sum += sch.q
+        share_sum += np.bincount(sch.group_ids, minlength=adv.num_groups) / sch.batch_size
+        adv.observe(sch, rewards_for(sch, p, rng))
+    assert np.abs(share_sum / steps - q_sum / steps).max() < 0.02
+
+
+def test_resample_without_repeats_never_repeats_a_prompt():
+    adv = make("prompt_gdro", num_prompts=100, batch_size=64, allow_repeats=False)
+    for rec in run(adv, 15):
+        assert rec["repeated_slots"] == 0
+
+
+def test_resample_without_repeats_needs_enough_prompts():
+    with pytest.raises(ValueError, match="batch_size"):
+        make("prompt_gdro", num_prompts=10, batch_size=64, allow_repeats=False)
+
+
+@pytest.mark.parametrize("algorithm", ["prompt_gdro", "both"])
+def test_reweight_weights_have_mean_one_over_responses(algorithm):
+    adv = make(algorithm, mode="reweight", prompt_kw={"omega_max": 1e9})
+    rng, p = np.random.default_rng(0), true_p(adv.num_prompts)
+    for _ in range(12):
+        sch = adv.schedule()
+        mean = float((sch.adv_weights * sch.rollouts).sum() / sch.rollouts.sum())
+        assert abs(mean - 1.0) < 1e-9
+        assert np.all(sch.adv_weights > 0)
+        for g in np.unique(sch.group_ids):  # one weight per group
+            assert np.ptp(sch.adv_weights[sch.group_ids == g]) < 1e-12
+        adv.observe(sch, rewards_for(sch, p, rng))
+
+
+def test_weights_are_one_outside_reweight_mode():
+    adv = make("both", mode="resample")
+    run(adv, 3)
+    assert np.all(adv.schedule().adv_weights == 1.0)
+
+
+def test_same_seed_same_schedules_and_other_seed_differs():
+    a, b, c = make("both", seed=4), make("both", seed=4), make("both", seed=5)
+    ra, rb, rc = run(a, 5), run(b, 5), run(c, 5)
+    assert [r["bin_batch_prompts"] for r in ra] == [r["bin_batch_prompts"] for r in rb]
+    assert np.array_equal(a.schedule().prompt_ids, b.schedule().prompt_ids)
+    assert not np.array_equal(a.schedule().prompt_ids, c.schedule().prompt_ids)
+
+
+def test_schedule_dict_round_trip():
+    adv = make("both", mode="reweight")
+    run(adv, 2)
+    sch = adv.schedule()
+    back = StepSchedule.from_dict(json.loads(json.dumps(sch.to_dict())))
+    for field in ("prompt_ids", "group_ids", "rollouts", "adv_weights", "q"):
+        assert np.array_equal(getattr(back, field), getattr(sch, field))
+    adv.observe(back, [np.zeros(int(n)) for n in back.rollouts])  # accepted as the pending one
+
+
+def test_from_config_uses_the_config_sections():
+    from gdro_ray.config.loader import load_config
+
+    cfg = load_config(None, ["algorithm=rollout_gdro", "batch_size=16", "rollout_gdro.n_max=6",
+                             "classifier.edges=[0.25,0.5,0.75]"])
+    adv = Adversary.from_config(cfg, num_prompts=50)
+    assert adv.num_groups == 5 and adv.batch_size == 16 and adv.algorithm == "rollout_gdro"
+    run(adv, 3)
+    assert adv.schedule().rollouts.max() <= 6
+
+
+def test_unknown_algorithm_is_refused():
+    with pytest.raises(ValueError, match="algorithm"):
+        make("ppo")
+
+
+def test_shadow_controllers_report_without_acting():
+    """GRPO runs both controllers in shadow: scores move, schedules stay uniform."""
+    adv = make("grpo")
+    recs = run(adv, 10)
+    assert any(abs(s) > 0 for s in recs[-1]["bin_scores"] if s is not None)
+    assert all(r["rollouts"] == 32 * 4 for r in recs)
+    pool = np.asarray(recs[-1]["bin_prompts"], float)
+    # the applied q is the pool's group shares at schedule time: uniform prompt sampling
+    assert abs(sum(recs[-1]["bin_weights"]) - 1.0) < 1e-9 and pool.sum() == adv.num_prompts
