@@ -1,0 +1,165 @@
+"""Prompt-GDRO: the data adversary, exponential weights over difficulty groups (SPEC §2.2).
+
+Score (default `score_mode="ema"`, the paper's EMA-debiased form): for each group b present in
+a batch, with ℓ̄_b the mean per-prompt difficulty signal of its prompts and share_b = its
+fraction of the batch,
+
+    value_b = ℓ̄_b / max(share_b, floor)      (normalize_by_share=True; else value_b = ℓ̄_b)
+    S_b ← (1 − β) S_b + β value_b             (first observation: S_b = value_b)
+
+Groups absent from a batch keep their score. The distribution over the groups U in play is
+
+    q_b = (1 − γ) exp(η clip(S_b, −C, C)) / Σ_{j∈U} exp(η clip(S_j, −C, C)) + γ / |U|,
+
+exactly 0 outside U. Tracking the *mean* signal (an intensive quantity) rather than a running
+sum is what removes frequency bias: a rare group with a high mean signal outranks a common
+group whose summed signal is larger.
+
+What is (and is not) no-regret. The EMA score forgets (β < 1) and its sharpness η is fixed,
+so the default configuration tracks the currently hardest groups; it is not Hedge and makes no
+regret promise against the best fixed group. `score_mode="cumulative"` replaces the EMA with
+the running sum S_b ← S_b + value_b; with normalize_by_share=False, score_clip=inf, γ = 0,
+η = √(8 ln B / T) and every group's loss fed each step (full information) it is exactly Hedge
+for a maximising player, with regret ≤ √(T ln B / 2) for losses in [0, 1]. Fed importance-
+weighted loss estimates (the bandit form, see tests) it is EXP3. The tests check both.
+
+Reweight mode (`advantage_weights`): each response gets q of its group, rescaled to mean 1 over
+the given responses and capped at ω_max, so the average update scale equals plain GRPO's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gdro_ray.algorithms.validation import as_float_array, check_ids
+
+SCORE_MODES = ("ema", "cumulative")
+
+
+class PromptGDRO:
+    """Exponential-weights adversary over groups; see the module docstring."""
+
+    def __init__(self, num_groups: int, eta: float = 0.65, gamma: float = 0.01, beta: float = 0.12,
+                 share_floor: float = 0.02, normalize_by_share: bool = True, score_clip: float = 3.0,
+                 omega_max: float = 15.0, score_mode: str = "ema"):
+        if int(num_groups) < 1:
+            raise ValueError(f"num_groups must be >= 1, got {num_groups}")
+        if not eta > 0 or not math.isfinite(eta):
+            raise ValueError(f"eta must be > 0 and finite, got {eta}")
+        if not 0 <= gamma < 1:
+            raise ValueError(f"gamma must be in [0, 1), got {gamma}")
+        if not 0 < beta <= 1:
+            raise ValueError(f"beta must be in (0, 1], got {beta}")
+        if not 0 < share_floor <= 1:
+            raise ValueError(f"share_floor must be in (0, 1], got {share_floor}")
+        if not score_clip > 0:
+            raise ValueError(f"score_clip must be > 0 (inf disables it), got {score_clip}")
+        if not omega_max > 0:
+            raise ValueError(f"omega_max must be > 0, got {omega_max}")
+        if score_mode not in SCORE_MODES:
+            raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
+        self.num_groups = int(num_groups)
+        self.eta, self.gamma, self.beta = float(eta), float(gamma), float(beta)
+        self.share_floor, self.normalize_by_share = float(share_floor), bool(normalize_by_share)
+        self.score_clip, self.omega_max, self.score_mode = float(score_clip), float(omega_max), score_mode
+        self.scores = np.zeros(self.num_groups, np.float64)
+        self._initialized = np.zeros(self.num_groups, bool)
+        self._clip_steps = np.zeros(self.num_groups, np.int64)  # steps with |S_b| at the clip
+        self._active_steps = np.zeros(self.num_groups, np.int64)  # steps since b's first observation
+        self.steps = 0
+
+    # ----------------------------------------------------------------- decisions
+    def _in_play_mask(self, in_play) -> np.ndarray:
+        if in_play is None:
+            return np.ones(self.num_groups, bool)
+        mask = np.asarray(in_play)
+        if mask.shape != (self.num_groups,) or mask.dtype != bool:
+            raise ValueError(f"in_play must be a bool mask of length {self.num_groups}, got "
+                             f"dtype {mask.dtype} shape {mask.shape}")
+        if not mask.any():
+            raise ValueError("in_play selects no group")
+        return mask
+
+    def distribution(self, in_play: np.ndarray | None = None) -> np.ndarray:
+        """q over groups: exponential weights mixed with γ-uniform over the groups in play."""
+        mask = self._in_play_mask(in_play)
+        logits = self.eta * np.clip(self.scores, -self.score_clip, self.score_clip)
+        logits = np.where(mask, logits, -np.inf)
+        weights = np.exp(logits - logits[mask].max())  # exp(-inf) = 0 outside U
+        q = (1.0 - self.gamma) * weights / weights.sum() + np.where(mask, self.gamma / mask.sum(), 0.0)
+        return q
+
+    def advantage_weights(self, response_group_ids, in_play: np.ndarray | None = None) -> np.ndarray:
+        """Per-response weight q[group], rescaled to mean 1 over the responses, capped at ω_max.
+
+        in_play defaults to the groups present among the responses (the γ mix is spread over
+        them only); responses of groups outside an explicit in_play get weight 0.
+        """
+        ids = check_ids(response_group_ids, self.num_groups, "response_group_ids")
+        if ids.size == 0:
+            return np.zeros(0, np.float64)
+        if in_play is None:
+            in_play = np.bincount(ids, minlength=self.num_groups) > 0
+        weights = self.distribution(in_play)[ids]
+        if weights.sum() <= 0:
+            raise ValueError("no response belongs to a group in play")
+        return np.minimum(weights * (len(weights) / weights.sum()), self.omega_max)
+
+    # ----------------------------------------------------------------- updates
+    def observe(self, group_ids, signals) -> None:
+        """Update the scores of the groups present from per-prompt difficulty signals."""
+        ids = check_ids(group_ids, self.num_groups, "group_ids")
+        values = as_float_array(signals, "signals")
+        if ids.shape != values.shape:
+            raise ValueError(f"group_ids and signals need equal lengths, got {ids.shape} and {values.shape}")
+        if ids.size == 0:
+            return
+        counts = np.bincount(ids, minlength=self.num_groups)
+        present = counts > 0
+        mean_signal = np.bincount(ids, weights=values, minlength=self.num_groups)[present] / counts[present]
+        if self.normalize_by_share:
+            share = counts[present] / ids.size
+            mean_signal = mean_signal / np.maximum(share, self.share_floor)
+        old = self.scores[present]
+        first = ~self._initialized[present]
+        if self.score_mode == "ema":
+            updated = np.where(first, mean_signal, (1.0 - self.beta) * old + self.beta * mean_signal)
+        else:
+            updated = old + mean_signal
+        self.scores[present] = updated
+        self._initialized[present] = True
+        self._active_steps[self._initialized] += 1
+        self._clip_steps[self._initialized] += np.abs(self.scores[self._initialized]) >= self.score_clip
+        self.steps += 1
+
+    # ----------------------------------------------------------------- reporting and state
+    def clip_fraction(self) -> np.ndarray:
+        """Per group: fraction of steps since its first observation with |S_b| at the clip C."""
+        return self._clip_steps / np.maximum(self._active_steps, 1)
+
+    def metrics(self) -> dict:
+        return {"q": self.distribution().tolist(), "scores": self.scores.tolist(),
+                "clip_fraction": self.clip_fraction().tolist(), "steps": self.steps}
+
+    def _config(self) -> dict:
+        return {"num_groups": self.num_groups, "score_mode": self.score_mode}
+
+    def state_dict(self) -> dict:
+        return {"config": self._config(), "scores": self.scores.copy(), "initialized": self._initialized.copy(),
+                "clip_steps": self._clip_steps.copy(), "active_steps": self._active_steps.copy(),
+                "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if dict(state["config"]) != self._config():
+            raise ValueError(f"Prompt-GDRO state was saved with {dict(state['config'])}, this one has {self._config()}")
+        shape = (self.num_groups,)
+        loaded = {"scores": np.array(state["scores"], np.float64), "initialized": np.array(state["initialized"], bool),
+                  "clip_steps": np.array(state["clip_steps"], np.int64),
+                  "active_steps": np.array(state["active_steps"], np.int64)}
+        for key, value in loaded.items():
+            if value.shape != shape:
+                raise ValueError(f"Prompt-GDRO state field {key!r} has shape {value.shape}, expected {shape}")
+        self.scores, self._initialized = loaded["scores"], loaded["initialized"]
+        self._clip_steps, self._active_steps = loaded["clip_steps"], loaded["active_steps"]
+        self.steps = int(state["steps"])

@@ -1,0 +1,236 @@
+"""Prompt-GDRO: the distribution, the EMA score, no frequency bias, no-regret of the exponential
+weights (Hedge and EXP3 configurations), reweighting, state; and the difficulty signals."""
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from gdro_ray.algorithms import PromptGDRO, difficulty_signal, group_advantages, to_jsonable
+
+
+@settings(deadline=None, max_examples=50)
+@given(st.lists(st.floats(-10, 10), min_size=1, max_size=12), st.floats(0.05, 3), st.floats(0, 0.5),
+       st.data())
+def test_distribution_matches_formula_and_respects_in_play(scores, eta, gamma, data):
+    B = len(scores)
+    ctl = PromptGDRO(B, eta=eta, gamma=gamma, score_clip=3.0)
+    ctl.scores = np.array(scores)
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=B, max_size=B)))
+    if not mask.any():
+        mask[0] = True
+    q = ctl.distribution(mask)
+    w = np.exp(eta * np.clip(scores, -3, 3)) * mask
+    expected = (1 - gamma) * w / w.sum() + gamma * mask / mask.sum()
+    assert np.allclose(q, expected, rtol=1e-9, atol=1e-12)
+    assert q.sum() == pytest.approx(1.0) and (q[~mask] == 0).all()
+    assert (q[mask] >= gamma / mask.sum() - 1e-12).all()
+
+
+def test_ema_score_initialises_then_smooths_and_absent_groups_keep_theirs():
+    ctl = PromptGDRO(3, beta=0.25, normalize_by_share=False)
+    ctl.observe(np.array([0, 0, 1]), np.array([1.0, 0.0, 0.8]))
+    assert ctl.scores.tolist() == pytest.approx([0.5, 0.8, 0.0])
+    ctl.observe(np.array([0]), np.array([1.0]))
+    assert ctl.scores.tolist() == pytest.approx([0.75 * 0.5 + 0.25 * 1.0, 0.8, 0.0])
+
+
+def test_share_normalisation_uses_the_floor():
+    ctl = PromptGDRO(2, share_floor=0.1, score_clip=math.inf)
+    ids = np.array([0] * 99 + [1])
+    ctl.observe(ids, np.full(100, 0.5))
+    assert ctl.scores.tolist() == pytest.approx([0.5 / 0.99, 0.5 / 0.1])
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_rare_hard_group_outweighs_common_easier_group(normalize):
+    # 2 % of the batch with mean loss 0.8 against 60 % with mean loss 0.5: the common group's
+    # summed loss (30) dwarfs the rare one's (1.6), yet the rare group must get more weight.
+    rng = np.random.default_rng(0)
+    ctl = PromptGDRO(3, normalize_by_share=normalize)
+    for _ in range(30):
+        ids = np.array([0] * 2 + [1] * 60 + [2] * 38)
+        loss = np.concatenate([rng.uniform(0.6, 1.0, 2), rng.uniform(0.3, 0.7, 60), rng.uniform(0.0, 0.4, 38)])
+        ctl.observe(ids, loss)
+    q = ctl.distribution()
+    assert q[0] > q[1] > q[2]
+
+
+def test_clip_fraction_reports_thin_groups_at_the_clip():
+    ctl = PromptGDRO(2)  # share normalised, floor 0.02, clip 3
+    for _ in range(10):
+        ctl.observe(np.array([0] * 99 + [1]), np.full(100, 0.5))  # thin group: 0.5 / 0.02 = 25
+    assert ctl.clip_fraction().tolist() == [0.0, 1.0]
+    assert ctl.metrics()["steps"] == 10
+
+
+def regret_of(ctl, losses, rng=None):
+    """Run the adversary on a T×B loss matrix (or an adaptive rule); regret to the best fixed group."""
+    T, B = losses.shape if not callable(losses) else (losses.T, losses.B)
+    earned, totals = 0.0, np.zeros(B)
+    for t in range(T):
+        q = ctl.distribution()
+        row = losses(t, q) if callable(losses) else losses[t]
+        earned += float(q @ row)
+        totals += row
+        if rng is None:  # full information: every group's loss is seen
+            ctl.observe(np.arange(B), row)
+        else:  # bandit: one group is drawn from q and only its loss is seen (EXP3 loss form)
+            b = min(int(np.searchsorted(np.cumsum(q), rng.random(), side="right")), B - 1)
+            ctl.observe(np.array([b]), np.array([-(1.0 - row[b]) / q[b]]))
+    return totals.max() - earned
+
+
+class AdaptiveAdversary:
+    """Hands loss 1 to the group the player currently weights least: hard for a maximiser."""
+
+    def __init__(self, T, B):
+        self.T, self.B = T, B
+
+    def __call__(self, t, q):
+        row = np.zeros(self.B)
+        row[int(np.argmin(q))] = 1.0
+        return row
+
+
+def hedge(B, T):
+    return PromptGDRO(B, eta=math.sqrt(8 * math.log(B) / T), gamma=0.0, score_clip=math.inf,
+                      normalize_by_share=False, score_mode="cumulative")
+
+
+@pytest.mark.parametrize("kind", ["stochastic", "switching", "adaptive"])
+def test_hedge_configuration_has_vanishing_regret(kind):
+    B, per_step = 6, []
+    for T in (100, 1000, 5000):
+        rng = np.random.default_rng(T)
+        if kind == "stochastic":
+            losses = rng.binomial(1, np.linspace(0.2, 0.7, B), size=(T, B)).astype(float)
+        elif kind == "switching":  # the best group changes in blocks of growing length
+            losses = np.zeros((T, B))
+            edges = np.unique(np.geomspace(1, T, 12).astype(int))
+            for i, (a, b) in enumerate(zip(np.r_[0, edges[:-1]], edges)):
+                losses[a:b, i % B] = 1.0
+        else:
+            losses = AdaptiveAdversary(T, B)
+        regret = regret_of(hedge(B, T), losses)
+        assert regret <= math.sqrt(T * math.log(B) / 2) + 1e-9  # Hedge's bound
+        per_step.append(regret / T)
+    assert per_step[0] > per_step[1] > per_step[2]
+
+
+def test_exp3_configuration_has_vanishing_regret_on_average():
+    B, per_step = 4, []
+    for T in (100, 1000, 5000):
+        runs = []
+        for seed in range(3):
+            rng = np.random.default_rng(seed)
+            losses = rng.binomial(1, np.linspace(0.2, 0.8, B), size=(T, B)).astype(float)
+            ctl = PromptGDRO(B, eta=math.sqrt(2 * math.log(B) / (T * B)), gamma=0.0, score_clip=math.inf,
+                             normalize_by_share=False, score_mode="cumulative")
+            runs.append(regret_of(ctl, losses, rng=rng))
+        regret = float(np.mean(runs))
+        assert regret <= 2 * math.sqrt(2 * T * B * math.log(B))  # EXP3's expected-regret bound, with slack
+        per_step.append(regret / T)
+    assert per_step[0] > per_step[2] and per_step[1] > per_step[2]
+
+
+def test_default_ema_tracks_a_change_faster_than_hedge():
+    # The documented trade-off: the EMA score forgets, so it follows a switch of the hardest group.
+    ema, cumulative = PromptGDRO(2, normalize_by_share=False), hedge(2, 400)
+    before, after = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    for t in range(300):
+        for ctl in (ema, cumulative):
+            ctl.observe(np.arange(2), before if t < 200 else after)
+    assert ema.distribution()[1] > 0.6 and cumulative.distribution()[1] < 0.5
+
+
+def test_advantage_weights_follow_q_with_mean_one_and_cap():
+    ctl = PromptGDRO(3, normalize_by_share=False)
+    ctl.scores = np.array([1.0, 0.0, -1.0])
+    ids = np.array([0, 1, 1, 2, 2, 2])
+    w = ctl.advantage_weights(ids)
+    q = ctl.distribution()
+    assert w.mean() == pytest.approx(1.0) and w[0] / w[1] == pytest.approx(q[0] / q[1])
+    capped = PromptGDRO(2, eta=3.0, omega_max=1.5, normalize_by_share=False)
+    capped.scores = np.array([3.0, -3.0])
+    assert capped.advantage_weights(np.array([0] + [1] * 9)).max() == 1.5
+    only_zero = np.array([True, False, False])
+    assert ctl.advantage_weights(np.array([0, 1]), in_play=only_zero).tolist() == [2.0, 0.0]
+
+
+def snapshot(ctl):
+    return {k: np.array(v, copy=True) for k, v in ctl.state_dict().items() if k != "config"}
+
+
+@pytest.mark.parametrize("ids, signals, message", [
+    ([0, 1], [0.1, np.nan], "NaN"),
+    ([0, 5], [0.1, 0.2], "group_ids must lie"),
+    ([0, 1], [0.1], "equal lengths"),
+])
+def test_bad_observation_raises_and_changes_nothing(ids, signals, message):
+    ctl = PromptGDRO(3)
+    ctl.observe(np.array([0, 1, 2]), np.array([0.3, 0.5, 0.7]))
+    before = snapshot(ctl)
+    with pytest.raises(ValueError, match=message):
+        ctl.observe(np.array(ids), np.array(signals))
+    after = snapshot(ctl)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"eta": 0.0}, "eta must be > 0"), ({"gamma": 1.0}, "gamma must be in \\[0, 1\\)"),
+    ({"beta": 0.0}, "beta must be in \\(0, 1\\]"), ({"share_floor": 0.0}, "share_floor"),
+    ({"score_mode": "sum"}, "score_mode"),
+])
+def test_bad_configuration_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PromptGDRO(4, **kwargs)
+    with pytest.raises(ValueError, match="in_play"):
+        PromptGDRO(2).distribution(np.array([False, False]))
+
+
+def test_state_round_trip_through_json_gives_identical_decisions():
+    rng = np.random.default_rng(5)
+    original = PromptGDRO(5)
+    for _ in range(20):
+        original.observe(rng.integers(0, 5, 32), rng.uniform(0, 1, 32))
+    restored = PromptGDRO(5)
+    restored.load_state_dict(json.loads(json.dumps(to_jsonable(original.state_dict()))))
+    for _ in range(20):
+        ids, sig = rng.integers(0, 5, 32), rng.uniform(0, 1, 32)
+        for ctl in (original, restored):
+            ctl.observe(ids, sig)
+        assert np.array_equal(original.distribution(), restored.distribution())
+    assert original.metrics() == restored.metrics()
+
+
+# ------------------------------------------------------------------ difficulty signals
+@settings(deadline=None, max_examples=40)
+@given(st.lists(st.lists(st.sampled_from([0.0, 1.0, 0.5]), min_size=1, max_size=12), min_size=1, max_size=10))
+def test_signals_match_a_per_prompt_reference(groups):
+    rewards = [np.array(g) for g in groups]
+    failure = difficulty_signal("failure", rewards)
+    learn = difficulty_signal("learnability", rewards)
+    for r, f, l, a in zip(rewards, failure, learn, group_advantages(rewards)):
+        assert f == pytest.approx(1 - r.mean())
+        expected = (r - r.mean()) / (r.std() + 1e-6)
+        assert np.allclose(a, expected) and l == pytest.approx(np.abs(expected).mean())
+
+
+def test_learnability_of_binary_rewards_is_two_sqrt_p_one_minus_p():
+    rewards = [np.array([1.0, 0, 0, 0]), np.array([1.0, 1, 0, 0]), np.zeros(4), np.ones(4)]
+    assert difficulty_signal("learnability", rewards) == pytest.approx(
+        [2 * math.sqrt(0.25 * 0.75), 1.0, 0.0, 0.0], abs=1e-5)
+
+
+def test_signal_errors():
+    with pytest.raises(ValueError, match="needs the per-prompt surrogate"):
+        difficulty_signal("surrogate", [np.ones(2)])
+    with pytest.raises(ValueError, match="2 values for 1 prompts"):
+        difficulty_signal("surrogate", [np.ones(2)], surrogate=np.ones(2))
+    with pytest.raises(ValueError, match="signal kind"):
+        difficulty_signal("loss", [np.ones(2)])
+    with pytest.raises(ValueError, match="rewards in \\[0, 1\\]"):
+        difficulty_signal("failure", [np.array([-1.0, 1.0])])
+    assert difficulty_signal("surrogate", [np.ones(2)], surrogate=np.array([0.3])).tolist() == [0.3]
