@@ -60,7 +60,9 @@ def lead_lag(records: list[dict]) -> np.ndarray:
 
 def _heatmap(plt, mat: np.ndarray, title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
-    im = ax.imshow(mat.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
+    # The first steps (every prompt unseen, q = 1 on one group) would wash out the colour scale.
+    vmax = float(np.nanpercentile(mat, 99)) if np.isfinite(mat).any() else 1.0
+    im = ax.imshow(mat.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest", vmin=0, vmax=vmax)
     ax.set_xlabel("step")
     ax.set_ylabel("bin (0 = hardest; top row = unseen)")
     ax.set_title(title)
