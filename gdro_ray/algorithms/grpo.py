@@ -1,0 +1,202 @@
+"""GRPO math for variable group sizes (SPEC §2.4). Pure torch/numpy: no Ray, no model.
+
+Algorithm
+---------
+* Advantages. For one prompt group with rewards r_1..r_n (any n ≥ 2),
+  A_j = (r_j − mean(r)) / (std(r) + ε) with the *population* std (divide by n), then clipped
+  to [−adv_clip, adv_clip]. A group of size 1, or one whose rewards are all equal, carries no
+  relative signal and gets all-zero advantages.
+* DAPO dynamic sampling. `filter_all_equal` is the keep-mask of groups whose rewards are not
+  all equal (those are the only groups with a non-zero GRPO gradient).
+* Token log-probs. log π(token) = logit[token] − logsumexp(logits), computed in fp32 in
+  bounded blocks, forward and backward, so a full fp32 [B, T, V] tensor is never materialised.
+* KL. The k3 estimator of KL(π‖π_ref) per token: exp(ref − logp) − (ref − logp) − 1 ≥ 0.
+* Loss. Per token, with ρ = exp(logp − old_logp) and the clip-higher interval
+  [1 − clip_low, 1 + clip_high]:
+      ℓ_t = max(−A·ρ, −A·clip(ρ)) + kl_coef · k3_t
+  aggregated as a *token mean over the whole batch*: Σ_tokens ℓ_t / (number of tokens), so a
+  long response weighs more than a short one (DAPO's token-level loss). A caller that splits a
+  batch into micro-batches passes the global token count as `num_tokens` so the micro-batch
+  losses sum to the batch loss.
+* Per-sequence surrogate (Prompt-GDRO's `surrogate` signal, paper-notes §2.3): the token mean
+  over one response of max(−A·ρ, −A·clip(ρ)) computed with the UNWEIGHTED advantage (before
+  the adversary's multiplier) and without the KL term. It is a detached diagnostic.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+# exp() of a log-ratio beyond this is inf/0 in fp32 and only produces NaN gradients; a token
+# this far off-policy is clipped anyway, so clamping the log-ratio changes no clipped value.
+_MAX_LOG_RATIO = 20.0
+
+
+def _as_float_tensor(rewards: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
+    if isinstance(rewards, torch.Tensor):
+        return rewards.detach().to(torch.float32).reshape(-1)
+    return torch.as_tensor(np.asarray(rewards, dtype=np.float64), dtype=torch.float32).reshape(-1)
+
+
+def _all_equal(r: torch.Tensor) -> bool:
+    return r.numel() <= 1 or bool((r == r[0]).all())
+
+
+def group_advantages(
+    rewards: Sequence[torch.Tensor | np.ndarray | Sequence[float]],
+    eps: float = 1e-6,
+    adv_clip: float = 5.0,
+) -> list[torch.Tensor]:
+    """Per-group normalised advantages, one fp32 tensor per group (same length as the group)."""
+    out: list[torch.Tensor] = []
+    for group in rewards:
+        r = _as_float_tensor(group)
+        if _all_equal(r):
+            out.append(torch.zeros_like(r))
+            continue
+        # Normalise in fp64 so tiny reward differences do not lose precision.
+        r64 = r.double()
+        std = r64.std(unbiased=False)
+        adv = (r64 - r64.mean()) / (std + eps)
+        out.append(adv.clamp(-adv_clip, adv_clip).to(torch.float32))
+    return out
+
+
+def filter_all_equal(rewards: Sequence[torch.Tensor | np.ndarray | Sequence[float]]) -> np.ndarray:
+    """DAPO dynamic-sampling keep-mask: True for groups whose rewards are not all equal."""
+    return np.array([not _all_equal(_as_float_tensor(g)) for g in rewards], dtype=bool)
+
+
+# Elements of fp32 scratch per block in token_logprobs (64 MiB): bounded whatever B, T and V.
+_LOGPROB_BLOCK_ELEMS = 1 << 24
+
+
+def _blocks(batch: int, length: int, vocab: int, budget: int):
+    """(row slice, token slice) blocks of at most ~`budget` logits each."""
+    if length * vocab <= budget:
+        step = max(1, budget // max(1, length * vocab))
+        for r in range(0, batch, step):
+            yield slice(r, r + step), slice(0, length)
+    else:
+        step = max(1, budget // vocab)
+        for r in range(batch):
+            for t in range(0, length, step):
+                yield slice(r, r + 1), slice(t, t + step)
+
+
+class _TokenLogProb(torch.autograd.Function):
+    """log_softmax(logits).gather(tokens) block by block. Saves only the logits (in their own
+    dtype) and the fp32 log-partition per position, and recomputes softmax blocks in backward,
+    so no fp32 [B, T, V] tensor ever exists (at V = 150k that would be tens of GB)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, budget: int) -> torch.Tensor:
+        b, t, v = logits.shape
+        lse = torch.empty((b, t), dtype=torch.float32, device=logits.device)
+        picked = torch.empty((b, t), dtype=torch.float32, device=logits.device)
+        for rows, cols in _blocks(b, t, v, budget):
+            block = logits[rows, cols].float()
+            lse[rows, cols] = torch.logsumexp(block, dim=-1)
+            picked[rows, cols] = block.gather(-1, tokens[rows, cols].unsqueeze(-1)).squeeze(-1)
+        ctx.save_for_backward(logits, tokens, lse)
+        ctx.budget = budget
+        return picked - lse
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, tokens, lse = ctx.saved_tensors
+        b, t, v = logits.shape
+        grad = grad.float()
+        out = torch.empty((b, t, v), dtype=logits.dtype, device=logits.device)
+        for rows, cols in _blocks(b, t, v, ctx.budget):
+            g = grad[rows, cols].unsqueeze(-1)
+            # d logp[token] / d logits = onehot(token) − softmax(logits)
+            d = torch.exp(logits[rows, cols].float() - lse[rows, cols].unsqueeze(-1)).mul_(-g)
+            d.scatter_add_(-1, tokens[rows, cols].unsqueeze(-1), g)
+            out[rows, cols] = d.to(out.dtype)
+        return out, None, None
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, block_elems: int = _LOGPROB_BLOCK_ELEMS) -> torch.Tensor:
+    """log-prob of `tokens[b, t]` under `logits[b, t]` (already aligned), fp32, shape [B, T].
+
+    Equal to log_softmax(logits.float()).gather(tokens), computed in blocks of about
+    `block_elems` logits so fp32 scratch stays bounded; differentiable w.r.t. `logits`.
+    """
+    if logits.shape[:-1] != tokens.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} are not aligned")
+    if tokens.numel() == 0:
+        return logits.new_zeros(tokens.shape, dtype=torch.float32)
+    return _TokenLogProb.apply(logits, tokens, int(block_elems))
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(π‖π_ref): exp(d) − d − 1 with d = ref_logp − logp (≥ 0)."""
+    d = (ref_logp - logp).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    return torch.exp(d) - d - 1.0
+
+
+def _clipped_surrogate(adv: torch.Tensor, ratio: torch.Tensor, clip_low: float, clip_high: float):
+    """Per-token max(−A·ρ, −A·clip(ρ)) and the mask of tokens where the clipped branch wins."""
+    a = adv.unsqueeze(-1)
+    unclipped = -a * ratio
+    clipped = -a * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    return torch.maximum(unclipped, clipped), clipped > unclipped
+
+
+def grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    kl_coef: float = 0.001,
+    signal_advantages: torch.Tensor | None = None,
+    num_tokens: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """Clipped-surrogate GRPO loss with clip-higher and a k3 KL penalty.
+
+    Shapes: `logp`, `old_logp`, `ref_logp`, `mask` are [B, T]; `advantages` and
+    `signal_advantages` are [B] (one value per response; `advantages` already carries the
+    adversary's weight). `ref_logp=None` or `kl_coef=0` drops the KL term. `num_tokens` is the
+    denominator of the token mean (default: the tokens in `mask`).
+
+    Returns (scalar loss, stats, per-sequence surrogate [B] detached). Stats are token means
+    over this call's tokens plus `tokens` (the count), so a caller can re-weight them.
+    """
+    mask_f = mask.to(torch.float32)
+    adv = advantages.to(torch.float32)
+    signal = adv if signal_advantages is None else signal_advantages.to(torch.float32)
+    log_ratio = (logp - old_logp.detach()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    ratio = torch.exp(log_ratio)
+
+    per_token, clipped = _clipped_surrogate(adv, ratio, clip_low, clip_high)
+    use_kl = ref_logp is not None and kl_coef != 0.0
+    kl = k3_kl(logp, ref_logp.detach()) if ref_logp is not None else torch.zeros_like(logp)
+    if use_kl:
+        per_token = per_token + kl_coef * kl
+
+    local_tokens = mask_f.sum()
+    denom = float(num_tokens) if num_tokens is not None else max(float(local_tokens), 1.0)
+    loss = (per_token * mask_f).sum() / denom
+
+    with torch.no_grad():
+        seq_tokens = mask_f.sum(-1)
+        signal_tok, _ = _clipped_surrogate(signal, ratio.detach(), clip_low, clip_high)
+        per_seq = (signal_tok * mask_f).sum(-1) / seq_tokens.clamp_min(1.0)
+        n = max(float(local_tokens), 1.0)
+        masked_ratio = ratio.detach()[mask.bool()]
+        stats = {
+            "tokens": float(local_tokens),
+            "pg_loss": float((per_token.detach() - (kl_coef * kl if use_kl else 0.0)).mul(mask_f).sum() / n),
+            "kl": float((kl.detach() * mask_f).sum() / n),
+            "clip_frac": float((clipped.float() * mask_f).sum() / n),
+            "ratio_mean": float((ratio.detach() * mask_f).sum() / n),
+            "ratio_max": float(masked_ratio.max()) if masked_ratio.numel() else 1.0,
+            "ratio_min": float(masked_ratio.min()) if masked_ratio.numel() else 1.0,
+        }
+    return loss, stats, per_seq

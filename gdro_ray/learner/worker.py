@@ -1,0 +1,354 @@
+"""FSDP2 GRPO learner: one `LearnerWorker` per rank (a plain class; the service wraps it with
+`ray.remote`, tests drive it under torch.multiprocessing).
+
+Algorithm of one `train_step` (one optimizer step per call)
+----------------------------------------------------------
+1. Every rank receives the SAME full batch and takes its contiguous slice of the responses.
+2. The global token count (all response tokens of all ranks) is summed with an all_reduce; it
+   is the denominator of the token-mean loss, so each micro-batch contributes
+   Σ_tokens ℓ / N_global and the accumulated gradient is that of the batch token mean.
+   FSDP2 *averages* gradients over ranks in its reduce-scatter, so the backward loss is scaled
+   by world_size to turn that average back into the global sum.
+3. Each rank runs the same number of micro-batches (right-padded, at most `micro_batch`
+   sequences and, if `micro_batch_tokens` > 0, at most that many padded tokens); a rank with
+   fewer runs zero-token dummy micro-batches, because every FSDP forward and backward is a
+   collective and unequal counts would deadlock. Every rank plans every rank's micro-batches
+   from the full batch, so the count needs no communication. Logits are computed only from
+   the first response position on (`logits_to_keep`) and log-probs in bounded fp32 blocks.
+4. Reference log-probs come from a frozen, unsharded copy of the initial model on each rank
+   (fine for small and mid-size models; skipped entirely when kl_coef = 0).
+   `old_logprobs` from the sampler give the PPO ratio; without them the current policy's
+   detached log-probs are used (on-policy, ratio 1).
+5. Global grad-norm clip, AdamW step (fp32 master weights; `dtype="bfloat16"` computes in
+   bf16 through FSDP2's MixedPrecisionPolicy and reduces gradients in fp32).
+6. The per-sequence clipped surrogate with the unweighted advantage (Prompt-GDRO's
+   `surrogate` signal) is measured at the pre-update policy, summed across ranks, and
+   averaged per prompt.
+
+Weight publication: `state_dict_bytes()` gathers the full state dict on rank 0 and serialises
+it with safetensors. vLLM's in-place reload is only correct for untied embeddings (stack-notes
+§3); when the config ties them, `lm_head.weight` is still written explicitly (a copy of the
+embedding), so the published dict always names every weight vLLM loads.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
+
+from gdro_ray.algorithms.grpo import grpo_loss, token_logprobs
+from gdro_ray.learner import checkpoint as ckpt
+from gdro_ray.learner.batch import (
+    build_micro_batch,
+    dummy_micro_batch,
+    plan_micro_batches,
+    rank_slice,
+    validate_batch,
+)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Stats summed over ranks as token-weighted sums (then divided by the global token count).
+_SUM_STATS = ("pg_loss", "kl", "clip_frac", "ratio_mean")
+
+
+class LearnerWorker:
+    """One FSDP2 rank of the GRPO learner group."""
+
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        master_addr: str,
+        master_port: int,
+        model_path: str,
+        lr: float,
+        weight_decay: float = 0.0,
+        grad_clip: float = 1.0,
+        micro_batch: int = 64,
+        micro_batch_tokens: int = 0,
+        backend: str = "auto",
+        dtype: str = "float32",
+        grpo: dict | None = None,
+        seed: int = 0,
+        device: str | None = None,
+        num_threads: int | None = 1,
+        gradient_checkpointing: bool = False,
+        timeout_s: float = 1800.0,
+    ) -> None:
+        from transformers import AutoModelForCausalLM
+
+        if dtype not in _DTYPES:
+            raise ValueError(f"learner dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        torch.manual_seed(seed)
+        self.rank, self.world_size = rank, world_size
+        self.model_path = model_path
+        self.grad_clip, self.micro_batch = grad_clip, max(1, int(micro_batch))
+        self.micro_batch_tokens = max(0, int(micro_batch_tokens))
+        self.compute_dtype = _DTYPES[dtype]
+        grpo = dict(grpo or {})
+        self.clip_low = float(grpo.get("clip_low", 0.2))
+        self.clip_high = float(grpo.get("clip_high", 0.28))
+        self.kl_coef = float(grpo.get("kl_coef", 0.001))
+        self._version = 0
+
+        if device is None:
+            device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if backend == "auto":
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+        self.backend = backend
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://{master_addr}:{int(master_port)}",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=timeout_s),
+        )
+        mesh = init_device_mesh(self.device.type, (world_size,))
+
+        # Master weights stay fp32 so AdamW updates are not lost to bf16 rounding.
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        model.config.use_cache = False
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.config = model.config
+        self.pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
+        mp = None
+        if self.compute_dtype != torch.float32:
+            mp = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
+        shard_kwargs = {"mesh": mesh} if mp is None else {"mesh": mesh, "mp_policy": mp}
+        layer_classes = set(getattr(model, "_no_split_modules", None) or [])
+        for module in model.modules():
+            if type(module).__name__ in layer_classes:
+                fully_shard(module, **shard_kwargs)
+        fully_shard(model, **shard_kwargs)
+        self.model = model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+        self.ref_model = None
+        if self.kl_coef != 0.0:
+            ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.compute_dtype)
+            ref.config.use_cache = False
+            self.ref_model = ref.to(self.device).eval().requires_grad_(False)
+
+    # ------------------------------------------------------------------ info
+    def version(self) -> int:
+        """Optimizer steps taken: the version of the weights."""
+        return self._version
+
+    def info(self) -> dict:
+        return {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "device": str(self.device),
+            "backend": self.backend,
+            "version": self._version,
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "pid": os.getpid(),
+        }
+
+    # ------------------------------------------------------------------ training
+    def _forward_logp(self, model: torch.nn.Module, mb) -> torch.Tensor:
+        out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, logits_to_keep=mb.keep)
+        return token_logprobs(out.logits[:, :-1], mb.targets)
+
+    def _micro_batches(self, batch: dict, n: int):
+        """This rank's micro-batches, padded with dummies to the largest count of any rank."""
+        plans = [
+            plan_micro_batches(
+                batch, list(rank_slice(n, r, self.world_size)), self.micro_batch, self.micro_batch_tokens
+            )
+            for r in range(self.world_size)
+        ]
+        chunks = plans[self.rank]
+        most = max(len(p) for p in plans)
+        for k in range(most):
+            if k < len(chunks):
+                yield build_micro_batch(batch, chunks[k], self.pad_id, self.device)
+            else:
+                yield dummy_micro_batch(self.device)
+
+    @torch.no_grad()
+    def response_logprobs(self, batch: dict, reference: bool = False) -> list[list[float]]:
+        """Per-token log-probs of every response under the current policy (or the frozen
+        reference), gathered to every rank. Collective. Needs only the token-id keys."""
+        n = len(batch["response_token_ids"])
+        lengths = [len(r) for r in batch["response_token_ids"]]
+        width = max(lengths, default=0)
+        table = torch.zeros((n, max(width, 1)), dtype=torch.float32, device=self.device)
+        model = self.model
+        if reference:
+            if self.ref_model is None:
+                raise ValueError("no reference model: the learner was built with kl_coef = 0")
+            model = self.ref_model
+        for mb in self._micro_batches(batch, n):
+            logp = self._forward_logp(model, mb)
+            for j, row in enumerate(mb.rows):
+                start = len(batch["prompt_token_ids"][row]) - 1 - mb.start
+                table[row, : lengths[row]] = logp[j, start : start + lengths[row]]
+        dist.all_reduce(table)
+        rows = table.cpu().tolist()
+        return [rows[i][: lengths[i]] for i in range(n)]
+
+    def train_step(self, batch: dict) -> dict:
+        """One GRPO optimizer step on the batch (see the module docstring). Collective."""
+        t0 = time.perf_counter()
+        n = validate_batch(batch)
+        responses = batch["response_token_ids"]
+        total_tokens = sum(len(r) for r in responses)
+        mine = rank_slice(n, self.rank, self.world_size)
+
+        # The all_reduce gives the global token count; every rank also knows it from the full
+        # batch, so a mismatch means the ranks were sent different batches.
+        counts = torch.tensor([float(sum(len(responses[i]) for i in mine))], dtype=torch.float64, device=self.device)
+        dist.all_reduce(counts)
+        spread = torch.tensor([float(total_tokens), -float(total_tokens)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(spread, op=dist.ReduceOp.MAX)
+        if int(counts[0]) != total_tokens or spread[0] != -spread[1]:
+            raise RuntimeError("learner ranks received different batches (global token counts disagree)")
+        if total_tokens == 0:
+            return self._empty_stats(n, time.perf_counter() - t0)
+
+        per_seq = torch.zeros(n, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(len(_SUM_STATS) + 1, dtype=torch.float64, device=self.device)
+        extremes = torch.full((2,), -math.inf, dtype=torch.float64, device=self.device)  # max ρ, −min ρ
+
+        self.model.train()
+        for mb in self._micro_batches(batch, n):
+            logp = self._forward_logp(self.model, mb)
+            old_logp = mb.old_logp if mb.old_logp is not None else logp.detach()
+            ref_logp = None
+            if self.ref_model is not None:
+                with torch.no_grad():
+                    ref_logp = self._forward_logp(self.ref_model, mb)
+            loss, stats, seq_surrogate = grpo_loss(
+                logp, old_logp, ref_logp, mb.advantages, mb.mask,
+                clip_low=self.clip_low, clip_high=self.clip_high, kl_coef=self.kl_coef,
+                signal_advantages=mb.signal_advantages, num_tokens=float(total_tokens),
+            )
+            (loss * self.world_size).backward()
+            if mb.rows:
+                per_seq[mb.rows] = seq_surrogate.to(torch.float64)
+                sums[0] += float(loss.detach()) * total_tokens  # token-sum of the full loss
+                for j, key in enumerate(_SUM_STATS, start=1):
+                    sums[j] += stats[key] * stats["tokens"]
+                if stats["tokens"] > 0:
+                    extremes[0] = max(float(extremes[0]), stats["ratio_max"])
+                    extremes[1] = max(float(extremes[1]), -stats["ratio_min"])
+
+        dist.all_reduce(sums)
+        dist.all_reduce(per_seq)
+        dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+
+        max_norm = self.grad_clip if self.grad_clip and self.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), max_norm)
+        if isinstance(grad_norm, DTensor):
+            grad_norm = grad_norm.full_tensor()
+        grad_norm = float(grad_norm)
+        skipped = not math.isfinite(grad_norm)
+        if not skipped:  # every rank sees the same global norm, so all skip or all step
+            self.optimizer.step()
+            self._version += 1
+        self.optimizer.zero_grad(set_to_none=True)
+
+        out = {key: float(sums[j]) / total_tokens for j, key in enumerate(_SUM_STATS, start=1)}
+        out.update(
+            loss=float(sums[0]) / total_tokens,
+            ratio_max=float(extremes[0]),
+            ratio_min=-float(extremes[1]),
+            grad_norm=grad_norm,
+            tokens=total_tokens,
+            responses=n,
+            skipped=skipped,
+            version=self._version,
+            per_prompt_surrogate=_per_prompt_mean(batch["prompt_index"], per_seq.cpu().tolist()),
+            time_s=time.perf_counter() - t0,
+        )
+        return out
+
+    def _empty_stats(self, n: int, elapsed: float) -> dict:
+        zero = dict.fromkeys(("loss", *_SUM_STATS, "grad_norm"), 0.0) | {"ratio_mean": 1.0}
+        return {**zero, "ratio_max": 1.0, "ratio_min": 1.0, "tokens": 0, "responses": n, "skipped": True,
+                "version": self._version, "per_prompt_surrogate": {}, "time_s": elapsed}
+
+    # ------------------------------------------------------------------ weights
+    def _full_state_dict(self) -> dict[str, torch.Tensor]:
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(self.model, options=options)
+
+    def state_dict_bytes(self) -> bytes | None:
+        """safetensors bytes of the full weights (in the compute dtype) on rank 0; None elsewhere.
+        Collective: call on every rank."""
+        state = self._full_state_dict()
+        if self.rank != 0:
+            return None
+        state = ckpt.publishable(state, self.config, dtype=self.compute_dtype)
+        return ckpt.to_safetensors_bytes(state, metadata={"version": str(self._version)})
+
+    def save_checkpoint(self, path: str) -> None:
+        """Collective. Rank 0 writes an HF-loadable folder plus optimizer state, atomically."""
+        state = self._full_state_dict()
+        optim_state = get_optimizer_state_dict(
+            self.model, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        error = None
+        if self.rank == 0:
+            try:
+                ckpt.write_checkpoint(path, self.model_path, ckpt.publishable(state, self.config, torch.float32),
+                                      optim_state, {"version": self._version, "world_size": self.world_size})
+            except Exception as exc:  # tell the other ranks before raising, so none hangs
+                error = f"{type(exc).__name__}: {exc}"
+        flag = [error]
+        dist.broadcast_object_list(flag, src=0)
+        if flag[0] is not None:
+            raise RuntimeError(f"checkpoint save to {path} failed on rank 0: {flag[0]}")
+
+    def load_checkpoint(self, path: str) -> None:
+        """Collective. Rank 0 reads the folder and broadcasts weights and optimizer state."""
+        payload: list = [None, None]
+        state: dict = {}
+        optim_state: dict = {}
+        if self.rank == 0:
+            try:
+                state, optim_state, meta = ckpt.read_checkpoint(path)
+                payload = [None, int(meta["version"])]
+            except Exception as exc:
+                payload = [str(exc), None]
+        dist.broadcast_object_list(payload, src=0)
+        if payload[0] is not None:
+            raise ckpt.CheckpointError(payload[0])
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, cpu_offload=True)
+        set_model_state_dict(self.model, state, options=options)
+        set_optimizer_state_dict(self.model, self.optimizer, optim_state, options=options)
+        self._version = payload[1]
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _per_prompt_mean(prompt_index: list[int], values: list[float]) -> dict[int, float]:
+    total: dict[int, float] = {}
+    count: dict[int, int] = {}
+    for p, v in zip(prompt_index, values):
+        total[int(p)] = total.get(int(p), 0.0) + v
+        count[int(p)] = count.get(int(p), 0) + 1
+    return {p: total[p] / count[p] for p in total}

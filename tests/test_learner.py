@@ -1,0 +1,226 @@
+"""FSDP2 learner worker (gdro_ray.learner) on CPU/gloo with a tiny random untied Qwen3."""
+import json
+import math
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load as st_load
+
+from gdro_ray.algorithms.grpo import grpo_loss
+from gdro_ray.errors import CheckpointError
+from gdro_ray.learner import LearnerWorker
+from gdro_ray.learner.batch import build_micro_batch, plan_micro_batches, rank_slice, validate_batch
+from gdro_ray.learner.checkpoint import publishable
+
+LR = 1e-2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_model(path, tie=False):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=tie)
+    model = Qwen3ForCausalLM(cfg)
+    model.save_pretrained(path)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_qwen3")
+    _make_model(path)
+    return str(path)
+
+
+def _batch(old_logprobs=None):
+    """7 responses of 3 prompts with different prompt and response lengths."""
+    prompts = [[1, 2, 3]] * 3 + [[4, 5]] * 2 + [[6, 7, 8, 9]] * 2
+    responses = [[10, 11, 12], [13], [14, 15, 16, 17, 18], [19, 20], [21, 22, 23], [24], [25, 26]]
+    adv = [1.0, -1.0, 0.5, 1.0, -1.0, 2.0, -2.0]
+    return {
+        "prompt_token_ids": prompts,
+        "response_token_ids": responses,
+        "advantages": [1.5 * a for a in adv],  # as if multiplied by an adversary weight
+        "signal_advantages": adv,
+        "old_logprobs": old_logprobs,
+        "prompt_index": [0, 0, 0, 1, 1, 2, 2],
+    }
+
+
+def _off_policy_logprobs(batch):
+    """Fixed sampler log-probs near the random model's (≈ −log 128) so some ratios clip."""
+    g = torch.Generator().manual_seed(1)
+    return [(-math.log(128) + 0.8 * (torch.rand(len(r), generator=g) - 0.5)).tolist()
+            for r in batch["response_token_ids"]]
+
+
+def _worker(model_dir, rank=0, world=1, port=None, **kw):
+    kw.setdefault("micro_batch", 3)
+    return LearnerWorker(rank, world, "127.0.0.1", port or _free_port(), model_dir, lr=LR,
+                         grpo={"clip_low": 0.2, "clip_high": 0.28, "kl_coef": 0.001}, **kw)
+
+
+def _seq_surrogate(new_lp, old_lp, adv):
+    _, _, per_seq = grpo_loss(torch.tensor([new_lp]), torch.tensor([old_lp]), None, torch.tensor([adv]),
+                              torch.ones(1, len(new_lp)), kl_coef=0.0)
+    return float(per_seq[0])
+
+
+def test_batch_validation_and_rank_slices():
+    assert validate_batch(_batch()) == 7
+    bad = _batch()
+    bad["advantages"] = bad["advantages"][:-1]
+    with pytest.raises(ValueError, match="advantages"):
+        validate_batch(bad)
+    with pytest.raises(ValueError, match="old log-probs"):
+        validate_batch(_batch(old_logprobs=[[0.0]] * 7))
+    for n in range(0, 12):
+        for w in (1, 2, 3):
+            parts = [list(rank_slice(n, r, w)) for r in range(w)]
+            assert sum(parts, []) == list(range(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_micro_batch_plan_and_layout():
+    batch = _batch()  # sequence lengths 6, 4, 8, 4, 5, 5, 6
+    assert plan_micro_batches(batch, list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    # ≤ 12 padded tokens: [6, 4] → 2×6; adding 8 would give 3×8; a lone 8 fits alone, ...
+    assert plan_micro_batches(batch, list(range(7)), 64, max_tokens=12) == [[0, 1], [2], [3, 4], [5, 6]]
+    mb = build_micro_batch(batch | {"old_logprobs": [[float(t) for t in r] for r in batch["response_token_ids"]]},
+                           [3, 5], pad_id=0, device=torch.device("cpu"))
+    # prompts of length 2 and 4: kept logits start at position 1, the sequences have length 5 and 5
+    assert mb.start == 1 and mb.keep == 4 and mb.input_ids.shape == (2, 5)
+    assert mb.targets.tolist() == [[19, 20, 0], [8, 9, 24]]
+    assert mb.mask.tolist() == [[1, 1, 0], [0, 0, 1]]
+    assert mb.old_logp.tolist() == [[19, 20, 0], [0, 0, 24]]  # old log-probs sit on their tokens
+    assert mb.advantages.tolist() == [1.5, 3.0] and mb.signal_advantages.tolist() == [1.0, 2.0]
+
+
+def test_tied_config_still_publishes_lm_head(tmp_path):
+    model = _make_model(tmp_path, tie=True)
+    out = publishable(model.state_dict(), model.config, torch.float32)
+    assert torch.equal(out["lm_head.weight"], out["model.embed_tokens.weight"])
+    assert out["lm_head.weight"].data_ptr() != out["model.embed_tokens.weight"].data_ptr()
+
+
+def test_single_rank_step_raises_positive_advantage_logprobs(model_dir):
+    w = _worker(model_dir)
+    try:
+        base = _batch()
+        lp0 = w.response_logprobs(base)
+        batch = _batch(old_logprobs=lp0)
+        first = w.train_step(batch)
+        assert first["ratio_mean"] == pytest.approx(1.0, abs=1e-5)  # old log-probs are the policy's
+        assert first["version"] == 1 and w.version() == 1 and first["tokens"] == 17
+        assert set(first["per_prompt_surrogate"]) == {0, 1, 2}
+        lp1 = w.response_logprobs(batch)
+        second = w.train_step(batch)
+        assert second["loss"] < first["loss"]
+        lp2 = w.response_logprobs(batch)
+        for i, a in enumerate(batch["advantages"]):
+            gain = sum(lp2[i]) - sum(lp0[i])
+            assert gain > 0 if a > 0 else gain < 0
+        # The per-prompt surrogate is the mean of the per-sequence clipped surrogate with the
+        # UNWEIGHTED advantages, at the pre-update policy of the step (lp1 here).
+        seqs = [_seq_surrogate(lp1[i], lp0[i], a) for i, a in enumerate(batch["signal_advantages"])]
+        for p in (0, 1, 2):
+            mine = [s for s, q in zip(seqs, batch["prompt_index"]) if q == p]
+            assert second["per_prompt_surrogate"][p] == pytest.approx(sum(mine) / len(mine), abs=1e-5)
+        assert second["kl"] > 0 and second["grad_norm"] > 0
+        ref = w.response_logprobs(batch, reference=True)
+        assert sum(ref, []) == pytest.approx(sum(lp0, []), abs=1e-5)  # the reference stays the initial model
+    finally:
+        w.shutdown()
+
+
+def test_checkpoint_round_trip_restores_weights_and_optimizer(model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    batch = _batch(old_logprobs=_off_policy_logprobs(_batch()))
+    w = _worker(model_dir, micro_batch_tokens=12)
+    try:
+        w.train_step(batch)
+        saved = w.state_dict_bytes()
+        w.save_checkpoint(str(tmp_path / "ck"))
+        w.train_step(batch)
+        after_two = w.state_dict_bytes()
+        assert after_two != saved
+        w.load_checkpoint(str(tmp_path / "ck"))
+        assert w.version() == 1
+        _assert_state_close(st_load(w.state_dict_bytes()), st_load(saved), atol=0)
+        w.train_step(batch)  # needs the restored AdamW moments to reproduce step two
+        _assert_state_close(st_load(w.state_dict_bytes()), st_load(after_two), atol=1e-6)
+        with pytest.raises(CheckpointError, match="does not exist"):
+            w.load_checkpoint(str(tmp_path / "nope"))
+    finally:
+        w.shutdown()
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "ck")
+    _assert_state_close(hf.state_dict(), st_load(saved), atol=0)
+    assert json.loads((tmp_path / "ck" / "learner_state.json").read_text())["version"] == 1
+
+
+def _assert_state_close(a, b, atol):
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0), k
+
+
+def _two_rank_main(rank, port, model_dir, out_dir, batch):
+    w = _worker(model_dir, rank=rank, world=2, port=port)
+    try:
+        stats = w.train_step(batch)
+        blob = w.state_dict_bytes()
+        w.save_checkpoint(f"{out_dir}/ck")
+        w.train_step(batch)
+        w.load_checkpoint(f"{out_dir}/ck")
+        reloaded = w.state_dict_bytes()
+        stats["version_after_load"] = w.version()
+        with open(f"{out_dir}/rank{rank}.json", "w") as f:
+            json.dump(stats, f)
+        if rank == 0:
+            open(f"{out_dir}/step1.safetensors", "wb").write(blob)
+            open(f"{out_dir}/reloaded.safetensors", "wb").write(reloaded)
+        else:
+            assert blob is None and reloaded is None
+    finally:
+        w.shutdown()
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_rank(model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    batch = _batch(old_logprobs=_off_policy_logprobs(_batch()))
+    mp.spawn(_two_rank_main, args=(_free_port(), model_dir, str(tmp_path), batch), nprocs=2, join=True)
+    stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert stats[0]["loss"] == pytest.approx(stats[1]["loss"], abs=1e-7)
+    assert stats[0]["per_prompt_surrogate"] == stats[1]["per_prompt_surrogate"]
+    assert stats[0]["version_after_load"] == 1
+
+    w = _worker(model_dir, micro_batch=64)  # one micro-batch: checks the accumulation too
+    try:
+        single = w.train_step(batch)
+        single_sd = st_load(w.state_dict_bytes())
+    finally:
+        w.shutdown()
+    assert single["clip_frac"] > 0  # the batch exercises the clipped branch
+    for key in ("loss", "kl", "clip_frac", "grad_norm"):
+        assert stats[0][key] == pytest.approx(single[key], rel=1e-4, abs=1e-7), key
+    for p, v in single["per_prompt_surrogate"].items():
+        assert stats[0]["per_prompt_surrogate"][str(p)] == pytest.approx(v, abs=1e-6)
+    two_rank_sd = st_load((tmp_path / "step1.safetensors").read_bytes())
+    _assert_state_close(two_rank_sd, single_sd, atol=1e-5)
+    _assert_state_close(st_load((tmp_path / "reloaded.safetensors").read_bytes()), two_rank_sd, atol=0)
+
+    fresh = AutoModelForCausalLM.from_pretrained(model_dir)
+    result = fresh.load_state_dict(two_rank_sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
