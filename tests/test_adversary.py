@@ -260,3 +260,28 @@ def test_shadow_controllers_report_without_acting():
     pool = np.asarray(recs[-1]["bin_prompts"], float)
     # the applied q is the pool's group shares at schedule time: uniform prompt sampling
     assert abs(sum(recs[-1]["bin_weights"]) - 1.0) < 1e-9 and pool.sum() == adv.num_prompts
+
+
+def test_schedule_ahead_queues_one_step_and_observes_in_order():
+    """One-step off-policy: the next schedule is made before the current one is observed."""
+    def make():
+        return Adversary(500, "both", 16, 4, {}, {}, {}, "learnability", "resample", True, seed=3)
+
+    rng = np.random.default_rng(0)
+    adv = make()
+    s0 = adv.schedule()
+    s1 = adv.schedule_ahead()
+    assert (s0.step, s1.step, s0.lag, s1.lag) == (0, 1, 0, 1)
+    assert adv.schedule() is s0  # still idempotent: the oldest pending one
+    with pytest.raises(ValueError):
+        adv.schedule_ahead()  # at most two outstanding
+    with pytest.raises(ValueError):
+        adv.observe(s1, [rng.integers(0, 2, n).astype(float) for n in s1.rollouts])
+    # the pending queue survives a state round trip
+    twin = make()
+    twin.load_state_dict(json.loads(json.dumps(to_jsonable(adv.state_dict()))))
+    r0 = adv.observe(s0, [rng.integers(0, 2, n).astype(float) for n in s0.rollouts])
+    assert r0["step"] == 0 and r0["schedule_lag"] == 0
+    r1 = adv.observe(s1, [rng.integers(0, 2, n).astype(float) for n in s1.rollouts])
+    assert r1["step"] == 1 and r1["schedule_lag"] == 1
+    assert twin.schedule().step == 0 and len(twin._pending) == 2

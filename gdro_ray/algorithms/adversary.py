@@ -50,6 +50,7 @@ class StepSchedule:
     rollouts: np.ndarray  # int64 n_i per prompt
     adv_weights: np.ndarray  # float advantage multiplier per prompt; mean over responses 1
     q: np.ndarray  # distribution over groups applied this step
+    lag: int = 0  # steps of results not yet observed when this schedule was made (off-policy: 1)
 
     def to_dict(self) -> dict:
         return {
@@ -59,6 +60,7 @@ class StepSchedule:
             "rollouts": self.rollouts.tolist(),
             "adv_weights": self.adv_weights.tolist(),
             "q": self.q.tolist(),
+            "lag": int(self.lag),
         }
 
     @classmethod
@@ -70,6 +72,7 @@ class StepSchedule:
             rollouts=np.asarray(d["rollouts"], dtype=np.int64),
             adv_weights=np.asarray(d["adv_weights"], dtype=np.float64),
             q=np.asarray(d["q"], dtype=np.float64),
+            lag=int(d.get("lag", 0)),
         )
 
     @property
@@ -127,8 +130,11 @@ class Adversary:
         self.cursor = 0  # position inside the current epoch's permutation
         self._perm: np.ndarray | None = None
         self._rng = np.random.default_rng([self.seed, 1])
-        self._pending: StepSchedule | None = None
-        self._pending_ms = 0.0
+        # Schedules handed out and not yet observed, oldest first. Normally one; one-step
+        # off-policy training asks for the next step's schedule (`schedule_ahead`) before the
+        # current one is observed, so its grouping lags the history by one step (recorded).
+        self._pending: list[StepSchedule] = []
+        self._pending_ms: list[float] = []
         self._last: dict[str, Any] = {}
 
     @classmethod
@@ -206,8 +212,21 @@ class Adversary:
     # ------------------------------------------------------------------ the round trip
     def schedule(self) -> StepSchedule:
         """This step's prompts, groups, rollouts and advantage weights (idempotent until observe)."""
-        if self._pending is not None:
-            return self._pending
+        if self._pending:
+            return self._pending[0]
+        return self._make_schedule()
+
+    def schedule_ahead(self, max_pending: int = 2) -> StepSchedule:
+        """A schedule for the step after the newest pending one (one-step off-policy mode).
+
+        It is built from the history observed so far, i.e. without the pending steps' results.
+        """
+        if len(self._pending) >= max_pending:
+            raise ValueError(f"schedule_ahead: {len(self._pending)} schedules already pending "
+                             f"(max {max_pending}); observe step {self._pending[0].step} first")
+        return self._make_schedule()
+
+    def _make_schedule(self) -> StepSchedule:
         t0 = time.perf_counter()
         counts = np.asarray(self.classifier.group_counts(), dtype=np.int64)
         in_play = counts > 0  # groups with members: the only ones q may put mass on
@@ -233,13 +252,15 @@ class Adversary:
             adv_weights = w[starts]  # every response of a prompt shares its group's weight
         else:
             adv_weights = np.ones(prompt_ids.size, dtype=np.float64)
-        self._pending = StepSchedule(self.step, prompt_ids, group_ids, rollouts, adv_weights, q)
-        self._pending_ms = (time.perf_counter() - t0) * 1e3
-        return self._pending
+        lag = len(self._pending)
+        sched = StepSchedule(self.step + lag, prompt_ids, group_ids, rollouts, adv_weights, q, lag)
+        self._pending.append(sched)
+        self._pending_ms.append((time.perf_counter() - t0) * 1e3)
+        return sched
 
     def _validate(self, schedule: StepSchedule, rewards, surrogate) -> tuple[np.ndarray, np.ndarray]:
         """All checks of `observe`, vectorised; returns the flat rewards and each prompt's start."""
-        pending = self._pending
+        pending = self._pending[0] if self._pending else None
         if pending is None:
             raise ValueError(f"observe: no pending schedule (call schedule() first; step {self.step})")
         if int(schedule.step) != pending.step:
@@ -293,7 +314,7 @@ class Adversary:
         """
         t0 = time.perf_counter()
         flat, starts = self._validate(schedule, rewards, surrogate)
-        sch = self._pending
+        sch = self._pending[0]
         G = self.num_groups
         n = sch.rollouts
         correct = np.add.reduceat((flat > 0.5).astype(np.int64), starts) if n.size else np.zeros(0, np.int64)
@@ -336,8 +357,9 @@ class Adversary:
             "signal_mean": float(signals.mean()) if signals.size else 0.0,
         }
         self.step += 1
-        self._pending = None
-        record["adversary_ms"] = self._pending_ms + (time.perf_counter() - t0) * 1e3
+        self._pending.pop(0)
+        record["adversary_ms"] = self._pending_ms.pop(0) + (time.perf_counter() - t0) * 1e3
+        record["schedule_lag"] = int(sch.lag)  # 0: grouped with all history; 1: one step stale
         self._last = record
         return record
 
@@ -358,8 +380,8 @@ class Adversary:
                        "seed": self.seed},
             "step": self.step, "epoch": self.epoch, "cursor": self.cursor,
             "rng": self._rng.bit_generator.state,
-            "pending": None if self._pending is None else self._pending.to_dict(),
-            "pending_ms": self._pending_ms,
+            "pending": [p.to_dict() for p in self._pending],
+            "pending_ms": list(self._pending_ms),
             "classifier": self.classifier.state_dict(),
             "prompt_gdro": self.prompt_gdro.state_dict(),
             "rollout_gdro": self.rollout_gdro.state_dict(),
@@ -378,8 +400,11 @@ class Adversary:
         self._perm = None
         self._rng = np.random.default_rng()
         self._rng.bit_generator.state = state["rng"]
-        self._pending = None if state["pending"] is None else StepSchedule.from_dict(state["pending"])
-        self._pending_ms = float(state.get("pending_ms", 0.0))
+        pending = state.get("pending") or []
+        pending = [pending] if isinstance(pending, dict) else pending
+        self._pending = [StepSchedule.from_dict(p) for p in pending]
+        ms = state.get("pending_ms", [])
+        self._pending_ms = [float(x) for x in (ms if isinstance(ms, list) else [ms] * len(pending))]
 
     def state_bytes_per_prompt(self) -> float:
         """Memory per prompt: the classifier's arrays plus the cached epoch permutation."""

@@ -38,6 +38,10 @@ class AdversaryService:
     def schedule(self) -> dict:
         return self.adv.schedule().to_dict()
 
+    def schedule_ahead(self) -> dict:
+        """The next step's schedule before the current one is observed (one-step off-policy)."""
+        return self.adv.schedule_ahead().to_dict()
+
     def observe(self, schedule: dict, rewards: list[list[float]], surrogate: list[float] | None,
                 weights_version: int) -> dict:
         import numpy as np
@@ -56,7 +60,9 @@ class AdversaryService:
 
     # ---- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"adversary": self.adv.state_dict(), "rollouts_total": self.rollouts_total}
+        from gdro_ray.algorithms.state import to_jsonable
+
+        return to_jsonable({"adversary": self.adv.state_dict(), "rollouts_total": self.rollouts_total})
 
     def load_state_dict(self, state: dict) -> None:
         self.adv.load_state_dict(state["adversary"])
