@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gdro_ray.config import Config, ConfigError, dump_config, load_config, to_dict
@@ -67,6 +68,8 @@ class Trainer:
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
         self.step = 0
         self.version = 0
+        self.reward_timeouts = 0
+        self._inflight = None  # off-policy: (schedule, future of its sampling)
 
     # ---- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -139,25 +142,25 @@ class Trainer:
             })
         return shards
 
-    def run_step(self) -> dict:
+    def _sample(self, sched: dict) -> tuple[list[dict], float]:
+        t0 = time.perf_counter()
+        out = self.pool.run(self._shards(sched))
+        return out, time.perf_counter() - t0
+
+    def _learn_observe(self, sched: dict, shard_out: list[dict], t: dict) -> dict:
+        """GRPO update on the step's rollouts, then the adversary's observe (steps 3–4)."""
         import numpy as np
         import ray
 
         from gdro_ray.algorithms.grpo import group_advantages
 
-        cfg, t = self.cfg, {}
-        t0 = time.perf_counter()
-        sched = ray.get(self.adversary.schedule.remote())
-        t["schedule"] = time.perf_counter() - t0
-
-        t1 = time.perf_counter()
-        shard_out = self.pool.run(self._shards(sched))
-        t["sample"] = time.perf_counter() - t1
+        cfg = self.cfg
         t["generate"] = max((o["generate_s"] for o in shard_out), default=0.0)
         t["reward"] = max((o["reward_s"] for o in shard_out), default=0.0)
         by_slot = {r["slot"]: r for o in shard_out for r in o["results"]}
         B = len(sched["prompt_ids"])
-        assert sorted(by_slot) == list(range(B)), "a prompt of the step was lost or duplicated"
+        if sorted(by_slot) != list(range(B)):
+            raise RuntimeError(f"step {sched['step']}: a prompt was lost or duplicated in sampling")
         rewards = [np.asarray(by_slot[i]["rewards"], dtype=float) for i in range(B)]
         correct = [(r + 1) / 2 if cfg.grpo.reward_scale == "pm1" else r for r in rewards]
 
@@ -186,28 +189,85 @@ class Trainer:
         record = ray.get(self.adversary.observe.remote(sched, [c.tolist() for c in correct], surrogate, self.version))
         t["observe"] = time.perf_counter() - t3
 
-        t4 = time.perf_counter()
-        blob = self.learner.state_dict_bytes()
-        self.pool.publish(blob, self.version)
-        t["publish"] = time.perf_counter() - t4
-        step_time = time.perf_counter() - t0
-
+        sampled_with = min((o["weights_version"] for o in shard_out), default=self.version - 1)
         tokens = sum(o["tokens"] for o in shard_out)
         record.update({
-            "weights_version": self.version, "samplers": self.pool.live(),
-            "stage_time_s": {k: round(v, 4) for k, v in t.items()}, "step_time_s": round(step_time, 4),
-            "tokens": tokens, "tokens_per_s": tokens / max(step_time, 1e-9),
+            "weights_version": self.version, "samplers": self.pool.live(), "tokens": tokens,
+            # versions the learner had moved past when it trained on these rollouts
+            "staleness": (self.version - 1) - sampled_with,
             "pass_rate": float(np.mean([float(np.mean(c > 0.5)) for c in correct])),
             "loss": learn.get("loss"), "kl": learn.get("kl"), "clip_frac": learn.get("clip_frac"),
-            "grad_norm": learn.get("grad_norm"), "staleness": 0,
+            "grad_norm": learn.get("grad_norm"),
             "shards_requeued": self.pool.stats.requeued, "sampler_restarts": self.pool.stats.restarts,
             "reward_timeouts": sum(o.get("reward_timeouts", 0) for o in shard_out),
         })
+        return record
+
+    def _publish(self, t: dict) -> None:
+        t4 = time.perf_counter()
+        if self.version != self.pool.version:
+            self.pool.publish(self.learner.state_dict_bytes(), self.version)
+        t["publish"] = time.perf_counter() - t4
+
+    def _finish_record(self, record: dict, t: dict, t0: float) -> dict:
+        step_time = time.perf_counter() - t0
+        record.update({"stage_time_s": {k: round(v, 4) for k, v in t.items()}, "step_time_s": round(step_time, 4),
+                       "tokens_per_s": record["tokens"] / max(step_time, 1e-9)})
         self.adversary.report_driver.remote({
             "step_time_s": step_time, "tokens_per_s": record["tokens_per_s"], "reward_mean": record["reward_mean"],
-            "samplers": self.pool.live(), "queued_shards": 0, "stages": t, "staleness": 0,
-            "requeued": self.pool.stats.requeued, "restarts": self.pool.stats.restarts})
+            "samplers": self.pool.live(), "queued_shards": 0, "stages": t, "staleness": record["staleness"],
+            "requeued": self.pool.stats.requeued, "restarts": self.pool.stats.restarts,
+            "reward_timeouts": self.reward_timeouts})
         return record
+
+    def _maybe_resize(self) -> None:
+        """Apply a `gdro-ray scale` request; only called while no sampling is in flight."""
+        import ray
+
+        want = ray.get(self.adversary.get_desired_samplers.remote())
+        if want != self.pool.size():
+            print(f"scaling samplers {self.pool.size()} → {want}", flush=True)
+            self.pool.resize(want)
+
+    def run_step(self) -> dict:
+        """One synchronous step: schedule → sample → learn → observe → publish."""
+        import ray
+
+        t, t0 = {}, time.perf_counter()
+        self._maybe_resize()
+        sched = ray.get(self.adversary.schedule.remote())
+        t["schedule"] = time.perf_counter() - t0
+        shard_out, t["sample"] = self._sample(sched)
+        record = self._learn_observe(sched, shard_out, t)
+        self._publish(t)
+        return record, t, t0
+
+    def run_step_off_policy(self, executor) -> dict:
+        """One-step off-policy: step t+1 samples (with the weights before this update) while step t learns.
+
+        Samplers never switch weights inside a step: weights are published only between the
+        end of one sampling and the launch of the next, so each step's rollouts are one version.
+        """
+        import ray
+
+        t, t0 = {}, time.perf_counter()
+        if self._inflight is None:  # the first step of the run (or after resume)
+            self._maybe_resize()
+            sched = ray.get(self.adversary.schedule.remote())
+            self._inflight = (sched, executor.submit(self._sample, sched))
+        sched, fut = self._inflight
+        shard_out, t["sample"] = fut.result()
+        t["schedule"] = 0.0
+        self._publish(t)
+        self._inflight = None
+        self._maybe_resize()
+        if self.step + 1 < self.cfg.steps:
+            ts = time.perf_counter()
+            nxt = ray.get(self.adversary.schedule_ahead.remote())
+            t["schedule"] = time.perf_counter() - ts
+            self._inflight = (nxt, executor.submit(self._sample, nxt))
+        record = self._learn_observe(sched, shard_out, t)
+        return record, t, t0
 
     # ---- the loop ------------------------------------------------------------------------------
     def _checkpoint(self) -> None:
@@ -236,18 +296,23 @@ class Trainer:
             self.setup()
             base = self._evaluate("base") if not self.resume else None
             progress = Progress(cfg.steps, start=self.step)
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdro-sample")
             with open(self.run_dir / "metrics.jsonl", "a") as mf:
                 while self.step < cfg.steps:
-                    want = ray.get(self.adversary.get_desired_samplers.remote())
-                    if want != self.pool.size():
-                        self.pool.resize(want)
-                    record = self.run_step()
+                    if cfg.cluster.off_policy:
+                        record, t, t0 = self.run_step_off_policy(executor)
+                    else:
+                        record, t, t0 = self.run_step()
+                    self.reward_timeouts += record["reward_timeouts"]
+                    record = self._finish_record(record, t, t0)
                     self.step += 1
                     mf.write(json.dumps(record) + "\n")
                     mf.flush()
                     progress.update(self.step, record)
                     if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
                         self._checkpoint()
+            executor.shutdown(wait=True)
+            self._publish({})
             self._checkpoint()
             final = self._evaluate("final")
             progress.summary(base, final)
