@@ -152,6 +152,8 @@ class SamplerConfig:
     num_cpus: float = doc(1.0, "CPUs reserved per sampler actor.")
     num_gpus: float = doc(0.0, "GPUs reserved per sampler actor.")
     shard_size: int = doc(16, "Prompts per work shard handed to a sampler.")
+    ray_resource: str = doc("", "Ray custom resource a sampler needs one unit of (e.g. `gdro_sampler` on the "
+                                "KubeRay cluster in deploy/), so samplers land on the sampler worker group.")
 
 
 @dataclass
@@ -166,6 +168,7 @@ class LearnerConfig:
     num_cpus: float = doc(1.0, "CPUs reserved per learner rank.")
     num_gpus: float = doc(0.0, "GPUs reserved per learner rank.")
     backend: Literal["auto", "gloo", "nccl"] = doc("auto", "torch.distributed backend; auto = nccl on GPU else gloo.")
+    ray_resource: str = doc("", "Ray custom resource each learner rank needs one unit of (e.g. `gdro_learner`).")
 
 
 @dataclass
@@ -180,6 +183,7 @@ class MetricsConfig:
     port: int = doc(0, "Port of /metrics (0 = pick a free one; the address is printed).")
     enabled: bool = doc(True, "Serve Prometheus metrics.")
     tensorboard: bool = doc(False, "Also write TensorBoard event files.")
+    service_discovery: bool = doc(True, "Write a Prometheus file-SD target file for the endpoint into Ray's temp root.")
 
 
 @dataclass
@@ -188,6 +192,8 @@ class ClusterConfig:
     num_cpus: int = doc(0, "CPUs for a local Ray (0 = autodetect).")
     off_policy: bool = doc(False, "Sample step t+1 while learning step t (one-step off-policy).")
     max_staleness: int = doc(1, "Largest allowed weight-version lag of a rollout in off-policy mode.")
+    adversary_resource: str = doc("", "Ray custom resource that pins the adversary actor (e.g. `gdro_adversary` on "
+                                      "the head, where Prometheus scrapes port metrics.port).")
 
 
 @dataclass

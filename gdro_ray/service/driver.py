@@ -93,6 +93,7 @@ class Trainer:
         _init_ray(cfg)
         self.adversary = ray.remote(AdversaryService).options(
             name=ACTOR_NAME, namespace="gdro_ray", num_cpus=0, lifetime=None, get_if_exists=False,
+            resources={cfg.cluster.adversary_resource: 1.0} if cfg.cluster.adversary_resource else {},
         ).remote(to_dict(cfg), len(self.train), cfg.metrics.host, cfg.metrics.port, cfg.metrics.enabled,
                  str(self.run_dir.resolve()))
         addr = ray.get(self.adversary.metrics_address.remote())
@@ -103,10 +104,10 @@ class Trainer:
             cfg.learner.world_size, self.model_path, cfg.learner.lr, cfg.learner.weight_decay, cfg.learner.grad_clip,
             cfg.learner.micro_batch, cfg.learner.backend, cfg.model.dtype,
             {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef}, cfg.seed,
-            cfg.learner.num_cpus, cfg.learner.num_gpus)
+            cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource)
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
-                                cfg.sampler.max_samplers)
+                                cfg.sampler.max_samplers, ray_resource=cfg.sampler.ray_resource)
         if self.resume:
             self._restore()
         self.pool.resize(cfg.sampler.num_samplers)

@@ -23,11 +23,12 @@ def _free_port() -> int:
 class LearnerGroup:
     def __init__(self, world_size: int, model_path: str, lr: float, weight_decay: float, grad_clip: float,
                  micro_batch: int, backend: str, dtype: str, grpo: dict, seed: int,
-                 num_cpus: float = 1.0, num_gpus: float = 0.0):
+                 num_cpus: float = 1.0, num_gpus: float = 0.0, ray_resource: str = ""):
         port = _free_port()
         # Ranks talk over loopback on one node; multi-node groups use the head's address.
         addr = "127.0.0.1" if num_gpus == 0 else ray.util.get_node_ip_address()
-        cls = ray.remote(LearnerWorker).options(num_cpus=num_cpus, num_gpus=num_gpus)
+        cls = ray.remote(LearnerWorker).options(num_cpus=num_cpus, num_gpus=num_gpus,
+                                                resources={ray_resource: 1.0} if ray_resource else {})
         self.workers = [
             cls.remote(rank=r, world_size=world_size, master_addr=addr, master_port=port,
                        model_path=model_path, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip,

@@ -46,11 +46,12 @@ class PoolStats:
 class SamplerPool:
     def __init__(self, model_path: str, engine: str, dtype: str, seed: int, reward_scale: str,
                  reward_timeout_s: float, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 max_samplers: int = 16, max_restarts: int = 8):
+                 max_samplers: int = 16, max_restarts: int = 8, ray_resource: str = ""):
         self.kw = dict(model_path=model_path, engine=engine, dtype=dtype, seed=seed,
                        reward_scale=reward_scale, reward_timeout_s=reward_timeout_s)
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.max_samplers, self.max_restarts = max_samplers, max_restarts
+        self.custom = {ray_resource: 1.0} if ray_resource else {}
         self.members: dict[int, _Member] = {}
         self.next_id = 0
         self.blob_ref = None
@@ -64,9 +65,10 @@ class SamplerPool:
         bundle = {"CPU": self.num_cpus}
         if self.num_gpus:
             bundle["GPU"] = self.num_gpus
+        bundle.update(self.custom)
         pg = placement_group([bundle], strategy="STRICT_PACK", name=f"gdro-sampler-{sid}")
         actor = ray.remote(Sampler).options(
-            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_concurrency=1,
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, resources=self.custom, max_concurrency=1,
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg),
             name=None,
         ).remote(sid, weights=self.blob_ref, weights_version=self.version, **self.kw)

@@ -54,6 +54,7 @@ def atomic_dir(final: str | Path):
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))
+    os.chmod(stage, 0o755)  # mkdtemp makes it private; the result is an ordinary shared folder
     try:
         yield stage
         _fsync_dir(stage)
