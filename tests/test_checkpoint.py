@@ -13,9 +13,10 @@ from gdro_ray.service.checkpoint import latest_checkpoint, write_checkpoint
 
 
 def _fake_learner(path):
-    os.makedirs(f"{path}/model")
-    with open(f"{path}/model/config.json", "w") as f:
-        f.write("{}")
+    os.makedirs(path)
+    for name in ("config.json", "model.safetensors"):
+        with open(f"{path}/{name}", "w") as f:
+            f.write("{}")
 
 
 def _run_dir(tmp_path):
@@ -57,7 +58,7 @@ def test_kill_during_write_keeps_previous(tmp_path):
         import os, time
         from gdro_ray.service.checkpoint import write_checkpoint
         def slow(path):
-            os.makedirs(path + '/model'); open(path + '/model/config.json', 'w').write('{{}}')
+            os.makedirs(path); open(path + '/config.json', 'w').write('{{}}')
             print('writing', flush=True); time.sleep(30)
         write_checkpoint({str(d)!r}, 2, slow, {{'a': 2}}, {{'step': 2, 'weights_version': 2}})
     """)

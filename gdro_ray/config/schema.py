@@ -192,6 +192,8 @@ class ClusterConfig:
     num_cpus: int = doc(0, "CPUs for a local Ray (0 = autodetect).")
     off_policy: bool = doc(False, "Sample step t+1 while learning step t (one-step off-policy).")
     max_staleness: int = doc(1, "Largest allowed weight-version lag of a rollout in off-policy mode.")
+    actor_logs: bool = doc(False, "Stream every actor's stdout/stderr (vLLM, FSDP) to the driver; "
+                                  "they are always in Ray's session log folder.")
     adversary_resource: str = doc("", "Ray custom resource that pins the adversary actor (e.g. `gdro_adversary` on "
                                       "the head, where Prometheus scrapes port metrics.port).")
 

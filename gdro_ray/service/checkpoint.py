@@ -5,8 +5,8 @@ Layout of `runs/<name>/`:
     metrics.jsonl               one JSON record per step (fields: docs/metrics.md)
     eval_base.json, eval_final.json
     checkpoints/step_000010/    one complete checkpoint:
-        learner/model/          HF-loadable model folder (safetensors + config + tokenizer)
-        learner/optimizer.pt    optimizer state (tensors only; loads with weights_only=True)
+        learner/                HF-loadable model folder (safetensors + config + tokenizer) plus
+                                optimizer.pt (loads with weights_only=True) and learner_state.json
         adversary.json          classifier, Prompt-GDRO, Rollout-GDRO state and data cursor
         driver.json             step, weights version, RNG state
     checkpoints/latest          name of the newest complete checkpoint
@@ -56,7 +56,7 @@ def latest_checkpoint(run_dir: Path) -> Path:
     if not pointer.is_file():
         raise CheckpointError(f"{run_dir} has no complete checkpoint (missing {pointer})")
     ckpt = checkpoint_root(run_dir) / pointer.read_text().strip()
-    for rel in ("adversary.json", "driver.json", "learner/model/config.json"):
+    for rel in ("adversary.json", "driver.json", "learner/config.json", "learner/model.safetensors"):
         if not (ckpt / rel).is_file():
             raise CheckpointError(f"checkpoint {ckpt} is incomplete or corrupt: missing {rel}")
     for rel in ("adversary.json", "driver.json"):

@@ -45,11 +45,11 @@ def _init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         pass
     elif cfg.cluster.address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=cfg.cluster.address or None, namespace="gdro_ray", log_to_driver=True)
+        ray.init(address=cfg.cluster.address or None, namespace="gdro_ray", log_to_driver=cfg.cluster.actor_logs)
     else:
         # Logical CPUs may exceed physical ones: actors mostly wait on each other in turn.
         ncpu = cfg.cluster.num_cpus or max(os.cpu_count() or 1, int(need + 0.999))
-        ray.init(num_cpus=ncpu, include_dashboard=False, namespace="gdro_ray", log_to_driver=True,
+        ray.init(num_cpus=ncpu, include_dashboard=False, namespace="gdro_ray", log_to_driver=cfg.cluster.actor_logs,
                  runtime_env={"env_vars": {k: os.environ[k] for k in _ENV_FORWARD if k in os.environ}})
     total = ray.cluster_resources().get("CPU", 0)
     if need > total and not cfg.cluster.address:
@@ -88,8 +88,7 @@ class Trainer:
             self.train = self.train[: cfg.data.max_prompts]
         self.eval_set = load_eval_set(cfg.data.eval)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume:
-            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
+        atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))  # on resume: with its overrides
         _init_ray(cfg)
         self.adversary = ray.remote(AdversaryService).options(
             name=ACTOR_NAME, namespace="gdro_ray", num_cpus=0, lifetime=None, get_if_exists=False,
@@ -295,7 +294,10 @@ class Trainer:
         cfg = self.cfg
         try:
             self.setup()
-            base = self._evaluate("base") if not self.resume else None
+            base_file = self.run_dir / "eval_base.json"
+            base = json.loads(base_file.read_text()) if self.resume and base_file.is_file() else None
+            if base is None:
+                base = self._evaluate("base")
             progress = Progress(cfg.steps, start=self.step)
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdro-sample")
             with open(self.run_dir / "metrics.jsonl", "a") as mf:
