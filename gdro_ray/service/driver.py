@@ -16,6 +16,7 @@ last complete one. With no arguments the embedded default (`toy` preset) runs en
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -191,7 +192,9 @@ class Trainer:
 
         sampled_with = min((o["weights_version"] for o in shard_out), default=self.version - 1)
         tokens = sum(o["tokens"] for o in shard_out)
+        digest = hashlib.sha1(json.dumps([sched["prompt_ids"], sched["rollouts"]]).encode()).hexdigest()[:16]
         record.update({
+            "schedule_digest": digest,  # audit trail: equal digests = identical prompts and rollout counts
             "weights_version": self.version, "samplers": self.pool.live(), "tokens": tokens,
             # versions the learner had moved past when it trained on these rollouts
             "staleness": (self.version - 1) - sampled_with,
