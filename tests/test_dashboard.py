@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
+from _prom import HAVE_PROMETHEUS, prometheus
 from gdro_ray.metrics import names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,57 +266,25 @@ def _grafana_to_promql(expr: str) -> str:
 
 
 @pytest.mark.slow  # starts a Prometheus server (about 7 s)
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed (apt-get install prometheus)")
+@pytest.mark.skipif(not HAVE_PROMETHEUS, reason="prometheus not installed (apt-get install prometheus)")
 def test_dashboard_queries_return_data_from_a_real_prometheus(tmp_path):
     """Real Prometheus, scraping the real exporter with the static config: every query runs and has data."""
     exporter_mod = pytest.importorskip("gdro_ray.metrics.exporter")
-    static = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-static.yml").read_text())
     exp = exporter_mod.Exporter(host="127.0.0.1", port=0)
-    proc = None
     try:
         for step, m in enumerate(names.METRICS):
             labels = {k: {"bin": "3", "stage": "learn"}[k] for k in m.labels}
             exp.inc_to(m.name, 5 + step, **labels) if m.kind == "counter" else exp.set(m.name, 0.25, **labels)
-        static["global"].update(scrape_interval="1s", scrape_timeout="1s")
-        jobs = [j for j in static["scrape_configs"] if j["job_name"] == "gdro_adversary"]
-        jobs[0]["static_configs"][0]["targets"] = [f"127.0.0.1:{exp.port}"]  # the file's 9464 may be taken
-        static["scrape_configs"] = jobs
-        (tmp_path / "p.yml").write_text(yaml.safe_dump(static))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        log = open(tmp_path / "prometheus.log", "w")
-        proc = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'p.yml'}",
-                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=log, stderr=subprocess.STDOUT)
-
-        def query(expr: str) -> list:
-            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-            with urllib.request.urlopen(url, timeout=5) as r:
-                body = json.loads(r.read())
-            assert body["status"] == "success", (expr, body)
-            return body["data"]["result"]
-
-        deadline = time.monotonic() + 30
-        while True:  # ready, and two scrapes so rate()/increase() have points
-            try:
-                if len(query("gdro_step[1m]")[0]["values"]) >= 2:
-                    break
-            except (OSError, IndexError):
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-            time.sleep(0.5)
-        assert query('gdro_bin_weight{job="gdro_adversary"}')[0]["metric"]["bin"] == "3"
-        dash = _dashboard()
-        for p in _panels(dash):
-            for t in p.get("targets", []):
-                assert query(_grafana_to_promql(t["expr"])), f"panel {p['title']!r}: {t['expr']!r} has no data"
-        for var in dash["templating"]["list"]:
-            if var["type"] == "query":  # label_values(m, l): the series of m must carry label l
-                m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", var["query"]["query"])
-                assert all(m[2] in s["metric"] for s in query(m[1])), var["name"]
+        with prometheus(tmp_path, [f"127.0.0.1:{exp.port}"]) as query:
+            query.wait_for("gdro_step")  # ready, and two scrapes so rate()/increase() have points
+            assert query('gdro_bin_weight{job="gdro_adversary"}')[0]["metric"]["bin"] == "3"
+            dash = _dashboard()
+            for p in _panels(dash):
+                for t in p.get("targets", []):
+                    assert query(_grafana_to_promql(t["expr"])), f"panel {p['title']!r}: {t['expr']!r} has no data"
+            for var in dash["templating"]["list"]:
+                if var["type"] == "query":  # label_values(m, l): the series of m must carry label l
+                    m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", var["query"]["query"])
+                    assert all(m[2] in s["metric"] for s in query(m[1])), var["name"]
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=10)
         exp.close()
