@@ -83,6 +83,7 @@ class Trainer:
         from gdro_ray.service.sampler_pool import SamplerPool
 
         cfg = self.cfg
+        _init_ray(cfg)  # first: a cluster too small for the config fails before any work
         self.model_path = str(resolve_model_path(cfg.model.path))
         self.train = load_train_set(cfg.data.train)
         if cfg.data.max_prompts:
@@ -90,7 +91,6 @@ class Trainer:
         self.eval_set = load_eval_set(cfg.data.eval)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))  # on resume: with its overrides
-        _init_ray(cfg)
         self.adversary = ray.remote(AdversaryService).options(
             name=ACTOR_NAME, namespace="gdro_ray", num_cpus=0, lifetime=None, get_if_exists=False,
             resources={cfg.cluster.adversary_resource: 1.0} if cfg.cluster.adversary_resource else {},
@@ -107,7 +107,7 @@ class Trainer:
             cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource)
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
-                                cfg.sampler.max_samplers, ray_resource=cfg.sampler.ray_resource)
+                                cfg.sampler.max_samplers, cfg.sampler.max_restarts, ray_resource=cfg.sampler.ray_resource)
         if self.resume:
             self._restore()
         self.pool.resize(cfg.sampler.num_samplers)
@@ -123,6 +123,7 @@ class Trainer:
         ray.get(self.adversary.load_state_dict.remote(read_json(ckpt / "adversary.json")))
         drv = read_json(ckpt / "driver.json")
         self.step, self.version = int(drv["step"]), int(drv["weights_version"])
+        _trim_metrics(self.run_dir / "metrics.jsonl", self.step)  # steps after the checkpoint are redone
         self.pool.blob_ref = ray.put(self.learner.state_dict_bytes())
         self.pool.version = self.version
         print(f"resumed {self.run_dir} from {ckpt.name} (step {self.step})", flush=True)
@@ -293,6 +294,7 @@ class Trainer:
         import ray
 
         from gdro_ray.metrics.progress import Progress
+        from gdro_ray.service.sampler_pool import SamplerPoolError
 
         cfg = self.cfg
         try:
@@ -323,6 +325,11 @@ class Trainer:
             final = self._evaluate("final")
             progress.summary(base, final)
             return {"base": base, "final": final, "run_dir": str(self.run_dir)}
+        except (ray.exceptions.RayActorError, SamplerPoolError) as e:
+            # A learner rank or the adversary died (samplers are replaced inside the pool).
+            how = (f"continue with `gdro-ray train --resume {self.run_dir}`"
+                   if (self.run_dir / "checkpoints" / "latest").is_file() else "no checkpoint yet: start it again")
+            raise UserError(f"the job stopped at step {self.step + 1}: {str(e).strip().splitlines()[0]}; {how}") from None
         finally:
             self.shutdown()
 
@@ -342,6 +349,20 @@ class Trainer:
                 ray.kill(self.adversary)
             except Exception:
                 pass
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the records of steps before `step` (a resumed run appends the later ones again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) < step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, AttributeError):  # a line torn by a kill mid-write
+            pass
+    atomic_write_text(path, "".join(kept))
 
 
 def cli_main(args) -> int:

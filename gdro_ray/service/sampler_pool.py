@@ -1,20 +1,37 @@
 """The elastic sampler pool: a work queue of shards over a changing set of sampler actors.
 
-- Each sampler gets its own placement group (Ray placement groups cannot grow), so adding a
-  sampler is just one more group; a sampler whose group waits for resources (e.g. for the
-  autoscaler to add a node) joins when it is placed.
-- A step's prompts are cut into shards; an idle sampler takes the next shard, so a faster
-  sampler takes more shards.
-- A sampler that dies has its unfinished shard re-queued to the others and is replaced up to
-  `max_restarts` times; no prompt of the step is lost or duplicated.
-- New samplers are built with the current weights before they take work.
+- Membership. Each sampler gets its own one-bundle placement group (Ray placement groups
+  cannot grow), so adding a sampler is one more group. A sampler is *pending* until its
+  `ready()` call answers: while its group waits for resources (e.g. for the autoscaler to add
+  a node) it takes no work, and it joins the moment it is placed — even in the middle of a
+  step. New samplers are constructed with the current weights (object-store ref) and version,
+  so they never take work with stale weights.
+- Work. `run(shards)` keeps a FIFO of shards and a set of idle live samplers; whenever both are
+  non-empty the next shard goes to an idle sampler. A faster sampler is idle sooner, so it
+  takes more shards. The loop blocks in one `ray.wait` over the in-flight shard calls and the
+  pending samplers' `ready()` calls, and drains every call that finished in one go.
+- Faults. A shard whose call fails with `RayActorError` (process killed, node lost) goes back
+  to the *front* of the queue, unchanged, for another sampler; the dead sampler is dropped and
+  replaced while fewer than `max_restarts` replacements have been started. A shard's result
+  is accepted only once (its call either returns or fails), so every prompt of the step is
+  sampled exactly once with exactly its scheduled rollouts. A sampler that dies while idle is
+  found at its next call (a shard — then re-queued — or a weight update).
+- Resizing (`resize`) is applied between samplings (the driver calls it before handing out a
+  step), so a removed sampler has no work in flight; pending samplers go first, then the
+  newest. `run` refuses to start while the pool has no member and no restart left.
+
+`actor_factory` replaces the Ray actor per sampler with any handle that has the same
+`.ready/.generate_shard/.update_weights/.evaluate .remote()` methods (benchmarks host many
+virtual samplers in a few processes); such members get no placement group.
 """
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -24,72 +41,105 @@ from gdro_ray.service.sampler_actor import Sampler
 
 log = logging.getLogger("gdro_ray.pool")
 
+PENDING_WARN_S = 60.0  # how often to log that the step waits for samplers to be placed
+
+
+class SamplerPoolError(RuntimeError):
+    """The pool cannot make progress: no sampler is left and the restart limit is spent."""
+
 
 @dataclass
 class _Member:
     sampler_id: int
     actor: object
-    pg: object
+    pg: object | None
     ready_ref: object
     ready: bool = False
-    retiring: bool = False
+    info: dict = field(default_factory=dict)  # what ready() answered: pid, weights_version, ...
 
 
 @dataclass
 class PoolStats:
-    restarts: int = 0
-    requeued: int = 0
-    deaths: int = 0
-    history: list = field(default_factory=list)
+    restarts: int = 0      # replacement samplers started
+    requeued: int = 0      # shards handed back to the queue because their sampler died
+    deaths: int = 0        # samplers lost (died while working, idle, starting or updating)
+    shards_by_sampler: Counter = field(default_factory=Counter)  # completed shards per sampler id
+    last_error: str = ""
 
 
 class SamplerPool:
     def __init__(self, model_path: str, engine: str, dtype: str, seed: int, reward_scale: str,
                  reward_timeout_s: float, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 max_samplers: int = 16, max_restarts: int = 8, ray_resource: str = ""):
+                 max_samplers: int = 16, max_restarts: int = 8, ray_resource: str = "",
+                 sampler_cls: type = Sampler, actor_factory: Callable | None = None,
+                 poll_s: float = 5.0):
         self.kw = dict(model_path=model_path, engine=engine, dtype=dtype, seed=seed,
                        reward_scale=reward_scale, reward_timeout_s=reward_timeout_s)
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.max_samplers, self.max_restarts = max_samplers, max_restarts
         self.custom = {ray_resource: 1.0} if ray_resource else {}
+        self.sampler_cls, self.actor_factory, self.poll_s = sampler_cls, actor_factory, poll_s
         self.members: dict[int, _Member] = {}
+        self.idle: dict[int, _Member] = {}  # live members with no shard in flight (insertion = FIFO)
         self.next_id = 0
         self.blob_ref = None
         self.version = 0
         self.stats = PoolStats()
+        self._tag = secrets.token_hex(3)  # placement-group names stay unique across runs on a cluster
 
     # ---- membership -------------------------------------------------------------------------
     def _spawn(self) -> _Member:
         sid = self.next_id
         self.next_id += 1
-        bundle = {"CPU": self.num_cpus}
-        if self.num_gpus:
-            bundle["GPU"] = self.num_gpus
-        bundle.update(self.custom)
-        pg = placement_group([bundle], strategy="STRICT_PACK", name=f"gdro-sampler-{sid}")
-        actor = ray.remote(Sampler).options(
-            num_cpus=self.num_cpus, num_gpus=self.num_gpus, resources=self.custom, max_concurrency=1,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg),
-            name=None,
-        ).remote(sid, weights=self.blob_ref, weights_version=self.version, **self.kw)
+        if self.actor_factory is not None:
+            actor, pg = self.actor_factory(sid, self.blob_ref, self.version), None
+        else:
+            bundle = {"CPU": self.num_cpus}
+            if self.num_gpus:
+                bundle["GPU"] = self.num_gpus
+            bundle.update(self.custom)
+            pg = placement_group([bundle], strategy="STRICT_PACK", name=f"gdro-sampler-{self._tag}-{sid}")
+            actor = ray.remote(self.sampler_cls).options(
+                num_cpus=self.num_cpus, num_gpus=self.num_gpus, resources=self.custom, max_concurrency=1,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg),
+            ).remote(sid, weights=self.blob_ref, weights_version=self.version, **self.kw)
         m = _Member(sid, actor, pg, actor.ready.remote())
         self.members[sid] = m
         return m
 
     def _drop(self, m: _Member, kill: bool = True) -> None:
         self.members.pop(m.sampler_id, None)
+        self.idle.pop(m.sampler_id, None)
         if kill:
             try:
                 ray.kill(m.actor, no_restart=True)
-            except Exception:  # already dead
+            except Exception:  # already dead, or a stand-in handle
                 pass
-        try:
-            remove_placement_group(m.pg)
-        except Exception:
-            pass
+        if m.pg is not None:
+            try:
+                remove_placement_group(m.pg)
+            except Exception:
+                pass
+
+    def _replace(self, m: _Member, why: str) -> None:
+        """Drop a dead sampler and start a replacement while the restart limit allows."""
+        self._drop(m)
+        self.stats.deaths += 1
+        self.stats.last_error = why
+        if self.stats.restarts < self.max_restarts:
+            self.stats.restarts += 1
+            new = self._spawn()
+            log.warning("sampler %d lost (%s); replacement %d started (%d/%d restarts)",
+                        m.sampler_id, why, new.sampler_id, self.stats.restarts, self.max_restarts)
+        elif self.members:
+            log.warning("sampler %d lost (%s); restart limit %d spent, continuing with %d samplers",
+                        m.sampler_id, why, self.max_restarts, len(self.members))
+        else:
+            raise SamplerPoolError(f"every sampler died and the restart limit (sampler.max_restarts="
+                                   f"{self.max_restarts}) is spent; last error: {why}")
 
     def resize(self, n: int) -> None:
-        """Grow or shrink to n samplers; removal takes idle samplers first (between steps)."""
+        """Grow or shrink to n samplers, between samplings: pending ones go first, then the newest."""
         n = max(1, min(n, self.max_samplers))
         while len(self.members) < n:
             self._spawn()
@@ -103,13 +153,34 @@ class SamplerPool:
     def live(self) -> int:
         return sum(m.ready for m in self.members.values())
 
+    def pending(self) -> int:
+        return len(self.members) - self.live()
+
     def wait_ready(self, min_ready: int = 1, timeout_s: float = 600.0) -> int:
         deadline = time.time() + timeout_s
         while True:
             self._poll_ready(0)
-            if self.live() >= min_ready or time.time() > deadline:
+            if self.live() >= min(min_ready, len(self.members)) or time.time() > deadline:
                 return self.live()
             self._poll_ready(1.0)
+
+    def _mark_ready(self, m: _Member, ref) -> None:
+        """A pending sampler answered: it is live once it holds the current weights version."""
+        try:
+            answer = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            self._replace(m, f"failed to start: {str(e).strip().splitlines()[0]}")
+            return
+        if isinstance(answer, dict):
+            m.info = answer
+        else:  # the version an update_weights call installed
+            m.info["weights_version"] = answer
+        if m.info.get("weights_version") != self.version:
+            # Built while a newer version was published: load it before taking work.
+            m.ready_ref = m.actor.update_weights.remote(self.blob_ref, self.version)
+            return
+        m.ready = True
+        self.idle[m.sampler_id] = m
 
     def _poll_ready(self, timeout: float) -> None:
         pending = {m.ready_ref: m for m in self.members.values() if not m.ready}
@@ -117,26 +188,12 @@ class SamplerPool:
             return
         done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
         for ref in done:
-            m = pending[ref]
-            try:
-                ray.get(ref)
-                m.ready = True
-            except ray.exceptions.RayError as e:
-                log.warning("sampler %d failed to start: %s", m.sampler_id, str(e).splitlines()[0])
-                self._replace(m)
-
-    def _replace(self, m: _Member) -> None:
-        self._drop(m)
-        self.stats.deaths += 1
-        if self.stats.restarts < self.max_restarts:
-            self.stats.restarts += 1
-            self._spawn()
-        elif not self.members:
-            raise RuntimeError("every sampler died and the restart limit is spent")
+            self._mark_ready(pending[ref], ref)
 
     # ---- weights ----------------------------------------------------------------------------
     def publish(self, blob: bytes, version: int) -> float:
-        """Put the weights once in the object store; every sampler loads them before the next step."""
+        """Put the weights once in the object store; every live sampler loads them now, pending
+        ones are constructed with them. Returns the seconds it took."""
         t0 = time.perf_counter()
         self.blob_ref = ray.put(blob)
         self.version = version
@@ -145,46 +202,78 @@ class SamplerPool:
         for ref, m in refs.items():
             try:
                 ray.get(ref)
-            except ray.exceptions.RayError:
-                self._replace(m)  # its replacement is built with the new weights
+                m.info["weights_version"] = version
+            except ray.exceptions.RayActorError as e:
+                self._replace(m, f"died during a weight update: {str(e).strip().splitlines()[0]}")
         return time.perf_counter() - t0
 
     # ---- work -------------------------------------------------------------------------------
+    def _dispatch(self, m: _Member, shard: dict):
+        """Hand one shard to one idle sampler; returns the call's ObjectRef."""
+        return m.actor.generate_shard.remote(dict(shard, weights_version=self.version))
+
     def run(self, shards: list[dict]) -> list[dict]:
-        """Run every shard exactly once on the live samplers; re-queue shards of dead samplers."""
+        """Run every shard exactly once on the live samplers; re-queue shards of dead samplers.
+
+        Returns the shard results in completion order (each carries its `shard_id`).
+        """
+        if not self.members:
+            raise SamplerPoolError("the sampler pool is empty")
         queue = deque(shards)
-        inflight: dict = {}
+        inflight: dict = {}  # ObjectRef -> (member, shard)
         results: list[dict] = []
+        waited_since = None
         while queue or inflight:
-            self._poll_ready(0)
-            busy = {m.sampler_id for m, _ in inflight.values()}
-            for m in list(self.members.values()):
-                if not queue:
-                    break
-                if m.ready and m.sampler_id not in busy:
-                    shard = dict(queue.popleft(), weights_version=self.version)
-                    inflight[m.actor.generate_shard.remote(shard)] = (m, shard)
-                    busy.add(m.sampler_id)
-            if not inflight:
-                if not self.members:
-                    raise RuntimeError("no samplers left")
-                self._poll_ready(1.0)
-                continue
-            done, _ = ray.wait(list(inflight), num_returns=1, timeout=5.0)
+            while queue and self.idle:
+                m = self.idle.pop(next(iter(self.idle)))  # the longest idle first
+                shard = queue.popleft()
+                inflight[self._dispatch(m, shard)] = (m, shard)
+            if not self.members:
+                raise SamplerPoolError(f"no samplers left (restart limit sampler.max_restarts={self.max_restarts} "
+                                       f"spent); last error: {self.stats.last_error}")
+            starting = {m.ready_ref: m for m in self.members.values() if not m.ready}
+            if not inflight:  # every member is starting or waiting for resources
+                waited_since = waited_since or time.time()
+                if time.time() - waited_since > PENDING_WARN_S:
+                    log.warning("%d shards wait for %d samplers still starting or waiting for resources",
+                                len(queue), len(starting))
+                    waited_since = time.time()
+            refs = list(inflight) + list(starting)
+            done, _ = ray.wait(refs, num_returns=1, timeout=self.poll_s)
+            if done and len(refs) > 1:  # take everything else that has finished too
+                more, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                done = list(dict.fromkeys(done + more))
             for ref in done:
+                if ref in starting:
+                    self._mark_ready(starting[ref], ref)
+                    continue
                 m, shard = inflight.pop(ref)
                 try:
-                    results.append(ray.get(ref))
-                except ray.exceptions.RayActorError:
-                    log.warning("sampler %d died; re-queueing shard %s", m.sampler_id, shard["shard_id"])
+                    out = ray.get(ref)
+                except ray.exceptions.RayActorError as e:
                     self.stats.requeued += 1
-                    queue.appendleft({k: v for k, v in shard.items() if k != "weights_version"})
-                    self._replace(m)
+                    queue.appendleft(shard)
+                    log.warning("sampler %d died with shard %s in flight; shard re-queued",
+                                m.sampler_id, shard["shard_id"])
+                    self._replace(m, str(e).strip().splitlines()[0])
+                    continue
+                results.append(out)
+                self.stats.shards_by_sampler[m.sampler_id] += 1
+                if m.sampler_id in self.members:
+                    self.idle[m.sampler_id] = m
         return results
 
     def evaluate(self, examples: list[dict], **kw) -> dict:
-        m = next(m for m in self.members.values() if m.ready)
-        return ray.get(m.actor.evaluate.remote(examples, **kw))
+        """Evaluate on one live sampler (another one if it dies)."""
+        while True:
+            self.wait_ready(1)
+            m = next((m for m in self.members.values() if m.ready), None)
+            if m is None:
+                raise SamplerPoolError("no live sampler to evaluate on")
+            try:
+                return ray.get(m.actor.evaluate.remote(examples, **kw))
+            except ray.exceptions.RayActorError as e:
+                self._replace(m, str(e).strip().splitlines()[0])
 
     def shutdown(self) -> None:
         for m in list(self.members.values()):
