@@ -1,0 +1,81 @@
+"""`ray start --head` + `ray job submit -- gdro-ray train …` against a local head, with Ray's token auth on.
+
+This is how users run on a cluster: the job's driver joins the cluster through RAY_ADDRESS,
+and CLI clients (`ray job submit`, `gdro-ray status`) authenticate with the cluster's token.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_ray_job_submit_runs_training_with_token_auth(tmp_path):
+    from _tiny import save_tiny
+
+    model = save_tiny(tmp_path / "model", seed=0)
+    home = tmp_path / "home"  # Ray writes the cluster token to ~/.ray/auth_token: keep it out of the real home
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home), RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}",
+               RAY_TMPDIR=tempfile.mkdtemp(prefix="rj", dir=os.environ.get("TMPDIR")))  # Unix sockets: keep it short
+    gcs, dash, client, metrics, agent, agent_grpc, rt_agent = _ports(7)
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    assert (home / ".ray" / "auth_token").is_file()
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=4", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
+         f"--metrics-export-port={metrics}", f"--dashboard-agent-listen-port={agent}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--runtime-env-agent-port={rt_agent}",
+         "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", dash), timeout=1):
+                    break
+            except OSError:
+                assert head.poll() is None and time.monotonic() < deadline, head.stdout.read()
+                time.sleep(1)
+        run = tmp_path / "run"
+        job = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
+             "gdro-ray", "train", f"model.path={model}", "steps=2", "batch_size=8", "sampler.num_samplers=1",
+             "learner.world_size=1", "data.eval=dapo-fixture", "sampler.eval_k=1", f"out={run}"],
+            env=env, capture_output=True, text=True, timeout=480)
+        assert "succeeded" in job.stdout, job.stdout[-3000:] + job.stderr[-3000:]
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records] == [0, 1]
+        assert (run / "checkpoints" / "latest").is_file()
+        # Without the token the cluster refuses clients: the CLI must say so, not hang.
+        bad = subprocess.run([str(BIN / "gdro-ray"), "status", "--address", f"127.0.0.1:{gcs}"],
+                             env=dict(env, RAY_AUTH_MODE="disabled"), capture_output=True, text=True, timeout=120)
+        assert bad.returncode != 0
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
