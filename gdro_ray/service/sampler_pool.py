@@ -4,8 +4,9 @@
   cannot grow), so adding a sampler is one more group. A sampler is *pending* until its
   `ready()` call answers: while its group waits for resources (e.g. for the autoscaler to add
   a node) it takes no work, and it joins the moment it is placed — even in the middle of a
-  step. New samplers are constructed with the current weights (object-store ref) and version,
-  so they never take work with stale weights.
+  step. New samplers are constructed with the current weights (object-store ref) and version;
+  one that was still starting when a newer version was published loads it before it is live,
+  so no sampler ever takes work with stale weights.
 - Work. `run(shards)` keeps a FIFO of shards and a set of idle live samplers; whenever both are
   non-empty the next shard goes to an idle sampler. A faster sampler is idle sooner, so it
   takes more shards. The loop blocks in one `ray.wait` over the in-flight shard calls and the
@@ -18,8 +19,10 @@
   found at its next call (a shard — then re-queued — or a weight update).
 - Resizing (`resize`) is applied between samplings (the driver calls it before handing out a
   step), so a removed sampler has no work in flight; pending samplers go first, then the
-  newest. `run` refuses to start while the pool has no member and no restart left.
+  newest. `run` on an empty pool, or one whose last sampler dies with no restart left, raises
+  `SamplerPoolError`; samplers that wait for resources are waited for (the autoscaler case).
 
+`sampler_cls`/`sampler_kwargs` swap in a `Sampler` subclass (tests add delays this way);
 `actor_factory` replaces the Ray actor per sampler with any handle that has the same
 `.ready/.generate_shard/.update_weights/.evaluate .remote()` methods (benchmarks host many
 virtual samplers in a few processes); such members get no placement group.
@@ -30,8 +33,8 @@ import logging
 import secrets
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
@@ -64,6 +67,7 @@ class PoolStats:
     requeued: int = 0      # shards handed back to the queue because their sampler died
     deaths: int = 0        # samplers lost (died while working, idle, starting or updating)
     shards_by_sampler: Counter = field(default_factory=Counter)  # completed shards per sampler id
+    joins: list = field(default_factory=list)  # (sampler id, weights version it took work with, time)
     last_error: str = ""
 
 
@@ -71,10 +75,10 @@ class SamplerPool:
     def __init__(self, model_path: str, engine: str, dtype: str, seed: int, reward_scale: str,
                  reward_timeout_s: float, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  max_samplers: int = 16, max_restarts: int = 8, ray_resource: str = "",
-                 sampler_cls: type = Sampler, actor_factory: Callable | None = None,
-                 poll_s: float = 5.0):
+                 sampler_cls: type = Sampler, sampler_kwargs: dict | None = None,
+                 actor_factory: Callable | None = None, poll_s: float = 5.0):
         self.kw = dict(model_path=model_path, engine=engine, dtype=dtype, seed=seed,
-                       reward_scale=reward_scale, reward_timeout_s=reward_timeout_s)
+                       reward_scale=reward_scale, reward_timeout_s=reward_timeout_s, **(sampler_kwargs or {}))
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.max_samplers, self.max_restarts = max_samplers, max_restarts
         self.custom = {ray_resource: 1.0} if ray_resource else {}
@@ -179,8 +183,14 @@ class SamplerPool:
             # Built while a newer version was published: load it before taking work.
             m.ready_ref = m.actor.update_weights.remote(self.blob_ref, self.version)
             return
+        if m.pg is not None and "node_id" not in m.info:  # where it runs: for logs and node-loss checks
+            try:
+                m.info["node_id"] = ray.util.placement_group_table(m.pg)["bundles_to_node_id"][0]
+            except Exception:  # the table is informative only
+                pass
         m.ready = True
         self.idle[m.sampler_id] = m
+        self.stats.joins.append((m.sampler_id, m.info["weights_version"], time.time()))
 
     def _poll_ready(self, timeout: float) -> None:
         pending = {m.ready_ref: m for m in self.members.values() if not m.ready}
@@ -197,14 +207,15 @@ class SamplerPool:
         t0 = time.perf_counter()
         self.blob_ref = ray.put(blob)
         self.version = version
-        refs = {m.actor.update_weights.remote(self.blob_ref, version): m
-                for m in self.members.values() if m.ready}
-        for ref, m in refs.items():
-            try:
-                ray.get(ref)
+        live = [m for m in self.members.values() if m.ready]
+        outs = self._fetch([m.actor.update_weights.remote(self.blob_ref, version) for m in live])
+        for m, out in zip(live, outs):
+            if isinstance(out, ray.exceptions.RayActorError):
+                self._replace(m, f"died during a weight update: {str(out).strip().splitlines()[0]}")
+            elif isinstance(out, Exception):
+                raise out
+            else:
                 m.info["weights_version"] = version
-            except ray.exceptions.RayActorError as e:
-                self._replace(m, f"died during a weight update: {str(e).strip().splitlines()[0]}")
         return time.perf_counter() - t0
 
     # ---- work -------------------------------------------------------------------------------
@@ -243,25 +254,40 @@ class SamplerPool:
             if done and len(refs) > 1:  # take everything else that has finished too
                 more, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
                 done = list(dict.fromkeys(done + more))
-            for ref in done:
-                if ref in starting:
-                    self._mark_ready(starting[ref], ref)
-                    continue
+            for ref in [r for r in done if r in starting]:
+                self._mark_ready(starting[ref], ref)
+            finished = [r for r in done if r in inflight]
+            outs = self._fetch(finished)
+            for ref, out in zip(finished, outs):
                 m, shard = inflight.pop(ref)
-                try:
-                    out = ray.get(ref)
-                except ray.exceptions.RayActorError as e:
+                if isinstance(out, ray.exceptions.RayActorError):
                     self.stats.requeued += 1
                     queue.appendleft(shard)
                     log.warning("sampler %d died with shard %s in flight; shard re-queued",
                                 m.sampler_id, shard["shard_id"])
-                    self._replace(m, str(e).strip().splitlines()[0])
+                    self._replace(m, str(out).strip().splitlines()[0])
                     continue
+                if isinstance(out, Exception):  # the sampler raised: a bug, not a fault to hide
+                    raise out
                 results.append(out)
                 self.stats.shards_by_sampler[m.sampler_id] += 1
                 if m.sampler_id in self.members:
                     self.idle[m.sampler_id] = m
         return results
+
+    @staticmethod
+    def _fetch(refs: list) -> list:
+        """Each ref's value, or the RayError it raised; one batched `ray.get` when none failed."""
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayError:
+            out = []
+            for r in refs:
+                try:
+                    out.append(ray.get(r))
+                except ray.exceptions.RayError as e:
+                    out.append(e)
+            return out
 
     def evaluate(self, examples: list[dict], **kw) -> dict:
         """Evaluate on one live sampler (another one if it dies)."""
