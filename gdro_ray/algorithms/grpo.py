@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from gdro_ray.algorithms import signals
+
 # exp() of a log-ratio beyond this is inf/0 in fp32 and only produces NaN gradients; a token
 # this far off-policy is clipped anyway, so clamping the log-ratio changes no clipped value.
 _MAX_LOG_RATIO = 20.0
@@ -49,19 +51,19 @@ def group_advantages(
     eps: float = 1e-6,
     adv_clip: float = 5.0,
 ) -> list[torch.Tensor]:
-    """Per-group normalised advantages, one fp32 tensor per group (same length as the group)."""
-    out: list[torch.Tensor] = []
-    for group in rewards:
-        r = _as_float_tensor(group)
-        if _all_equal(r):
-            out.append(torch.zeros_like(r))
-            continue
-        # Normalise in fp64 so tiny reward differences do not lose precision.
-        r64 = r.double()
-        std = r64.std(unbiased=False)
-        adv = (r64 - r64.mean()) / (std + eps)
-        out.append(adv.clamp(-adv_clip, adv_clip).to(torch.float32))
-    return out
+    """Per-group normalised advantages, one fp32 tensor per group (same length as the group).
+
+    One vectorised pass over all groups in fp64 (the same computation as the adversary's
+    learnability signal, `signals.group_advantages`); a group whose rewards are all equal
+    (including a group of one) centres to exactly 0, so its advantages are 0.
+    """
+    if len(rewards) == 0:
+        return []
+    groups = [np.asarray(g.detach().cpu().numpy() if isinstance(g, torch.Tensor) else g, dtype=np.float64)
+              for g in rewards]
+    adv = np.concatenate(signals.group_advantages(groups, eps=eps)) if groups else np.zeros(0)
+    flat = torch.from_numpy(np.clip(adv, -adv_clip, adv_clip).astype(np.float32))
+    return list(torch.split(flat, [len(g) for g in groups]))
 
 
 def filter_all_equal(rewards: Sequence[torch.Tensor | np.ndarray | Sequence[float]]) -> np.ndarray:

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="build and warm-start the embedded toy model (cached)")
     _add_config_args(p)
     p.add_argument("--force", action="store_true", help="rebuild even when cached")
+    p.add_argument("--seed", type=int, default=0, help="seed of the toy model (one cache entry per seed)")
 
     p = sub.add_parser("train", help="run RL training on Ray (embedded default with no arguments)")
     _add_config_args(p)
