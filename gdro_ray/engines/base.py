@@ -1,0 +1,101 @@
+"""The generation-engine interface shared by the vLLM and transformers engines.
+
+An engine turns raw user messages into rollouts. It owns the chat formatting: each prompt
+becomes `[{"role": "user", "content": prompt}]` rendered with the tokenizer's chat template
+(`add_generation_prompt=True`), so samplers, the learner and evaluation all see the same
+prompt token ids (`prompt_token_ids`).
+
+Conventions both engines follow, so that they are interchangeable:
+- `generate` returns, per prompt, exactly `n[i]` rollouts (n varies per prompt: Rollout-GDRO).
+- `Rollout.token_ids` are the sampled tokens, including the end-of-sequence token when the
+  rollout stopped on it (the learner must see that token to learn to stop); `text` is the
+  decoded response without special tokens.
+- `Rollout.logprobs[j]` is the log-probability of `token_ids[j]` under the model's raw
+  next-token distribution (log-softmax of the logits: temperature 1, no top-p filtering).
+  That is what a learner recomputes; samplers with temperature != 1 should not be read as
+  the behaviour policy's exact probabilities.
+- `finish_reason` is "stop" (end-of-sequence) or "length" (hit `max_new_tokens`).
+- `update_weights(blob, version)` takes the safetensors bytes of the full state dict; once
+  it returns, every later `generate` uses exactly those weights (no mixing of versions).
+- `temperature == 0` means greedy decoding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass
+class Rollout:
+    """One sampled response to one prompt."""
+
+    prompt_index: int
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What samplers and evaluation need from a generation backend."""
+
+    def generate(
+        self,
+        prompts: list[str],
+        n: list[int],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None = None,
+    ) -> list[list[Rollout]]: ...
+
+    def prompt_token_ids(self, prompts: list[str]) -> list[list[int]]: ...
+
+    def update_weights(self, blob: bytes, version: int) -> None: ...
+
+    @property
+    def weights_version(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def check_generate_args(prompts: list[str], n: list[int], max_new_tokens: int, temperature: float, top_p: float) -> None:
+    """Reject malformed requests early with a message that names the argument."""
+    if len(prompts) != len(n):
+        raise ValueError(f"generate: {len(prompts)} prompts but {len(n)} rollout counts")
+    if any(int(k) < 0 for k in n):
+        raise ValueError(f"generate: rollout counts must be >= 0, got {min(n)}")
+    if max_new_tokens < 1:
+        raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
+
+
+def chat_prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each raw user message rendered with the tokenizer's chat template."""
+    out = []
+    for p in prompts:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True
+        )
+        # transformers 5 may return a BatchEncoding-like mapping instead of a list
+        if hasattr(ids, "keys") and "input_ids" in ids:
+            ids = ids["input_ids"]
+        out.append([int(t) for t in ids])
+    return out
+
+
+def stop_token_ids(tokenizer, generation_config=None) -> set[int]:
+    """End-of-sequence ids: the tokenizer's eos plus those of the model's generation config."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    eos = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(int(e) for e in eos)
+    return ids

