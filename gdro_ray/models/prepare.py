@@ -1,0 +1,282 @@
+"""`gdro-ray prepare`: build the tiny toy model and warm-start it by supervised training.
+
+Algorithm:
+1. Build the character tokenizer and an untied Qwen3 (`tiny.py`), seeded.
+2. Draw a warm-start (SFT) set from the toy task's SFT bucket (`make_sft_set`), which never
+   overlaps the RL training pool or the held-out split. The per-tier mixture is the
+   calibration knob: easy tiers get many examples, hard tiers few, so the base model is
+   good on easy tiers and weak but not hopeless on hard ones (findings §1: headroom).
+3. Teacher forcing on ``chat_template(prompt) + format_target(example) + <|im_end|>`` with
+   the loss on the response tokens only (prompt and padding are masked), right padding,
+   AdamW with linear warm-up and cosine decay, batches drawn by a seeded permutation.
+4. Save to ``cache_dir()/toy-model-v1-s{seed}`` through `atomic_dir` (a crash leaves no
+   half-written model); a later call finds it and does nothing.
+
+Determinism: all randomness comes from `seed` (torch generator for init and batch order,
+the task's own RNG for the data). Training runs with a fixed number of torch threads
+(`PREPARE_THREADS`), restored afterwards, because CPU kernels may split reductions
+differently with another thread count. Two prepares on the same machine type and torch
+build give bit-identical weights; another CPU (e.g. without AVX-512) or torch version may
+differ in the last bits, so the cache is keyed only by the seed and the version tag.
+
+Calibration (see `DEFAULT_SFT` and the numbers below): filled in from measurements of
+`gdro-ray prepare` on the 2-core development machine.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from gdro_ray.data import toy_task
+from gdro_ray.models import tiny
+from gdro_ray.utils.io import atomic_dir, atomic_write_json
+
+VERSION_TAG = "toy-model-v1"
+PREPARE_THREADS = 2
+
+
+@dataclass(frozen=True)
+class SFTRecipe:
+    """The warm-start recipe; every field changes the result (and is saved with the model)."""
+
+    size: str = "tiny"
+    steps: int = 1200
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 50
+    weight_decay: float = 0.01
+    init_range: float = 0.02
+    rope_theta: float = 10000.0
+    # share of each tier in the SFT stream (easy tiers many, hard tiers few); the stream has
+    # steps × batch_size fresh examples, each seen once
+    tier_mix: tuple[float, ...] = (0.30, 0.22, 0.18, 0.14, 0.09, 0.07)
+
+
+DEFAULT_SFT = SFTRecipe()
+
+
+def model_dir(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
+    """Where the prepared model for `seed` lives (whether or not it exists yet)."""
+    from gdro_ray.utils.env import cache_dir as default_cache
+
+    root = Path(cache_dir) if cache_dir else default_cache()
+    return root / f"{VERSION_TAG}-s{int(seed)}"
+
+
+def is_prepared(path: Path) -> bool:
+    return (path / "prepare.json").is_file() and (path / "model.safetensors").is_file()
+
+
+@contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def encode_sft(tok, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, labels), right padded; labels are -100 outside the response."""
+    prompts = [tok.apply_chat_template([{"role": "user", "content": e["prompt"]}], add_generation_prompt=True, tokenize=False) for e in examples]
+    responses = [toy_task.format_target(e) + tok.eos_token for e in examples]
+    p_ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    r_ids = tok(responses, add_special_tokens=False)["input_ids"]
+    width = max(len(p) + len(r) for p, r in zip(p_ids, r_ids))
+    ids = torch.full((len(examples), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    for row, (p, r) in enumerate(zip(p_ids, r_ids)):
+        seq = p + r
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+        labels[row, len(p) : len(seq)] = torch.tensor(r)
+    return ids, mask, labels
+
+
+def _lr_at(step: int, recipe: SFTRecipe) -> float:
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    return recipe.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_sft(model, tok, recipe: SFTRecipe, seed: int, log_every: int = 0, on_step=None) -> list[float]:
+    """Teacher-forced warm start in place; returns the loss of every step."""
+    examples = toy_task.make_sft_set(toy_task.tier_counts(recipe.steps * recipe.batch_size, recipe.tier_mix), seed=seed)
+    ids, mask, labels = encode_sft(tok, examples)
+    gen = torch.Generator().manual_seed(seed + 1)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr, betas=(0.9, 0.98),
+    )
+    model.train()
+    losses: list[float] = []
+    order = torch.randperm(len(examples), generator=gen)
+    cursor = 0
+    for step in range(recipe.steps):
+        if cursor + recipe.batch_size > len(order):
+            order, cursor = torch.randperm(len(examples), generator=gen), 0
+        rows = order[cursor : cursor + recipe.batch_size]
+        cursor += recipe.batch_size
+        width = int(mask[rows].sum(1).max())  # drop all-padding columns (right padding)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, recipe)
+        out = model(input_ids=ids[rows, :width], attention_mask=mask[rows, :width], labels=labels[rows, :width])
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(out.loss.detach()))
+        if on_step is not None:
+            on_step(step, model)
+        if log_every and (step % log_every == 0 or step == recipe.steps - 1):
+            print(f"  sft step {step:5d}/{recipe.steps}  loss {losses[-1]:.4f}", flush=True)
+    model.eval()
+    return losses
+
+
+def prepare_toy_model(cache_dir: str | Path | None = None, seed: int = 0, force: bool = False,
+                      sft_steps: int | None = None, recipe: SFTRecipe | None = None, verbose: bool = False) -> Path:
+    """Build, warm-start and cache the toy model; a no-op when already cached (unless `force`).
+
+    `sft_steps` overrides the recipe's step count (tests use a tiny budget); a non-default
+    recipe is cached under a name that says so, never under the default's name.
+    """
+    recipe = recipe or DEFAULT_SFT
+    if sft_steps is not None:
+        recipe = SFTRecipe(**{**asdict(recipe), "steps": int(sft_steps)})
+    final = model_dir(cache_dir, seed)
+    if recipe != DEFAULT_SFT:
+        final = final.with_name(final.name + f"-custom{_recipe_digest(recipe)}")
+    if is_prepared(final) and not force:
+        return final
+    started = time.perf_counter()
+    with _torch_threads(PREPARE_THREADS):
+        tok = tiny.build_tokenizer()
+        model = tiny.build_model(recipe.size, seed=seed, tokenizer=tok, init_range=recipe.init_range, rope_theta=recipe.rope_theta)
+        torch.manual_seed(seed)
+        losses = train_sft(model, tok, recipe, seed, log_every=200 if verbose else 0)
+    with atomic_dir(final) as stage:
+        tiny.save(model, tok, stage)
+        meta = {
+            "version": VERSION_TAG, "seed": seed, "recipe": asdict(recipe),
+            "final_loss": losses[-1] if losses else None, "train_seconds": round(time.perf_counter() - started, 1),
+            "torch": torch.__version__, "threads": PREPARE_THREADS,
+        }
+        atomic_write_json(stage / "prepare.json", meta)
+    return final
+
+
+def _recipe_digest(recipe: SFTRecipe) -> str:
+    import hashlib
+
+    return hashlib.blake2b(json.dumps(asdict(recipe), sort_keys=True).encode(), digest_size=4).hexdigest()
+
+
+def _reward_fn():
+    """The project's verifier when present, else the exact-integer check (toy answers are integers)."""
+    try:
+        from gdro_ray.rewards import math_reward
+    except ImportError:
+        return toy_task.integer_reward
+    return math_reward
+
+
+@torch.no_grad()
+def sample_responses(model, tok, prompts: list[str], k: int, temperature: float = 1.0,
+                     max_new_tokens: int = 24, seed: int = 0, batch_prompts: int = 64) -> list[list[str]]:
+    """k sampled responses per prompt with HF generate (left padded, batched); greedy when temperature == 0."""
+    out: list[list[str]] = []
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False) for p in prompts]
+    sampling = temperature > 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(texts), batch_prompts):
+            enc = tok(texts[start : start + batch_prompts], add_special_tokens=False, padding=True, return_tensors="pt")
+            gen = model.generate(
+                **enc, max_new_tokens=max_new_tokens, num_return_sequences=k if sampling else 1,
+                do_sample=sampling, temperature=temperature if sampling else None, top_k=0, top_p=1.0,
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            )
+            decoded = tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            per = k if sampling else 1
+            out += [decoded[i : i + per] for i in range(0, len(decoded), per)]
+    return out
+
+
+def per_tier_pass(examples: list[dict], responses: list[list[str]], reward=None) -> dict:
+    """Per tier and pooled: pass@1 (mean correctness) and pass@k (any correct among the k)."""
+    reward = reward or _reward_fn()
+    rows: dict = {}
+    for ex, resp in zip(examples, responses):
+        scores = [float(reward(r, ex["answer"]) > 0) for r in resp]
+        rows.setdefault(ex["tier"], []).append((sum(scores) / len(scores), float(any(scores))))
+    table = {t: {"n": len(v), "pass@1": sum(a for a, _ in v) / len(v), "pass@k": sum(b for _, b in v) / len(v)} for t, v in sorted(rows.items())}
+    # pooled over tiers with equal weight (the held-out split is balanced)
+    table["pooled"] = {k: sum(table[t][k] for t in rows) / len(rows) for k in ("pass@1", "pass@k")} if rows else {}
+    return table
+
+
+def evaluate_base(model_path: str | Path, per_tier: int = 40, k: int = 8, temperature: float = 1.0,
+                  max_new_tokens: int = 24, seed: int = 0) -> dict:
+    """Per-tier pass@1 / pass@k of a prepared model on the held-out toy split (HF generate)."""
+    model, tok = tiny.load(model_path)
+    model.eval()
+    split = toy_task.make_eval_split(per_tier=per_tier, seed=0)
+    with _torch_threads(PREPARE_THREADS):
+        responses = sample_responses(model, tok, [e["prompt"] for e in split], k=k, temperature=temperature,
+                                     max_new_tokens=max_new_tokens, seed=seed)
+    table = per_tier_pass(split, responses)
+    return {"k": k, "temperature": temperature, "per_tier": per_tier, "max_new_tokens": max_new_tokens,
+            "tiers": {str(t): v for t, v in table.items()}}
+
+
+def format_table(result: dict) -> str:
+    k = result["k"]
+    lines = [f"{'tier':<14}{'n':>5}{'pass@1':>9}{f'pass@{k}':>9}"]
+    for t, row in result["tiers"].items():
+        if t == "pooled":
+            continue
+        name = f"{t} {toy_task.TIER_NAMES[int(t)]}"
+        lines.append(f"{name:<14}{row['n']:>5}{row['pass@1']:>9.3f}{row['pass@k']:>9.3f}")
+    pooled = result["tiers"]["pooled"]
+    lines.append(f"{'pooled':<14}{'':>5}{pooled['pass@1']:>9.3f}{pooled['pass@k']:>9.3f}")
+    return "\n".join(lines)
+
+
+def cli_main(args) -> int:
+    """`gdro-ray prepare [CONFIG] [key=value ...] [--force]`: build the toy model, print its skill."""
+    from gdro_ray.config.loader import load_config
+
+    cfg = load_config(getattr(args, "config", None), getattr(args, "overrides", None) or [])
+    if cfg.model.path != "toy":
+        print(f"model.path={cfg.model.path!r}: only the toy model needs `prepare` (others are used as they are)")
+        return 0
+    force = bool(getattr(args, "force", False))
+    seed = int(getattr(args, "seed", 0) or 0)
+    target = model_dir(cfg.model.cache_dir or None, seed)
+    cached = is_prepared(target) and not force
+    print(f"toy model: {target} ({'cached' if cached else 'building; about 2-5 minutes on 2 cores'})", flush=True)
+    started = time.perf_counter()
+    path = prepare_toy_model(cfg.model.cache_dir or None, seed=seed, force=force, verbose=not cached)
+    if not cached:
+        print(f"warm start done in {time.perf_counter() - started:.0f} s", flush=True)
+    report = path / "base_eval.json"
+    max_new = int(cfg.sampler.max_new_tokens)
+    result = json.loads(report.read_text()) if report.is_file() and not force else None
+    if result is None or result.get("max_new_tokens") != max_new or result.get("per_tier") != cfg.data.toy_eval_per_tier:
+        print(f"evaluating on the held-out split ({cfg.data.toy_eval_per_tier} prompts per tier, 8 samples each, T=1.0)", flush=True)
+        result = evaluate_base(path, per_tier=cfg.data.toy_eval_per_tier, k=8, temperature=1.0, max_new_tokens=max_new)
+        atomic_write_json(report, result)
+    print(format_table(result))
+    return 0

@@ -1,0 +1,96 @@
+"""`prepare`: masking of the SFT loss, caching, atomicity, determinism, and the base model's skill."""
+import json
+import types
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gdro_ray.data import toy_task as T
+from gdro_ray.models import prepare as P
+from gdro_ray.models import tiny
+
+
+def test_encode_sft_masks_everything_but_the_response():
+    tok = tiny.build_tokenizer()
+    examples = T.make_sft_set([1] * T.NUM_TIERS, seed=0)
+    ids, mask, labels = P.encode_sft(tok, examples)
+    for row, ex in enumerate(examples):
+        target = T.format_target(ex) + tok.eos_token
+        kept = labels[row][labels[row] != -100].tolist()
+        assert tok.decode(kept) == target
+        n = int(mask[row].sum())
+        assert mask[row, :n].all() and not mask[row, n:].any()  # right padding
+        assert tok.decode(ids[row, :n].tolist()).endswith("<|im_start|>assistant\n" + target)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    r = P.SFTRecipe(steps=100, warmup=10, lr=1.0)
+    lrs = [P._lr_at(s, r) for s in range(100)]
+    assert lrs[0] < lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] > 0
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_prepare_deterministic_cached_and_atomic(tmp_path):
+    recipe = P.SFTRecipe(size="nano", steps=3, batch_size=8)
+    a = P.prepare_toy_model(tmp_path / "a", seed=0, recipe=recipe)
+    b = P.prepare_toy_model(tmp_path / "b", seed=0, recipe=recipe)
+    assert a.name.startswith("toy-model-v1-s0-custom")  # never shadows the default recipe's cache
+    wa, wb = _weights(a), _weights(b)
+    assert set(wa) == set(wb) and "lm_head.weight" in wa
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    init = tiny.build_model("nano", seed=0).state_dict()
+    assert any(not torch.equal(init[k], wa[k]) for k in wa)  # training changed the weights
+    meta = json.loads((a / "prepare.json").read_text())
+    assert meta["recipe"]["steps"] == 3 and meta["seed"] == 0
+    # cached: a second call returns at once and leaves the files alone
+    stamp = (a / "model.safetensors").stat().st_mtime_ns
+    assert P.prepare_toy_model(tmp_path / "a", seed=0, recipe=recipe) == a
+    assert (a / "model.safetensors").stat().st_mtime_ns == stamp
+    c = P.prepare_toy_model(tmp_path / "a", seed=1, recipe=recipe)
+    assert not torch.equal(_weights(c)["lm_head.weight"], wa["lm_head.weight"])
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]  # no staging left over
+
+
+@pytest.mark.slow
+def test_sft_steps_parameter_and_crash_leaves_nothing(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tiny, "save", boom)
+    with pytest.raises(RuntimeError):
+        P.prepare_toy_model(tmp_path, seed=0, recipe=P.SFTRecipe(size="nano", batch_size=4), sft_steps=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_cli_prints_per_tier_table(tmp_path, capsys, monkeypatch):
+    recipe = P.SFTRecipe(size="nano", steps=2, batch_size=4)
+    monkeypatch.setattr(P, "DEFAULT_SFT", recipe)  # keep the CLI fast: a 2-step warm start
+    args = types.SimpleNamespace(config=None, overrides=[f"model.cache_dir={tmp_path}", "data.toy_eval_per_tier=2"],
+                                 force=False, seed=0)
+    assert P.cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "pass@8" in out and "pooled" in out and "5 chain" in out
+    saved = json.loads((P.model_dir(tmp_path, 0) / "base_eval.json").read_text())
+    assert saved["tiers"]["0"]["n"] == 2 and 0.0 <= saved["tiers"]["pooled"]["pass@k"] <= 1.0
+
+
+@pytest.mark.slow
+def test_base_model_skill_is_ordered():
+    """On the real cached default model (built here if missing: minutes): easy tiers beat hard ones."""
+    path = P.prepare_toy_model()
+    saved = path / "base_eval.json"
+    result = json.loads(saved.read_text()) if saved.is_file() else P.evaluate_base(path)
+    tiers = result["tiers"]
+    easy = (tiers["0"]["pass@k"] + tiers["1"]["pass@k"]) / 2
+    hard = (tiers["4"]["pass@k"] + tiers["5"]["pass@k"]) / 2
+    assert easy > hard + 0.3
+    assert tiers["0"]["pass@1"] > tiers["5"]["pass@1"]
+    assert 0.25 <= tiers["pooled"]["pass@k"] <= 0.7  # headroom (findings §1)
+    assert sum(tiers[str(t)]["pass@k"] > 0 for t in range(T.NUM_TIERS)) == T.NUM_TIERS  # no hopeless tier
