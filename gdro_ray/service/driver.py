@@ -50,7 +50,9 @@ def _init_ray(cfg: Config) -> None:
     else:
         # Logical CPUs may exceed physical ones: actors mostly wait on each other in turn.
         ncpu = cfg.cluster.num_cpus or max(os.cpu_count() or 1, int(need + 0.999))
-        ray.init(num_cpus=ncpu, include_dashboard=False, namespace="gdro_ray", log_to_driver=cfg.cluster.actor_logs,
+        # address="local": always a fresh embedded cluster, never someone else's under the same RAY_TMPDIR.
+        ray.init(address="local", num_cpus=ncpu, include_dashboard=False, namespace="gdro_ray",
+                 log_to_driver=cfg.cluster.actor_logs,
                  runtime_env={"env_vars": {k: os.environ[k] for k in _ENV_FORWARD if k in os.environ}})
     total = ray.cluster_resources().get("CPU", 0)
     if need > total and not cfg.cluster.address:
