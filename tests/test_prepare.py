@@ -1,4 +1,5 @@
 """`prepare`: masking of the SFT loss, caching, atomicity, determinism, and the base model's skill."""
+import dataclasses
 import json
 import types
 
@@ -22,6 +23,28 @@ def test_encode_sft_masks_everything_but_the_response():
         n = int(mask[row].sum())
         assert mask[row, :n].all() and not mask[row, n:].any()  # right padding
         assert tok.decode(ids[row, :n].tolist()).endswith("<|im_start|>assistant\n" + target)
+
+
+def test_encode_bare_labels_only_the_result():
+    tok = tiny.build_tokenizer()
+    examples = T.make_sft_set([1] * T.NUM_TIERS, seed=0, stream="bare")
+    ids, mask, labels = P.encode_sft(tok, examples, bare=True)
+    for row, ex in enumerate(examples):
+        target = T.format_target(ex)
+        n = int(mask[row].sum())
+        assert tok.decode(ids[row, :n].tolist()) == target + tok.eos_token
+        kept = labels[row][labels[row] != -100].tolist()
+        assert tok.decode(kept) == target[target.index("=") + 1 :] + tok.eos_token
+
+
+def test_stale_cache_is_not_reused(tmp_path):
+    d = tmp_path / "toy-model-v1-s0"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"x")
+    (d / "prepare.json").write_text(json.dumps({"recipe": {"steps": 1}}))
+    assert P.is_prepared(d) and not P.is_prepared(d, P.DEFAULT_SFT)
+    (d / "prepare.json").write_text(json.dumps({"recipe": dataclasses.asdict(P.DEFAULT_SFT)}))
+    assert P.is_prepared(d, P.DEFAULT_SFT)
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -200,15 +200,15 @@ def make_eval_split(per_tier: int = 40, seed: int = 0) -> list[dict]:
     return out
 
 
-def make_sft_set(counts: list[int] | tuple[int, ...], seed: int = 0) -> list[dict]:
+def make_sft_set(counts: list[int] | tuple[int, ...], seed: int = 0, stream: str = "chat") -> list[dict]:
     """Warm-start examples from the SFT bucket (never in a pool or an eval split).
 
     `counts[t]` examples of tier t, drawn independently (a small tier may repeat a question),
-    then shuffled.
+    then shuffled. `stream` names an independent random stream (one per warm-start phase).
     """
     if len(counts) != NUM_TIERS:
         raise ValueError(f"make_sft_set: need {NUM_TIERS} counts, got {len(counts)}")
-    rng = _rng("sft", seed)
+    rng = _rng(f"sft/{stream}", seed)
     rows = [(p, v, t) for t in range(NUM_TIERS) for p, v in _draw(t, int(counts[t]), "sft", rng, unique=False)]
     _shuffle(rng, rows)
     return [_example(i, p, v, t) for i, (p, v, t) in enumerate(rows)]

@@ -32,8 +32,8 @@ CHAT_TEMPLATE = (
 # name -> (hidden, intermediate, layers, attention heads, kv heads, head_dim)
 SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
     "nano": (64, 128, 1, 2, 1, 32),  # for fast unit tests only
-    "tiny": (128, 384, 3, 4, 2, 32),
-    "small": (192, 512, 4, 6, 2, 32),
+    "tiny": (128, 256, 2, 4, 2, 32),  # 328k parameters: the toy default
+    "small": (192, 512, 3, 6, 2, 32),
 }
 
 
@@ -59,7 +59,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_model(size: str = "tiny", seed: int = 0, tokenizer: PreTrainedTokenizerFast | None = None,
-                init_range: float = 0.02, rope_theta: float = 10000.0) -> Qwen3ForCausalLM:
+                init_range: float = 0.02, rope_theta: float = 500.0) -> Qwen3ForCausalLM:
     """A freshly initialised, untied Qwen3 of the named size (deterministic in `seed`)."""
     if size not in SIZES:
         raise ValueError(f"unknown tiny model size {size!r} (known: {', '.join(SIZES)})")
