@@ -99,7 +99,7 @@ def test_cli_prints_per_tier_table(tmp_path, capsys, monkeypatch):
                                  force=False, seed=0)
     assert P.cli_main(args) == 0
     out = capsys.readouterr().out
-    assert "pass@8" in out and "pooled" in out and "5 chain" in out
+    assert "pass@8" in out and "pooled" in out and "4 chain" in out and "5 mul" in out
     saved = json.loads((P.model_dir(tmp_path, 0) / "base_eval.json").read_text())
     assert saved["tiers"]["0"]["n"] == 2 and 0.0 <= saved["tiers"]["pooled"]["pass@k"] <= 1.0
 
