@@ -60,22 +60,22 @@ def _weights(path):
 
 @pytest.mark.slow
 def test_prepare_deterministic_cached_and_atomic(tmp_path):
-    recipe = P.SFTRecipe(size="nano", steps=3, batch_size=8)
-    a = P.prepare_toy_model(tmp_path / "a", seed=0, recipe=recipe)
-    b = P.prepare_toy_model(tmp_path / "b", seed=0, recipe=recipe)
+    # the default architecture and recipe, with a 3-step budget
+    a = P.prepare_toy_model(tmp_path / "a", seed=0, sft_steps=3)
+    b = P.prepare_toy_model(tmp_path / "b", seed=0, sft_steps=3)
     assert a.name.startswith("toy-model-v1-s0-custom")  # never shadows the default recipe's cache
     wa, wb = _weights(a), _weights(b)
     assert set(wa) == set(wb) and "lm_head.weight" in wa
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    init = tiny.build_model("nano", seed=0).state_dict()
+    init = tiny.build_model(P.DEFAULT_SFT.size, seed=0).state_dict()
     assert any(not torch.equal(init[k], wa[k]) for k in wa)  # training changed the weights
     meta = json.loads((a / "prepare.json").read_text())
     assert meta["recipe"]["steps"] == 3 and meta["seed"] == 0
     # cached: a second call returns at once and leaves the files alone
     stamp = (a / "model.safetensors").stat().st_mtime_ns
-    assert P.prepare_toy_model(tmp_path / "a", seed=0, recipe=recipe) == a
+    assert P.prepare_toy_model(tmp_path / "a", seed=0, sft_steps=3) == a
     assert (a / "model.safetensors").stat().st_mtime_ns == stamp
-    c = P.prepare_toy_model(tmp_path / "a", seed=1, recipe=recipe)
+    c = P.prepare_toy_model(tmp_path / "a", seed=1, sft_steps=3)
     assert not torch.equal(_weights(c)["lm_head.weight"], wa["lm_head.weight"])
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]  # no staging left over
 

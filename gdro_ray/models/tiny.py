@@ -59,7 +59,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_model(size: str = "tiny", seed: int = 0, tokenizer: PreTrainedTokenizerFast | None = None,
-                init_range: float = 0.02, rope_theta: float = 500.0) -> Qwen3ForCausalLM:
+                init_range: float = 0.02, rope_theta: float = 100.0) -> Qwen3ForCausalLM:
     """A freshly initialised, untied Qwen3 of the named size (deterministic in `seed`)."""
     if size not in SIZES:
         raise ValueError(f"unknown tiny model size {size!r} (known: {', '.join(SIZES)})")
