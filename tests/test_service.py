@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -22,14 +23,14 @@ pytestmark = pytest.mark.slow
 def live(tmp_path_factory):
     import ray
 
-    from _tiny import save_tiny
     from gdro_ray.config import load_config
     from gdro_ray.service.driver import Trainer
 
     tmp = tmp_path_factory.mktemp("live")
-    model = save_tiny(tmp / "model", seed=0)
-    cfg = load_config(overrides=[f"model.path={model}", "algorithm=both", "steps=3", "batch_size=8",
-                                 "sampler.num_samplers=2", "learner.world_size=1", "data.eval=dapo-fixture",
+    # The embedded default end to end: the prepared toy model (cached; built here if missing),
+    # the toy task, 2 vLLM samplers and 2 FSDP2 learner ranks.
+    cfg = load_config(overrides=["model.path=toy", "algorithm=both", "steps=3", "batch_size=8",
+                                 "sampler.num_samplers=2", "learner.world_size=2", "data.eval=dapo-fixture",
                                  "sampler.eval_k=1", f"out={tmp / 'run'}"])
     trainer = Trainer(cfg, tmp / "run")
     trainer.setup()
@@ -124,3 +125,33 @@ def test_real_prometheus_scrapes_the_live_run(live, tmp_path):
         got = {r["metric"]["bin"]: float(r["value"][1]) for r in query("gdro_bin_weight")}
         assert got["unseen"] == pytest.approx(rec["bin_weights"][-1])
         assert sum(got.values()) == pytest.approx(sum(rec["bin_weights"]))
+
+
+def test_published_weights_drive_the_samplers(live, tmp_path):
+    """After training steps, every sampler's fp32 greedy output equals transformers' on the learner's weights."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load as st_load
+    from safetensors.torch import load_file
+
+    from _tiny import hf_greedy
+
+    trainer, _ = live
+    blob = trainer.learner.state_dict_bytes()
+    learned = st_load(blob)
+    base = load_file(str(Path(trainer.model_path) / "model.safetensors"))
+    assert any(not torch.equal(learned[k], base[k]) for k in base)  # the weights really changed
+    folder = tmp_path / "learned"
+    shutil.copytree(trainer.model_path, folder)
+    (folder / "model.safetensors").write_bytes(blob)
+    prompts = [trainer.train[i]["prompt"] for i in range(4)]
+    want = hf_greedy(folder, prompts, max_new_tokens=16)
+    shards = [{"shard_id": i, "slots": [0, 1, 2, 3], "prompts": prompts, "answers": ["0"] * 4, "n": [1] * 4,
+               "max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0} for i in range(2)]
+    outs = trainer.pool.run(shards)
+    assert {o["weights_version"] for o in outs} == {trainer.version}
+    assert len({o["sampler_id"] for o in outs}) >= 1
+    for o in outs:
+        got = [r["response_token_ids"][0] for r in sorted(o["results"], key=lambda r: r["slot"])]
+        assert [g[:len(w)] for g, w in zip(got, want)] == want
