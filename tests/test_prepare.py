@@ -1,5 +1,6 @@
 """`prepare`: masking of the SFT loss, caching, atomicity, determinism, and the base model's skill."""
 import dataclasses
+import itertools
 import json
 import types
 
@@ -51,7 +52,7 @@ def test_lr_schedule_warms_up_then_decays():
     r = P.SFTRecipe(steps=100, warmup=10, lr=1.0)
     lrs = [P._lr_at(s, r) for s in range(100)]
     assert lrs[0] < lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] > 0
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:])) and lrs[-1] > 0
 
 
 def _weights(path):
@@ -77,7 +78,8 @@ def test_prepare_deterministic_cached_and_atomic(tmp_path):
     assert (a / "model.safetensors").stat().st_mtime_ns == stamp
     c = P.prepare_toy_model(tmp_path / "a", seed=1, sft_steps=3)
     assert not torch.equal(_weights(c)["lm_head.weight"], wa["lm_head.weight"])
-    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]  # no staging left over
+    leftovers = [p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+    assert not leftovers  # no staging folder left over
 
 
 @pytest.mark.slow
@@ -88,7 +90,29 @@ def test_sft_steps_parameter_and_crash_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(tiny, "save", boom)
     with pytest.raises(RuntimeError):
         P.prepare_toy_model(tmp_path, seed=0, recipe=P.SFTRecipe(size="nano", batch_size=4), sft_steps=2)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+@pytest.mark.slow
+def test_concurrent_prepares_build_once(tmp_path, monkeypatch):
+    import threading
+
+    builds = []
+    real_build = P._build
+
+    def counting_build(*args, **kwargs):
+        builds.append(1)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(P, "_build", counting_build)
+    recipe = P.SFTRecipe(size="nano", steps=2, batch_size=4, bare_batch=4)
+    paths = []
+    threads = [threading.Thread(target=lambda: paths.append(P.prepare_toy_model(tmp_path, recipe=recipe))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(paths) == 3 and len(set(paths)) == 1 and len(builds) == 1
 
 
 @pytest.mark.slow

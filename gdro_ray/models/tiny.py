@@ -10,8 +10,13 @@ printable text, chat markup included.
 
 Model: `Qwen3ForCausalLM` with **untied** input and output embeddings: vLLM's in-place
 weight reload silently corrupts tied ones (stack notes §3). The vocabulary is padded to
-128 rows. `initializer_range` is larger than Qwen's 0.02 so that differently seeded random
-models differ in their greedy output (with 0.02 they all echo the last prompt token).
+128 rows. Sizes: `tiny` (hidden 128, 2 layers, 328k parameters) is the toy default.
+Defaults that differ from Qwen's: RoPE base 100 (contexts here are < 128 tokens; with 10^4
+most rotary frequencies are too slow to matter and the warm start learned digit alignment
+later, see `prepare.py`). `initializer_range` stays at 0.02, which trains fastest; note that
+at that scale untrained models of different seeds often all echo the last prompt token
+greedily, so tests that must tell random models apart should compare weights or pass a
+larger `init_range`.
 """
 from __future__ import annotations
 
@@ -19,7 +24,12 @@ import string
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import (
+    GenerationConfig,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>")
 PAD_TOKEN, EOS_TOKEN, UNK_TOKEN = "<|endoftext|>", "<|im_end|>", "<unk>"
