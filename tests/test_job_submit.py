@@ -62,12 +62,18 @@ def test_ray_job_submit_runs_training_with_token_auth(tmp_path):
         job = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
              "gdro-ray", "train", f"model.path={model}", "steps=2", "batch_size=8", "sampler.num_samplers=1",
-             "learner.world_size=1", "data.eval=dapo-fixture", "sampler.eval_k=1", f"out={run}"],
+             "learner.world_size=1", "data.eval=dapo-fixture", "sampler.eval_k=1", "metrics.tensorboard=true", f"out={run}"],
             env=env, capture_output=True, text=True, timeout=480)
         assert "succeeded" in job.stdout, job.stdout[-3000:] + job.stderr[-3000:]
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in records] == [0, 1]
         assert (run / "checkpoints" / "latest").is_file()
+        # metrics.tensorboard=true: the event files hold the step records and both evaluations.
+        from _tensorboard import read_scalars
+        tb = read_scalars(run / "tensorboard")
+        assert [s for s, _ in tb["reward_mean"]] == [1, 2]
+        assert [v for _, v in tb["reward_mean"]] == pytest.approx([r["reward_mean"] for r in records])
+        assert [s for s, _ in tb["eval/pooled/mean_at_k"]] == [0, 2]
         # Without the token the cluster refuses clients: the CLI must say so, not hang.
         bad = subprocess.run([str(BIN / "gdro-ray"), "status", "--address", f"127.0.0.1:{gcs}"],
                              env=dict(env, RAY_AUTH_MODE="disabled"), capture_output=True, text=True, timeout=120)

@@ -306,6 +306,13 @@ class Trainer:
             if base is None:
                 base = self._evaluate("base")
             progress = Progress(cfg.steps, start=self.step)
+            tb = None
+            if cfg.metrics.tensorboard:
+                from gdro_ray.metrics.tensorboard import TensorBoardWriter
+                tb = TensorBoardWriter(self.run_dir)
+                print(f"tensorboard: {tb.log_dir}", flush=True)
+                if self.step == 0:
+                    tb.write_eval(base, 0)
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdro-sample")
             with open(self.run_dir / "metrics.jsonl", "a") as mf:
                 while self.step < cfg.steps:
@@ -318,6 +325,8 @@ class Trainer:
                     self.step += 1
                     mf.write(json.dumps(record) + "\n")
                     mf.flush()
+                    if tb is not None:
+                        tb.write_record(record)
                     progress.update(self.step, record)
                     if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
                         self._checkpoint()
@@ -325,6 +334,9 @@ class Trainer:
             self._publish({})
             self._checkpoint()
             final = self._evaluate("final")
+            if tb is not None:
+                tb.write_eval(final, self.step)
+                tb.close()
             progress.summary(base, final)
             return {"base": base, "final": final, "run_dir": str(self.run_dir)}
         except (ray.exceptions.RayActorError, SamplerPoolError) as e:
