@@ -285,3 +285,27 @@ def test_schedule_ahead_queues_one_step_and_observes_in_order():
     r1 = adv.observe(s1, [rng.integers(0, 2, n).astype(float) for n in s1.rollouts])
     assert r1["step"] == 1 and r1["schedule_lag"] == 1
     assert twin.schedule().step == 0 and len(twin._pending) == 2
+
+
+def test_passk_proxy_keeps_rollouts_on_hard_but_solvable_prompts():
+    """The p̂(1−p̂) proxy sees 0/n on a hard prompt as variance v_min and gives it n_min; the
+    pass@k proxy sees its pass@8 (≈ 1 − (1 − p)^8) as uncertain and keeps rollouts there."""
+    p = true_p(600)
+    hard = (p > 0.02) & (p < 0.08)
+    means = {}
+    for proxy in ("reward_variance", "passk_variance"):
+        adv = Adversary(num_prompts=600, algorithm="rollout_gdro", batch_size=64, budget_mean=4, seed=0,
+                        rollout_proxy=proxy)
+        rng, given = np.random.default_rng(3), []
+        for step in range(60):
+            sch = adv.schedule()
+            if step >= 30:  # after several epochs every prompt has history
+                given += [int(n) for i, n in zip(sch.prompt_ids, sch.rollouts) if hard[i]]
+            adv.observe(sch, rewards_for(sch, p, rng))
+        means[proxy] = float(np.mean(given))
+    assert means["passk_variance"] > means["reward_variance"] + 2.0, means
+
+
+def test_unknown_rollout_proxy_is_refused():
+    with pytest.raises(ValueError, match="rollout_proxy"):
+        Adversary(num_prompts=10, algorithm="both", batch_size=4, budget_mean=4, rollout_proxy="entropy")

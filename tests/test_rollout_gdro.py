@@ -168,3 +168,15 @@ def test_state_round_trip_through_json_gives_identical_decisions():
         restored.observe(ids, b, c)
     assert original.shadow_price == restored.shadow_price and math.isfinite(original.shadow_price)
     assert json.dumps(original.metrics()) == json.dumps(restored.metrics())
+
+
+def test_proxy_values_replace_the_visit_variance():
+    ctl = RolloutGDRO(2, variance_beta=1.0, v_min=0.01)
+    ids, n, c = np.array([0, 0, 1]), np.array([4, 4, 4]), np.array([0, 0, 2])
+    ctl.observe(ids, n, c, proxy_values=[0.2, 0.1, 0.05])
+    assert ctl.variance.tolist() == pytest.approx([0.15, 0.05])  # not p̂(1−p̂) = [0.01 floor, 0.25]
+    before = ctl.state_dict()
+    for bad in ([0.1, 0.1], [0.3, 0.1, 0.1], [float("nan"), 0.1, 0.1], [-0.1, 0.1, 0.1]):
+        with pytest.raises(ValueError, match="proxy_values"):
+            ctl.observe(ids, n, c, proxy_values=bad)
+    assert ctl.variance.tolist() == before["variance"].tolist() and ctl.steps == before["steps"]

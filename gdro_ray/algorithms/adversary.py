@@ -38,6 +38,7 @@ from gdro_ray.algorithms.signals import difficulty_signal
 
 ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
 MODES = ("reweight", "resample")
+ROLLOUT_PROXIES = ("reward_variance", "passk_variance")
 
 
 @dataclass
@@ -96,11 +97,14 @@ class Adversary:
     def __init__(self, num_prompts: int, algorithm: str, batch_size: int, budget_mean: int,
                  classifier_kw: dict | None = None, prompt_kw: dict | None = None,
                  rollout_kw: dict | None = None, signal: str = "learnability",
-                 mode: str = "resample", allow_repeats: bool = True, seed: int = 0):
+                 mode: str = "resample", allow_repeats: bool = True, seed: int = 0,
+                 rollout_proxy: str = "passk_variance"):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
         if mode not in MODES:
             raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
+        if rollout_proxy not in ROLLOUT_PROXIES:
+            raise ValueError(f"rollout_proxy: must be one of {', '.join(ROLLOUT_PROXIES)}, got {rollout_proxy!r}")
         if num_prompts < 1:
             raise ValueError(f"num_prompts: must be ≥ 1, got {num_prompts}")
         if batch_size < 1:
@@ -110,6 +114,7 @@ class Adversary:
         self.batch_size = int(batch_size)
         self.budget_mean = int(budget_mean)
         self.signal = signal
+        self.rollout_proxy = rollout_proxy
         self.mode = mode
         self.allow_repeats = bool(allow_repeats)
         self.seed = int(seed)
@@ -152,6 +157,7 @@ class Adversary:
             rollout_kw=dict(n_min=r.n_min, n_max=r.n_max, dual_lr=r.dual_lr, v_min=r.v_min,
                             variance_beta=r.variance_beta, mode=r.mode),
             signal=p.signal, mode=p.mode, allow_repeats=p.allow_repeats, seed=cfg.seed,
+            rollout_proxy=r.proxy,
         )
 
     # ------------------------------------------------------------------ data order
@@ -325,7 +331,13 @@ class Adversary:
         self.classifier.observe(sch.prompt_ids, n, correct)
         self.classifier.end_step()
         self.prompt_gdro.observe(sch.group_ids, signals)
-        self.rollout_gdro.observe(sch.group_ids, n, correct)
+        proxy = None
+        if self.rollout_proxy == "passk_variance":
+            # π(1 − π) of each prompt's pass@k estimate after this visit (empirical-Bayes shrunk, so a
+            # hard prompt with 0/n correct still has a small positive value rather than exactly 0).
+            est = self.classifier.estimates(sch.prompt_ids)
+            proxy = np.clip(est * (1.0 - est), 0.0, 0.25)
+        self.rollout_gdro.observe(sch.group_ids, n, correct, proxy)
 
         useful = (correct > 0) & (correct < n)
         B = sch.batch_size
@@ -377,7 +389,7 @@ class Adversary:
             "config": {"num_prompts": self.num_prompts, "algorithm": self.algorithm,
                        "batch_size": self.batch_size, "budget_mean": self.budget_mean,
                        "signal": self.signal, "mode": self.mode, "allow_repeats": self.allow_repeats,
-                       "seed": self.seed},
+                       "seed": self.seed, "rollout_proxy": self.rollout_proxy},
             "step": self.step, "epoch": self.epoch, "cursor": self.cursor,
             "rng": self._rng.bit_generator.state,
             "pending": [p.to_dict() for p in self._pending],

@@ -140,8 +140,13 @@ class RolloutGDRO:
         return base
 
     # ----------------------------------------------------------------- updates
-    def observe(self, group_ids, n, c) -> None:
-        """Update the groups' variance proxies from this batch, then re-solve μ for its shares."""
+    def observe(self, group_ids, n, c, proxy_values=None) -> None:
+        """Update the groups' variance proxies from this batch, then re-solve μ for its shares.
+
+        Each prompt contributes p̂(1 − p̂) with p̂ = c/n (the paper's proxy), unless
+        `proxy_values` gives its per-prompt value in [0, 0.25] directly (the adversary's
+        `passk_variance` proxy: π(1 − π) of the prompt's estimated pass@k).
+        """
         ids = check_ids(group_ids, self.num_groups, "group_ids")
         n = as_int_array(n, "n")
         c = as_int_array(c, "c")
@@ -149,12 +154,17 @@ class RolloutGDRO:
             raise ValueError(f"group_ids, n and c need equal lengths, got {ids.shape}, {n.shape}, {c.shape}")
         if n.size and (n.min() < 1 or c.min() < 0 or np.any(c > n)):
             raise ValueError("need n >= 1 and 0 <= c <= n for every prompt")
+        if proxy_values is not None:
+            values = as_float_array(proxy_values, "proxy_values")
+            if values.shape != ids.shape or np.any(~np.isfinite(values)) or np.any((values < 0) | (values > 0.25)):
+                raise ValueError(f"proxy_values needs {ids.size} finite values in [0, 0.25]")
         if ids.size == 0:
             return
         rate = c / n
+        values = rate * (1.0 - rate) if proxy_values is None else values
         counts = np.bincount(ids, minlength=self.num_groups)
         present = counts > 0
-        batch_v = np.bincount(ids, weights=rate * (1.0 - rate), minlength=self.num_groups)[present] / counts[present]
+        batch_v = np.bincount(ids, weights=values, minlength=self.num_groups)[present] / counts[present]
         batch_v = np.maximum(batch_v, self.v_min)
         self.variance[present] = (1.0 - self.variance_beta) * self.variance[present] + self.variance_beta * batch_v
         self.steps += 1

@@ -71,6 +71,12 @@ class RolloutGDROConfig:
     mode: Literal["shadow_price", "uniform"] = doc(
         "shadow_price", "Allocation rule; `uniform` gives every prompt n̄ (a control)."
     )
+    proxy: Literal["reward_variance", "passk_variance"] = doc(
+        "passk_variance",
+        "Per-prompt value behind v_b: `passk_variance` is π(1−π) of the prompt's estimated pass@k (the "
+        "default, chosen by `benchmarks/gdro_vs_grpo.py --sim`: it keeps hard prompts' rollouts); "
+        "`reward_variance` is p̂(1−p̂) of the visit (the paper's proxy).",
+    )
 
 
 @dataclass
@@ -184,7 +190,7 @@ class MetricsConfig:
     host: str = doc("127.0.0.1", "Bind address of the adversary's /metrics endpoint; 0.0.0.0 is an explicit opt-in.")
     port: int = doc(0, "Port of /metrics (0 = pick a free one; the address is printed).")
     enabled: bool = doc(True, "Serve Prometheus metrics.")
-    tensorboard: bool = doc(False, "Also write TensorBoard event files.")
+    tensorboard: bool = doc(False, "Also write TensorBoard event files to <run_dir>/tensorboard/: every numeric step-record field, one series per bin for the per-group fields, and eval/* at the base and the final step.")
     service_discovery: bool = doc(True, "Write a Prometheus file-SD target file for the endpoint into Ray's temp root.")
 
 
