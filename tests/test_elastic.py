@@ -16,7 +16,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -28,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _service import read_records, wait_for
 
 from gdro_ray.service.sampler_actor import Sampler
 
@@ -84,29 +84,6 @@ def _scrape(address: str) -> dict[str, float]:
     return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples if not s.labels}
 
 
-def _records(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # being written
-            pass
-    return out
-
-
-def _wait(pred, timeout: float, what: str, thread: threading.Thread | None = None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = pred()
-        if got:
-            return got
-        if thread is not None and not thread.is_alive():
-            raise AssertionError(f"the run ended while waiting for {what}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _cfg(tiny, run_dir, *extra):
     from gdro_ray.config import load_config
 
@@ -150,6 +127,7 @@ def test_pool_shards_weights_and_restart_limit(ray_session, tiny):
     from collections import Counter
 
     from _tiny import state_dict_bytes, tiny_model
+
     from gdro_ray.service.sampler_pool import SamplerPool, SamplerPoolError
 
     pool = SamplerPool(str(tiny), "hf", "float32", 0, "01", 2.0, num_cpus=1, max_samplers=4, max_restarts=1,
@@ -234,12 +212,13 @@ def test_scale_up_and_down_while_training(ray_session, tiny, tmp_path, monkeypat
     _scrape_every_step(trainer, scrapes)
     th, box = _start(trainer)
 
-    _wait(lambda: len(_records(run_dir)) >= 2, 180, "two steps", th)
+    wait_for(lambda: len(read_records(run_dir)) >= 2, 180, "two steps", alive=th.is_alive)
     gcs = ray.get_runtime_context().gcs_address
     p = subprocess.run([sys.executable, "-m", "gdro_ray.cli.main", "scale", "--samplers", "3", "--address", gcs],
                        check=False, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 0 and "requested 3 samplers" in p.stdout, p.stderr
-    up = _wait(lambda: next((r for r in _records(run_dir) if r["samplers"] == 3), None), 120, "3 samplers", th)
+    up = wait_for(lambda: next((r for r in read_records(run_dir) if r["samplers"] == 3), None),
+                  120, "3 samplers", alive=th.is_alive)
     # the added sampler (id 2) took work with the weights current when it joined, not v0
     # (it joined after step up-1 was sampled: the version then was up-1 or, after that step's
     # publish, up)
@@ -247,8 +226,9 @@ def test_scale_up_and_down_while_training(ray_session, tiny, tmp_path, monkeypat
     assert version in (up["step"] - 1, up["step"]) and version > 0, (version, up["step"])
 
     assert request_scale(1) == 1
-    down = _wait(lambda: next((r for r in _records(run_dir) if r["samplers"] == 1), None), 60, "1 sampler", th)
-    _wait(lambda: len(_records(run_dir)) >= down["step"] + 2, 60, "a step on one sampler", th)
+    down = wait_for(lambda: next((r for r in read_records(run_dir) if r["samplers"] == 1), None),
+                    60, "1 sampler", alive=th.is_alive)
+    wait_for(lambda: len(read_records(run_dir)) >= down["step"] + 2, 60, "a step on one sampler", alive=th.is_alive)
     ray.kill(trainer.learner.workers[0])  # the learner dies: the job must end, clearly
     th.join(120)
     assert not th.is_alive()
@@ -256,7 +236,7 @@ def test_scale_up_and_down_while_training(ray_session, tiny, tmp_path, monkeypat
     assert isinstance(err, UserError), box
     assert f"--resume {run_dir}" in str(err) and "\n" not in str(err)
 
-    recs = _records(run_dir)
+    recs = read_records(run_dir)
     assert [r["step"] for r in recs] == list(range(len(recs)))
     counts = [r["samplers"] for r in recs]
     first3, first1 = counts.index(3), counts.index(1)
@@ -305,7 +285,7 @@ def test_chaos_sampler_kills_on_vllm(ray_session, tiny, tmp_path, monkeypatch):
     trainer.run()
 
     assert sorted(kills) == sorted(plan)
-    recs = _records(run_dir)
+    recs = read_records(run_dir)
     assert [r["step"] for r in recs] == list(range(steps))
     for r in recs:  # every step: all B prompts with exactly B·n̄ rollouts, on-policy
         assert (r["prompts"], r["rollouts"], sum(r["bin_rollouts"]), r["staleness"]) == (8, 32, 32, 0), r["step"]

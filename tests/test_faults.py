@@ -18,37 +18,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from _service import read_records, wait_for
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _records(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
-
-
-def _wait(pred, timeout: float, what: str, alive=lambda: True):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = pred()
-        if got:
-            return got
-        if not alive():
-            raise AssertionError(f"the run ended while waiting for {what}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _overrides(model, run_dir, *extra) -> list[str]:
@@ -59,8 +36,8 @@ def _overrides(model, run_dir, *extra) -> list[str]:
 
 def test_driver_killed_after_a_checkpoint_resumes_exactly(tmp_path):
     import ray
-
     from _tiny import save_tiny
+
     from gdro_ray.config import load_config
     from gdro_ray.service.adversary_actor import ACTOR_NAME
     from gdro_ray.service.checkpoint import latest_checkpoint, read_json
@@ -83,9 +60,9 @@ def test_driver_killed_after_a_checkpoint_resumes_exactly(tmp_path):
                 if not latest.is_file():
                     return False
                 done = int(latest.read_text().strip().removeprefix("step_"))
-                return done < steps and len(_records(run_dir)) > done
+                return done < steps and len(read_records(run_dir)) > done
 
-            _wait(ready, 240, "a checkpoint and a step after it", alive=lambda: driver.poll() is None)
+            wait_for(ready, 240, "a checkpoint and a step after it", alive=lambda: driver.poll() is None)
             os.kill(driver.pid, signal.SIGKILL)
             driver.wait(30)
         finally:
@@ -94,7 +71,7 @@ def test_driver_killed_after_a_checkpoint_resumes_exactly(tmp_path):
         ckpt = latest_checkpoint(run_dir)
         at = read_json(ckpt / "driver.json")["step"]
         ckpt_state = read_json(ckpt / "adversary.json")  # (the resumed run rotates old checkpoints out)
-        before = _records(run_dir)
+        before = read_records(run_dir)
         assert len(before) > at and at < steps
 
         # the killed driver's actors (owned by it) go away, its adversary's name with them
@@ -105,7 +82,7 @@ def test_driver_killed_after_a_checkpoint_resumes_exactly(tmp_path):
             except ValueError:
                 return True
 
-        _wait(gone, 60, "the killed job's actors to be cleaned up")
+        wait_for(gone, 60, "the killed job's actors to be cleaned up")
 
         cfg = load_config(run_dir / "config.yaml")
         trainer = Trainer(cfg, run_dir, resume=True)
@@ -123,7 +100,7 @@ def test_driver_killed_after_a_checkpoint_resumes_exactly(tmp_path):
         assert restored["step"] == at
         # (compared as canonical JSON: NaN marks empty bins, and NaN != NaN)
         assert json.dumps(restored["state"], sort_keys=True) == json.dumps(ckpt_state, sort_keys=True)
-        after = _records(run_dir)
+        after = read_records(run_dir)
         assert [r["step"] for r in after] == list(range(steps))  # trimmed and continued: no gap, no repeat
         assert after[:at] == before[:at]                        # what the checkpoint covers is kept as is
         redone = range(at, len(before))
@@ -135,9 +112,9 @@ def test_driver_killed_after_a_checkpoint_resumes_exactly(tmp_path):
 
 def test_nodes_arrive_and_leave_under_a_running_job(tmp_path):
     import ray
+    from _tiny import save_tiny
     from ray.cluster_utils import Cluster
 
-    from _tiny import save_tiny
     from gdro_ray.config import load_config
     from gdro_ray.service.driver import Trainer
     from gdro_ray.service.scale import request_scale
@@ -172,34 +149,35 @@ def test_nodes_arrive_and_leave_under_a_running_job(tmp_path):
         th = threading.Thread(target=target, daemon=True)
         th.start()
         alive = th.is_alive
-        _wait(lambda: len(_records(run_dir)) >= 1, 180, "the first step", alive)
+        wait_for(lambda: len(read_records(run_dir)) >= 1, 180, "the first step", alive)
 
         # more samplers than fit: the second waits for resources, the run goes on with one
         request_scale(2)
-        _wait(lambda: trainer.pool.size() == 2, 30, "the scale request", alive)
-        n = len(_records(run_dir))
-        _wait(lambda: len(_records(run_dir)) >= n + 3, 60, "three steps with a sampler waiting", alive)
-        assert trainer.pool.pending() == 1 and _records(run_dir)[-1]["samplers"] == 1
+        wait_for(lambda: trainer.pool.size() == 2, 30, "the scale request", alive)
+        n = len(read_records(run_dir))
+        wait_for(lambda: len(read_records(run_dir)) >= n + 3, 60, "three steps with a sampler waiting", alive)
+        assert trainer.pool.pending() == 1 and read_records(run_dir)[-1]["samplers"] == 1
         # a node arrives (what the autoscaler does): the waiting sampler is placed and joins
         sampler_node()
-        _wait(lambda: any(r["samplers"] == 2 for r in _records(run_dir)), 120, "the sampler on the new node", alive)
+        wait_for(lambda: any(r["samplers"] == 2 for r in read_records(run_dir)),
+                 120, "the sampler on the new node", alive)
 
         # the node of the first sampler goes away mid-run
         first_ids = {sid for sid, m in trainer.pool.members.items() if m.info.get("node_id") == first.node_id}
         cluster.remove_node(first)
-        _wait(lambda: trainer.pool.stats.deaths >= 1, 120, "the lost sampler to be noticed", alive)
-        n = len(_records(run_dir))
-        _wait(lambda: len(_records(run_dir)) >= n + 3, 120, "three steps after the node loss", alive)
-        assert _records(run_dir)[-1]["samplers"] == 1 and trainer.pool.pending() == 1  # replacement waits
+        wait_for(lambda: trainer.pool.stats.deaths >= 1, 120, "the lost sampler to be noticed", alive)
+        n = len(read_records(run_dir))
+        wait_for(lambda: len(read_records(run_dir)) >= n + 3, 120, "three steps after the node loss", alive)
+        assert read_records(run_dir)[-1]["samplers"] == 1 and trainer.pool.pending() == 1  # replacement waits
         # a node arrives again: the replacement is placed
         sampler_node()
-        _wait(lambda: _records(run_dir)[-1]["samplers"] == 2, 120, "the replacement on the third node", alive)
+        wait_for(lambda: read_records(run_dir)[-1]["samplers"] == 2, 120, "the replacement on the third node", alive)
         trainer.cfg.steps = trainer.step + 2  # and the run completes normally
         th.join(180)
         assert not th.is_alive() and "error" not in box, box.get("error")
         assert box["result"]["final"] is not None
 
-        recs = _records(run_dir)
+        recs = read_records(run_dir)
         assert [r["step"] for r in recs] == list(range(len(recs)))
         for r in recs:
             assert (r["prompts"], r["rollouts"], r["staleness"]) == (8, 32, 0)

@@ -1,0 +1,32 @@
+"""Helpers for the tests that watch a running training job from the outside (elastic, faults)."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def read_records(run_dir: str | Path) -> list[dict]:
+    """The step records written so far; a line still being written is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def wait_for(pred: Callable, timeout: float, what: str, alive: Callable[[], bool] = lambda: True):
+    """Poll `pred` until it returns something truthy (returned); fail if the run ends or time runs out."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = pred()
+        if got:
+            return got
+        if not alive():
+            raise AssertionError(f"the run ended while waiting for {what}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
