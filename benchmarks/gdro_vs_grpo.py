@@ -107,7 +107,9 @@ def main(argv=None) -> int:
     result = {"machine": platform.platform(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python", "benchmarks/gdro_vs_grpo.py", *(argv or sys.argv[1:])])}
     if not args.sim_only:
-        root = OUT / "gdro_vs_grpo_runs"
+        # One folder per setting, so a rerun with other steps/overrides never reuses stale runs.
+        tag = "-".join([f"steps{args.steps}", *(o.replace("/", "_").replace("=", "") for o in args.overrides)])
+        root = OUT / "gdro_vs_grpo_runs" / tag
         rows = [toy_run(a, int(s), args.steps, args.overrides, root)
                 for s in args.seeds.split(",") for a in args.algorithms.split(",")]
         text, summary = toy_table(rows)
