@@ -24,3 +24,22 @@ for k, v in {
 import tempfile  # noqa: E402
 
 tempfile.tempdir = None  # re-read TMPDIR
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked `gpu` when CUDA is unavailable (CPU CI stays green).
+
+    Looks at the marker, not at keywords: a parametrize id such as "gpu" is a keyword too.
+    torch is imported only when some selected test carries the marker.
+    """
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in gpu_items:
+        item.add_marker(skip)

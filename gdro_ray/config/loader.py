@@ -178,6 +178,12 @@ def validate(cfg: Config) -> Config:
          f"{cfg.sampler.num_samplers} > sampler.max_samplers={cfg.sampler.max_samplers}")
     need(cfg.sampler.reward_timeout_s > 0, "sampler.reward_timeout_s", "must be > 0")
     need(cfg.learner.world_size >= 1, "learner.world_size", f"must be ≥ 1, got {cfg.learner.world_size}")
+    ws = cfg.weight_sync
+    need(ws.backend != "nccl" or (cfg.learner.num_gpus > 0 and cfg.sampler.num_gpus > 0), "weight_sync.backend",
+         f"nccl needs learner.num_gpus > 0 and sampler.num_gpus > 0 (got {cfg.learner.num_gpus:g} and "
+         f"{cfg.sampler.num_gpus:g}); use gloo or auto")
+    need(ws.timeout_s > 0, "weight_sync.timeout_s", f"must be > 0, got {ws.timeout_s}")
+    need(ws.bucket_mb >= 1, "weight_sync.bucket_mb", f"must be ≥ 1, got {ws.bucket_mb}")
     need(cfg.cluster.max_staleness >= 0, "cluster.max_staleness", "must be ≥ 0")
     need(0 <= cfg.metrics.port < 65536, "metrics.port", f"must be in [0,65535], got {cfg.metrics.port}")
     return cfg

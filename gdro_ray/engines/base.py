@@ -18,6 +18,11 @@ Conventions both engines follow, so that they are interchangeable:
 - `update_weights(blob, version)` takes the safetensors bytes of the full state dict; once
   it returns, every later `generate` uses exactly those weights (no mixing of versions).
 - `temperature == 0` means greedy decoding.
+- Collective weight transport (both engines; not part of the `Engine` protocol):
+  `update_weights_from_tensors(named, version)` loads (name, tensor) pairs;
+  `join_weight_group(spec)` / `receive_weights(layout, version)` / `leave_weight_group()` make
+  the engine a member of learner rank 0's broadcast group (`gdro_ray.utils.weight_group`);
+  `weights_checksum()` sums the parameters (a probe that an update landed).
 """
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ Algorithm:
 - Seeds: with `seed` given, the torch RNG is forked and seeded, so results repeat for the
   same inputs and batch size and the caller's global RNG is untouched.
 - `update_weights` loads the safetensors state dict into the live model (strict, except
-  for an LM head tied to the embeddings).
+  for an LM head tied to the embeddings); `update_weights_from_tensors` takes (name, tensor)
+  pairs, e.g. what the collective weight transport received (`join_weight_group` /
+  `receive_weights`, the group held in this process).
 """
 from __future__ import annotations
 
@@ -170,7 +172,10 @@ class HFEngine:
     def update_weights(self, blob: bytes, version: int) -> None:
         from safetensors.torch import load as load_safetensors
 
-        state_dict = load_safetensors(bytes(blob))
+        self.update_weights_from_tensors(list(load_safetensors(bytes(blob)).items()), version)
+
+    def update_weights_from_tensors(self, named: list[tuple[str, torch.Tensor]], version: int) -> None:
+        state_dict = dict(named)
         if not state_dict:
             raise ValueError("update_weights: the blob holds no tensors")
         # Check names and shapes before touching the model, so a bad blob changes nothing.
@@ -189,5 +194,28 @@ class HFEngine:
             self.model.tie_weights()
         self._version = int(version)
 
+    # -- collective weight transport: the group lives in this process -------------------------
+    def join_weight_group(self, spec: dict) -> None:
+        from gdro_ray.utils.weight_group import WeightReceiver
+
+        self.leave_weight_group()
+        self._receiver = WeightReceiver(spec, self.device)
+
+    def receive_weights(self, layout: dict, version: int) -> None:
+        if getattr(self, "_receiver", None) is None:
+            raise RuntimeError("receive_weights: not in a weight group (join_weight_group first)")
+        self.update_weights_from_tensors(self._receiver.receive(layout), version)
+
+    def leave_weight_group(self) -> None:
+        if getattr(self, "_receiver", None) is not None:
+            self._receiver.close()
+        self._receiver = None
+
+    def weights_checksum(self) -> float:
+        """Float64 sum of every parameter (a tied LM head counts once)."""
+        with torch.no_grad():
+            return float(sum(p.detach().double().sum().item() for p in self.model.parameters()))
+
     def close(self) -> None:
+        self.leave_weight_group()
         self.model = None

@@ -17,6 +17,10 @@ How it is driven:
 - Greedy (temperature 0): vLLM refuses n > 1, so one rollout is generated and repeated.
 - Weight update: safetensors bytes → `collective_rpc("update_weights_from_bytes")` (see
   `vllm_ext.py`) → `reset_prefix_cache()` so no KV block computed with old weights is reused.
+  Collective transport: `join_weight_group`/`receive_weights` run the receive inside vLLM's
+  worker (only the JSON-able spec and layout cross `collective_rpc`).
+  `update_weights_from_tensors` passes tensors through `collective_rpc`, which works only
+  with the in-process engine core (VLLM_ENABLE_V1_MULTIPROCESSING=0, as set on CPU).
 
 Tied embeddings: vLLM's in-place reload silently corrupts models with
 `tie_word_embeddings=True` (measured: greedy output matches neither the old nor the new
@@ -185,6 +189,27 @@ class VLLMEngine:
         # KV blocks cached under the old weights must not serve the new ones.
         self.llm.reset_prefix_cache()
         self._version = int(version)
+
+    def update_weights_from_tensors(self, named: list, version: int) -> None:
+        counts = self.llm.collective_rpc("update_weights_from_tensors", args=(list(named),))
+        if not counts or counts[0] == 0:
+            raise ValueError("update_weights_from_tensors: no tensors")
+        self.llm.reset_prefix_cache()
+        self._version = int(version)
+
+    def join_weight_group(self, spec: dict) -> None:
+        self.llm.collective_rpc("weight_group_join", args=(dict(spec),))
+
+    def receive_weights(self, layout: dict, version: int) -> None:
+        counts = self.llm.collective_rpc("weight_group_receive", args=(layout,))
+        if not counts or counts[0] == 0:
+            raise ValueError("receive_weights: the broadcast held no tensors")
+        self.llm.reset_prefix_cache()
+        self._version = int(version)
+
+    def leave_weight_group(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            self.llm.collective_rpc("weight_group_leave")
 
     def weights_checksum(self) -> float:
         return float(self.llm.collective_rpc("weights_checksum")[0])

@@ -28,7 +28,10 @@ Algorithm of one `train_step` (one optimizer step per call)
 Weight publication: `state_dict_bytes()` gathers the full state dict on rank 0 and serialises
 it with safetensors. vLLM's in-place reload is only correct for untied embeddings (stack-notes
 §3); when the config ties them, `lm_head.weight` is still written explicitly (a copy of the
-embedding), so the published dict always names every weight vLLM loads.
+embedding), so the published dict always names every weight vLLM loads. The collective transport
+(`gdro_ray.service.weight_transport`) uses the same dict: `weight_publish_prepare` gathers on
+every rank and rank 0 stages it as flat buckets, which its `WeightSender` (a private process
+group, not FSDP2's) broadcasts to the samplers (`weight_sender`).
 """
 from __future__ import annotations
 
@@ -106,6 +109,7 @@ class LearnerWorker:
         self.clip_high = float(grpo.get("clip_high", 0.28))
         self.kl_coef = float(grpo.get("kl_coef", 0.001))
         self._version = 0
+        self._sender = None  # gdro_ray.utils.weight_group.WeightSender, rank 0, made on first use
 
         if device is None:
             device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
@@ -294,14 +298,41 @@ class LearnerWorker:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_model_state_dict(self.model, options=options)
 
-    def state_dict_bytes(self) -> bytes | None:
-        """safetensors bytes of the full weights (in the compute dtype) on rank 0; None elsewhere.
-        Collective: call on every rank."""
+    def publishable_state(self) -> dict[str, torch.Tensor] | None:
+        """The full weights as published (compute dtype, every weight named) on rank 0; None
+        elsewhere. Collective: call on every rank."""
         state = self._full_state_dict()
         if self.rank != 0:
             return None
-        state = ckpt.publishable(state, self.config, dtype=self.compute_dtype)
+        return ckpt.publishable(state, self.config, dtype=self.compute_dtype)
+
+    def state_dict_bytes(self) -> bytes | None:
+        """safetensors bytes of the full weights (in the compute dtype) on rank 0; None elsewhere.
+        Collective: call on every rank."""
+        state = self.publishable_state()
+        if state is None:
+            return None
         return ckpt.to_safetensors_bytes(state, metadata={"version": str(self._version)})
+
+    def weight_publish_prepare(self, bucket_bytes: int) -> dict | None:
+        """Collective: gather the full weights; rank 0 stages them as flat per-dtype buckets for
+        the collective weight transport and returns their layout (None on other ranks)."""
+        t0 = time.perf_counter()
+        state = self.publishable_state()
+        if state is None:
+            return None
+        gather_s = time.perf_counter() - t0
+        return dict(self.weight_sender("stage", state, self._version, bucket_bytes), gather_s=gather_s)
+
+    def weight_sender(self, method: str, *args):
+        """Rank 0: call `WeightSender.<method>` (host, open, broadcast, catch_up, staged_bytes, close)."""
+        if self.rank != 0:
+            raise RuntimeError("the weight sender lives on learner rank 0")
+        if self._sender is None:
+            from gdro_ray.utils.weight_group import WeightSender
+
+            self._sender = WeightSender(self.device)
+        return getattr(self._sender, method)(*args)
 
     def save_checkpoint(self, path: str) -> None:
         """Collective. Rank 0 writes an HF-loadable folder plus optimizer state, atomically."""
@@ -341,6 +372,8 @@ class LearnerWorker:
         self._version = payload[1]
 
     def shutdown(self) -> None:
+        if self._sender is not None:
+            self._sender.shutdown()
         if dist.is_initialized():
             dist.destroy_process_group()
 

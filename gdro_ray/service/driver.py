@@ -10,7 +10,8 @@ One step (synchronous mode):
                  (reweight mode), then one FSDP2 update (clip-higher, k3 KL, token-mean)
     4. observe   rewards and per-prompt surrogate losses go back to the adversary, which
                  updates pass@k history, bins, scores S_b, variances v_b and the price μ
-    5. publish   rank 0's full state dict goes once through the object store to every sampler
+    5. publish   the new weights go to every sampler (`weight_transport.py`): once through the
+                 object store, or by a collective broadcast from learner rank 0 on GPUs
 Checkpoints are written every `checkpoint.every` steps; `--resume RUN_DIR` continues from the
 last complete one. With no arguments the embedded default (`toy` preset) runs end to end.
 """
@@ -73,6 +74,8 @@ class Trainer:
         self.version = 0
         self.reward_timeouts = 0
         self._inflight = None  # off-policy: (schedule, future of its sampling)
+        self.weights = None  # the weight transport, chosen in setup()
+        self.last_publish = None  # what the last weight publish reported (goes into the step record)
 
     # ---- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -114,6 +117,11 @@ class Trainer:
             self._restore()
         self.pool.resize(cfg.sampler.num_samplers)
         self.pool.wait_ready(cfg.sampler.num_samplers)
+        from gdro_ray.service.weight_transport import make_weight_transport
+
+        self.weights = make_weight_transport(cfg.weight_sync, self.learner, self.pool, cfg.learner.num_gpus,
+                                             cfg.sampler.num_gpus)
+        print(f"weight sync: {self.weights.description}", flush=True)
 
     def _restore(self) -> None:
         import ray
@@ -127,7 +135,7 @@ class Trainer:
         self.step, self.version = int(drv["step"]), int(drv["weights_version"])
         _trim_metrics(self.run_dir / "metrics.jsonl", self.step)  # steps after the checkpoint are redone
         self.pool.blob_ref = ray.put(self.learner.state_dict_bytes())
-        self.pool.version = self.version
+        self.pool.version = self.pool.blob_version = self.version
         print(f"resumed {self.run_dir} from {ckpt.name} (step {self.step})", flush=True)
 
     # ---- one step ------------------------------------------------------------------------------
@@ -212,11 +220,16 @@ class Trainer:
     def _publish(self, t: dict) -> None:
         t4 = time.perf_counter()
         if self.version != self.pool.version:
-            self.pool.publish(self.learner.state_dict_bytes(), self.version)
+            if self.weights is None:  # actors wired by hand, without setup(): today's object-store path
+                from gdro_ray.service.weight_transport import ObjectStoreTransport
+
+                self.weights = ObjectStoreTransport(self.learner, self.pool)
+            self.last_publish = self.weights.publish(self.version)
         t["publish"] = time.perf_counter() - t4
 
     def _finish_record(self, record: dict, t: dict, t0: float) -> dict:
         step_time = time.perf_counter() - t0
+        record["weight_sync"], self.last_publish = self.last_publish, None
         record.update({"stage_time_s": {k: round(v, 4) for k, v in t.items()}, "step_time_s": round(step_time, 4),
                        "tokens_per_s": record["tokens"] / max(step_time, 1e-9)})
         self.adversary.report_driver.remote({
@@ -350,7 +363,7 @@ class Trainer:
     def shutdown(self) -> None:
         import ray
 
-        for name in ("pool", "learner"):
+        for name in ("weights", "pool", "learner"):
             obj = getattr(self, name, None)
             if obj is not None:
                 try:

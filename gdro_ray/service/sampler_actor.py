@@ -4,11 +4,18 @@ A sampler holds exactly one weights version at a time. The driver publishes a ne
 between steps (`update_weights`), so every rollout of one shard — and of one step in
 synchronous mode — comes from the same weights; each result carries the version it used.
 Verification runs on the actor's main thread, where math-verify's signal-based time limit works.
+
+With the collective weight transport the sampler is a member (rank >= 1) of a private group
+with learner rank 0: `join_weight_group`, then one `receive_weights` per publish; the engine
+receives straight into its own buffers (inside vLLM's worker for the vLLM engine).
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
+
+log = logging.getLogger("gdro_ray.sampler")
 
 
 class Sampler:
@@ -34,12 +41,46 @@ class Sampler:
         self.pid = os.getpid()
 
     def ready(self) -> dict:
-        return {"sampler_id": self.sampler_id, "pid": self.pid, "weights_version": self.version}
+        import torch
+
+        return {"sampler_id": self.sampler_id, "pid": self.pid, "weights_version": self.version,
+                "cuda": torch.cuda.is_available()}
 
     def update_weights(self, blob: bytes, version: int) -> int:
         self.engine.update_weights(blob, version)
         self.version = version
         return version
+
+    # ---- collective weight transport (gdro_ray.service.weight_transport) ------------------------
+    def join_weight_group(self, spec: dict) -> bool:
+        """Join (or switch to) the group `spec` as rank spec["rank"]; blocks until all members joined."""
+        self.engine.join_weight_group(spec)
+        return True
+
+    def receive_weights(self, layout: dict, version: int) -> int:
+        """Receive one broadcast from learner rank 0 and load it; the old weights stay on failure."""
+        self.engine.receive_weights(layout, version)
+        self.version = version
+        return version
+
+    def leave_weight_group(self) -> None:
+        self.engine.leave_weight_group()
+
+    def catch_up_weights(self, spec: dict, layout: dict, version: int) -> int:
+        """A joiner's one-off group with rank 0; returns the version held afterwards (the old one
+        if the broadcast failed, so the pool retries another way)."""
+        try:
+            self.join_weight_group(spec)
+            self.receive_weights(layout, version)
+        except Exception as e:  # noqa: BLE001 - reported through the returned version
+            log.warning("sampler %d: catch-up to v%d failed: %s", self.sampler_id, version, e)
+        finally:
+            self.leave_weight_group()
+        return self.version
+
+    def weights_checksum(self) -> float:
+        """Float64 sum of the engine's parameters (see the engine for what it covers)."""
+        return self.engine.weights_checksum()
 
     def generate_shard(self, shard: dict) -> dict:
         """shard: {"shard_id", "slots": [int], "prompts": [str], "answers": [str], "n": [int],

@@ -22,6 +22,12 @@
   newest. `run` on an empty pool, or one whose last sampler dies with no restart left, raises
   `SamplerPoolError`; samplers that wait for resources are waited for (the autoscaler case).
 
+Weight transports (`weight_transport.py`) may set `catch_up(sampler_id, actor, version)`:
+how a sampler that started with an older version than the pool's reaches the current one
+(an ObjectRef of the version it then holds). Unset, it loads the object-store blob, which is
+then current. `blob_ref` holds version `blob_version` (it lags `version` when a collective
+transport published since).
+
 `sampler_cls`/`sampler_kwargs` swap in a `Sampler` subclass (tests add delays this way);
 `actor_factory` replaces the Ray actor per sampler with any handle that has the same
 `.ready/.generate_shard/.update_weights/.evaluate .remote()` methods (benchmarks host many
@@ -87,7 +93,9 @@ class SamplerPool:
         self.idle: dict[int, _Member] = {}  # live members with no shard in flight (insertion = FIFO)
         self.next_id = 0
         self.blob_ref = None
+        self.blob_version = 0  # the version blob_ref holds: new samplers are built with it
         self.version = 0
+        self.catch_up: Callable | None = None  # set by a weight transport; see the module docstring
         self.stats = PoolStats()
         self._tag = secrets.token_hex(3)  # placement-group names stay unique across runs on a cluster
 
@@ -96,7 +104,7 @@ class SamplerPool:
         sid = self.next_id
         self.next_id += 1
         if self.actor_factory is not None:
-            actor, pg = self.actor_factory(sid, self.blob_ref, self.version), None
+            actor, pg = self.actor_factory(sid, self.blob_ref, self.blob_version), None
         else:
             bundle = {"CPU": self.num_cpus}
             if self.num_gpus:
@@ -106,7 +114,7 @@ class SamplerPool:
             actor = ray.remote(self.sampler_cls).options(
                 num_cpus=self.num_cpus, num_gpus=self.num_gpus, resources=self.custom, max_concurrency=1,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg),
-            ).remote(sid, weights=self.blob_ref, weights_version=self.version, **self.kw)
+            ).remote(sid, weights=self.blob_ref, weights_version=self.blob_version, **self.kw)
         m = _Member(sid, actor, pg, actor.ready.remote())
         self.members[sid] = m
         return m
@@ -181,7 +189,10 @@ class SamplerPool:
             m.info["weights_version"] = answer
         if m.info.get("weights_version") != self.version:
             # Built while a newer version was published: load it before taking work.
-            m.ready_ref = m.actor.update_weights.remote(self.blob_ref, self.version)
+            if self.catch_up is not None:
+                m.ready_ref = self.catch_up(m.sampler_id, m.actor, self.version)
+            else:
+                m.ready_ref = m.actor.update_weights.remote(self.blob_ref, self.version)
             return
         if m.pg is not None and "node_id" not in m.info:  # where it runs: for logs and node-loss checks
             try:
@@ -206,7 +217,7 @@ class SamplerPool:
         ones are constructed with them. Returns the seconds it took."""
         t0 = time.perf_counter()
         self.blob_ref = ray.put(blob)
-        self.version = version
+        self.version = self.blob_version = version
         live = [m for m in self.members.values() if m.ready]
         outs = self._fetch([m.actor.update_weights.remote(self.blob_ref, version) for m in live])
         for m, out in zip(live, outs):

@@ -1,0 +1,116 @@
+"""benchmarks/gpu_check.py cannot rot (its CPU smoke runs here), plus the checks that need CUDA.
+
+The `gpu` tests are skipped without CUDA (tests/conftest.py); they are what to run when a card
+is lent: the real script on one GPU, and an NCCL broadcast between two GPUs.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+def test_peak_table():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_check import peak_flops
+
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("NVIDIA L4") == 121e12
+    assert peak_flops("NVIDIA GeForce RTX 4090") is None
+
+
+def test_cpu_smoke_learner(tmp_path):
+    out = tmp_path / "smoke.json"
+    p = _run("--cpu-smoke", "--skip-vllm", "--out", str(out), timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["mode"] == "cpu-smoke" and r["learner"]["backend"] == "gloo"
+    assert r["learner"]["tokens_per_s"] > 0 and r["learner"]["mfu"] is None
+    assert "MFU" in p.stdout and "n/a" in p.stdout
+
+
+@pytest.mark.slow
+def test_cpu_smoke_with_vllm_publish(tmp_path):
+    out = tmp_path / "smoke.json"
+    p = _run("--cpu-smoke", "--out", str(out), timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["publish"]["backend"] == "gloo" and r["publish"]["nbytes"] > 0
+    assert r["sampler"]["weights_version"] == r["learner"]["steps"]  # the sampler holds the trained version
+    assert r["sampler"]["generate_tokens"] > 0
+
+
+def test_without_gpu_it_says_so():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    p = _run(timeout=60)
+    assert p.returncode == 2 and "no CUDA GPU" in p.stderr
+
+
+@pytest.mark.gpu
+def test_gpu_check_on_the_card(tmp_path):
+    out = tmp_path / "gpu.json"
+    p = _run("--steps", "3", "--out", str(out), timeout=330)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["learner"]["backend"] == "nccl" and r["learner"]["tokens_per_s"] > 0
+    if r["learner"]["peak_bf16_flops"]:
+        assert 0 < r["learner"]["mfu"] < 1
+    if isinstance(r["sampler"], dict):
+        assert r["sampler"]["weights_version"] == 3
+
+
+def _nccl_member(rank, to_receiver, results):
+    import torch
+
+    from gdro_ray.utils.weight_group import WeightReceiver, WeightSender
+
+    torch.cuda.set_device(rank)
+    g = torch.Generator().manual_seed(0)
+    state = {"a": torch.randn(1000, 64, generator=g).to(torch.bfloat16), "b": torch.randn(17, generator=g)}
+    spec = {"prefix": "nccl/", "world_size": 2, "backend": "nccl", "timeout_s": 60, "rank": rank}
+    if rank == 0:
+        sender = WeightSender(f"cuda:{rank}")
+        host, port = sender.host("127.0.0.1")
+        layout = sender.stage(state, 1, 1 << 20)
+        to_receiver.put((host, port, {k: layout[k] for k in ("buckets", "nbytes")}))
+        sender.open(dict(spec, host=host, port=port))
+        sender.broadcast()
+        sender.shutdown()
+        results.put(("sender", True))
+    else:
+        host, port, layout = to_receiver.get(timeout=60)
+        got = dict(WeightReceiver(dict(spec, host=host, port=port), f"cuda:{rank}").receive(layout))
+        results.put(("receiver", got["a"].is_cuda and all(torch.equal(got[k].cpu(), v) for k, v in state.items())))
+
+
+@pytest.mark.gpu
+def test_nccl_broadcast_between_two_gpus():
+    import multiprocessing as mp
+
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("NCCL needs one GPU per rank: this needs two")
+    ctx = mp.get_context("spawn")
+    to_receiver, results = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_nccl_member, args=(r, to_receiver, results)) for r in (0, 1)]
+    [p.start() for p in procs]
+    [p.join(120) for p in procs]
+    assert dict(results.get(timeout=5) for _ in procs) == {"sender": True, "receiver": True}
