@@ -22,7 +22,7 @@ def make(algorithm="both", num_prompts=300, batch_size=32, mode="resample", allo
     return Adversary(num_prompts=num_prompts, algorithm=algorithm, batch_size=batch_size, budget_mean=4,
                      classifier_kw=kw.pop("classifier_kw", {}), prompt_kw=kw.pop("prompt_kw", {}),
                      rollout_kw=kw.pop("rollout_kw", {}), signal=kw.pop("signal", "learnability"),
-                     mode=mode, allow_repeats=allow_repeats, seed=seed)
+                     mode=mode, allow_repeats=allow_repeats, seed=seed, max_repeats=kw.pop("max_repeats", 0))
 
 
 def true_p(num_prompts: int) -> np.ndarray:
@@ -190,6 +190,25 @@ def test_resample_without_repeats_never_repeats_a_prompt():
     adv = make("prompt_gdro", num_prompts=100, batch_size=64, allow_repeats=False)
     for rec in run(adv, 15):
         assert rec["repeated_slots"] == 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(cap=st.integers(1, 4), num_prompts=st.integers(20, 200), batch=st.integers(8, 96), seed=st.integers(0, 5))
+def test_max_repeats_caps_visits_per_prompt_and_keeps_the_batch(cap, num_prompts, batch, seed):
+    adv = Adversary(num_prompts=num_prompts, algorithm="prompt_gdro", batch_size=batch, budget_mean=4,
+                    mode="resample", allow_repeats=True, max_repeats=cap, seed=seed)
+    limit = max(cap, -(-batch // num_prompts))  # a pool too small for the cap repeats as little as fits
+    rng, p = np.random.default_rng(seed), true_p(num_prompts)
+    for _ in range(12):
+        sch = adv.schedule()
+        assert sch.batch_size == batch and len(sch.prompt_ids) == batch
+        assert np.bincount(sch.prompt_ids).max() <= limit
+        adv.observe(sch, rewards_for(sch, p, rng))
+
+
+def test_bad_max_repeats_is_refused():
+    with pytest.raises(ValueError, match="max_repeats"):
+        make("prompt_gdro", max_repeats=-1)
 
 
 def test_resample_without_repeats_needs_enough_prompts():

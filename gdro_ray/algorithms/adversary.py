@@ -98,7 +98,7 @@ class Adversary:
                  classifier_kw: dict | None = None, prompt_kw: dict | None = None,
                  rollout_kw: dict | None = None, signal: str = "learnability",
                  mode: str = "resample", allow_repeats: bool = True, seed: int = 0,
-                 rollout_proxy: str = "passk_variance"):
+                 rollout_proxy: str = "passk_variance", max_repeats: int = 0):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
         if mode not in MODES:
@@ -117,6 +117,9 @@ class Adversary:
         self.rollout_proxy = rollout_proxy
         self.mode = mode
         self.allow_repeats = bool(allow_repeats)
+        if int(max_repeats) != max_repeats or max_repeats < 0:
+            raise ValueError(f"max_repeats: must be an integer ≥ 0 (0 = unlimited), got {max_repeats}")
+        self.max_repeats = int(max_repeats)
         self.seed = int(seed)
         self.use_prompt = algorithm in ("prompt_gdro", "both")
         self.use_rollout = algorithm in ("rollout_gdro", "both")
@@ -157,7 +160,7 @@ class Adversary:
             rollout_kw=dict(n_min=r.n_min, n_max=r.n_max, dual_lr=r.dual_lr, v_min=r.v_min,
                             variance_beta=r.variance_beta, mode=r.mode),
             signal=p.signal, mode=p.mode, allow_repeats=p.allow_repeats, seed=cfg.seed,
-            rollout_proxy=r.proxy,
+            rollout_proxy=r.proxy, max_repeats=p.max_repeats,
         )
 
     # ------------------------------------------------------------------ data order
@@ -185,14 +188,18 @@ class Adversary:
 
         With repeats, a group asked for more slots than it has members gives every member
         ⌊slots/size⌋ visits and the remainder to a random subset, so the batch follows q while
-        repeating no prompt more than needed. Without repeats, slots beyond a group's size
-        overflow to the other groups with room in proportion to their q (not to the largest
-        groups), repeatedly until every slot has a distinct prompt.
+        repeating no prompt more than needed. A group's room is its size times the most visits
+        one prompt may get in a step (1 without repeats, `max_repeats` with them, unlimited when
+        that is 0); slots beyond it overflow to the other groups with room in proportion to their
+        q (not to the largest groups), repeatedly until every slot fits.
         """
         B = self.batch_size
         slots = self._rng.multinomial(B, q)
-        if not self.allow_repeats:
-            room = counts.astype(np.int64)
+        cap = 1 if not self.allow_repeats else self.max_repeats
+        if cap > 0 and int(counts.sum()) * cap < B:
+            cap = -(-B // int(counts.sum()))  # a pool too small for the cap: the least repeats that fit
+        if cap > 0:
+            room = counts.astype(np.int64) * cap
             while True:
                 excess = np.maximum(slots - room, 0)
                 extra = int(excess.sum())
@@ -389,7 +396,7 @@ class Adversary:
             "config": {"num_prompts": self.num_prompts, "algorithm": self.algorithm,
                        "batch_size": self.batch_size, "budget_mean": self.budget_mean,
                        "signal": self.signal, "mode": self.mode, "allow_repeats": self.allow_repeats,
-                       "seed": self.seed, "rollout_proxy": self.rollout_proxy},
+                       "seed": self.seed, "rollout_proxy": self.rollout_proxy, "max_repeats": self.max_repeats},
             "step": self.step, "epoch": self.epoch, "cursor": self.cursor,
             "rng": self._rng.bit_generator.state,
             "pending": [p.to_dict() for p in self._pending],

@@ -7,7 +7,7 @@ documentation users read with `gdro-ray config --help-keys`.
 
 Sections group the keys by the part of the system that reads them: the pure controllers
 (`classifier`, `prompt_gdro`, `rollout_gdro`, `grpo`), the simulator (`sim`), and the
-service (`data`, `model`, `sampler`, `learner`, `checkpoint`, `metrics`, `cluster`).
+service (`data`, `model`, `sampler`, `learner`, `weight_sync`, `checkpoint`, `metrics`, `cluster`).
 """
 from __future__ import annotations
 
@@ -56,6 +56,9 @@ class PromptGDROConfig:
         "resample", "How q is applied: reweight advantages (paper) or resample prompts by bin."
     )
     allow_repeats: bool = doc(True, "In resample mode, a prompt may appear twice in one step so the batch follows q.")
+    max_repeats: int = doc(
+        0, "With repeats, the most slots one prompt may take in a step (0 = no limit); a group's overflow goes "
+           "to the other groups by q. Limits how hard a thin group's few prompts are hammered on small pools.")
     omega_max: float = doc(15.0, "Cap on the per-response advantage weight in reweight mode.")
 
 
@@ -180,6 +183,21 @@ class LearnerConfig:
 
 
 @dataclass
+class WeightSyncConfig:
+    """How published weights reach the samplers (gdro_ray/service/weight_transport.py, docs/deploy.md)."""
+
+    transport: Literal["auto", "object_store", "collective"] = doc(
+        "auto", "auto = a collective broadcast when learner and samplers are on CUDA GPUs, else the Ray object "
+                "store; `collective` forces the broadcast (with gloo it also runs on CPU).")
+    backend: Literal["auto", "nccl", "gloo"] = doc(
+        "auto", "Backend of the collective broadcast; auto = nccl on GPUs, gloo otherwise.")
+    timeout_s: float = doc(120.0, "Time limit of each weight-group operation; a publish that passes it falls "
+                                  "back to the object store.")
+    bucket_mb: int = doc(512, "Largest flat buffer of one dtype per broadcast (MiB); bounds the extra memory "
+                              "on learner rank 0 and each sampler.")
+
+
+@dataclass
 class CheckpointConfig:
     every: int = doc(10, "Write a checkpoint every N steps (and at the end); 0 = only at the end.")
     keep: int = doc(2, "Keep the newest N checkpoints.")
@@ -229,6 +247,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
