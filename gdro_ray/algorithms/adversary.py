@@ -98,7 +98,7 @@ class Adversary:
                  classifier_kw: dict | None = None, prompt_kw: dict | None = None,
                  rollout_kw: dict | None = None, signal: str = "learnability",
                  mode: str = "resample", allow_repeats: bool = True, seed: int = 0,
-                 rollout_proxy: str = "passk_variance", max_repeats: int = 0):
+                 rollout_proxy: str = "passk_variance", max_repeats: int = 2):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
         if mode not in MODES:

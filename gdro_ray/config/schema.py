@@ -57,8 +57,9 @@ class PromptGDROConfig:
     )
     allow_repeats: bool = doc(True, "In resample mode, a prompt may appear twice in one step so the batch follows q.")
     max_repeats: int = doc(
-        0, "With repeats, the most slots one prompt may take in a step (0 = no limit); a group's overflow goes "
-           "to the other groups by q. Limits how hard a thin group's few prompts are hammered on small pools.")
+        2, "With repeats, the most slots one prompt may take in a step (0 = no limit); a group's overflow goes "
+           "to the other groups by q. Stops a thin group's few prompts being hammered on small pools (toy task, "
+           "seed 0: held-out pass@8 0.525 unlimited → 0.550 at 2; neutral at DAPO scale in the simulator).")
     omega_max: float = doc(15.0, "Cap on the per-response advantage weight in reweight mode.")
 
 
