@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,3 +31,18 @@ def wait_for(pred: Callable, timeout: float, what: str, alive: Callable[[], bool
             raise AssertionError(f"the run ended while waiting for {what}")
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_in_thread(trainer) -> tuple[threading.Thread, dict]:
+    """Run `trainer.run()` in a daemon thread; its result or exception lands in the returned box."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = trainer.run()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box["error"] = e
+
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th, box

@@ -21,13 +21,12 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from _service import read_records, wait_for
+from _service import read_records, start_in_thread, wait_for
 
 from gdro_ray.service.sampler_actor import Sampler
 
@@ -90,20 +89,6 @@ def _cfg(tiny, run_dir, *extra):
     return load_config(overrides=[f"model.path={tiny}", "algorithm=both", "batch_size=8", "budget_mean=4",
                                   "learner.world_size=1", "data.eval=dapo-fixture", "sampler.eval_k=1",
                                   "sampler.max_new_tokens=8", "sampler.shard_size=2", f"out={run_dir}", *extra])
-
-
-def _start(trainer) -> tuple[threading.Thread, dict]:
-    box: dict = {}
-
-    def target():
-        try:
-            box["result"] = trainer.run()
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            box["error"] = e
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    return th, box
 
 
 def _scrape_every_step(trainer, scrapes: list) -> None:
@@ -210,7 +195,7 @@ def test_scale_up_and_down_while_training(ray_session, tiny, tmp_path, monkeypat
     trainer = Trainer(cfg, run_dir)
     scrapes: list = []
     _scrape_every_step(trainer, scrapes)
-    th, box = _start(trainer)
+    th, box = start_in_thread(trainer)
 
     wait_for(lambda: len(read_records(run_dir)) >= 2, 180, "two steps", alive=th.is_alive)
     gcs = ray.get_runtime_context().gcs_address

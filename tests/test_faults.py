@@ -17,11 +17,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from _service import read_records, wait_for
+from _service import read_records, start_in_thread, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -138,16 +137,7 @@ def test_nodes_arrive_and_leave_under_a_running_job(tmp_path):
             "sampler.ray_resource=gdro_sampler", "learner.ray_resource=gdro_learner",
             "cluster.adversary_resource=gdro_adversary", f"cluster.address={cluster.address}"))
         trainer = Trainer(cfg, run_dir)
-        box: dict = {}
-
-        def target():
-            try:
-                box["result"] = trainer.run()
-            except BaseException as e:  # noqa: BLE001 - handed to the test
-                box["error"] = e
-
-        th = threading.Thread(target=target, daemon=True)
-        th.start()
+        th, box = start_in_thread(trainer)
         alive = th.is_alive
         wait_for(lambda: len(read_records(run_dir)) >= 1, 180, "the first step", alive)
 

@@ -65,6 +65,23 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+class ChatEngineBase:
+    """What every engine shares: the weights version it holds and chat-rendered prompt ids.
+
+    Subclasses set `self.tokenizer` and `self._version` (0 for the weights loaded from disk).
+    """
+
+    tokenizer: object
+    _version: int = 0
+
+    @property
+    def weights_version(self) -> int:
+        return self._version
+
+    def prompt_token_ids(self, prompts: list[str]) -> list[list[int]]:
+        return chat_prompt_ids(self.tokenizer, prompts)
+
+
 def check_generate_args(prompts: list[str], n: list[int], max_new_tokens: int, temperature: float, top_p: float) -> None:
     """Reject malformed requests early with a message that names the argument."""
     if len(prompts) != len(n):

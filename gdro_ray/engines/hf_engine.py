@@ -26,8 +26,8 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from gdro_ray.engines.base import (
+    ChatEngineBase,
     Rollout,
-    chat_prompt_ids,
     check_generate_args,
     stop_token_ids,
 )
@@ -67,7 +67,7 @@ class _SampledLogprobs(LogitsProcessor):
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class HFEngine:
+class HFEngine(ChatEngineBase):
     """Engine backed by a transformers causal LM held in this process."""
 
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, batch_size: int = 256,
@@ -89,13 +89,6 @@ class HFEngine:
         self.seed = int(seed)
         self.model_path = str(model_path)
         self._version = 0
-
-    @property
-    def weights_version(self) -> int:
-        return self._version
-
-    def prompt_token_ids(self, prompts: list[str]) -> list[list[int]]:
-        return chat_prompt_ids(self.tokenizer, prompts)
 
     def generate(
         self,

@@ -37,7 +37,7 @@ import os
 import random
 from pathlib import Path
 
-from gdro_ray.engines.base import Rollout, chat_prompt_ids, check_generate_args
+from gdro_ray.engines.base import ChatEngineBase, Rollout, check_generate_args
 from gdro_ray.errors import UserError
 
 EXTENSION = "gdro_ray.engines.vllm_ext.WeightUpdateExtension"
@@ -61,7 +61,7 @@ def _cpu_defaults() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
-class VLLMEngine:
+class VLLMEngine(ChatEngineBase):
     """Engine backed by `vllm.LLM`; see the module docstring for the conventions."""
 
     def __init__(
@@ -118,13 +118,6 @@ class VLLMEngine:
         self._version = 0
 
     # -- interface -----------------------------------------------------------------------
-    @property
-    def weights_version(self) -> int:
-        return self._version
-
-    def prompt_token_ids(self, prompts: list[str]) -> list[list[int]]:
-        return chat_prompt_ids(self.tokenizer, prompts)
-
     def generate(
         self,
         prompts: list[str],
