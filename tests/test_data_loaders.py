@@ -9,6 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gdro_ray.data import dapo
 from gdro_ray.data.champ import CHAMP_CATEGORIES, load_champ
@@ -194,3 +196,16 @@ def test_named_sets():
     toy = load_eval_set("toy")
     assert toy and all(e["tier"] is not None for e in toy)
     assert len(load_train_set("toy")) == 14100
+
+
+@given(n=st.integers(0, 300), m=st.integers(0, 400))
+def test_spread_subset_size_order_and_tier_balance(n, m):
+    from gdro_ray.data.eval_sets import spread_subset
+
+    items = [{"id": i, "tier": i * 6 // max(n, 1)} for i in range(n)]  # tier-ordered, 6 tiers
+    out = spread_subset(items, m)
+    assert len(out) == (n if m == 0 or m >= n else m)
+    ids = [e["id"] for e in out]
+    assert ids == sorted(set(ids))  # distinct, in the original order
+    if 6 <= m < n:
+        assert {e["tier"] for e in out} == {e["tier"] for e in items}  # every tier kept

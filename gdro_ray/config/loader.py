@@ -185,6 +185,9 @@ def validate(cfg: Config) -> Config:
     need(ws.timeout_s > 0, "weight_sync.timeout_s", f"must be > 0, got {ws.timeout_s}")
     need(ws.bucket_mb >= 1, "weight_sync.bucket_mb", f"must be ≥ 1, got {ws.bucket_mb}")
     need(cfg.cluster.max_staleness >= 0, "cluster.max_staleness", "must be ≥ 0")
+    need(cfg.data.max_prompts >= 0, "data.max_prompts", f"must be ≥ 0 (0 = all), got {cfg.data.max_prompts}")
+    need(cfg.data.max_eval_prompts >= 0, "data.max_eval_prompts",
+         f"must be ≥ 0 (0 = all), got {cfg.data.max_eval_prompts}")
     need(0 <= cfg.metrics.port < 65536, "metrics.port", f"must be in [0,65535], got {cfg.metrics.port}")
     return cfg
 

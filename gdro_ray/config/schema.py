@@ -134,6 +134,9 @@ class DataConfig:
     toy_pool_size: int = doc(14100, "Training prompts generated for the toy task.")
     toy_eval_per_tier: int = doc(40, "Held-out toy prompts per tier.")
     max_prompts: int = doc(0, "Use only the first N training prompts (0 = all).")
+    max_eval_prompts: int = doc(
+        0, "Evaluate on N held-out prompts spread evenly over the set (0 = all); keeps tiers balanced in a "
+           "tier-ordered set. Bounds evaluation time on small machines.")
 
 
 @dataclass

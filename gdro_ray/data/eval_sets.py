@@ -127,3 +127,15 @@ def load_train_set(name_or_path: str | Path) -> list[dict]:
     if "/" in name:  # an owner/name hub id in the DAPO schema (needs the hub)
         return dapo.load_dapo(name)
     raise _unknown("training", name, TRAIN_NAMES)
+
+
+def spread_subset(examples: list[dict], m: int) -> list[dict]:
+    """`m` examples spread evenly over the list (all of them when m is 0 or ≥ the length).
+
+    Evenly spaced rather than the first m, so a set ordered by tier keeps every tier.
+    """
+    if m <= 0 or len(examples) <= m:
+        return list(examples)
+    step = len(examples) / m
+    return [examples[int(i * step)] for i in range(m)]
+

@@ -81,7 +81,7 @@ class Trainer:
     def setup(self) -> None:
         import ray
 
-        from gdro_ray.data.eval_sets import load_eval_set, load_train_set
+        from gdro_ray.data.eval_sets import load_eval_set, load_train_set, spread_subset
         from gdro_ray.models.smollm2 import resolve_model_path
         from gdro_ray.service.adversary_actor import ACTOR_NAME, AdversaryService
         from gdro_ray.service.learner_group import LearnerGroup
@@ -94,6 +94,7 @@ class Trainer:
         if cfg.data.max_prompts:
             self.train = self.train[: cfg.data.max_prompts]
         self.eval_set = load_eval_set(cfg.data.eval)
+        self.eval_set = spread_subset(self.eval_set, cfg.data.max_eval_prompts)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))  # on resume: with its overrides
         self.adversary = ray.remote(AdversaryService).options(
