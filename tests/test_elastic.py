@@ -160,8 +160,14 @@ def test_pool_shards_weights_and_restart_limit(ray_session, tiny):
 
         pool._dispatch = killing
         plan = {1}
+        queue_reports: list[int] = []
+        pool.on_queue = queue_reports.append  # what feeds the gdro_queue_shards gauge
         out = pool.run([shard(i) for i in range(6)])
         assert sorted(o["shard_id"] for o in out) == list(range(6))  # none lost, none twice
+        # 2 idle samplers take 2 of 6 shards, the queue drains (a re-queue may raise it) to 0
+        assert queue_reports[0] == 4 and queue_reports[-1] == 0 and max(queue_reports) <= 5
+        assert all(a != b for a, b in zip(queue_reports, queue_reports[1:]))  # reported on change only
+        pool.on_queue = None
         assert (pool.stats.requeued, pool.stats.restarts, len(kills)) == (1, 1, 1)
         assert pool.wait_ready(2) == 2 and kills[0][0] not in pool.members
         plan = {7}                     # the restart limit is spent: go on with one sampler

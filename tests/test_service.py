@@ -86,6 +86,10 @@ def test_metrics_endpoint_equals_adversary_state(live):
         assert scraped[("gdro_bin_rollouts", key)] == rec["bin_rollouts"][i]
         assert scraped[("gdro_bin_score", key)] == pytest.approx(m["prompt_gdro"]["scores"][i])
     assert scraped[("gdro_samplers_live", ())] == 2
+    assert scraped[("gdro_queue_shards", ())] == 0  # the pool's last report of each step: drained
+    ray.get(actor.report_queue.remote(3))  # what the pool pushes while shards wait for samplers
+    assert _scrape(address)[("gdro_queue_shards", ())] == 3
+    ray.get(actor.report_queue.remote(0))
     with urllib.request.urlopen(address.replace("/metrics", "/health"), timeout=5) as r:
         assert json.loads(r.read())["ok"] is True
 

@@ -104,9 +104,15 @@ class AdversaryService:
 
     # ---- driver, status and scaling -------------------------------------------------------
     def report_driver(self, stats: dict) -> None:
-        self.driver_stats = stats
+        self.driver_stats = dict(self.driver_stats or {}, **stats)  # keeps the live queue report
         if self.exporter:
             self.exporter.update_driver(stats)
+
+    def report_queue(self, queued_shards: int) -> None:
+        """Shards waiting for a sampler right now (pushed by the pool while a step samples)."""
+        self.driver_stats = dict(self.driver_stats or {}, queued_shards=int(queued_shards))
+        if self.exporter:
+            self.exporter.update_driver({"queued_shards": int(queued_shards)})
 
     def request_samplers(self, n: int) -> int:
         lim = self.cfg.sampler.max_samplers

@@ -114,6 +114,8 @@ class Trainer:
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
                                 cfg.sampler.max_samplers, cfg.sampler.max_restarts, ray_resource=cfg.sampler.ray_resource)
+        adversary = self.adversary
+        self.pool.on_queue = lambda n: adversary.report_queue.remote(n)  # fire-and-forget gauge update
         if self.resume:
             self._restore()
         self.pool.resize(cfg.sampler.num_samplers)
@@ -235,7 +237,7 @@ class Trainer:
                        "tokens_per_s": record["tokens"] / max(step_time, 1e-9)})
         self.adversary.report_driver.remote({
             "step_time_s": step_time, "tokens_per_s": record["tokens_per_s"], "reward_mean": record["reward_mean"],
-            "samplers": self.pool.live(), "queued_shards": 0, "stages": t, "staleness": record["staleness"],
+            "samplers": self.pool.live(), "stages": t, "staleness": record["staleness"],
             "requeued": self.pool.stats.requeued, "restarts": self.pool.stats.restarts,
             "reward_timeouts": self.reward_timeouts})
         return record

@@ -89,6 +89,9 @@ class SamplerPool:
         self.max_samplers, self.max_restarts = max_samplers, max_restarts
         self.custom = {ray_resource: 1.0} if ray_resource else {}
         self.sampler_cls, self.actor_factory, self.poll_s = sampler_cls, actor_factory, poll_s
+        # Called with the number of shards waiting for a sampler whenever it changes during `run`
+        # (the driver forwards it to the adversary's `gdro_queue_shards` gauge); must not block.
+        self.on_queue: Callable[[int], None] | None = None
         self.members: dict[int, _Member] = {}
         self.idle: dict[int, _Member] = {}  # live members with no shard in flight (insertion = FIFO)
         self.next_id = 0
@@ -245,11 +248,15 @@ class SamplerPool:
         inflight: dict = {}  # ObjectRef -> (member, shard)
         results: list[dict] = []
         waited_since = None
+        reported = None
         while queue or inflight:
             while queue and self.idle:
                 m = self.idle.pop(next(iter(self.idle)))  # the longest idle first
                 shard = queue.popleft()
                 inflight[self._dispatch(m, shard)] = (m, shard)
+            if self.on_queue is not None and len(queue) != reported:
+                reported = len(queue)
+                self.on_queue(reported)
             if not self.members:
                 raise SamplerPoolError(f"no samplers left (restart limit sampler.max_restarts={self.max_restarts} "
                                        f"spent); last error: {self.stats.last_error}")
@@ -284,6 +291,8 @@ class SamplerPool:
                 self.stats.shards_by_sampler[m.sampler_id] += 1
                 if m.sampler_id in self.members:
                     self.idle[m.sampler_id] = m
+        if self.on_queue is not None and reported != 0:
+            self.on_queue(0)
         return results
 
     @staticmethod
