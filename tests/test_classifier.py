@@ -43,6 +43,21 @@ def test_pool_prior_puts_zero_of_four_in_a_hard_bin_and_four_of_four_in_an_easy_
     assert easy_bin >= clf.num_bins - 2, clf.estimates(np.array([new_easy]))
 
 
+def test_small_pool_fits_its_prior_once_half_of_it_is_seen():
+    """A 20-prompt set (the DAPO fixture) never reaches the 30-prompt threshold: without the
+    half-pool rule its hopeless prompts would sit in a middle bin for the whole run."""
+    clf = DifficultyClassifier(20, k=8)
+    assert clf.prior_min_prompts == 10
+    clf.observe(np.arange(8), np.full(8, 4), np.zeros(8, int))  # 8 seen: still the flat prior
+    clf.end_step()
+    assert clf.prior == (0.5, 0.5) and clf.groups(np.array([0]))[0] >= 3
+    clf.observe(np.arange(8, 12), np.full(4, 4), np.zeros(4, int))  # 12 seen: fitted, all failing
+    clf.end_step()
+    clf.observe(np.array([0]), np.array([4]), np.array([0]))
+    assert clf.prior[0] < 0.1 and clf.groups(np.array([0, 9]))[1] == 0
+    assert DifficultyClassifier(1000).prior_min_prompts == 30
+
+
 def test_flat_prior_would_call_zero_of_four_easy():
     # The reason for the pool prior (SPEC §2.1): under Beta(1, 1), 0 of 4 has pass@8 > 0.5.
     assert float(beta_pass_at_k(1.0, 1.0 + 4, 8)) > 0.5

@@ -11,9 +11,10 @@ keeps running totals of all history instead) and pool them: N = Σn, C = Σc.
   ρ = 1/(α+β+1), Var(C/N) = m(1−m)·(E[1/N] + ρ(1 − E[1/N])), solved for ρ, so the binomial
   noise of small N is not mistaken for spread between prompts. α+β is capped at
   `prior_strength_max` so new data stays influential, and floored at PRIOR_STRENGTH_MIN. Until
-  `prior_min_prompts` prompts are seen the Jeffreys prior Beta(½, ½) is used. The prior is
-  first fitted as soon as enough prompts are seen, then refitted every `prior_refit_every`
-  calls of `end_step`; a prompt's cached estimate is recomputed only when it is observed.
+  `prior_min_prompts` prompts (or half of a smaller pool) are seen the Jeffreys prior
+  Beta(½, ½) is used. The prior is first fitted as soon as enough prompts are seen, then
+  refitted every `prior_refit_every` calls of `end_step`; a prompt's cached estimate is
+  recomputed only when it is observed.
 * Bins by `edges` (bin b covers [edges[b−1], edges[b]); bin 0 is the hardest); never-seen
   prompts sit in the separate group `unseen` (index num_bins). The first observation assigns
   the raw bin. Later, hysteresis δ: a prompt moving up leaves bin o only if est ≥ edges[o] + δ,
@@ -71,7 +72,9 @@ class DifficultyClassifier:
         self.num_prompts, self.k, self.window = int(num_prompts), int(k), int(window)
         self.edges, self.hysteresis = edges_arr, float(hysteresis)
         self.prior_refit_every, self.prior_strength_max = int(prior_refit_every), float(prior_strength_max)
-        self.prior_min_prompts = int(prior_min_prompts)
+        # A pool smaller than twice the threshold would keep the flat prior for most or all of a
+        # run (a 20-prompt set never reaches 30): fit once half of such a pool has been seen.
+        self.prior_min_prompts = min(int(prior_min_prompts), max(2, -(-self.num_prompts // 2)))
         self.num_bins = len(edges_arr) + 1
         self.unseen = self.num_bins
         self.num_groups = self.num_bins + 1
