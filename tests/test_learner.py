@@ -63,10 +63,30 @@ def _off_policy_logprobs(batch):
             for r in batch["response_token_ids"]]
 
 
-def _worker(model_dir, rank=0, world=1, port=None, **kw):
+def _worker(model_dir, rank=0, world=1, port=None, temperature=1.0, **kw):
     kw.setdefault("micro_batch", 3)
     return LearnerWorker(rank, world, "127.0.0.1", port or _free_port(), model_dir, lr=LR,
-                         grpo={"clip_low": 0.2, "clip_high": 0.28, "kl_coef": 0.001}, **kw)
+                         grpo={"clip_low": 0.2, "clip_high": 0.28, "kl_coef": 0.001, "temperature": temperature},
+                         **kw)
+
+
+def test_log_probs_are_of_the_tempered_sampling_policy(model_dir):
+    """Samples come from softmax(logits / T): the learner's log-probs must be of that policy."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    batch = _batch()
+    for temperature in (1.0, 2.0):
+        w = _worker(model_dir, temperature=temperature)
+        try:
+            got = w.response_logprobs(batch)
+        finally:
+            w.shutdown()
+        for i, (p, r) in enumerate(zip(batch["prompt_token_ids"], batch["response_token_ids"])):
+            with torch.no_grad():
+                logits = hf(input_ids=torch.tensor([p + r])).logits[0, len(p) - 1 : -1] / temperature
+            want = torch.log_softmax(logits, -1).gather(1, torch.tensor(r)[:, None])[:, 0]
+            assert got[i] == pytest.approx(want.tolist(), abs=1e-4), (temperature, i)
 
 
 def _seq_surrogate(new_lp, old_lp, adv):

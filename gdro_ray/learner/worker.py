@@ -18,7 +18,10 @@ Algorithm of one `train_step` (one optimizer step per call)
 4. Reference log-probs come from a frozen, unsharded copy of the initial model on each rank
    (fine for small and mid-size models; skipped entirely when kl_coef = 0).
    `old_logprobs` from the sampler give the PPO ratio; without them the current policy's
-   detached log-probs are used (on-policy, ratio 1).
+   detached log-probs are used (on-policy, ratio 1; what the driver does). All log-probs are
+   of the tempered policy softmax(logits / T), T = the sampling temperature (`grpo["temperature"]`),
+   since that is what the samples were drawn from; the engines report raw (T = 1) log-probs, so
+   they are valid `old_logprobs` only at T = 1.
 5. Global grad-norm clip, AdamW step (fp32 master weights; `dtype="bfloat16"` computes in
    bf16 through FSDP2's MixedPrecisionPolicy and reduces gradients in fp32).
 6. The per-sequence clipped surrogate with the unweighted advantage (Prompt-GDRO's
@@ -108,6 +111,11 @@ class LearnerWorker:
         self.clip_low = float(grpo.get("clip_low", 0.2))
         self.clip_high = float(grpo.get("clip_high", 0.28))
         self.kl_coef = float(grpo.get("kl_coef", 0.001))
+        # The samplers draw from softmax(logits / T): the update (and the KL to the reference) is
+        # taken on that same tempered policy, as the samples' distribution. T = 1 changes nothing.
+        self.temperature = float(grpo.get("temperature", 1.0))
+        if not self.temperature > 0:
+            raise ValueError(f"learner: sampling temperature must be > 0, got {self.temperature}")
         self._version = 0
         self._sender = None  # gdro_ray.utils.weight_group.WeightSender, rank 0, made on first use
 
@@ -172,7 +180,10 @@ class LearnerWorker:
     # ------------------------------------------------------------------ training
     def _forward_logp(self, model: torch.nn.Module, mb) -> torch.Tensor:
         out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, logits_to_keep=mb.keep)
-        return token_logprobs(out.logits[:, :-1], mb.targets)
+        logits = out.logits[:, :-1]
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return token_logprobs(logits, mb.targets)
 
     def _micro_batches(self, batch: dict, n: int):
         """This rank's micro-batches, padded with dummies to the largest count of any rank."""

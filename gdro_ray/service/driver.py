@@ -109,7 +109,8 @@ class Trainer:
         self.learner = LearnerGroup(
             cfg.learner.world_size, self.model_path, cfg.learner.lr, cfg.learner.weight_decay, cfg.learner.grad_clip,
             cfg.learner.micro_batch, cfg.learner.backend, cfg.model.dtype,
-            {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef}, cfg.seed,
+            {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef,
+             "temperature": cfg.sampler.temperature if cfg.sampler.temperature > 0 else 1.0}, cfg.seed,
             cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource)
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
