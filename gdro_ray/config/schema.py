@@ -158,7 +158,7 @@ class SamplerConfig:
     max_restarts: int = doc(8, "Replacement samplers the job may start for samplers that died (process or "
                                "node lost); past it the job goes on with the rest, and stops once none is left.")
     max_new_tokens: int = doc(24, "Generation length limit per rollout.")
-    temperature: float = doc(1.0, "Training sampling temperature.")
+    temperature: float = doc(1.0, "Training sampling temperature; the learner takes its log-probs and update on the same tempered policy.")
     top_p: float = doc(1.0, "Training nucleus sampling.")
     eval_temperature: float = doc(0.6, "Evaluation temperature.")
     eval_top_p: float = doc(0.8, "Evaluation nucleus sampling.")
