@@ -175,30 +175,28 @@ class VLLMEngine(ChatEngineBase):
                 )
         return results
 
-    def update_weights(self, blob: bytes, version: int) -> None:
-        counts = self.llm.collective_rpc("update_weights_from_bytes", args=(bytes(blob),))
+    def _loaded(self, counts: list, version: int, what: str) -> None:
+        """After a worker-side load: refuse an empty one, drop stale KV blocks, take the version."""
         if not counts or counts[0] == 0:
-            raise ValueError("update_weights: the blob holds no tensors")
+            raise ValueError(f"{what}: no tensors were loaded")
         # KV blocks cached under the old weights must not serve the new ones.
         self.llm.reset_prefix_cache()
         self._version = int(version)
 
+    def update_weights(self, blob: bytes, version: int) -> None:
+        self._loaded(self.llm.collective_rpc("update_weights_from_bytes", args=(bytes(blob),)), version,
+                     "update_weights (the blob)")
+
     def update_weights_from_tensors(self, named: list, version: int) -> None:
-        counts = self.llm.collective_rpc("update_weights_from_tensors", args=(list(named),))
-        if not counts or counts[0] == 0:
-            raise ValueError("update_weights_from_tensors: no tensors")
-        self.llm.reset_prefix_cache()
-        self._version = int(version)
+        self._loaded(self.llm.collective_rpc("update_weights_from_tensors", args=(list(named),)), version,
+                     "update_weights_from_tensors")
 
     def join_weight_group(self, spec: dict) -> None:
         self.llm.collective_rpc("weight_group_join", args=(dict(spec),))
 
     def receive_weights(self, layout: dict, version: int) -> None:
-        counts = self.llm.collective_rpc("weight_group_receive", args=(layout,))
-        if not counts or counts[0] == 0:
-            raise ValueError("receive_weights: the broadcast held no tensors")
-        self.llm.reset_prefix_cache()
-        self._version = int(version)
+        self._loaded(self.llm.collective_rpc("weight_group_receive", args=(layout,)), version,
+                     "receive_weights (the broadcast)")
 
     def leave_weight_group(self) -> None:
         if getattr(self, "llm", None) is not None:
