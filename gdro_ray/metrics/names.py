@@ -92,7 +92,8 @@ METRICS: list[MetricSpec] = [
     MetricSpec("gdro_bin_pass_at_k", "gauge", BIN,
                "Mean estimated pass@k of the prompts in the bin (k = classifier.k)."),
     MetricSpec("gdro_bin_variance", "gauge", BIN,
-               "Rollout-GDRO variance proxy v_b of the bin (EMA of the prompts' pi(1-pi) of estimated pass@k, or p(1-p) of the visit; floored)."),
+               "Rollout-GDRO variance proxy v_b of the bin (EMA of the prompts' pi(1-pi) of estimated pass@k, "
+               "or p(1-p) of the visit; floored)."),
     MetricSpec("gdro_shadow_price", "gauge", (),
                "Rollout-GDRO shadow price mu >= 0 on the mean rollout budget."),
     # --- driver / trainer ------------------------------------------------------------
