@@ -40,6 +40,7 @@ from gdro_ray.algorithms.validation import as_int_array, check_ids
 DEFAULT_EDGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FALLBACK_PRIOR = (0.5, 0.5)
 PRIOR_STRENGTH_MIN = 0.1
+PRIOR_MIN_PROMPTS = 30  # prompts seen before the pool prior is first fitted (default)
 
 
 class DifficultyClassifier:
@@ -47,7 +48,7 @@ class DifficultyClassifier:
 
     def __init__(self, num_prompts: int, k: int = 8, window: int = 50, edges=DEFAULT_EDGES,
                  hysteresis: float = 0.03, prior_refit_every: int = 1,
-                 prior_strength_max: float = 20.0, prior_min_prompts: int = 30):
+                 prior_strength_max: float = 20.0, prior_min_prompts: int | None = None):
         edges_arr = np.asarray(list(edges), dtype=np.float64)
         if not 1 <= int(num_prompts) < 2**31:
             raise ValueError(f"num_prompts must be in [1, 2^31), got {num_prompts}")
@@ -67,14 +68,16 @@ class DifficultyClassifier:
             raise ValueError(f"prior_refit_every must be >= 1, got {prior_refit_every}")
         if not prior_strength_max > PRIOR_STRENGTH_MIN:
             raise ValueError(f"prior_strength_max must be > {PRIOR_STRENGTH_MIN}, got {prior_strength_max}")
-        if int(prior_min_prompts) < 2:
+        if prior_min_prompts is not None and int(prior_min_prompts) < 2:
             raise ValueError(f"prior_min_prompts must be >= 2, got {prior_min_prompts}")
         self.num_prompts, self.k, self.window = int(num_prompts), int(k), int(window)
         self.edges, self.hysteresis = edges_arr, float(hysteresis)
         self.prior_refit_every, self.prior_strength_max = int(prior_refit_every), float(prior_strength_max)
-        # A pool smaller than twice the threshold would keep the flat prior for most or all of a
-        # run (a 20-prompt set never reaches 30): fit once half of such a pool has been seen.
-        self.prior_min_prompts = min(int(prior_min_prompts), max(2, -(-self.num_prompts // 2)))
+        # Default: 30 prompts, or half of a smaller pool (a 20-prompt set would otherwise keep the
+        # flat prior for the whole run). An explicit value is taken as given.
+        if prior_min_prompts is None:
+            prior_min_prompts = min(PRIOR_MIN_PROMPTS, max(2, -(-self.num_prompts // 2)))
+        self.prior_min_prompts = int(prior_min_prompts)
         self.num_bins = len(edges_arr) + 1
         self.unseen = self.num_bins
         self.num_groups = self.num_bins + 1
