@@ -159,6 +159,7 @@ def validate(cfg: Config) -> Config:
     need(0.0 <= p.gamma < 1.0, "prompt_gdro.gamma", f"must be in [0,1), got {p.gamma}")
     need(0.0 < p.beta <= 1.0, "prompt_gdro.beta", f"must be in (0,1], got {p.beta}")
     need(0.0 < p.share_floor <= 1.0, "prompt_gdro.share_floor", f"must be in (0,1], got {p.share_floor}")
+    need(p.max_repeats >= 0, "prompt_gdro.max_repeats", f"must be ≥ 0 (0 = no limit), got {p.max_repeats}")
     need(p.score_clip > 0, "prompt_gdro.score_clip", f"must be > 0, got {p.score_clip}")
     need(p.omega_max >= 1.0, "prompt_gdro.omega_max", f"must be ≥ 1, got {p.omega_max}")
     need(r.n_min >= 1, "rollout_gdro.n_min", f"must be ≥ 1, got {r.n_min}")
