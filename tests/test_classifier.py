@@ -64,7 +64,8 @@ def test_flat_prior_would_call_zero_of_four_easy():
 
 
 def test_hysteresis_moves_up_and_down_only_past_the_margin():
-    # k = 1 and window 1: the estimate is exactly the last visit's c/n.
+    # k = 1 and window 1: the estimate is the posterior mean (c + ½)/(n + 1) of the last visit
+    # (a one-prompt pool keeps the Jeffreys prior): 8/20 → 0.405, 11 → 0.548, 13 → 0.643, …
     clf = DifficultyClassifier(1, k=1, window=1, edges=(0.5,), hysteresis=0.1)
     one = np.array([0])
 
@@ -101,7 +102,8 @@ def test_group_stays_within_margin_of_estimate(corrects, delta):
     for correct in corrects:
         clf.observe(one, np.array([20]), np.array([correct]))
         est, group = float(clf.estimates(one)[0]), int(clf.groups(one)[0])
-        assert est == correct / 20  # exact ratios are not nudged across an edge by float error
+        alpha, beta = clf.prior  # k = 1: the posterior mean of p, (α + c)/(α + β + n)
+        assert est == pytest.approx((alpha + correct) / (alpha + beta + 20), abs=1e-12)
         raw = int(np.searchsorted(edges, est, side="right"))
         assert group in (raw, previous)  # either stays or lands in the raw bin
         assert bounds[group] - delta - 1e-12 <= est <= bounds[group + 1] + delta + 1e-12
@@ -112,8 +114,6 @@ def reference_estimate(visits, window, k, prior):
     kept = visits[-window:] if window else visits
     n = sum(v[0] for v in kept)
     c = sum(v[1] for v in kept)
-    if n >= k:
-        return pass_at_k(n, c, k)
     return float(beta_pass_at_k(prior[0] + c, prior[1] + n - c, k))
 
 
@@ -255,3 +255,106 @@ def test_inconsistent_membership_state_is_refused_and_nothing_changes():
     with pytest.raises(ValueError, match="inconsistent"):
         target.load_state_dict(state)
     assert same_state(before, snapshot(target))
+
+
+# ---------------------------------------------------------------- the estimate's three properties
+# (issue 12 §1) The posterior mean of pass@k is used for every N: monotone in every observation,
+# continuous across N = k, shrunk toward the pool prior at small N and consistent at large N.
+
+priors = st.tuples(st.floats(0.1, 20.0), st.floats(0.1, 20.0))
+
+
+@settings(deadline=None, max_examples=200)
+@given(priors, st.integers(0, 60), st.data(), st.sampled_from([1, 2, 4, 8, 16]))
+def test_one_more_failure_never_raises_and_one_more_success_never_lowers(prior, n, data, k):
+    c = data.draw(st.integers(0, n))
+    clf = DifficultyClassifier(3, k=k, window=0, prior_min_prompts=10**6)
+    clf._prior = prior  # the property must hold for any prior the fit can produce
+    base, fail, win = np.array([0]), np.array([1]), np.array([2])
+    if n:
+        clf.observe(np.array([0, 1, 2]), np.full(3, n), np.full(3, c))
+    clf.observe(np.array([1, 2]), np.array([1, 1]), np.array([0, 1]))  # one failure, one success
+    before = float(beta_pass_at_k(prior[0], prior[1], k)) if n == 0 else float(clf.estimates(base)[0])
+    assert float(clf.estimates(fail)[0]) <= before + 1e-12
+    assert float(clf.estimates(win)[0]) >= before - 1e-12
+
+
+@settings(deadline=None, max_examples=200)
+@given(priors, st.integers(1, 40), st.sampled_from([2, 4, 8, 16]), st.data())
+def test_estimate_is_continuous_in_n_including_across_n_equals_k(prior, n, k, data):
+    """One rollout moves the estimate by at most k/(α+β+N+1): every factor of the product
+    Π(β'+i)/(α'+β'+i) moves by at most 1/(α'+β'+1). The old switch to the unbiased estimator at
+    N = k broke this (1 of 4 → 0.744, then 1 of 8 → 1.000)."""
+    c = data.draw(st.integers(0, n - 1))
+    a, b = prior
+    for dn, dc in ((1, 0), (1, 1)):  # one more failure / success
+        now = float(beta_pass_at_k(a + c, b + n - c, k))
+        nxt = float(beta_pass_at_k(a + c + dc, b + n + dn - c - dc, k))
+        assert abs(nxt - now) <= k / (a + b + n + 1) + 1e-12
+
+
+def test_issue_example_more_failures_never_look_easier():
+    clf = realistic_pool()  # fitted pool prior
+    one = np.array([2000])
+    clf.observe(one, np.array([4]), np.array([1]))
+    after_one_visit = float(clf.estimates(one)[0])
+    clf.observe(one, np.array([4]), np.array([0]))  # 1 of 8 now: harder, not easier
+    assert float(clf.estimates(one)[0]) < after_one_visit < 1.0
+
+
+@settings(deadline=None, max_examples=100)
+@given(priors, st.floats(0.02, 0.98), st.sampled_from([1, 4, 8]))
+def test_estimate_converges_to_the_unbiased_estimator(prior, rate, k):
+    a, b = prior
+    gaps = []
+    for n in (40, 400, 4000):
+        c = int(round(rate * n))
+        gaps.append(abs(float(beta_pass_at_k(a + c, b + n - c, k)) - pass_at_k(n, c, k)))
+    assert gaps[2] <= gaps[0] + 1e-12
+    assert gaps[2] <= k * (a + b + 1) / 4000  # the prior's pull is O((α+β)/N)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shrinkage_beats_the_raw_estimate_at_small_n(seed):
+    """At 8 pooled rollouts the pool-prior posterior mean is closer to the true pass@8 than the
+    unbiased estimator (which at N = k is 0 or 1): shrinkage toward the fitted prior pays."""
+    rng = np.random.default_rng(seed)
+    rates = rng.beta(0.3, 1.5, 3000)
+    clf = DifficultyClassifier(3000, k=8)
+    n_total = np.zeros(3000, int)
+    c_total = np.zeros(3000, int)
+    for _ in range(2):
+        c = rng.binomial(4, rates)
+        clf.observe(np.arange(3000), np.full(3000, 4), c)
+        clf.end_step()
+        n_total += 4
+        c_total += c
+    clf.observe(np.arange(3000), np.zeros(3000, int) + 1, np.zeros(3000, int))  # refresh after refit
+    n_total += 1
+    truth = 1 - (1 - rates) ** 8
+    est = clf.estimates(np.arange(3000))
+    raw = np.array([pass_at_k(n, c, 8) for n, c in zip(n_total, c_total)])
+    assert np.mean((est - truth) ** 2) < np.mean((raw - truth) ** 2)
+
+
+@pytest.mark.parametrize("visits, min_bins", [(2, 4), (3, 6)])
+def test_a_pool_seen_a_few_times_spreads_over_the_bins(visits, min_bins):
+    """5,000 prompts, 4 rollouts per visit. The old switch to the unbiased estimator at N ≥ k put
+    every prompt in bin 0 or the top bin after two visits. Now the bins stay spread: N = 8
+    pooled rollouts allow only 9 distinct estimates (C = 0..8), so 4 occupied bins after two
+    visits (C = 0, 1, 2, ≥ 3 on this pool) and more after three; the two end bins hold a minority."""
+    clf = realistic_pool(num_prompts=5000, visits=visits)
+    counts = clf.group_counts()[: clf.num_bins]
+    assert (counts > 0).sum() >= min_bins, counts
+    ends = counts[0] + counts[-1]
+    assert ends / counts.sum() < 0.4, counts
+
+
+@settings(deadline=None, max_examples=200)
+@given(priors, st.integers(4, 64), st.data())
+def test_hard_but_solvable_prompts_keep_a_positive_passk_variance(prior, n, data):
+    """Rollout-GDRO's `passk_variance` proxy is π(1−π) of this estimate. Under the old N ≥ k switch
+    about 30% of prompts with some but at most 25% correct got π = 1, so a proxy of exactly 0."""
+    c = data.draw(st.integers(1, max(1, n // 4)))
+    pi = float(beta_pass_at_k(prior[0] + c, prior[1] + n - c, 8))
+    assert 0.0 < pi < 1.0 and pi * (1.0 - pi) > 0.0

@@ -3,18 +3,30 @@
 Per prompt we keep the last H visits' (rollouts n_i, correct c_i) in a ring buffer (H = 0
 keeps running totals of all history instead) and pool them: N = Σn, C = Σc.
 
-* N ≥ k: the unbiased estimator 1 − C(N−C, k)/C(N, k).
-* N < k: the posterior mean of pass@k, 1 − Π_{i<k} (β'+i)/(α'+β'+i) with α' = α + C and
-  β' = β + N − C, under a Beta(α, β) prior fitted to the pool by empirical Bayes. A flat prior
-  would call 0 of 4 correct "easy" (pass@8 ≈ 0.6); the pool prior knows most prompts are hard.
-  The fit is the beta-binomial method of moments on the rates C/N of seen prompts: with
-  ρ = 1/(α+β+1), Var(C/N) = m(1−m)·(E[1/N] + ρ(1 − E[1/N])), solved for ρ, so the binomial
-  noise of small N is not mistaken for spread between prompts. α+β is capped at
-  `prior_strength_max` so new data stays influential, and floored at PRIOR_STRENGTH_MIN. Until
-  `prior_min_prompts` prompts (or half of a smaller pool) are seen the Jeffreys prior
-  Beta(½, ½) is used. The prior is first fitted as soon as enough prompts are seen, then
-  refitted every `prior_refit_every` calls of `end_step`; a prompt's cached estimate is
-  recomputed only when it is observed.
+The estimate, for every N, is the posterior mean of pass@k under a Beta(α, β) prior fitted to
+the pool by empirical Bayes:
+
+    est(N, C) = 1 − Π_{i<k} (β' + i)/(α' + β' + i),   α' = α + C,  β' = β + N − C.
+
+Why one formula for every N. The unbiased estimator 1 − C(N−C, k)/C(N, k) needs N ≥ k and at
+N = k is just "any success"; switching to it at N = k made the estimate jump (1 of 4 → 0.74,
+then one more failed visit, 1 of 8 → 1.00: more failures looked easier) and piled a pool seen
+twice with 4 rollouts per visit into the two end bins. The posterior mean is
+* monotone: one more failure raises β' and so every factor, lowering the estimate; one more
+  success moves one unit from β' to α', lowering every factor, raising it;
+* continuous in N (there is no switch);
+* shrunk toward the pool's prior when N is small (α + β is the prior's weight in pseudo-trials);
+* consistent: as N grows with C/N → p it tends to 1 − (1 − p)^k, the limit of the unbiased
+  estimator too (they differ by O((α + β)/N)).
+A flat prior would call 0 of 4 correct "easy" (pass@8 ≈ 0.6); the pool prior knows most
+prompts are hard. The fit is the beta-binomial method of moments on the rates C/N of seen
+prompts: with ρ = 1/(α+β+1), Var(C/N) = m(1−m)·(E[1/N] + ρ(1 − E[1/N])), solved for ρ, so the
+binomial noise of small N is not mistaken for spread between prompts. α+β is capped at
+`prior_strength_max` so new data stays influential, and floored at PRIOR_STRENGTH_MIN. Until
+`prior_min_prompts` prompts (or half of a smaller pool) are seen the Jeffreys prior
+Beta(½, ½) is used. The prior is first fitted as soon as enough prompts are seen, then
+refitted every `prior_refit_every` calls of `end_step`; a prompt's cached estimate is
+recomputed only when it is observed.
 * Bins by `edges` (bin b covers [edges[b−1], edges[b]); bin 0 is the hardest); never-seen
   prompts sit in the separate group `unseen` (index num_bins). The first observation assigns
   the raw bin. Later, hysteresis δ: a prompt moving up leaves bin o only if est ≥ edges[o] + δ,
@@ -34,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from gdro_ray.algorithms.membership import GroupMembership
-from gdro_ray.algorithms.passk import beta_pass_at_k, pass_at_k_array
+from gdro_ray.algorithms.passk import beta_pass_at_k
 from gdro_ray.algorithms.validation import as_int_array, check_ids
 
 DEFAULT_EDGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -227,13 +239,9 @@ class DifficultyClassifier:
         self._prior_fitted = True
 
     def _estimate_from(self, pooled_n: np.ndarray, pooled_c: np.ndarray) -> np.ndarray:
-        est = np.empty(len(pooled_n), np.float64)
-        enough = pooled_n >= self.k
-        est[enough] = pass_at_k_array(pooled_n[enough], pooled_c[enough], self.k)
-        few = ~enough
+        """Posterior mean of pass@k under the pool prior, for every N (module docstring)."""
         alpha, beta = self._prior
-        est[few] = beta_pass_at_k(alpha + pooled_c[few], beta + pooled_n[few] - pooled_c[few], self.k)
-        return est
+        return beta_pass_at_k(alpha + pooled_c, beta + pooled_n - pooled_c, self.k)
 
     def _regroup(self, old_group: np.ndarray, est: np.ndarray) -> np.ndarray:
         raw = np.searchsorted(self.edges, est, side="right").astype(np.int64)

@@ -8,7 +8,7 @@ pass@k of a prompt whose rollouts succeed independently with probability p is 1 
   in [0, 1], so nothing overflows and no large binomial is ever formed.
 * Under a Beta(α, β) belief about p, the posterior mean of pass@k is
   1 − E[(1−p)^k] = 1 − B(α, β+k)/B(α, β) = 1 − Π_{i<k} (β+i)/(α+β+i), again a product of k
-  factors in (0, 1). The classifier uses it when a prompt has fewer than k pooled rollouts.
+  factors in (0, 1). The classifier uses it (under its fitted pool prior) for every prompt.
 
 All array functions are vectorised over prompts and loop only over the k factors.
 """
