@@ -36,11 +36,17 @@ def test_ema_score_initialises_then_smooths_and_absent_groups_keep_theirs():
     assert ctl.scores.tolist() == pytest.approx([0.75 * 0.5 + 0.25 * 1.0, 0.8, 0.0])
 
 
-def test_share_normalisation_uses_the_floor():
+def test_share_normalisation_is_relative_to_uniform_and_uses_the_floor():
     ctl = PromptGDRO(2, share_floor=0.1, score_clip=math.inf)
     ids = np.array([0] * 99 + [1])
-    ctl.observe(ids, np.full(100, 0.5))
-    assert ctl.scores.tolist() == pytest.approx([0.5 / 0.99, 0.5 / 0.1])
+    ctl.observe(ids, np.full(100, 0.5))  # relative shares 2·0.99 and 2·0.01 → floor 0.1
+    assert ctl.scores.tolist() == pytest.approx([0.5 / 1.98, 0.5 / 0.1])
+    pool = PromptGDRO(3, share_floor=0.1, score_clip=math.inf)
+    pool.observe(np.array([0, 1]), np.array([0.5, 0.5]), shares=np.array([1.0, 3.0, 0.0]))
+    # reference = the given shares over the 2 groups that have one: relative 0.5 and 1.5
+    assert pool.scores.tolist() == pytest.approx([0.5 / 0.5, 0.5 / 1.5, 0.0])
+    with pytest.raises(ValueError, match="shares"):
+        pool.observe(np.array([0]), np.array([0.5]), shares=np.array([1.0, -1.0, 0.0]))
 
 
 @pytest.mark.parametrize("normalize", [True, False])
@@ -58,7 +64,7 @@ def test_rare_hard_group_outweighs_common_easier_group(normalize):
 
 
 def test_clip_fraction_reports_thin_groups_at_the_clip():
-    ctl = PromptGDRO(2)  # share normalised, floor 0.02, clip 3
+    ctl = PromptGDRO(2, share_floor=0.02)  # the paper's floor: a thin group is boosted 50×
     for _ in range(10):
         ctl.observe(np.array([0] * 99 + [1]), np.full(100, 0.5))  # thin group: 0.5 / 0.02 = 25
     assert ctl.clip_fraction().tolist() == [0.0, 1.0]
@@ -234,3 +240,75 @@ def test_signal_errors():
     with pytest.raises(ValueError, match="rewards in \\[0, 1\\]"):
         difficulty_signal("failure", [np.array([-1.0, 1.0])])
     assert difficulty_signal("surrogate", [np.ones(2)], surrogate=np.array([0.3])).tolist() == [0.3]
+
+
+# ------------------------------------------------- no feedback of q's own choice (issue 12 §2)
+
+@settings(deadline=None, max_examples=60)
+@given(st.integers(2, 10), st.integers(0, 10**6), st.sampled_from(["batch", "pool"]))
+def test_scores_stay_inside_the_clip_for_signals_in_unit_range(groups, seed, reference):
+    """Default floor ½ and clip 3: a [0, 1] signal scores at most 2, whatever the shares."""
+    rng = np.random.default_rng(seed)
+    ctl = PromptGDRO(groups)
+    for _ in range(20):
+        ids = rng.choice(groups, size=int(rng.integers(1, 200)), p=rng.dirichlet(np.full(groups, 0.3)))
+        shares = rng.dirichlet(np.full(groups, 0.3)) if reference == "pool" else None
+        ctl.observe(ids, rng.uniform(0, 1, ids.size), shares)
+    assert np.abs(ctl.scores).max() <= 2.0 + 1e-12
+    assert ctl.clip_fraction().max() == 0.0
+
+
+def _run_resample_loop(ctl, losses, reference, steps=150, batch=256, seed=0):
+    """The resample loop: each step the batch's groups are drawn from q, each prompt's signal is
+    its group's fixed loss, and the adversary observes with the chosen reference share."""
+    rng = np.random.default_rng(seed)
+    B = len(losses)
+    pool = rng.dirichlet(np.full(B, 2.0))  # the groups' shares of the pool (not chosen by q)
+    for _ in range(steps):
+        q = ctl.distribution()
+        ids = rng.choice(B, size=batch, p=q)
+        shares = pool if reference == "pool" else None
+        ctl.observe(ids, np.asarray(losses)[ids], shares)
+    return ctl.distribution()
+
+
+@settings(deadline=None, max_examples=25)
+@given(st.lists(st.integers(0, 100), min_size=2, max_size=10, unique=True), st.integers(0, 1000))
+def test_resample_mode_q_is_ordered_by_static_loss(percent, seed):
+    """In resample mode (reference: none) q follows the losses: the worst group gets the most
+    mass, strictly wherever the losses differ."""
+    losses = [p / 100 for p in percent]
+    q = _run_resample_loop(PromptGDRO(len(losses), normalize_by_share=False), losses, "none", seed=seed)
+    order = np.argsort(losses)
+    assert np.all(np.diff(q[order]) > 0), (losses, q)
+
+
+@settings(deadline=None, max_examples=25)
+@given(st.lists(st.integers(0, 100), min_size=2, max_size=10, unique=True))
+def test_reweight_mode_q_is_ordered_by_static_loss_at_equal_shares(percent):
+    """Under the data cursor the batch share is the natural frequency; with equal shares q is
+    ordered by loss (with unequal shares, by loss over relative share: the paper's intent)."""
+    losses = [p / 100 for p in percent]
+    B = len(losses)
+    ctl = PromptGDRO(B)
+    ids = np.repeat(np.arange(B), 20)
+    for _ in range(60):
+        ctl.observe(ids, np.asarray(losses)[ids])
+    q = ctl.distribution()
+    order = np.argsort(losses)
+    assert np.all(np.diff(q[order]) > 0), (losses, q)
+
+
+def test_batch_share_in_resample_mode_feeds_q_back_and_flattens_it():
+    """Why resample mode may not divide by the realised batch share: with fixed losses 0.3 … 0.9
+    over 10 groups, a group q favours gets a larger batch share and so a smaller score, which pulls
+    q back toward uniform (with the paper's raw share, floor 0.02 and clip 3, q became exactly
+    uniform). The pool reference or none keep q spread in loss order."""
+    losses = np.linspace(0.3, 0.9, 10)
+    fed_back = _run_resample_loop(PromptGDRO(10, share_floor=0.02), losses, "batch")
+    pool = _run_resample_loop(PromptGDRO(10), losses, "pool")
+    none = _run_resample_loop(PromptGDRO(10, normalize_by_share=False), losses, "none")
+    spread = lambda q: q.max() / q.min()  # noqa: E731
+    assert spread(none) > 1.4 and np.all(np.diff(none) > 0)
+    assert spread(pool) > 1.3
+    assert spread(fed_back) < spread(none) - 0.1  # its own choice came back as evidence

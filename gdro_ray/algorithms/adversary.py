@@ -39,6 +39,7 @@ from gdro_ray.algorithms.signals import difficulty_signal
 ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
 MODES = ("reweight", "resample")
 ROLLOUT_PROXIES = ("reward_variance", "passk_variance")
+SHARE_NORMALIZATIONS = ("auto", "batch", "pool", "none")
 
 
 @dataclass
@@ -98,13 +99,17 @@ class Adversary:
                  classifier_kw: dict | None = None, prompt_kw: dict | None = None,
                  rollout_kw: dict | None = None, signal: str = "learnability",
                  mode: str = "resample", allow_repeats: bool = True, seed: int = 0,
-                 rollout_proxy: str = "passk_variance", max_repeats: int = 2):
+                 rollout_proxy: str = "passk_variance", max_repeats: int = 2,
+                 share_normalization: str = "auto"):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
         if mode not in MODES:
             raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
         if rollout_proxy not in ROLLOUT_PROXIES:
             raise ValueError(f"rollout_proxy: must be one of {', '.join(ROLLOUT_PROXIES)}, got {rollout_proxy!r}")
+        if share_normalization not in SHARE_NORMALIZATIONS:
+            raise ValueError(f"share_normalization: must be one of {', '.join(SHARE_NORMALIZATIONS)}, "
+                             f"got {share_normalization!r}")
         if num_prompts < 1:
             raise ValueError(f"num_prompts: must be ≥ 1, got {num_prompts}")
         if batch_size < 1:
@@ -128,9 +133,17 @@ class Adversary:
         if self.resample and not self.allow_repeats and self.batch_size > self.num_prompts:
             raise ValueError(f"batch_size: {batch_size} > {num_prompts} prompts needs allow_repeats in resample mode")
 
+        # Prompt-GDRO's share normalisation (prompt_gdro.py): in resample mode the batch share is
+        # q's own choice, so it may not be the reference; `auto` picks the batch share under the
+        # data cursor (the paper's form: there it is the natural frequency) and none in resample.
+        if share_normalization == "auto":
+            share_normalization = "none" if self.resample else "batch"
+        self.share_normalization = share_normalization
         self.classifier = DifficultyClassifier(self.num_prompts, **(classifier_kw or {}))
         self.num_groups = int(self.classifier.num_groups)
-        self.prompt_gdro = PromptGDRO(self.num_groups, **(prompt_kw or {}))
+        prompt_kw = dict(prompt_kw or {})
+        prompt_kw.setdefault("normalize_by_share", share_normalization != "none")
+        self.prompt_gdro = PromptGDRO(self.num_groups, **prompt_kw)
         self.rollout_gdro = RolloutGDRO(self.num_groups, budget_mean=self.budget_mean, **(rollout_kw or {}))
 
         self.step = 0
@@ -155,12 +168,11 @@ class Adversary:
             classifier_kw=dict(k=c.k, window=c.window, edges=tuple(c.edges), hysteresis=c.hysteresis,
                                prior_refit_every=c.prior_refit_every, prior_strength_max=c.prior_strength_max),
             prompt_kw=dict(eta=p.eta, gamma=p.gamma, beta=p.beta, share_floor=p.share_floor,
-                           normalize_by_share=p.normalize_by_share, score_clip=p.score_clip,
-                           omega_max=p.omega_max),
+                           score_clip=p.score_clip, omega_max=p.omega_max),
             rollout_kw=dict(n_min=r.n_min, n_max=r.n_max, dual_lr=r.dual_lr, v_min=r.v_min,
                             variance_beta=r.variance_beta, mode=r.mode),
             signal=p.signal, mode=p.mode, allow_repeats=p.allow_repeats, seed=cfg.seed,
-            rollout_proxy=r.proxy, max_repeats=p.max_repeats,
+            rollout_proxy=r.proxy, max_repeats=p.max_repeats, share_normalization=p.share_normalization,
         )
 
     # ------------------------------------------------------------------ data order
@@ -335,9 +347,12 @@ class Adversary:
         sur = None if surrogate is None else np.asarray(surrogate, dtype=np.float64).reshape(-1)
         signals = np.asarray(difficulty_signal(self.signal, rewards, sur), dtype=np.float64)
 
+        # The pool's group shares as they were when the step was grouped (before this visit).
+        pool_shares = np.asarray(self.classifier.group_counts(), dtype=np.float64)
         self.classifier.observe(sch.prompt_ids, n, correct)
         self.classifier.end_step()
-        self.prompt_gdro.observe(sch.group_ids, signals)
+        self.prompt_gdro.observe(sch.group_ids, signals,
+                                 pool_shares if self.share_normalization == "pool" else None)
         proxy = None
         if self.rollout_proxy == "passk_variance":
             # π(1 − π) of each prompt's pass@k estimate after this visit (empirical-Bayes shrunk, so a
@@ -396,7 +411,8 @@ class Adversary:
             "config": {"num_prompts": self.num_prompts, "algorithm": self.algorithm,
                        "batch_size": self.batch_size, "budget_mean": self.budget_mean,
                        "signal": self.signal, "mode": self.mode, "allow_repeats": self.allow_repeats,
-                       "seed": self.seed, "rollout_proxy": self.rollout_proxy, "max_repeats": self.max_repeats},
+                       "seed": self.seed, "rollout_proxy": self.rollout_proxy, "max_repeats": self.max_repeats,
+                       "share_normalization": self.share_normalization},
             "step": self.step, "epoch": self.epoch, "cursor": self.cursor,
             "rng": self._rng.bit_generator.state,
             "pending": [p.to_dict() for p in self._pending],

@@ -1,11 +1,28 @@
 """Prompt-GDRO: the data adversary, exponential weights over difficulty groups (SPEC §2.2).
 
 Score (default `score_mode="ema"`, the paper's EMA-debiased form): for each group b present in
-a batch, with ℓ̄_b the mean per-prompt difficulty signal of its prompts and share_b = its
-fraction of the batch,
+a batch, with ℓ̄_b the mean per-prompt difficulty signal of its prompts,
 
-    value_b = ℓ̄_b / max(share_b, floor)      (normalize_by_share=True; else value_b = ℓ̄_b)
-    S_b ← (1 − β) S_b + β value_b             (first observation: S_b = value_b)
+    value_b = ℓ̄_b / max(|U_s| · share_b, floor)   (normalize_by_share=True; else value_b = ℓ̄_b)
+    S_b ← (1 − β) S_b + β value_b                 (first observation: S_b = value_b)
+
+where share_b is the group's *reference share* and |U_s| the number of groups with a positive
+reference share, so |U_s|·share_b is the share relative to uniform: a group at the uniform share
+keeps its mean signal, a thinner one is boosted by at most 1/floor (default 2×). The reference
+share is the batch's realised share by default, or what the caller passes to `observe` (the
+adversary passes the pool's group shares in resample mode, see below).
+
+Why relative to uniform, and why a floor of ½. The paper divides by the raw share with a small
+floor (0.02). A group at the uniform share of 11 groups then scores 11× its mean signal, so
+with signals in [0, 1] nearly every group sits at the clip C = 3 and q is flat whatever the
+signal says (end to end with the `failure` signal q was exactly uniform, every score 7.7–12.5).
+Relative to uniform, signals in [0, 1] give scores in [0, 1/floor] = [0, 2], inside the clip.
+
+Why the batch share must not be the reference in resample mode. There the batch is drawn from q
+itself, so dividing by the realised share feeds the adversary's own choice back as evidence: a
+group q favours gets a larger share, hence a smaller score, and q is pulled back toward uniform
+(with fixed losses from 0.3 to 0.9 over 10 groups every group ended with the same q). The
+natural frequency of a group is its share of the *pool*, which q does not choose.
 
 Groups absent from a batch keep their score. The distribution over the groups U in play is
 
@@ -41,7 +58,7 @@ class PromptGDRO:
     """Exponential-weights adversary over groups; see the module docstring."""
 
     def __init__(self, num_groups: int, eta: float = 0.65, gamma: float = 0.01, beta: float = 0.12,
-                 share_floor: float = 0.02, normalize_by_share: bool = True, score_clip: float = 3.0,
+                 share_floor: float = 0.5, normalize_by_share: bool = True, score_clip: float = 3.0,
                  omega_max: float = 15.0, score_mode: str = "ema"):
         if int(num_groups) < 1:
             raise ValueError(f"num_groups must be >= 1, got {num_groups}")
@@ -107,20 +124,29 @@ class PromptGDRO:
         return np.minimum(weights * (len(weights) / weights.sum()), self.omega_max)
 
     # ----------------------------------------------------------------- updates
-    def observe(self, group_ids, signals) -> None:
-        """Update the scores of the groups present from per-prompt difficulty signals."""
+    def observe(self, group_ids, signals, shares=None) -> None:
+        """Update the scores of the groups present from per-prompt difficulty signals.
+
+        `shares` (optional, one non-negative value per group) is the reference share for the
+        normalisation; default: the batch's realised share of each group.
+        """
         ids = check_ids(group_ids, self.num_groups, "group_ids")
         values = as_float_array(signals, "signals")
         if ids.shape != values.shape:
             raise ValueError(f"group_ids and signals need equal lengths, got {ids.shape} and {values.shape}")
+        if shares is not None:
+            shares = as_float_array(shares, "shares")
+            if shares.shape != (self.num_groups,) or shares.min() < 0 or shares.sum() <= 0:
+                raise ValueError(f"shares must be {self.num_groups} non-negative numbers with a positive sum")
         if ids.size == 0:
             return
         counts = np.bincount(ids, minlength=self.num_groups)
         present = counts > 0
         mean_signal = np.bincount(ids, weights=values, minlength=self.num_groups)[present] / counts[present]
         if self.normalize_by_share:
-            share = counts[present] / ids.size
-            mean_signal = mean_signal / np.maximum(share, self.share_floor)
+            reference = counts / ids.size if shares is None else shares / shares.sum()
+            relative = reference * np.count_nonzero(reference)  # 1 at the uniform share
+            mean_signal = mean_signal / np.maximum(relative[present], self.share_floor)
         old = self.scores[present]
         first = ~self._initialized[present]
         if self.score_mode == "ema":

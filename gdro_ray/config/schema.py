@@ -7,7 +7,8 @@ documentation users read with `gdro-ray config --help-keys`.
 
 Sections group the keys by the part of the system that reads them: the pure controllers
 (`classifier`, `prompt_gdro`, `rollout_gdro`, `grpo`), the simulator (`sim`), and the
-service (`data`, `model`, `sampler`, `learner`, `weight_sync`, `checkpoint`, `metrics`, `cluster`).
+service (`data`, `model`, `sampler`, `learner`, `weight_sync`, `eval`, `checkpoint`, `metrics`,
+`cluster`).
 """
 from __future__ import annotations
 
@@ -46,8 +47,14 @@ class PromptGDROConfig:
     eta: float = doc(0.65, "Learning rate η of the exponential weights (sharpness of q).")
     gamma: float = doc(0.01, "Uniform exploration mix γ in [0,1).")
     beta: float = doc(0.12, "EMA rate β in (0,1] of the per-bin intensive score S_b.")
-    share_floor: float = doc(0.02, "Floor on a bin's batch share when normalising its mean loss.")
-    normalize_by_share: bool = doc(True, "Divide the bin's mean signal by its batch share (the paper's debiasing).")
+    share_floor: float = doc(
+        0.5, "Floor on a bin's share relative to uniform (|U|·share) when normalising its mean signal: a thin "
+             "bin's signal is boosted at most 1/floor times, so signals in [0,1] keep S_b inside the clip.")
+    share_normalization: Literal["auto", "batch", "pool", "none"] = doc(
+        "auto", "Reference share that the bin's mean signal is divided by (relative to uniform): `batch` (the "
+                "realised batch share, the paper's form), `pool` (the bin's share of the prompt pool, its natural "
+                "frequency), `none`. auto = batch under the data cursor (reweight mode), none in resample mode, "
+                "where the batch share is q's own choice and would feed it back (docs/algorithms.md).")
     score_clip: float = doc(3.0, "Clip C on S_b before the exponential.")
     signal: Literal["surrogate", "failure", "learnability"] = doc(
         "learnability", "Per-prompt difficulty signal fed to S_b (chosen by benchmarks/gdro_vs_grpo.py)."
@@ -92,7 +99,26 @@ class GRPOConfig:
     kl_coef: float = doc(0.001, "Coefficient of the k3 KL penalty to the frozen reference.")
     adv_clip: float = doc(5.0, "Advantages are clipped to [−adv_clip, adv_clip].")
     eps: float = doc(1e-6, "ε in (r − mean)/(std + ε).")
-    filter_all_equal: bool = doc(False, "DAPO dynamic-sampling filter: drop groups whose rewards are all equal.")
+    filter_all_equal: bool = doc(
+        False, "DAPO dynamic sampling: groups whose rewards are all equal are not trained, and the step samples "
+               "further rounds of prompts (scheduled by the adversary, which observes every sampled prompt) until "
+               "batch_size informative groups are collected or grpo.max_refill_rounds is spent; advantage weights "
+               "are renormalised over what is trained; the record gives rollouts_sampled and rollouts_trained.")
+    max_refill_rounds: int = doc(
+        3, "With filter_all_equal, the most extra sampling rounds per step; after them the step trains on the "
+           "informative groups it has (record: refill_short).")
+    mini_batches: int = doc(
+        2, "Optimizer steps per batch (PPO mini-batches, split along prompt groups). The paper uses 2; it is "
+           "what makes the ratio and clip-higher bind. On the toy default it costs one extra no-grad forward "
+           "over half the batch and one more optimizer step (the fwd/bwd work is the same); 1 = one on-policy step, "
+           "ratio 1.")
+    epochs: int = doc(1, "Passes over the batch's mini-batches (PPO epochs); the behaviour log-probs are taken once, before the first.")
+    loss_agg: Literal["token_mean", "seq_mean_token_mean", "prompt_mean"] = doc(
+        "token_mean",
+        "Loss aggregation over a mini-batch: token_mean (DAPO; a prompt weighs by its tokens, so by its n_i: "
+        "Rollout-GDRO then also reweights prompts), seq_mean_token_mean (each response equal), prompt_mean "
+        "(the paper's Eq. 17: mean over a prompt's rollouts, then over prompts, so n_i only reduces variance). "
+        "token_mean stays the default until the evidence benchmark decides (docs/algorithms.md).")
     reward_scale: Literal["01", "pm1"] = doc("01", "Reward values: {0,1} or {−1,+1}.")
 
 
@@ -159,10 +185,8 @@ class SamplerConfig:
                                "node lost); past it the job goes on with the rest, and stops once none is left.")
     max_new_tokens: int = doc(24, "Generation length limit per rollout.")
     temperature: float = doc(1.0, "Training sampling temperature; the learner takes its log-probs and update on the same tempered policy.")
-    top_p: float = doc(1.0, "Training nucleus sampling.")
-    eval_temperature: float = doc(0.6, "Evaluation temperature.")
-    eval_top_p: float = doc(0.8, "Evaluation nucleus sampling.")
-    eval_k: int = doc(8, "Samples per prompt in evaluation (pass@k, mean@k).")
+    top_p: float = doc(1.0, "Training nucleus sampling; must be 1.0: the learner trains the full-vocabulary "
+                                "tempered policy softmax(logits/T), which a truncated nucleus is not.")
     reward_timeout_s: float = doc(2.0, "Per-call verifier time limit; a timeout scores 0 and is counted.")
     num_cpus: float = doc(1.0, "CPUs reserved per sampler actor.")
     num_gpus: float = doc(0.0, "GPUs reserved per sampler actor.")
@@ -202,9 +226,31 @@ class WeightSyncConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Held-out evaluation on the samplers: before training, every `every` steps, and at the end.
+
+    `sampler.eval_k`, `sampler.eval_temperature` and `sampler.eval_top_p` (the keys before this
+    section existed) are still read, as `eval.k`, `eval.temperature` and `eval.top_p`.
+    """
+
+    every: int = doc(0, "Evaluate the held-out set every N training steps on the samplers, between steps "
+                        "(0 = only before training and at the end). Results: `eval` records in metrics.jsonl, "
+                        "gdro_eval_* gauges, TensorBoard eval/*, the report's eval curve.")
+    k: int = doc(8, "Samples per prompt in evaluation (pass@k, mean@k).")
+    temperature: float = doc(0.6, "Evaluation temperature.")
+    top_p: float = doc(0.8, "Evaluation nucleus sampling.")
+
+
+@dataclass
 class CheckpointConfig:
     every: int = doc(10, "Write a checkpoint every N steps (and at the end); 0 = only at the end.")
     keep: int = doc(2, "Keep the newest N checkpoints.")
+    keep_best: str = doc(
+        "", "Also keep the checkpoint with the best held-out value of this evaluation metric (higher is better), "
+            "never removed by `keep`: `<group>/<metric>` with group `pooled`, `worst_tier` or `tier<t>` and metric "
+            "`pass_at_k`, `mean_at_k` or `pass@<eval.k>`, `mean@<eval.k>` (e.g. `pooled/mean@8`). Needs "
+            "eval.every ≥ 1; a new best at a step without a checkpoint writes one there; "
+            "`checkpoints/best.json` names it. Empty = off.")
 
 
 @dataclass
@@ -220,8 +266,13 @@ class MetricsConfig:
 class ClusterConfig:
     address: str = doc("", "Ray address to join; empty starts a local Ray (or joins the job's cluster).")
     num_cpus: int = doc(0, "CPUs for a local Ray (0 = autodetect).")
-    off_policy: bool = doc(False, "Sample step t+1 while learning step t (one-step off-policy).")
-    max_staleness: int = doc(1, "Largest allowed weight-version lag of a rollout in off-policy mode.")
+    off_policy: bool = doc(
+        False, "Sample step t+1 while learning step t (one-step off-policy). The stale rollouts are trained with "
+               "the PPO ratio against the samplers' own log-probs (the policy that drew them) under the clip, so "
+               "it needs sampler.temperature = 1 and sampler.top_p = 1 (the engines report raw log-probs).")
+    max_staleness: int = doc(
+        1, "Largest allowed weight-version lag of a rollout in off-policy mode; staler rollouts are refused and "
+           "the step is sampled again with the current weights (record: stale_resampled).")
     actor_logs: bool = doc(False, "Stream every actor's stdout/stderr (vLLM, FSDP) to the driver; "
                                   "they are always in Ray's session log folder.")
     adversary_resource: str = doc("", "Ray custom resource that pins the adversary actor (e.g. `gdro_adversary` on "
@@ -252,6 +303,7 @@ class Config:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
