@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from importlib import resources
 from pathlib import Path
@@ -14,6 +15,9 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from gdro_ray.config.checks import check_service
+from gdro_ray.config.checks_extensions import check_extensions
+from gdro_ray.config.gpu_checks import check_gpu_keys
 from gdro_ray.config.schema import Config
 from gdro_ray.errors import UserError
 
@@ -27,9 +31,22 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise ConfigError(f"{key}: given twice in one mapping (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(text: str, source: str) -> dict:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -69,6 +86,27 @@ def _set_dotted(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# Keys that moved to another section; the old spelling is still read (files and run directories
+# written before the move), one layer at a time so the precedence of layers is unchanged.
+MOVED_KEYS = {"sampler.eval_k": "eval.k", "sampler.eval_temperature": "eval.temperature",
+              "sampler.eval_top_p": "eval.top_p"}
+
+
+def _move_legacy_keys(tree: dict, source: str) -> dict:
+    for old, new in MOVED_KEYS.items():
+        (sec, key), (new_sec, new_key) = old.split("."), new.split(".")
+        section = tree.get(sec)
+        if isinstance(section, dict) and key in section:
+            target = tree.setdefault(new_sec, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{new_sec}: is a section; set its keys as {new_sec}.<key>=...")
+            if new_key in target:
+                raise ConfigError(f"{old}: set together with its new name {new} ({source}); keep only {new}")
+            tree = dict(tree, **{sec: {k: v for k, v in section.items() if k != key}})
+            tree[new_sec] = dict(target, **{new_key: section[key]})
+    return tree
+
+
 def _merge(base: dict, top: dict) -> dict:
     out = dict(base)
     for k, v in top.items():
@@ -106,6 +144,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: must be a number, got {value!r}")
+        if not math.isfinite(value):  # nan passes every `x > 0` check by being incomparable
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)):
@@ -162,7 +202,7 @@ def validate(cfg: Config) -> Config:
     need(p.max_repeats >= 0, "prompt_gdro.max_repeats", f"must be ≥ 0 (0 = no limit), got {p.max_repeats}")
     need(p.score_clip > 0, "prompt_gdro.score_clip", f"must be > 0, got {p.score_clip}")
     need(p.omega_max >= 1.0, "prompt_gdro.omega_max", f"must be ≥ 1, got {p.omega_max}")
-    need(r.n_min >= 1, "rollout_gdro.n_min", f"must be ≥ 1, got {r.n_min}")
+    need(r.n_min >= 2, "rollout_gdro.n_min", f"must be ≥ 2 (a group of one has no baseline), got {r.n_min}")
     need(r.n_min <= r.n_max, "rollout_gdro.n_min", f"n_min={r.n_min} > n_max={r.n_max}")
     need(r.n_min <= cfg.budget_mean <= r.n_max, "budget_mean",
          f"n̄={cfg.budget_mean} outside [rollout_gdro.n_min, rollout_gdro.n_max]=[{r.n_min}, {r.n_max}]")
@@ -173,6 +213,15 @@ def validate(cfg: Config) -> Config:
     need(g.clip_high >= 0.0, "grpo.clip_high", f"must be ≥ 0, got {g.clip_high}")
     need(g.kl_coef >= 0.0, "grpo.kl_coef", f"must be ≥ 0, got {g.kl_coef}")
     need(g.adv_clip > 0.0, "grpo.adv_clip", f"must be > 0, got {g.adv_clip}")
+    need(g.mini_batches >= 1, "grpo.mini_batches", f"must be ≥ 1, got {g.mini_batches}")
+    need(g.epochs >= 1, "grpo.epochs", f"must be ≥ 1, got {g.epochs}")
+    need(g.max_refill_rounds >= 0, "grpo.max_refill_rounds", f"must be ≥ 0, got {g.max_refill_rounds}")
+    off = cfg.cluster.off_policy
+    need(not off or (cfg.sampler.temperature == 1.0 and cfg.sampler.top_p == 1.0), "cluster.off_policy",
+         f"the importance ratio uses the samplers' raw (T=1, full-vocabulary) log-probs: needs sampler.temperature=1 "
+         f"and sampler.top_p=1, got {cfg.sampler.temperature:g} and {cfg.sampler.top_p:g}")
+    need(not (off and g.filter_all_equal), "grpo.filter_all_equal",
+         "dynamic sampling refills a step synchronously; it cannot be combined with cluster.off_policy")
     need(cfg.sim.num_prompts >= 2, "sim.num_prompts", f"must be ≥ 2, got {cfg.sim.num_prompts}")
     need(cfg.sampler.num_samplers >= 1, "sampler.num_samplers", f"must be ≥ 1, got {cfg.sampler.num_samplers}")
     need(cfg.sampler.num_samplers <= cfg.sampler.max_samplers, "sampler.num_samplers",
@@ -184,12 +233,28 @@ def validate(cfg: Config) -> Config:
          f"nccl needs learner.num_gpus > 0 and sampler.num_gpus > 0 (got {cfg.learner.num_gpus:g} and "
          f"{cfg.sampler.num_gpus:g}); use gloo or auto")
     need(ws.timeout_s > 0, "weight_sync.timeout_s", f"must be > 0, got {ws.timeout_s}")
+    check_gpu_keys(cfg, need)  # learner/sampler GPU placement (gpu_checks.py)
     need(ws.bucket_mb >= 1, "weight_sync.bucket_mb", f"must be ≥ 1, got {ws.bucket_mb}")
     need(cfg.cluster.max_staleness >= 0, "cluster.max_staleness", "must be ≥ 0")
     need(cfg.data.max_prompts >= 0, "data.max_prompts", f"must be ≥ 0 (0 = all), got {cfg.data.max_prompts}")
     need(cfg.data.max_eval_prompts >= 0, "data.max_eval_prompts",
          f"must be ≥ 0 (0 = all), got {cfg.data.max_eval_prompts}")
     need(0 <= cfg.metrics.port < 65536, "metrics.port", f"must be in [0,65535], got {cfg.metrics.port}")
+    ev = cfg.eval
+    need(ev.every >= 0, "eval.every", f"must be ≥ 0 (0 = only before and after training), got {ev.every}")
+    need(ev.k >= 1, "eval.k", f"must be ≥ 1, got {ev.k}")
+    need(ev.temperature >= 0, "eval.temperature", f"must be ≥ 0, got {ev.temperature}")
+    need(0 < ev.top_p <= 1, "eval.top_p", f"must be in (0,1], got {ev.top_p}")
+    if cfg.checkpoint.keep_best:
+        from gdro_ray.eval.metric_names import parse_eval_metric
+
+        try:
+            parse_eval_metric(cfg.checkpoint.keep_best, ev.k)
+        except ValueError as e:
+            raise ConfigError(f"checkpoint.keep_best: {e}") from None
+        need(ev.every >= 1, "checkpoint.keep_best", "needs periodic evaluation: set eval.every ≥ 1")
+    check_service(cfg, need)  # sampler, learner, data, checkpoint, metrics, run name (checks.py)
+    check_extensions(cfg, need)  # reward.*, data column keys, metrics.loggers (checks_extensions.py)
     return cfg
 
 
@@ -201,7 +266,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p}: not found")
-        user = _read_yaml(p.read_text(), str(p))
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {p}: not UTF-8 text (byte {e.start})") from None
+        except OSError as e:
+            raise ConfigError(f"config file {p}: cannot be read ({e.strerror})") from None
+        user = _read_yaml(text, str(p))
     over: dict = {}
     for item in overrides:
         k, v = parse_override(item)
@@ -209,7 +280,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     name = over.get("preset") or user.get("preset") or preset or "toy"
     if not isinstance(name, str):
         raise ConfigError(f"preset: must be a string, got {name!r}")
-    merged = _merge(_merge(load_preset(name), user), over)
+    layers = [_move_legacy_keys(load_preset(name), f"preset {name}"), _move_legacy_keys(user, str(path)),
+              _move_legacy_keys(over, "the overrides")]
+    merged = _merge(_merge(layers[0], layers[1]), layers[2])
     merged["preset"] = name
     return validate(_build(Config, merged))
 

@@ -155,8 +155,30 @@ class SimConfig:
 class DataConfig:
     """Training and evaluation data."""
 
-    train: str = doc("toy", "`toy` (embedded task), `dapo` (hub name), or a local .parquet/.jsonl path.")
-    eval: str = doc("toy", "Held-out set: `toy`, `champ`, or a local .parquet/.jsonl path.")
+    train: str = doc("toy", "`toy` (embedded task), `dapo` (the DAPO-Math hub set), `dapo-fixture`, a local "
+                            ".parquet/.jsonl/.json/.arrow file or folder of them (read with `datasets`), or a hub "
+                            "dataset name owner/name (gdro_ray/data/table.py).")
+    eval: str = doc("toy", "Held-out set: `toy`, `champ`, `dapo-fixture`, or a file, folder or hub name as for data.train.")
+    prompt_key: str = doc("", "Column of data.train holding the problem (a string, or chat messages: the first user "
+                              "turn); dotted keys reach into struct columns. Empty = detect (`prompt` in the DAPO "
+                              "schema, else `problem`/`question`). The \\boxed{} instruction is appended and the chat "
+                              "template of the model's tokenizer applied by the engine.")
+    answer_key: str = doc("", "Column of data.train holding the reference answer (string or number), e.g. "
+                              "`reward_model.ground_truth`. Empty = detect (`solution`/`reward_model.ground_truth` in "
+                              "the DAPO schema, else `answer`/`solution`). Every row needs one.")
+    tier_key: str = doc("", "Optional column of data.train with a tier per row (integer or string values), kept "
+                            "with each example. Empty = none (or `level`/`tier` when the schema is detected).")
+    id_key: str = doc("", "Optional column of data.train with a distinct id per row (integer or string). Empty = "
+                          "the row position (or the DAPO schema's integer extra_info.index).")
+    split: str = doc("train", "Split of data.train read from a hub dataset, a saved DatasetDict, or a folder whose "
+                              "files are named by split (`train-*.parquet`, `train/…`).")
+    hub_config: str = doc("", "Configuration name of a hub data.train set (`dapo` uses `en`).")
+    eval_prompt_key: str = doc("", "As data.prompt_key, for data.eval.")
+    eval_answer_key: str = doc("", "As data.answer_key, for data.eval.")
+    eval_tier_key: str = doc("", "As data.tier_key, for data.eval: evaluation reports pass@k per tier.")
+    eval_id_key: str = doc("", "As data.id_key, for data.eval (ids appear in eval_*.json per prompt).")
+    eval_split: str = doc("train", "As data.split, for data.eval (hub held-out sets often use `test`).")
+    eval_hub_config: str = doc("", "As data.hub_config, for data.eval.")
     toy_pool_size: int = doc(14100, "Training prompts generated for the toy task.")
     toy_eval_per_tier: int = doc(40, "Held-out toy prompts per tier.")
     max_prompts: int = doc(0, "Use only the first N training prompts (0 = all).")
@@ -189,7 +211,16 @@ class SamplerConfig:
                                 "tempered policy softmax(logits/T), which a truncated nucleus is not.")
     reward_timeout_s: float = doc(2.0, "Per-call verifier time limit; a timeout scores 0 and is counted.")
     num_cpus: float = doc(1.0, "CPUs reserved per sampler actor.")
-    num_gpus: float = doc(0.0, "GPUs reserved per sampler actor.")
+    num_gpus: float = doc(0.0, "GPUs reserved per sampler actor. A fraction packs several samplers (or a sampler "
+                               "and a learner rank) on one card; each vLLM sampler then takes that fraction of its "
+                               "memory (×0.9). 0 on a GPU node: Ray still shows the card, so each takes 0.9/max_samplers "
+                               "of what learner ranks leave on it.")
+    gpu_memory_utilization: float = doc(
+        0.0, "vLLM's gpu_memory_utilization for each sampler on CUDA; 0 = derive it from sampler.num_gpus (see "
+             "num_gpus). Ignored on CPU.")
+    max_prompt_tokens: int = doc(
+        0, "Longest prompt (tokens) a sampler must take; with max_new_tokens it sets vLLM's max_model_len, checked "
+           "at start against the model's context. 0 = whatever the context leaves after max_new_tokens.")
     shard_size: int = doc(16, "Prompts per work shard handed to a sampler.")
     ray_resource: str = doc("", "Ray custom resource a sampler needs one unit of (e.g. `gdro_sampler` on the "
                                 "KubeRay cluster in deploy/), so samplers land on the sampler worker group.")
@@ -205,7 +236,8 @@ class LearnerConfig:
     grad_clip: float = doc(1.0, "Global grad-norm clip.")
     micro_batch: int = doc(64, "Sequences per forward/backward micro-batch.")
     num_cpus: float = doc(1.0, "CPUs reserved per learner rank.")
-    num_gpus: float = doc(0.0, "GPUs reserved per learner rank.")
+    num_gpus: float = doc(0.0, "GPUs reserved per learner rank; 0 = the ranks run on CPU (gloo) even where a GPU "
+                               "is visible. Below 1 only with world_size 1 (NCCL needs one card per rank).")
     backend: Literal["auto", "gloo", "nccl"] = doc("auto", "torch.distributed backend; auto = nccl on GPU else gloo.")
     ray_resource: str = doc("", "Ray custom resource each learner rank needs one unit of (e.g. `gdro_learner`).")
 
@@ -254,11 +286,38 @@ class CheckpointConfig:
 
 
 @dataclass
+class RewardConfig:
+    """The training reward (gdro_ray/rewards/). Evaluation (pass@k) always scores with math-verify."""
+
+    function: str = doc("", "Custom reward `package.module:function` or `path/to/file.py:function`, called as "
+                            "fn(prompts, responses, answers, metadata) -> list[float] once per prompt with its n "
+                            "rollouts (metadata: one dict of the row's other columns per response; an async def is "
+                            "awaited). It runs in a subprocess of each sampler under a limit of "
+                            "sampler.reward_timeout_s per response. Empty = math-verify on the last \\boxed{}. "
+                            "Examples: gdro_ray/rewards/examples/.")
+    on_error: Literal["zero", "stop"] = doc("zero", "When the function raises, passes its time limit, returns the wrong "
+                                                   "length or a non-finite value: `zero` scores those rollouts 0 and "
+                                                   "counts them (reward_errors in metrics.jsonl); `stop` ends the run "
+                                                   "with one line naming the function and the row.")
+    success_threshold: float = doc(0.5, "With a custom function, a rollout counts as solved (pass@k, difficulty bins, "
+                                        "pass_rate) when its reward is ≥ this; advantages use the raw rewards.")
+
+
+@dataclass
 class MetricsConfig:
     host: str = doc("127.0.0.1", "Bind address of the adversary's /metrics endpoint; 0.0.0.0 is an explicit opt-in.")
     port: int = doc(0, "Port of /metrics (0 = pick a free one; the address is printed).")
     enabled: bool = doc(True, "Serve Prometheus metrics.")
-    tensorboard: bool = doc(False, "Also write TensorBoard event files to <run_dir>/tensorboard/: every numeric step-record field, one series per bin for the per-group fields, and eval/* at the base and the final step.")
+    tensorboard: bool = doc(False, "Alias of adding `tensorboard` to metrics.loggers (kept for older configs).")
+    loggers: list[str] = doc([], "Experiment loggers beside Prometheus, any of `tensorboard` (<run_dir>/tensorboard/), "
+                                 "`wandb` (extra `gdro-ray[wandb]`), `mlflow` (extra `gdro-ray[mlflow]`). Each gets the "
+                                 "resolved config, every numeric step-record field, one series per bin for the "
+                                 "per-group fields, and eval/* for every evaluation (docs/metrics.md).")
+    wandb_project: str = doc("gdro-ray", "wandb project (the run is named after the run folder).")
+    wandb_mode: Literal["online", "offline"] = doc("offline", "wandb mode: `offline` writes <run_dir>/wandb/ to sync "
+                                                           "later (`wandb sync`); `online` needs a wandb login.")
+    mlflow_tracking_uri: str = doc("", "MLflow tracking URI; empty = a local file store <run_dir>/mlruns.")
+    mlflow_experiment: str = doc("gdro-ray", "MLflow experiment name.")
     service_discovery: bool = doc(True, "Write a Prometheus file-SD target file for the endpoint into Ray's temp root.")
 
 
@@ -306,4 +365,5 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

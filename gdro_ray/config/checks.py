@@ -1,0 +1,102 @@
+"""Value checks beyond the controllers' math: what would otherwise hang, train nothing or fail late.
+
+`validate` in loader.py calls `check_service(cfg, need)` after its own checks; every failure is
+one `ConfigError` line naming the key. The cases and what each used to do are listed in
+docs/bad-inputs.md.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+from gdro_ray.config.schema import Config
+
+# pass@k is computed with O(k) array passes per estimate refresh; far beyond any k used for
+# difficulty (the paper: 8) the classifier would spend minutes per step (k = 1e9 hung `simulate`).
+MAX_PASS_K = 256
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
+
+
+def is_host(value: str) -> bool:
+    """An IP literal or a syntactically valid host name (no DNS lookup: checking must work offline)."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(value))
+
+
+def check_run_name(name: str) -> str | None:
+    """Why `name` cannot name a folder under runs/, or None. A name is one plain path component."""
+    if not name:
+        return None
+    if "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        return f"must be a plain folder name (no '/', no leading '.'), got {name!r}; use out= for another place"
+    if "\0" in name:
+        return "must not contain NUL"
+    return None
+
+
+def _data_source(value: str, names: tuple[str, ...], key: str, need) -> None:
+    if value in names:
+        return
+    p = Path(value).expanduser()
+    if p.is_dir():
+        return  # a folder of data files or a saved dataset (gdro_ray/data/table.py)
+    hub_name = value.count("/") == 1 and " " not in value and not value.startswith((".", "/", "~")) \
+        and p.suffix.lower() not in _DATA_SUFFIXES
+    if hub_name:
+        return  # a hub dataset id: whether it exists is known only once the hub is asked, at start
+    need(p.suffix.lower() in _DATA_SUFFIXES, key,
+         f"{value!r} is not one of {', '.join(names)}, a .jsonl/.json/.parquet/.arrow file, a folder or a hub name owner/name")
+    need(p.is_file(), key, f"data file {p} not found")
+
+
+def check_service(cfg: Config, need) -> None:
+    """Checks of the service keys (sampler, learner, data, checkpoint, metrics, cluster, run folder)."""
+    from gdro_ray.data.eval_sets import EVAL_NAMES, TRAIN_NAMES
+
+    c, s, lr = cfg.classifier, cfg.sampler, cfg.learner
+    need(c.k <= MAX_PASS_K, "classifier.k", f"must be ≤ {MAX_PASS_K} (pass@k costs O(k) per estimate), got {c.k}")
+    need(c.prior_refit_every >= 1, "classifier.prior_refit_every", f"must be ≥ 1, got {c.prior_refit_every}")
+    need(c.prior_strength_max > 0, "classifier.prior_strength_max", f"must be > 0, got {c.prior_strength_max}")
+    need(cfg.grpo.eps > 0, "grpo.eps", f"must be > 0, got {cfg.grpo.eps}")
+    # The learner's log-probs are softmax(logits/T) over the full vocabulary; T ≤ 0 has no such policy
+    # (T = 0 trained nothing: every ratio 1, every gradient 0; T < 0 failed 30 s in).
+    need(s.temperature > 0, "sampler.temperature", f"must be > 0 for training (greedy has no policy gradient), got {s.temperature}")
+    # Nucleus sampling draws from a truncated, renormalised distribution the learner never computes:
+    # its ratio and KL would be those of another policy. Train on the full tempered distribution.
+    need(s.top_p == 1.0, "sampler.top_p",
+         f"must be 1.0 for training (the learner trains softmax(logits/T) over the full vocabulary), got {s.top_p}")
+    need(s.max_new_tokens >= 1, "sampler.max_new_tokens", f"must be ≥ 1, got {s.max_new_tokens}")
+    need(s.shard_size >= 1, "sampler.shard_size", f"must be ≥ 1, got {s.shard_size}")
+    need(s.max_restarts >= 0, "sampler.max_restarts", f"must be ≥ 0, got {s.max_restarts}")
+    for key, v in (("sampler.num_cpus", s.num_cpus), ("sampler.num_gpus", s.num_gpus),
+                   ("learner.num_cpus", lr.num_cpus), ("learner.num_gpus", lr.num_gpus),
+                   ("cluster.num_cpus", cfg.cluster.num_cpus)):
+        need(v >= 0, key, f"must be ≥ 0, got {v}")
+    need(lr.lr > 0, "learner.lr", f"must be > 0, got {lr.lr}")
+    need(lr.weight_decay >= 0, "learner.weight_decay", f"must be ≥ 0, got {lr.weight_decay}")
+    need(lr.grad_clip > 0, "learner.grad_clip", f"must be > 0, got {lr.grad_clip}")
+    need(lr.micro_batch >= 1, "learner.micro_batch", f"must be ≥ 1, got {lr.micro_batch}")
+    need(cfg.checkpoint.every >= 0, "checkpoint.every", f"must be ≥ 0 (0 = only at the end), got {cfg.checkpoint.every}")
+    need(cfg.checkpoint.keep >= 1, "checkpoint.keep", f"must be ≥ 1 (the newest is what --resume needs), got {cfg.checkpoint.keep}")
+    need(is_host(cfg.metrics.host), "metrics.host", f"not an IP address or host name: {cfg.metrics.host!r}")
+    need(cfg.data.toy_pool_size >= 1, "data.toy_pool_size", f"must be ≥ 1, got {cfg.data.toy_pool_size}")
+    need(cfg.data.toy_eval_per_tier >= 1, "data.toy_eval_per_tier", f"must be ≥ 1, got {cfg.data.toy_eval_per_tier}")
+    _data_source(cfg.data.train, TRAIN_NAMES, "data.train", need)
+    _data_source(cfg.data.eval, EVAL_NAMES, "data.eval", need)
+    bad_name = check_run_name(cfg.name)
+    need(bad_name is None, "name", bad_name or "")
+    sim = cfg.sim
+    need(sim.eval_prompts >= 1, "sim.eval_prompts", f"must be ≥ 1, got {sim.eval_prompts}")
+    need(sim.steps >= 1, "sim.steps", f"must be ≥ 1, got {sim.steps}")
+    need(sim.batch_size >= 1, "sim.batch_size", f"must be ≥ 1, got {sim.batch_size}")
+    need(sim.num_skills >= 1, "sim.num_skills", f"must be ≥ 1, got {sim.num_skills}")
+    need(sim.num_tiers >= 1, "sim.num_tiers", f"must be ≥ 1, got {sim.num_tiers}")
+    need(sim.eval_every >= 1, "sim.eval_every", f"must be ≥ 1, got {sim.eval_every}")
+    need(sim.eval_k >= 1, "sim.eval_k", f"must be ≥ 1, got {sim.eval_k}")
+    need(0 <= sim.unsolvable_fraction < 1, "sim.unsolvable_fraction", f"must be in [0,1), got {sim.unsolvable_fraction}")
+    need(sim.tail_shape > 0, "sim.tail_shape", f"must be > 0, got {sim.tail_shape}")
