@@ -45,7 +45,7 @@ def toy_run(alg: str, seed: int, steps: int, extra: list[str], root: Path) -> di
         _cli("train", "preset=toy", f"algorithm={alg}", f"seed={seed}", f"steps={steps}", "checkpoint.every=0",
              f"out={run}", *extra)
         (run / "wall_s.txt").write_text(f"{time.time() - t0:.1f}")
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r.get("type") != "eval"]
     final = json.loads((run / "eval_final.json").read_text())
     base = json.loads((run / "eval_base.json").read_text())
     tiers = {t: v["pass_at_k"] for t, v in final["per_tier"].items()}

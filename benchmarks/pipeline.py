@@ -35,7 +35,8 @@ def run_mode(preset: str, steps: int, off_policy: bool, extra: list[str], workdi
     t0 = time.time()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     print(f"  {preset} {'off-policy' if off_policy else 'sync'}: {time.time() - t0:.0f}s", file=sys.stderr)
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if r.get("type") != "eval"]  # step records only
 
 
 def summarize(records: list[dict], skip: int) -> dict:

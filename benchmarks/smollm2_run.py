@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     subprocess.run([sys.executable, "-m", "gdro_ray.cli.main", "train", "preset=smollm2", f"steps={args.steps}",
                     "checkpoint.every=0", f"out={run}", *args.overrides], check=True)
     wall = time.time() - t0
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r.get("type") != "eval"]
     base, final = (json.loads((run / f"eval_{x}.json").read_text()) for x in ("base", "final"))
     k = final["k"]
     print(f"\nsmollm2: {args.steps} steps, wall {wall:.0f} s")

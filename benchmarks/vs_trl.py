@@ -206,7 +206,8 @@ def run_ours(case: Case, data: dict, folder: Path, variant: str, args, env: dict
     Path(ray_env["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
     wall = _run(cmd, ray_env, folder / f"ours-{tag}.log", args.timeout)
-    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip())
+             if r.get("type") != "eval"]  # step records only
     keep = ("step_time_s", "tokens", "stage_time_s", "reward_mean", "loss")
     label = ", ".join([engine, f"{samplers}s+{ranks}r", *(kv.split(".")[-1] for kv in extra
                                                           if not kv.startswith(("sampler.num_samplers=",

@@ -8,15 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def read_records(run_dir: str | Path) -> list[dict]:
-    """The step records written so far; a line still being written is skipped."""
+def read_records(run_dir: str | Path, kind: str = "step") -> list[dict]:
+    """The step records (kind="step") or evaluation records (kind="eval") written so far; a line
+    still being written is skipped."""
     path = Path(run_dir) / "metrics.jsonl"
     out = []
     for line in path.read_text().splitlines() if path.is_file() else []:
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
-            pass
+            continue
+        if (rec.get("type") == "eval") == (kind == "eval"):
+            out.append(rec)
     return out
 
 

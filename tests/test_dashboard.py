@@ -241,7 +241,7 @@ def test_real_exporter_serves_every_dashboard_metric():
     exp = exporter_mod.Exporter(host="127.0.0.1", port=0)
     try:
         for m in names.METRICS:
-            labels = {"bin": "0", "stage": names.STAGES[0]}
+            labels = {"bin": "0", "stage": names.STAGES[0], "group": "pooled"}
             labels = {k: labels[k] for k in m.labels}
             if m.kind == "counter":
                 exp.inc_to(m.name, 3, **labels)

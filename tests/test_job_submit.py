@@ -65,8 +65,10 @@ def test_ray_job_submit_runs_training_with_token_auth(tmp_path):
              "learner.world_size=1", "data.eval=dapo-fixture", "sampler.eval_k=1", "metrics.tensorboard=true", f"out={run}"],
             env=env, capture_output=True, text=True, timeout=480)
         assert "succeeded" in job.stdout, job.stdout[-3000:] + job.stderr[-3000:]
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        records = [r for r in lines if r.get("type") != "eval"]
         assert [r["step"] for r in records] == [0, 1]
+        assert [(r["label"], r["steps_done"]) for r in lines if r.get("type") == "eval"] == [("base", 0), ("final", 2)]
         assert (run / "checkpoints" / "latest").is_file()
         # metrics.tensorboard=true: the event files hold the step records and both evaluations.
         from _tensorboard import read_scalars

@@ -116,6 +116,18 @@ class Exporter:
             if key in stats:
                 self.inc_to(name, stats[key])
 
+    def update_eval(self, record: dict) -> None:
+        """An `eval` record (gdro_ray/service/validation.py): its `<group>/<stat>` metrics as gauges."""
+        for key, value in (record.get("metrics") or {}).items():
+            group, _, stat = key.partition("/")
+            name = {"pass_at_k": "gdro_eval_pass_at_k", "mean_at_k": "gdro_eval_mean_at_k"}.get(stat)
+            if name:
+                self.set(name, value, group=group)
+        self.set("gdro_eval_steps", record.get("steps_done", 0))
+        best = record.get("best")
+        if best and best.get("best_value") is not None:
+            self.set("gdro_eval_best", best["best_value"])
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

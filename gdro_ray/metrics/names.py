@@ -16,7 +16,8 @@ Naming follows the Prometheus conventions: a `gdro_` prefix, base units in the n
 what a scrape really returns.
 
 Label values: `bin` is the classifier's bin index as a string ("0" = hardest) or "unseen"
-for prompts never visited; `stage` is one of `STAGES`.
+for prompts never visited; `stage` is one of `STAGES`; `group` is an evaluation group:
+`pooled`, `worst_tier` or `tier<t>` (the held-out set's tiers).
 
 This module is pure (no prometheus-client import), so the CLI, docs and tests can read it
 without starting anything. It also fixes the scrape conventions the deploy files rely on:
@@ -42,6 +43,7 @@ ADVERSARY_SD_FILENAME = "gdro_prom_service_discovery.json"
 STAGES = ("schedule", "generate", "reward", "learn", "publish", "observe")
 
 BIN = ("bin",)
+EVAL_GROUP = ("group",)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,14 @@ METRICS: list[MetricSpec] = [
     MetricSpec("gdro_sampler_restarts_total", "counter", (), "Sampler actors restarted or replaced."),
     MetricSpec("gdro_reward_timeouts_total", "counter", (),
                "Verifier calls that hit sampler.reward_timeout_s (scored 0)."),
+    # --- held-out evaluation (base, every eval.every steps, final) -------------------
+    MetricSpec("gdro_eval_pass_at_k", "gauge", EVAL_GROUP,
+               "Held-out pass@k (k = eval.k) of the last evaluation, per group."),
+    MetricSpec("gdro_eval_mean_at_k", "gauge", EVAL_GROUP,
+               "Held-out mean@k (fraction of correct samples) of the last evaluation, per group."),
+    MetricSpec("gdro_eval_steps", "gauge", (), "Training steps done when the last evaluation ran (0 = base model)."),
+    MetricSpec("gdro_eval_best", "gauge", (),
+               "Best value so far of the checkpoint.keep_best metric (set once a checkpoint is kept for it)."),
 ]
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
@@ -151,6 +161,7 @@ def render_markdown() -> str:
         "",
         "Label `bin`: the classifier bin index as a string (`0` = hardest) or `unseen`.",
         f"Label `stage`: one of {', '.join(f'`{s}`' for s in STAGES)}.",
+        "Label `group`: `pooled`, `worst_tier` or `tier<t>` of the held-out set (the groups of `eval` records).",
         "",
         "| name | type | labels | meaning |",
         "|---|---|---|---|",

@@ -6,7 +6,10 @@ Plots (one file each, every run overlaid where curves can be):
 - `pass_at_k.png`          pass@k per bin over steps (one panel per run)
 - `lead_lag.png`           Δμ = Σ_b b·q_b − Σ_b b·share_b: how far the adversary's weight
                            leads (>0: towards easier bins) the data it sees (paper Eq. 32)
-- `reward.png`             reward mean per step, all runs overlaid, and the held-out eval
+- `reward.png`             reward mean per step, all runs overlaid
+- `eval.png`               held-out pooled and worst-tier pass@k against training steps, all runs
+                           overlaid: the `eval` records of metrics.jsonl (base, every eval.every
+                           steps, final), or eval_base.json/eval_final.json of older runs
 """
 from __future__ import annotations
 
@@ -33,15 +36,36 @@ def load_run(run_dir: Path) -> dict:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 raise UserError(f"{path}: line {i} is not valid JSON") from None
+    # metrics.jsonl holds step records and, marked `"type": "eval"`, held-out evaluations
+    curve = [r for r in records if r.get("type") == "eval"]
+    records = [r for r in records if r.get("type") != "eval"]
     if not records:
-        raise UserError(f"{path}: empty")
+        raise UserError(f"{path}: no step records")
     evals = {}
     for label in ("base", "final"):
         p = Path(run_dir) / f"eval_{label}.json"
         if p.is_file():
             evals[label] = json.loads(p.read_text())
     name = Path(run_dir).name
-    return {"name": name, "records": records, "evals": evals, "algorithm": records[0].get("algorithm", "?")}
+    return {"name": name, "records": records, "evals": evals, "eval_curve": eval_curve(curve, evals, int(records[-1]["step"]) + 1),
+            "algorithm": records[0].get("algorithm", "?")}
+
+
+def eval_curve(eval_records: list[dict], evals: dict, steps_done: int) -> list[tuple[int, float, float]]:
+    """(steps done, pooled pass@k, worst-tier pass@k or NaN) per evaluation, in step order; a run
+    from before eval records existed gets its base and final evaluation files as two points."""
+    pts = {}
+    for r in eval_records:
+        m = r.get("metrics") or {}
+        if "pooled/pass_at_k" in m:
+            pts[int(r["steps_done"])] = (m["pooled/pass_at_k"], m.get("worst_tier/pass_at_k", float("nan")))
+    if not pts:
+        for label, steps in (("base", 0), ("final", steps_done)):
+            res = evals.get(label)
+            if res and "pooled" in res:
+                worst = (res.get("worst_tier") or {}).get("pass_at_k", float("nan"))
+                pts[steps] = (res["pooled"]["pass_at_k"], worst)
+    return [(s, *pts[s]) for s in sorted(pts)]
 
 
 def _matrix(records: list[dict], field: str) -> np.ndarray:
@@ -120,21 +144,41 @@ def render(run_dirs: list[str], out: str | None = None) -> Path:
         fig.savefig(files[-1])
         plt.close(fig)
 
+    if any(r["eval_curve"] for r in runs):
+        fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+        for i, r in enumerate(runs):
+            if r["eval_curve"]:
+                steps, pooled, worst = (np.array(c, dtype=float) for c in zip(*r["eval_curve"]))
+                line, = ax.plot(steps, pooled, marker="o", label=f"{r['name']} pooled")
+                if np.isfinite(worst).any():
+                    ax.plot(steps, worst, marker="x", linestyle="--", color=line.get_color(),
+                            label=f"{r['name']} worst tier")
+        ax.set_xlabel("training steps done")
+        ax.set_ylabel("held-out pass@k")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        files.append(out_dir / "eval.png")
+        fig.savefig(files[-1])
+        plt.close(fig)
+
     atomic_write_text(out_dir / "report.md", _markdown(runs, files))
     return out_dir
 
 
 def _markdown(runs: list[dict], files: list[Path]) -> str:
-    lines = ["# gdro_ray report", "", "| run | algorithm | steps | rollouts | final reward | eval pass@k base → final |",
-             "|---|---|---|---|---|---|"]
+    lines = ["# gdro_ray report", "",
+             "| run | algorithm | steps | rollouts | final reward | eval pass@k base → final | best eval pass@k (steps) |",
+             "|---|---|---|---|---|---|---|"]
     for r in runs:
         rec = r["records"]
         ev = r["evals"]
         base = (ev.get("base") or {}).get("pooled", {}).get("pass_at_k")
         final = (ev.get("final") or {}).get("pooled", {}).get("pass_at_k")
         fmt = (lambda v: "-" if v is None else f"{v:.3f}")
+        best = max(r["eval_curve"], key=lambda c: c[1], default=None)  # earliest of equal values
+        best_txt = "-" if best is None else f"{best[1]:.3f} ({best[0]})"
         lines.append(f"| {r['name']} | {r['algorithm']} | {len(rec)} | {sum(x['rollouts'] for x in rec)} | "
-                     f"{rec[-1].get('reward_mean', float('nan')):.3f} | {fmt(base)} → {fmt(final)} |")
+                     f"{rec[-1].get('reward_mean', float('nan')):.3f} | {fmt(base)} → {fmt(final)} | {best_txt} |")
     lines += ["", "Δμ > 0: the adversary weights easier bins than the data holds (it leads); < 0: harder.", ""]
     lines += [f"![{p.stem}]({p.name})" for p in files]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,13 @@ def render_status(st: dict) -> str:
     head = (f"run {st.get('run_dir')}  algorithm {st.get('algorithm')}  metrics {st.get('metrics_address') or '-'}\n"
             f"samplers live {drv.get('samplers', '-')} (requested {st.get('desired_samplers')})  "
             f"weights v{st.get('weights_version')}  rollouts {st.get('rollouts_total')}")
+    ev = st.get("eval")
+    if ev:
+        m, k = ev.get("metrics") or {}, ev.get("k")
+        head += (f"\neval after {ev.get('steps_done')} steps: pooled pass@{k} {m.get('pooled/pass_at_k', float('nan')):.3f}"
+                 f"  mean@{k} {m.get('pooled/mean_at_k', float('nan')):.3f}")
+        if ev.get("best"):
+            head += f"  best {ev['best']['metric']} {ev['best']['best_value']:.3f} (step {ev['best']['best_step']})"
     if not rec:
         return head + "\nno step finished yet"
     head += f"\nstep {rec['step'] + 1}  μ {rec.get('shadow_price', 0):.4f}  reward {rec.get('reward_mean', 0):.3f}"

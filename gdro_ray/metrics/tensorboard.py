@@ -82,6 +82,8 @@ class TensorBoardWriter:
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def write_record(self, record: dict) -> None:
+        if record.get("type") == "eval":  # an eval record of metrics.jsonl: its scalars come via write_eval
+            return
         step = int(record["step"]) + 1
         for tag, value in record_scalars(record).items():
             self._writer.add_scalar(tag, value, step)

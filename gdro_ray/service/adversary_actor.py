@@ -52,6 +52,7 @@ class AdversaryService:
         self.adv = Adversary.from_config(self.cfg, num_prompts)
         self.run_dir = run_dir
         self.last_record: dict | None = None
+        self.last_eval: dict | None = None
         self.driver_stats: dict = {}
         self.rollouts_total = 0
         self.weights_version = 0
@@ -114,6 +115,12 @@ class AdversaryService:
         if self.exporter:
             self.exporter.update_driver({"queued_shards": int(queued_shards)})
 
+    def report_eval(self, record: dict) -> None:
+        """The latest held-out evaluation (an `eval` record of metrics.jsonl), for gauges and status."""
+        self.last_eval = record
+        if self.exporter:
+            self.exporter.update_eval(record)
+
     def request_samplers(self, n: int) -> int:
         lim = self.cfg.sampler.max_samplers
         if not 1 <= n <= lim:
@@ -140,6 +147,7 @@ class AdversaryService:
             "desired_samplers": self.desired_samplers,
             "weights_version": self.weights_version,
             "rollouts_total": self.rollouts_total,
+            "eval": self.last_eval,
         }
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 Layout of `runs/<name>/`:
     config.yaml                 the resolved config (what `--resume` reloads)
-    metrics.jsonl               one JSON record per step (fields: docs/metrics.md)
+    metrics.jsonl               one JSON record per step, and one per evaluation (`"type": "eval"`;
+                                fields: docs/metrics.md)
     eval_base.json, eval_final.json
     checkpoints/step_000010/    one complete checkpoint:
         learner/                HF-loadable model folder (safetensors + config + tokenizer) plus

@@ -28,16 +28,9 @@ from pathlib import Path
 
 from gdro_ray.config import Config, ConfigError, dump_config, load_config, to_dict
 from gdro_ray.errors import UserError
-from gdro_ray.utils.io import atomic_write_json, atomic_write_text
+from gdro_ray.utils.io import atomic_write_text
 
 log = logging.getLogger("gdro_ray.driver")
-
-
-def _resolve_run_dir(cfg: Config) -> Path:
-    if cfg.out:
-        return Path(cfg.out)
-    name = cfg.name or f"{cfg.preset}-{cfg.algorithm}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return Path("runs") / name
 
 
 def _init_ray(cfg: Config) -> None:
@@ -96,7 +89,8 @@ class Trainer:
         self.eval_set = load_eval_set(cfg.data.eval)
         self.eval_set = spread_subset(self.eval_set, cfg.data.max_eval_prompts)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))  # on resume: with its overrides
+        if not self.resume:  # a resumed run rewrites it only once its checkpoint is restored (_restore)
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
         self.adversary = ray.remote(AdversaryService).options(
             name=ACTOR_NAME, namespace="gdro_ray", num_cpus=0, lifetime=None, get_if_exists=False,
             resources={cfg.cluster.adversary_resource: 1.0} if cfg.cluster.adversary_resource else {},
@@ -132,7 +126,7 @@ class Trainer:
 
         from gdro_ray.service.checkpoint import latest_checkpoint, read_json
 
-        ckpt = latest_checkpoint(self.run_dir)
+        ckpt = getattr(self, "resume_from", None) or latest_checkpoint(self.run_dir)  # verified by cli_main
         self.learner.load_checkpoint(str(ckpt / "learner"))
         ray.get(self.adversary.load_state_dict.remote(read_json(ckpt / "adversary.json")))
         drv = read_json(ckpt / "driver.json")
@@ -140,6 +134,7 @@ class Trainer:
         _trim_metrics(self.run_dir / "metrics.jsonl", self.step)  # steps after the checkpoint are redone
         self.pool.blob_ref = ray.put(self.learner.state_dict_bytes())
         self.pool.version = self.pool.blob_version = self.version
+        atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))  # with its overrides, now they took
         print(f"resumed {self.run_dir} from {ckpt.name} (step {self.step})", flush=True)
 
     # ---- one step ------------------------------------------------------------------------------
@@ -302,13 +297,6 @@ class Trainer:
         write_checkpoint(self.run_dir, self.step, self.learner.save_checkpoint, adv_state,
                          {"step": self.step, "weights_version": self.version}, keep=self.cfg.checkpoint.keep)
 
-    def _evaluate(self, label: str) -> dict:
-        s = self.cfg.sampler
-        res = self.pool.evaluate(self.eval_set, k=s.eval_k, max_new_tokens=s.max_new_tokens,
-                                 temperature=s.eval_temperature, top_p=s.eval_top_p, seed=self.cfg.seed)
-        atomic_write_json(self.run_dir / f"eval_{label}.json", res)
-        return res
-
     def run(self) -> dict:
         import ray
 
@@ -318,18 +306,16 @@ class Trainer:
         cfg = self.cfg
         try:
             self.setup()
-            base_file = self.run_dir / "eval_base.json"
-            base = json.loads(base_file.read_text()) if self.resume and base_file.is_file() else None
-            if base is None:
-                base = self._evaluate("base")
-            progress = Progress(cfg.steps, start=self.step)
             tb = None
             if cfg.metrics.tensorboard:
                 from gdro_ray.metrics.tensorboard import TensorBoardWriter
                 tb = TensorBoardWriter(self.run_dir)
                 print(f"tensorboard: {tb.log_dir}", flush=True)
-                if self.step == 0:
-                    tb.write_eval(base, 0)
+            from gdro_ray.service.validation import ValidationLoop
+
+            evals = ValidationLoop(self, tb)  # base, every eval.every steps, final; keeps the best checkpoint
+            base = evals.base()
+            progress = Progress(cfg.steps, start=self.step)
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdro-sample")
             with open(self.run_dir / "metrics.jsonl", "a") as mf:
                 while self.step < cfg.steps:
@@ -347,12 +333,12 @@ class Trainer:
                     progress.update(self.step, record)
                     if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
                         self._checkpoint()
+                    evals.after_step()
             executor.shutdown(wait=True)
             self._publish({})
             self._checkpoint()
-            final = self._evaluate("final")
+            final = evals.final()
             if tb is not None:
-                tb.write_eval(final, self.step)
                 tb.close()
             progress.summary(base, final)
             return {"base": base, "final": final, "run_dir": str(self.run_dir)}
@@ -398,21 +384,22 @@ def _trim_metrics(path: Path, step: int) -> None:
 
 def cli_main(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    if args.resume:
-        run_dir = Path(args.resume)
-        from gdro_ray.service.checkpoint import latest_checkpoint
+    from gdro_ray.service.run_dir import check_new_run_dir, prepare_resume, resolve_run_dir
 
-        latest_checkpoint(run_dir)  # fails clearly, before anything starts
-        cfg = load_config(run_dir / "config.yaml", args.overrides)
+    ckpt = None
+    if args.resume is not None:  # checkpoint verified, overrides tried on its state: before anything starts
+        cfg, run_dir, ckpt = prepare_resume(args.resume, args.config, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
-        run_dir = _resolve_run_dir(cfg)
+        run_dir = resolve_run_dir(cfg)
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
-    if not args.resume and (run_dir / "checkpoints" / "latest").exists():
-        raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} or another out=")
-    Trainer(cfg, run_dir, resume=bool(args.resume)).run()
+    if ckpt is None:
+        check_new_run_dir(run_dir, overwrite=getattr(args, "overwrite", False))
+    trainer = Trainer(cfg, run_dir, resume=ckpt is not None)
+    trainer.resume_from = ckpt
+    trainer.run()
     return 0
 
 

@@ -1,0 +1,160 @@
+"""Held-out evaluation of a training run: before step 1, every `eval.every` steps, and at the end.
+
+Evaluation runs on one sampler of the pool, between steps, on the weights the learner has at
+that moment (in off-policy mode the sampling launched ahead is let finish first and the current
+weights are published, so an evaluation and the checkpoint of its step hold the same weights).
+
+Every evaluation leaves through `ValidationLoop.emit`, the single place that fans a result out:
+an `eval` record appended to metrics.jsonl (docs/metrics.md), the adversary actor's gdro_eval_*
+gauges, TensorBoard's eval/* scalars. A further sink (wandb, MLflow) is one more line there.
+
+With `checkpoint.keep_best` the loop also tracks the best value of that metric over the
+evaluations after training steps (the base model has no checkpoint to keep) and pins its
+checkpoint in `checkpoints/best.json`, so `checkpoint.keep` rotation never removes it.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from gdro_ray.errors import UserError
+from gdro_ray.eval.metric_names import flat_metrics, metric_value
+from gdro_ray.utils.io import atomic_write_json
+
+#: Value of `type` that marks an evaluation record in metrics.jsonl; step records have no `type`.
+EVAL_RECORD = "eval"
+
+
+def is_eval_record(record: dict) -> bool:
+    return record.get("type") == EVAL_RECORD
+
+
+def eval_record(result: dict, label: str, steps_done: int, weights_version: int, seconds: float,
+                best: dict | None = None) -> dict:
+    """The compact metrics.jsonl form of one evaluation (per-prompt detail stays out of it)."""
+    return {
+        "type": EVAL_RECORD,
+        "label": label,
+        # the index of the step this evaluation follows (-1: before training), so a resume that
+        # trims the records of redone steps keeps exactly the evaluations it does not redo
+        "step": steps_done - 1,
+        "steps_done": steps_done,
+        "weights_version": weights_version,
+        "k": result.get("k"),
+        "n_prompts": (result.get("pooled") or {}).get("n_prompts"),
+        "metrics": flat_metrics(result),
+        "eval_s": round(seconds, 3),
+        "best": best,
+    }
+
+
+class ValidationLoop:
+    """The evaluations of one `Trainer` run (gdro_ray/service/driver.py)."""
+
+    def __init__(self, trainer, tensorboard=None):
+        from gdro_ray.service.checkpoint import read_best
+
+        self.trainer, self.tb = trainer, tensorboard
+        self.cfg = trainer.cfg
+        self.metric = self.cfg.checkpoint.keep_best
+        prev = read_best(trainer.run_dir) if self.metric else None
+        # a resumed run continues the comparison it was making (the same metric only)
+        self.best = prev if prev and prev.get("metric") == self.metric else None
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def _run_eval(self) -> tuple[dict, float]:
+        e, t = self.cfg.eval, self.trainer
+        t0 = time.perf_counter()
+        res = t.pool.evaluate(t.eval_set, k=e.k, max_new_tokens=self.cfg.sampler.max_new_tokens,
+                              temperature=e.temperature, top_p=e.top_p, seed=self.cfg.seed)
+        return res, time.perf_counter() - t0
+
+    def _sync_weights(self) -> None:
+        """Make the samplers hold the learner's current weights (a no-op in synchronous mode)."""
+        t = self.trainer
+        if t._inflight is not None:  # off-policy: the next step's sampling, on the previous weights
+            t._inflight[1].result()  # its result stays in the future for the next step to take
+        t._publish({})
+
+    def base(self) -> dict:
+        """The base model's evaluation: evaluated and emitted once, read back on resume."""
+        t = self.trainer
+        path = t.run_dir / "eval_base.json"
+        if t.resume and path.is_file():
+            res = json.loads(path.read_text())
+        else:
+            res, secs = self._run_eval()
+            atomic_write_json(path, res)
+            self.emit(res, "base", t.step, secs)
+        self._check_metric(res)
+        return res
+
+    def after_step(self) -> dict | None:
+        """Evaluate if `eval.every` says so after the step just done; the end of training is
+        left to `final()` so the last step is not evaluated twice."""
+        t, every = self.trainer, self.cfg.eval.every
+        if not every or t.step % every or t.step >= self.cfg.steps:
+            return None
+        self._sync_weights()
+        res, secs = self._run_eval()
+        self.emit(res, "periodic", t.step, secs, best=self._keep_best(res))
+        return res
+
+    def final(self) -> dict:
+        """The final evaluation (after the last checkpoint is written)."""
+        t = self.trainer
+        res, secs = self._run_eval()
+        atomic_write_json(t.run_dir / "eval_final.json", res)
+        self.emit(res, "final", t.step, secs, best=self._keep_best(res) if self.cfg.eval.every else None)
+        return res
+
+    # ---- the one place results leave -------------------------------------------------------
+    def emit(self, result: dict, label: str, steps_done: int, seconds: float, best: dict | None = None) -> dict:
+        t = self.trainer
+        # the version the samplers evaluated (after _sync_weights: the learner's current one)
+        record = eval_record(result, label, steps_done, t.pool.version, seconds, best)
+        with open(t.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            self.tb.write_eval(result, steps_done)
+        if getattr(t, "adversary", None) is not None:
+            t.adversary.report_eval.remote(record)  # fire-and-forget: gauges only
+        print(_summary_line(record), flush=True)
+        return record
+
+    # ---- the best checkpoint -----------------------------------------------------------------
+    def _check_metric(self, result: dict) -> None:
+        if self.metric and metric_value(result, self.metric, self.cfg.eval.k) is None:
+            have = ", ".join(sorted(flat_metrics(result))) or "none"
+            raise UserError(f"checkpoint.keep_best: the held-out set has no {self.metric} (it has: {have})")
+
+    def _keep_best(self, result: dict) -> dict | None:
+        from gdro_ray.service.checkpoint import checkpoint_name, checkpoint_root, mark_best
+
+        if not self.metric:
+            return None
+        t = self.trainer
+        value = metric_value(result, self.metric, self.cfg.eval.k)
+        if value is None:
+            return None
+        improved = self.best is None or value > float(self.best["value"])
+        if improved:
+            if not (checkpoint_root(t.run_dir) / checkpoint_name(t.step)).is_dir():
+                t._checkpoint()  # a new best between checkpoint steps: write one here
+            mark_best(t.run_dir, t.step, self.metric, value, self.cfg.checkpoint.keep)
+            self.best = {"name": checkpoint_name(t.step), "step": t.step, "metric": self.metric, "value": value}
+        return {"metric": self.metric, "value": value, "best_value": float(self.best["value"]),
+                "best_step": int(self.best["step"]), "improved": improved}
+
+
+def _summary_line(record: dict) -> str:
+    m = record["metrics"]
+    k = record.get("k")
+    parts = [f"eval ({record['label']}, after {record['steps_done']} steps): "
+             f"pooled pass@{k} {m.get('pooled/pass_at_k', float('nan')):.3f}, "
+             f"mean@{k} {m.get('pooled/mean_at_k', float('nan')):.3f}"]
+    if "worst_tier/pass_at_k" in m:
+        parts.append(f"worst tier pass@{k} {m['worst_tier/pass_at_k']:.3f}")
+    if record.get("best") and record["best"].get("improved"):
+        parts.append(f"new best {record['best']['metric']} = {record['best']['value']:.3f}")
+    return "; ".join(parts)

@@ -1,0 +1,340 @@
+"""Validation while training (eval.every, checkpoint.keep_best) without Ray: the config keys, the
+metric names, the best checkpoint's pin against rotation, and the validation loop driven by a
+stand-in trainer whose pool returns scripted evaluation results. The live run is in
+test_validation_live.py."""
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gdro_ray.config import ConfigError, load_config
+from gdro_ray.eval.metric_names import flat_metrics, metric_value, parse_eval_metric
+from gdro_ray.service.checkpoint import mark_best, read_best, write_checkpoint
+from gdro_ray.service.validation import ValidationLoop, is_eval_record
+
+
+def _result(pooled_pass: float, pooled_mean: float, tiers: dict[str, float] | None = None, k: int = 4) -> dict:
+    per_tier = {t: {"n_prompts": 2, "pass_at_k": v, "mean_at_k": v / 2} for t, v in (tiers or {}).items()}
+    worst = min(per_tier, key=lambda t: per_tier[t]["pass_at_k"]) if per_tier else None
+    return {"k": k, "pooled": {"n_prompts": 4, "n_rollouts": 16, "pass_at_k": pooled_pass, "mean_at_k": pooled_mean},
+            "per_tier": per_tier, "worst_tier": {"tier": worst, **per_tier[worst]} if worst else None,
+            "per_prompt": [{"id": 0, "n": 4, "c": 1}]}
+
+
+# ---- config ----------------------------------------------------------------------------------
+def test_eval_section_and_legacy_sampler_keys():
+    assert load_config(overrides=["eval.every=5", "eval.k=3"]).eval.every == 5
+    old = load_config(overrides=["sampler.eval_k=3", "sampler.eval_temperature=0.2", "sampler.eval_top_p=0.5"])
+    assert (old.eval.k, old.eval.temperature, old.eval.top_p) == (3, 0.2, 0.5)
+    # a later layer's old spelling still beats an earlier layer's new one (smollm2 sets eval.k: 4)
+    assert load_config(preset="smollm2").eval.k == 4
+    assert load_config(preset="smollm2", overrides=["sampler.eval_k=1"]).eval.k == 1
+
+
+def test_legacy_keys_in_a_config_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("sampler: {eval_k: 2, num_samplers: 1}\n")
+    cfg = load_config(f)
+    assert cfg.eval.k == 2 and cfg.sampler.num_samplers == 1
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["eval.every=-1"], "eval.every"),
+    (["eval.k=0"], "eval.k"),
+    (["eval.top_p=0"], "eval.top_p"),
+    (["sampler.eval_k=2", "eval.k=3"], "sampler.eval_k"),
+    (["checkpoint.keep_best=pooled/pass_at_k"], "checkpoint.keep_best"),  # without eval.every
+    (["eval.every=2", "checkpoint.keep_best=pooled"], "checkpoint.keep_best"),
+    (["eval.every=2", "checkpoint.keep_best=pooled/mean@4"], "checkpoint.keep_best"),  # eval.k is 8
+    (["eval.every=2", "checkpoint.keep_best=everything/pass_at_k"], "checkpoint.keep_best"),
+    (["eval.every=2", "checkpoint.keep_best=pooled/median"], "checkpoint.keep_best"),
+])
+def test_bad_eval_config_names_the_key(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=overrides)
+    msg = str(e.value)
+    assert msg.startswith(f"{key}:") and "\n" not in msg
+
+
+# ---- metric names ----------------------------------------------------------------------------
+def test_metric_names_resolve_against_a_result():
+    res = _result(0.5, 0.25, {"0": 0.9, "3": 0.1}, k=4)
+    assert parse_eval_metric("pooled/mean@4", 4) == ("pooled", "mean_at_k")
+    assert metric_value(res, "pooled/pass@4", 4) == 0.5
+    assert metric_value(res, "worst_tier/pass_at_k", 4) == 0.1
+    assert metric_value(res, "tier0/mean_at_k", 4) == 0.45
+    assert metric_value(res, "tier7/pass_at_k", 4) is None
+    assert set(flat_metrics(res)) == {f"{g}/{s}" for g in ("pooled", "worst_tier", "tier0", "tier3")
+                                      for s in ("pass_at_k", "mean_at_k")}
+
+
+@given(st.sampled_from(["pooled", "worst_tier", "tier2", "tierhard"]), st.sampled_from(["pass", "mean"]),
+       st.integers(1, 64), st.integers(1, 64))
+def test_at_k_names_accepted_only_for_the_evaluated_k(group, stat, asked, k):
+    name = f"{group}/{stat}@{asked}"
+    if asked == k:
+        assert parse_eval_metric(name, k) == (group, f"{stat}_at_k")
+    else:
+        with pytest.raises(ValueError):
+            parse_eval_metric(name, k)
+
+
+# ---- the best checkpoint survives rotation ---------------------------------------------------
+def _fake_learner(path):
+    os.makedirs(path)
+    for name in ("config.json", "model.safetensors"):
+        Path(path, name).write_text("{}")
+
+
+def _run_dir(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.yaml").write_text("steps: 3\n")
+    return d
+
+
+def _names(d):
+    return sorted(p.name for p in (d / "checkpoints").glob("step_*"))
+
+
+def test_keep_rotation_spares_the_best_and_releases_it_when_it_moves(tmp_path):
+    d = _run_dir(tmp_path)
+    for s in (1, 2):
+        write_checkpoint(d, s, _fake_learner, {}, {"step": s}, keep=1)
+    assert _names(d) == ["step_000002"]
+    mark_best(d, 2, "pooled/pass_at_k", 0.4, keep=1)
+    for s in (3, 4):
+        write_checkpoint(d, s, _fake_learner, {}, {"step": s}, keep=1)
+    assert _names(d) == ["step_000002", "step_000004"]  # newest + best
+    mark_best(d, 4, "pooled/pass_at_k", 0.5, keep=1)
+    assert _names(d) == ["step_000004"]  # the old best is no longer pinned
+    assert read_best(d) == {"name": "step_000004", "step": 4, "metric": "pooled/pass_at_k", "value": 0.5}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=8), st.integers(1, 3))
+def test_best_pin_is_the_argmax_and_always_on_disk(tmp_path_factory, values, keep):
+    """Whatever the sequence of evaluations, the pinned checkpoint is the first step holding the
+    maximum, it exists, and besides it only the newest `keep` checkpoints remain."""
+    d = _run_dir(tmp_path_factory.mktemp("pin"))
+    best = None
+    for step, v in enumerate(values, 1):
+        write_checkpoint(d, step, _fake_learner, {}, {"step": step}, keep=keep)
+        if best is None or v > best[1]:
+            best = (step, v)
+            mark_best(d, step, "pooled/pass_at_k", v, keep=keep)
+    pin = read_best(d)
+    assert pin["step"] == best[0] and pin["value"] == best[1]
+    want = {f"step_{s:06d}" for s in range(max(1, len(values) - keep + 1), len(values) + 1)} | {pin["name"]}
+    assert set(_names(d)) == want
+
+
+# ---- the validation loop with a stand-in trainer ---------------------------------------------
+class _Pool:
+    def __init__(self, results):
+        self.results, self.calls, self.version = list(results), [], 0
+
+    def evaluate(self, examples, **kw):
+        self.calls.append(kw)
+        return self.results.pop(0)
+
+
+class _Trainer:
+    """What ValidationLoop reads of gdro_ray.service.driver.Trainer, with a synchronous step."""
+
+    def __init__(self, run_dir, cfg, results, resume=False):
+        self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        self.step = self.version = 0
+        self.pool, self.eval_set, self._inflight, self.adversary = _Pool(results), [{"prompt": "p"}], None, None
+        self.checkpoints = []
+
+    def _publish(self, t):
+        self.pool.version = self.version
+
+    def _checkpoint(self):
+        self.checkpoints.append(self.step)
+        write_checkpoint(self.run_dir, self.step, _fake_learner, {}, {"step": self.step}, keep=self.cfg.checkpoint.keep)
+
+    def train(self, evals, steps):
+        """The driver's loop: step, regular checkpoint, periodic evaluation; then final."""
+        while self.step < steps:
+            self.step += 1
+            self.version += 1
+            self._publish({})
+            if self.cfg.checkpoint.every and self.step % self.cfg.checkpoint.every == 0 and self.step < steps:
+                self._checkpoint()
+            evals.after_step()
+        self._checkpoint()
+        return evals.final()
+
+
+def _records(d):
+    return [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loop_evaluates_at_the_right_steps_and_keeps_the_best(tmp_path, capsys):
+    d = _run_dir(tmp_path)
+    cfg = load_config(overrides=["steps=7", "eval.every=2", "eval.k=4", "checkpoint.every=3", "checkpoint.keep=1",
+                                 "checkpoint.keep_best=pooled/mean@4", "eval.temperature=0.3"])
+    # base, after 2, 4, 6, final (7): the best mean@4 is after step 4
+    means = [0.1, 0.3, 0.6, 0.2, 0.4]
+    tr = _Trainer(d, cfg, [_result(0.5, m) for m in means])
+    evals = ValidationLoop(tr)
+    evals.base()
+    tr.train(evals, cfg.steps)
+    recs = _records(d)
+    assert all(is_eval_record(r) for r in recs)
+    assert [(r["label"], r["steps_done"], r["step"]) for r in recs] == [
+        ("base", 0, -1), ("periodic", 2, 1), ("periodic", 4, 3), ("periodic", 6, 5), ("final", 7, 6)]
+    assert [r["metrics"]["pooled/mean_at_k"] for r in recs] == means
+    assert [r["weights_version"] for r in recs] == [0, 2, 4, 6, 7]  # what the samplers held
+    assert all(c["k"] == 4 and c["temperature"] == 0.3 for c in tr.pool.calls)
+    # a new best between checkpoint steps (2, 4) writes a checkpoint there; 3 and 6 are regular
+    assert tr.checkpoints == [2, 3, 4, 6, 7]
+    assert read_best(d)["name"] == "step_000004" and read_best(d)["value"] == 0.6
+    assert _names(d) == ["step_000004", "step_000007"]
+    assert [r["best"]["improved"] for r in recs[1:]] == [True, True, False, False]
+    assert recs[0]["best"] is None and recs[-1]["best"]["best_step"] == 4
+    assert json.loads((d / "eval_base.json").read_text())["pooled"]["mean_at_k"] == 0.1
+    assert json.loads((d / "eval_final.json").read_text())["pooled"]["mean_at_k"] == 0.4
+    assert "new best pooled/mean@4 = 0.600" in capsys.readouterr().out
+
+
+def test_loop_without_periodic_eval_only_base_and_final(tmp_path):
+    d = _run_dir(tmp_path)
+    cfg = load_config(overrides=["steps=3", "checkpoint.every=0"])
+    tr = _Trainer(d, cfg, [_result(0.1, 0.1), _result(0.2, 0.2)])
+    evals = ValidationLoop(tr)
+    evals.base()
+    tr.train(evals, cfg.steps)
+    assert [(r["label"], r["steps_done"]) for r in _records(d)] == [("base", 0), ("final", 3)]
+    assert read_best(d) is None and tr.checkpoints == [3]
+
+
+def test_resume_continues_the_best_and_does_not_redo_base(tmp_path):
+    d = _run_dir(tmp_path)
+    over = ["steps=4", "eval.every=1", "eval.k=4", "checkpoint.every=2", "checkpoint.keep=1",
+            "checkpoint.keep_best=pooled/pass_at_k"]
+    cfg = load_config(overrides=over)
+    tr = _Trainer(d, cfg, [_result(0.0, 0), _result(0.5, 0), _result(0.3, 0)])
+    evals = ValidationLoop(tr)
+    evals.base()
+    tr.step = tr.version = 0
+    for _ in range(2):  # two steps, then the process dies after the checkpoint of step 2
+        tr.step += 1
+        tr.version += 1
+        tr._publish({})
+        if tr.step == 2:
+            tr._checkpoint()
+        evals.after_step()
+    assert read_best(d)["step"] == 1
+    again = _Trainer(d, cfg, [_result(0.4, 0), _result(0.9, 0)], resume=True)
+    again.step = again.version = 2
+    evals = ValidationLoop(again)
+    assert evals.base()["pooled"]["pass_at_k"] == 0.0 and not again.pool.calls  # read back, not re-run
+    assert evals.best["value"] == 0.5
+    again.train(evals, 4)
+    assert read_best(d)["step"] == 4 and read_best(d)["value"] == 0.9
+    labels = [(r["label"], r["steps_done"]) for r in _records(d)]
+    assert labels == [("base", 0), ("periodic", 1), ("periodic", 2), ("periodic", 3), ("final", 4)]
+
+
+def test_keep_best_on_a_group_the_held_out_set_lacks_fails_in_one_line(tmp_path):
+    from gdro_ray.errors import UserError
+
+    d = _run_dir(tmp_path)
+    cfg = load_config(overrides=["eval.every=1", "eval.k=4", "checkpoint.keep_best=tier9/pass_at_k"])
+    tr = _Trainer(d, cfg, [_result(0.1, 0.1, {"0": 0.2})])
+    with pytest.raises(UserError) as e:
+        ValidationLoop(tr).base()
+    assert str(e.value).startswith("checkpoint.keep_best: the held-out set has no tier9/pass_at_k")
+
+
+def test_off_policy_sync_waits_for_the_sampling_ahead_then_publishes(tmp_path):
+    from concurrent.futures import Future
+
+    d = _run_dir(tmp_path)
+    cfg = load_config(overrides=["steps=4", "eval.every=2"])
+    tr = _Trainer(d, cfg, [_result(0.1, 0.1)])
+    fut = Future()
+    fut.set_result(("rollouts", 1.0))
+    tr._inflight = ({"step": 2}, fut)
+    tr.step, tr.version = 2, 2
+    assert tr.pool.version == 0
+    ValidationLoop(tr).after_step()
+    assert tr.pool.version == 2 and tr._inflight[1].result() == ("rollouts", 1.0)  # left for the next step
+    assert _records(d)[0]["weights_version"] == 2
+
+
+# ---- readers of metrics.jsonl ----------------------------------------------------------------
+def test_exporter_serves_eval_gauges():
+    from gdro_ray.metrics.exporter import Exporter
+    from gdro_ray.service.validation import eval_record
+
+    ex = Exporter("127.0.0.1", 0)
+    try:
+        rec = eval_record(_result(0.5, 0.25, {"0": 0.9, "3": 0.1}), "periodic", 6, 6, 1.0,
+                          best={"metric": "pooled/pass_at_k", "value": 0.5, "best_value": 0.7, "best_step": 4,
+                                "improved": False})
+        ex.update_eval(rec)
+        text = urllib.request.urlopen(ex.address, timeout=5).read().decode()
+    finally:
+        ex.close()
+    assert 'gdro_eval_pass_at_k{group="pooled"} 0.5' in text
+    assert 'gdro_eval_mean_at_k{group="tier0"} 0.45' in text
+    assert 'gdro_eval_pass_at_k{group="worst_tier"} 0.1' in text
+    assert "gdro_eval_steps 6.0" in text and "gdro_eval_best 0.7" in text
+
+
+def test_status_shows_the_last_evaluation():
+    from gdro_ray.metrics.status import render_status
+    from gdro_ray.service.validation import eval_record
+
+    rec = eval_record(_result(0.5, 0.25), "periodic", 6, 6, 1.0,
+                      best={"metric": "pooled/pass_at_k", "value": 0.5, "best_value": 0.7, "best_step": 4,
+                            "improved": False})
+    out = render_status({"run_dir": "r", "algorithm": "both", "eval": rec})
+    assert "eval after 6 steps: pooled pass@4 0.500  mean@4 0.250  best pooled/pass_at_k 0.700 (step 4)" in out
+
+
+def test_report_and_tensorboard_skip_eval_records_and_plot_the_curve(tmp_path):
+    from gdro_ray.metrics.report import load_run, render
+    from gdro_ray.service.validation import eval_record
+
+    d = tmp_path / "run"
+    d.mkdir()
+    step = {"step": 0, "algorithm": "both", "rollouts": 8, "reward_mean": 0.5,
+            "bin_weights": [0.5, 0.5], "bin_share": [0.5, 0.5], "bin_rollouts": [4, 4], "bin_pass_at_k": [0.2, None]}
+    lines = [eval_record(_result(0.2, 0.1, {"0": 0.3, "1": 0.1}), "base", 0, 0, 1.0)]
+    for s in range(4):
+        lines.append(dict(step, step=s))
+        if s % 2 == 1:
+            lines.append(eval_record(_result(0.2 + 0.1 * s, 0.1, {"0": 0.3, "1": 0.1 * s}), "periodic", s + 1, s + 1, 1.0))
+    (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    run = load_run(d)
+    assert [r["step"] for r in run["records"]] == [0, 1, 2, 3]
+    assert [c[0] for c in run["eval_curve"]] == [0, 2, 4]
+    assert run["eval_curve"][-1][1] == pytest.approx(0.5) and run["eval_curve"][-1][2] == pytest.approx(0.3)
+    out = render([str(d)], str(tmp_path / "rep"))
+    assert (out / "eval.png").stat().st_size > 5000
+    assert "| 0.500 (4) |" in (out / "report.md").read_text()
+    # a replay of metrics.jsonl into TensorBoard: eval lines add no step scalars, their eval/* come via write_eval
+    from _tensorboard import read_scalars
+
+    from gdro_ray.metrics.tensorboard import TensorBoardWriter
+
+    tb = TensorBoardWriter(tmp_path / "tb")
+    for rec in lines:
+        tb.write_record(rec)
+    tb.write_eval(_result(0.25, 0.1), 2)
+    tb.close()
+    tags = read_scalars(tmp_path / "tb" / "tensorboard")
+    assert [s for s, _ in tags["reward_mean"]] == [1, 2, 3, 4]
+    assert tags["eval/pooled/pass_at_k"] == [(2, 0.25)]
+    assert not any(t.startswith("metrics") or t in ("steps_done", "eval_s") for t in tags)
