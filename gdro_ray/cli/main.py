@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run RL training on Ray (embedded default with no arguments)")
     _add_config_args(p)
     p.add_argument("--dry-run", action="store_true", help="resolve, validate and print the config; start nothing")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue from the run's last complete checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue from the run's last intact checkpoint "
+                   "(its config.yaml plus key=value overrides)")
+    p.add_argument("--overwrite", action="store_true", help="clear the run folder of an earlier run and start over")
 
     p = sub.add_parser("eval", help="mean@k and unbiased pass@k of a model on a dataset")
     p.add_argument("model_dir", help="HF model folder, or `toy` / `smollm2`")

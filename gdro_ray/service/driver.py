@@ -83,6 +83,9 @@ class Trainer:
         cfg = self.cfg
         _init_ray(cfg)  # first: a cluster too small for the config fails before any work
         self.model_path = str(resolve_model_path(cfg.model.path))
+        from gdro_ray.service.gpu_plan import sampler_gpu_kwargs
+
+        self.sampler_kw = sampler_gpu_kwargs(cfg, self.model_path)  # checks the lengths against the model's context
         self.train = load_train_set(cfg.data.train)
         if cfg.data.max_prompts:
             self.train = self.train[: cfg.data.max_prompts]
@@ -108,7 +111,9 @@ class Trainer:
             cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource)
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
-                                cfg.sampler.max_samplers, cfg.sampler.max_restarts, ray_resource=cfg.sampler.ray_resource)
+                                cfg.sampler.max_samplers, cfg.sampler.max_restarts, ray_resource=cfg.sampler.ray_resource,
+                                sampler_kwargs=dict(self.sampler_kw, gpu=dict(self.sampler_kw["gpu"], learner_uuids=[
+                                    i.get("cuda_uuid") for i in self.learner.infos() if i.get("cuda_uuid")])))
         adversary = self.adversary
         self.pool.on_queue = lambda n: adversary.report_queue.remote(n)  # fire-and-forget gauge update
         if self.resume:
