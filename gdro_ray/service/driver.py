@@ -28,6 +28,7 @@ from pathlib import Path
 
 from gdro_ray.config import Config, ConfigError, dump_config, load_config, to_dict
 from gdro_ray.errors import UserError
+from gdro_ray.service.user_extensions import shard_extras, success_indicators
 from gdro_ray.utils.io import atomic_write_text
 
 log = logging.getLogger("gdro_ray.driver")
@@ -86,10 +87,15 @@ class Trainer:
         from gdro_ray.service.gpu_plan import sampler_gpu_kwargs
 
         self.sampler_kw = sampler_gpu_kwargs(cfg, self.model_path)  # checks the lengths against the model's context
-        self.train = load_train_set(cfg.data.train)
+        from gdro_ray.service import user_extensions as ext
+
+        reward_kw = ext.reward_sampler_kwargs(cfg)  # a custom reward that does not import stops here
+        ext.check_logger_packages(cfg)  # so does a logger whose package is absent
+        train_cols, eval_cols = ext.data_columns(cfg)
+        self.train = load_train_set(cfg.data.train, train_cols)
         if cfg.data.max_prompts:
             self.train = self.train[: cfg.data.max_prompts]
-        self.eval_set = load_eval_set(cfg.data.eval)
+        self.eval_set = load_eval_set(cfg.data.eval, eval_cols)
         self.eval_set = spread_subset(self.eval_set, cfg.data.max_eval_prompts)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume:  # a resumed run rewrites it only once its checkpoint is restored (_restore)
@@ -99,7 +105,12 @@ class Trainer:
             resources={cfg.cluster.adversary_resource: 1.0} if cfg.cluster.adversary_resource else {},
         ).remote(to_dict(cfg), len(self.train), cfg.metrics.host, cfg.metrics.port, cfg.metrics.enabled,
                  str(self.run_dir.resolve()))
-        addr = ray.get(self.adversary.metrics_address.remote())
+        try:
+            addr = ray.get(self.adversary.metrics_address.remote())
+        except ray.exceptions.RayActorError as e:  # died in __init__: say why in one line
+            from gdro_ray.service.actor_errors import adversary_start_error
+
+            raise UserError(adversary_start_error(e, cfg.metrics.host, cfg.metrics.port)) from None
         if addr:
             print(f"adversary metrics: {addr}", flush=True)
         g = cfg.grpo
@@ -112,7 +123,7 @@ class Trainer:
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
                                 cfg.sampler.max_samplers, cfg.sampler.max_restarts, ray_resource=cfg.sampler.ray_resource,
-                                sampler_kwargs=dict(self.sampler_kw, gpu=dict(self.sampler_kw["gpu"], learner_uuids=[
+                                sampler_kwargs=dict(self.sampler_kw, **reward_kw, gpu=dict(self.sampler_kw["gpu"], learner_uuids=[
                                     i.get("cuda_uuid") for i in self.learner.infos() if i.get("cuda_uuid")])))
         adversary = self.adversary
         self.pool.on_queue = lambda n: adversary.report_queue.remote(n)  # fire-and-forget gauge update
@@ -155,6 +166,7 @@ class Trainer:
                 "answers": [e["answer"] for e in ex], "n": [int(sched["rollouts"][j]) for j in part],
                 "max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
                 "seed": (self.cfg.seed * 1_000_003 + sched["step"] * 1009 + len(shards)) % (2**31),
+                **shard_extras(self.cfg, ex),  # custom reward: row ids and metadata
             })
         return shards
 
@@ -178,7 +190,7 @@ class Trainer:
         if sorted(by_slot) != list(range(B)):
             raise RuntimeError(f"step {sched['step']}: a prompt was lost or duplicated in sampling")
         rewards = [np.asarray(by_slot[i]["rewards"], dtype=float) for i in range(B)]
-        correct = [(r + 1) / 2 if cfg.grpo.reward_scale == "pm1" else r for r in rewards]
+        correct = success_indicators(cfg, rewards)  # in [0,1] for the adversary; advantages use `rewards`
 
         t2 = time.perf_counter()
         adv = group_advantages(rewards, eps=cfg.grpo.eps, adv_clip=cfg.grpo.adv_clip)
@@ -218,6 +230,9 @@ class Trainer:
             "grad_norm": learn.get("grad_norm"),
             "shards_requeued": self.pool.stats.requeued, "sampler_restarts": self.pool.stats.restarts,
             "reward_timeouts": sum(o.get("reward_timeouts", 0) for o in shard_out),
+            "reward_errors": sum(o.get("reward_errors", 0) for o in shard_out),
+            # a custom reward's own mean (the adversary's reward_mean is then the success rate)
+            **({"reward_mean": float(np.mean(np.concatenate(rewards)))} if cfg.reward.function else {}),
         })
         return record
 
@@ -311,11 +326,9 @@ class Trainer:
         cfg = self.cfg
         try:
             self.setup()
-            tb = None
-            if cfg.metrics.tensorboard:
-                from gdro_ray.metrics.tensorboard import TensorBoardWriter
-                tb = TensorBoardWriter(self.run_dir)
-                print(f"tensorboard: {tb.log_dir}", flush=True)
+            from gdro_ray.service.user_extensions import open_run_loggers
+
+            tb = open_run_loggers(cfg, self.run_dir, to_dict(cfg))  # metrics.loggers (tensorboard, wandb, mlflow) or None
             from gdro_ray.service.validation import ValidationLoop
 
             evals = ValidationLoop(self, tb)  # base, every eval.every steps, final; keeps the best checkpoint
@@ -334,7 +347,7 @@ class Trainer:
                     mf.write(json.dumps(record) + "\n")
                     mf.flush()
                     if tb is not None:
-                        tb.write_record(record)
+                        tb.log_step(record)
                     progress.update(self.step, record)
                     if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
                         self._checkpoint()
@@ -347,11 +360,19 @@ class Trainer:
                 tb.close()
             progress.summary(base, final)
             return {"base": base, "final": final, "run_dir": str(self.run_dir)}
+        except ray.exceptions.RayTaskError as e:  # a sampler raised: reward.on_error=stop is the user's stop
+            from gdro_ray.service.user_extensions import reward_error_line
+
+            if reward_error_line(e) is None:
+                raise
+            raise UserError(f"the job stopped at step {self.step + 1}: {reward_error_line(e)}") from None
         except (ray.exceptions.RayActorError, SamplerPoolError) as e:
             # A learner rank or the adversary died (samplers are replaced inside the pool).
             how = (f"continue with `gdro-ray train --resume {self.run_dir}`"
                    if (self.run_dir / "checkpoints" / "latest").is_file() else "no checkpoint yet: start it again")
-            raise UserError(f"the job stopped at step {self.step + 1}: {str(e).strip().splitlines()[0]}; {how}") from None
+            from gdro_ray.service.actor_errors import root_cause
+
+            raise UserError(f"the job stopped at step {self.step + 1}: {root_cause(e)}; {how}") from None
         finally:
             self.shutdown()
 
