@@ -23,7 +23,9 @@ class Sampler:
 
     def __init__(self, sampler_id: int, model_path: str, engine: str = "vllm", dtype: str = "float32",
                  seed: int = 0, reward_scale: str = "01", reward_timeout_s: float = 2.0,
-                 weights: bytes | None = None, weights_version: int = 0, num_threads: int = 1):
+                 weights: bytes | None = None, weights_version: int = 0, num_threads: int = 1,
+                 reward_function: dict | None = None, reward_on_error: str = "zero",
+                 max_model_len: int | None = None, gpu: dict | None = None):
         import torch
 
         from gdro_ray.engines import make_engine
@@ -34,7 +36,16 @@ class Sampler:
         self.sampler_id = sampler_id
         self.reward_scale = reward_scale
         self.reward_timeout_s = reward_timeout_s
-        self.engine = make_engine(engine, model_path, dtype=dtype, seed=seed + 1000 * sampler_id)
+        self.custom_reward = None  # `reward.function`: runs in its own subprocess (gdro_ray/rewards/custom.py)
+        if reward_function is not None:
+            from gdro_ray.rewards.custom import RewardFunctionRunner
+
+            self.custom_reward = RewardFunctionRunner(reward_function, reward_on_error, reward_timeout_s)
+        from gdro_ray.service.gpu_plan import sampler_engine_kwargs
+
+        # vLLM's context and, on CUDA, its share of the card (gpu_plan.py says why)
+        self.engine = make_engine(engine, model_path, dtype=dtype, seed=seed + 1000 * sampler_id,
+                                  **sampler_engine_kwargs(engine, max_model_len, gpu))
         self.version = 0
         if weights is not None:
             self.update_weights(weights, weights_version)
@@ -43,8 +54,11 @@ class Sampler:
     def ready(self) -> dict:
         import torch
 
+        from gdro_ray.utils.cuda_devices import cuda_device_uuid
+
+        # cuda_uuid: the card the engine uses; the weight transport avoids NCCL between ranks on one card
         return {"sampler_id": self.sampler_id, "pid": self.pid, "weights_version": self.version,
-                "cuda": torch.cuda.is_available()}
+                "cuda": torch.cuda.is_available(), "cuda_uuid": cuda_device_uuid()}
 
     def update_weights(self, blob: bytes, version: int) -> int:
         self.engine.update_weights(blob, version)
@@ -84,7 +98,9 @@ class Sampler:
 
     def generate_shard(self, shard: dict) -> dict:
         """shard: {"shard_id", "slots": [int], "prompts": [str], "answers": [str], "n": [int],
-        "max_new_tokens", "temperature", "top_p", "seed", "weights_version"}.
+        "max_new_tokens", "temperature", "top_p", "seed", "weights_version"}; with a custom reward
+        also "rows" (the dataset row of each prompt, named in reward errors) and "metadata" (each
+        prompt's other columns, passed to the function).
 
         Returns per slot its rollouts: token ids, log-probs and rewards, plus timings.
         """
@@ -99,10 +115,17 @@ class Sampler:
         prompt_ids = self.engine.prompt_token_ids(shard["prompts"])
         t1 = time.perf_counter()
         timeouts_before = reward_stats().get("timeouts", 0)
+        custom_before = dict(self.custom_reward.stats) if self.custom_reward else {}
         results = []
-        for slot, answer, pids, rollouts in zip(shard["slots"], shard["answers"], prompt_ids, outs):
-            rewards = [math_reward(r.text, answer, scale=self.reward_scale, timeout_s=self.reward_timeout_s)
-                       for r in rollouts]
+        for i, (slot, answer, pids, rollouts) in enumerate(zip(shard["slots"], shard["answers"], prompt_ids, outs)):
+            if self.custom_reward is not None:
+                n, meta = len(rollouts), (shard.get("metadata") or [{}] * len(outs))[i]
+                rewards = self.custom_reward.score([shard["prompts"][i]] * n, [r.text for r in rollouts],
+                                                   [answer] * n, [dict(meta) for _ in range(n)],
+                                                   row=(shard.get("rows") or shard["slots"])[i])
+            else:
+                rewards = [math_reward(r.text, answer, scale=self.reward_scale, timeout_s=self.reward_timeout_s)
+                           for r in rollouts]
             results.append({
                 "slot": slot,
                 "prompt_token_ids": list(pids),
@@ -119,7 +142,9 @@ class Sampler:
             "results": results,
             "generate_s": t1 - t0,
             "reward_s": t2 - t1,
-            "reward_timeouts": reward_stats().get("timeouts", 0) - timeouts_before,
+            "reward_timeouts": reward_stats().get("timeouts", 0) - timeouts_before
+            + (self.custom_reward.stats["timeouts"] - custom_before["timeouts"] if self.custom_reward else 0),
+            "reward_errors": self.custom_reward.stats["errors"] - custom_before["errors"] if self.custom_reward else 0,
             "tokens": sum(len(t) for r in results for t in r["response_token_ids"]),
         }
 

@@ -1,0 +1,203 @@
+"""reward.function: loading by module or file, the subprocess runner, its limits and failure modes,
+the two shipped examples, and the sampler call site."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gdro_ray.config import load_config
+from gdro_ray.errors import UserError
+from gdro_ray.rewards.custom import RewardFunctionError, RewardFunctionRunner, check_scores, parse_target, resolve_spec
+from gdro_ray.rewards.examples.any_of_answers import any_of_answers_reward
+from gdro_ray.rewards.examples.format_and_correct import format_and_correct_reward, is_well_formed
+
+USER_MODULE = '''
+import asyncio, math, os, time
+
+def length_reward(prompts, responses, answers, metadata):
+    return [len(r) / 10 + (1.0 if m.get("bonus") else 0.0) for r, m in zip(responses, metadata)]
+
+async def async_reward(prompts, responses, answers, metadata):
+    await asyncio.sleep(0)
+    return [1.0 if a in r else 0.0 for r, a in zip(responses, answers)]
+
+def numpy_reward(prompts, responses, answers, metadata):
+    import numpy as np
+    return np.arange(len(responses), dtype=np.float32)
+
+def raises(prompts, responses, answers, metadata):
+    raise KeyError("no such column")
+
+def hangs(prompts, responses, answers, metadata):
+    while True:
+        try:
+            time.sleep(10)
+        except BaseException:  # even a function that swallows everything is stopped
+            pass
+
+def short(prompts, responses, answers, metadata):
+    return [1.0] * (len(responses) - 1)
+
+def nan_second(prompts, responses, answers, metadata):
+    return [1.0, math.nan] + [0.5] * (len(responses) - 2)
+
+def not_a_list(prompts, responses, answers, metadata):
+    return 1.0
+
+def pid(prompts, responses, answers, metadata):
+    return [float(os.getpid())] * len(responses)
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def user_file(tmp_path):
+    path = tmp_path / "my_rewards.py"
+    path.write_text(USER_MODULE)
+    return path
+
+
+def _runner(path, fn, on_error="zero", timeout_s=2.0):
+    return RewardFunctionRunner(resolve_spec(f"{path}:{fn}"), on_error, timeout_s)
+
+
+def _call(runner, n=3, row=7):
+    return runner.score(["p"] * n, ["abc", "xy 42", "z"][:n] + ["w"] * max(0, n - 3), ["42"] * n,
+                        [{"bonus": i == 0} for i in range(n)], row=row)
+
+
+# ---------------------------------------------------------------------------- targets
+def test_parse_and_resolve(tmp_path, user_file, monkeypatch):
+    assert parse_target("pkg.mod:fn") == ("pkg.mod", "fn")
+    assert parse_target("a/b/c.py:fn") == ("a/b/c.py", "fn")
+    for bad in ("nofn", "pkg.mod:", ":fn", "pkg mod:fn", "pkg.mod:not-a-name"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
+    monkeypatch.chdir(tmp_path)
+    spec = resolve_spec("my_rewards.py:length_reward")  # relative to the working directory, made absolute
+    assert spec["path"] == str(user_file) and spec["function"] == "length_reward"
+    with pytest.raises(ValueError, match="not found"):
+        resolve_spec("missing.py:f")
+
+
+def test_config_validation_names_the_key(user_file):
+    cfg = load_config(overrides=[f"reward.function={user_file}:length_reward", "reward.on_error=stop"])
+    assert cfg.reward.on_error == "stop" and cfg.reward.success_threshold == 0.5
+    for override, pattern in ((f"reward.function={user_file.parent}/nope.py:f", r"^reward.function: file .* not found"),
+                              ("reward.function=justaname", r"^reward.function: expected"),
+                              ("reward.on_error=ignore", r"^reward.on_error: must be one of zero, stop"),
+                              ("reward.success_threshold=nan", r"^reward.success_threshold: must be")):
+        with pytest.raises(UserError, match=pattern):
+            load_config(overrides=[override])
+
+
+def test_driver_loads_the_function_at_start(user_file):
+    from gdro_ray.service.user_extensions import reward_sampler_kwargs
+
+    ok = reward_sampler_kwargs(load_config(overrides=[f"reward.function={user_file}:length_reward"]))
+    assert ok["reward_function"]["path"] == str(user_file) and ok["reward_on_error"] == "zero"
+    assert reward_sampler_kwargs(load_config()) == {}
+    for fn, why in (("missing_fn", "has no attribute 'missing_fn'"), ("NOT_CALLABLE", "is not callable")):
+        with pytest.raises(UserError, match=f"^reward.function: .*{why}"):
+            reward_sampler_kwargs(load_config(overrides=[f"reward.function={user_file}:{fn}"]))
+    with pytest.raises(UserError, match=r"^reward.function: cannot import no_such_pkg_xyz\.mod \(ModuleNotFoundError"):
+        reward_sampler_kwargs(load_config(overrides=["reward.function=no_such_pkg_xyz.mod:fn"]))
+
+
+# ---------------------------------------------------------------------------- the runner
+def test_scores_metadata_async_numpy_and_module_form(user_file):
+    r = _runner(user_file, "length_reward")
+    assert _call(r) == pytest.approx([1.3, 0.5, 0.1])  # the first response's metadata has the bonus
+    r.close()
+    r = _runner(user_file, "async_reward")
+    assert _call(r) == [0.0, 1.0, 0.0]
+    r.close()
+    r = _runner(user_file, "numpy_reward")
+    assert _call(r, n=4) == [0.0, 1.0, 2.0, 3.0]
+    r.close()
+    r = RewardFunctionRunner(resolve_spec("gdro_ray.rewards.examples.format_and_correct:format_and_correct_reward"))
+    assert r.score(["p"], ["so \\boxed{42}"], ["42"], [{}]) == pytest.approx([1.0])
+    r.close()
+
+
+def test_one_worker_serves_many_calls(user_file):
+    r = _runner(user_file, "pid")
+    first = _call(r)[0]
+    assert all(_call(r)[0] == first for _ in range(5)) and r.stats["worker_starts"] == 1
+    r.close()
+
+
+@pytest.mark.parametrize("fn, problem", [("raises", "raised KeyError: 'no such column'"),
+                                         ("short", "returned 2 scores for 3 responses"),
+                                         ("not_a_list", "returned float, expected a list of 3 numbers"),
+                                         ("nan_second", "non-finite or non-numeric score nan (response 1)")])
+def test_failures_zero_or_stop(user_file, fn, problem):
+    r = _runner(user_file, fn, "zero")
+    scores = _call(r)
+    if fn == "nan_second":
+        assert scores == [1.0, 0.0, 0.5]  # only the bad value is zeroed
+    else:
+        assert scores == [0.0, 0.0, 0.0]
+    assert r.stats["errors"] == 1
+    assert _call(r) and r.stats["errors"] == 2  # the worker is still usable afterwards
+    r.close()
+    r = _runner(user_file, fn, "stop")
+    with pytest.raises(RewardFunctionError) as err:
+        _call(r, row=123)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"reward.function {user_file}:{fn}: row 123: ") and problem in msg
+    r.close()
+
+
+def test_hang_is_killed_at_the_limit_and_a_fresh_worker_follows(user_file):
+    r = _runner(user_file, "hangs", "zero", timeout_s=0.2)
+    t0 = time.monotonic()
+    assert _call(r, n=2) == [0.0, 0.0]
+    assert time.monotonic() - t0 < 3.0  # limit 0.2 s × 2 responses, then a kill
+    assert r.stats["timeouts"] == 1 and r.stats["errors"] == 1
+    assert _call(r, n=2) == [0.0, 0.0] and r.stats["worker_starts"] == 2
+    r.close()
+    r = _runner(user_file, "hangs", "stop", timeout_s=0.2)
+    with pytest.raises(RewardFunctionError, match=r"row 7: did not return within 0.6 s"):
+        _call(r)
+    r.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10), st.text(max_size=2),
+                          st.none()), max_size=6), st.integers(0, 6))
+def test_check_scores_property(values, n):
+    scores, problem, bad = check_scores(values, n)
+    assert len(scores) == n and all(math.isfinite(s) for s in scores)
+    if len(values) != n:
+        assert problem and bad == list(range(n))
+    else:
+        expect_bad = [i for i, v in enumerate(values)
+                      if v is None or isinstance(v, str) or not math.isfinite(float(v))]
+        assert bad == expect_bad and (problem is None) == (not expect_bad)
+        for i, v in enumerate(values):
+            if i not in expect_bad:
+                assert scores[i] == float(v)
+
+
+# ---------------------------------------------------------------------------- the examples
+def test_format_and_correct_example():
+    good, wrong, unformatted = "2+3 is 5, so \\boxed{5}", "I think \\boxed{6}", "\\boxed{5}"
+    assert is_well_formed(good) and is_well_formed(wrong) and not is_well_formed(unformatted)
+    assert not is_well_formed("a \\boxed{5} then \\boxed{5}") and not is_well_formed("work \\boxed{5")
+    scores = format_and_correct_reward(["p"] * 4, [good, wrong, unformatted, "no box"], ["5"] * 4, [{}] * 4)
+    assert scores == pytest.approx([1.0, 0.1, 0.9, 0.0])
+    cfg = load_config()
+    assert [s >= cfg.reward.success_threshold for s in scores] == [True, False, True, False]
+
+
+def test_any_of_answers_example():
+    responses = ["\\boxed{252}", "\\boxed{C(10,5)}", "\\boxed{3}", "\\boxed{-2}"]
+    scores = any_of_answers_reward(["p"] * 4, responses, ["252 || C(10,5)", "252||C(10,5)", "x", "x"],
+                                   [{}, {}, {"answers": ["3", "-3"]}, {"answers": ["2", "3"]}])
+    assert scores == [1.0, 1.0, 1.0, 0.0]
