@@ -1,0 +1,119 @@
+"""metrics.loggers: TensorBoard, wandb (offline) and MLflow (local file store) get the config, every
+step-record field, the per-bin series and the evaluations; an absent package is one clear line."""
+from __future__ import annotations
+
+import builtins
+from types import SimpleNamespace
+
+import pytest
+from _tensorboard import read_scalars
+
+from gdro_ray.config import load_config
+from gdro_ray.errors import UserError
+from gdro_ray.metrics import loggers as L
+
+CONFIG = {"algorithm": "both", "prompt_gdro": {"eta": 0.65}, "metrics": {"loggers": ["wandb"]}}
+
+
+def _record(step: int) -> dict:
+    return {"step": step, "algorithm": "both", "reward_mean": 0.1 * (step + 1), "shadow_price": 0.5 + step,
+            "bin_weights": [0.5, 0.3, 0.2], "bin_pass_at_k": [None, 0.4, 0.9],
+            "stage_time_s": {"sample": 1.5, "learn": 2.0 + step}}
+
+
+def _metrics_cfg(loggers, **kw) -> SimpleNamespace:
+    base = dict(loggers=loggers, tensorboard=False, wandb_project="gdro-test", wandb_mode="offline",
+                mlflow_tracking_uri="", mlflow_experiment="gdro-test")
+    return SimpleNamespace(**{**base, **kw})
+
+
+def _drive(run, tmp_path):
+    """Base eval, three steps, a periodic eval line that must be skipped by log_step, final eval."""
+    run.log_config(CONFIG)
+    run.log_eval({"pooled": {"pass_at_k": 0.25}, "per_tier": {"3": {"pass_at_k": 0.1}}}, 0)
+    for step in range(3):
+        run.log_step(_record(step))
+    run.log_step({"type": "eval", "step": 2, "pooled_pass_at_k": 123.0})
+    run.log_eval({"pooled": {"pass_at_k": 0.5}, "per_tier": {"3": {"pass_at_k": 0.2}}}, 3)
+    run.close()
+
+
+def test_tensorboard_alias_and_config_text(tmp_path):
+    run = L.open_loggers(_metrics_cfg([], tensorboard=True), tmp_path)
+    assert list(run.loggers) == ["tensorboard"]
+    _drive(run, tmp_path)
+    tb = read_scalars(tmp_path / "tensorboard")
+    assert tb["reward_mean"] == [(1, pytest.approx(0.1)), (2, pytest.approx(0.2)), (3, pytest.approx(0.3))]
+    assert tb["eval/tier3/pass_at_k"] == [(0, pytest.approx(0.1)), (3, pytest.approx(0.2))]
+    assert "pooled_pass_at_k" not in tb
+
+
+def test_no_loggers_is_none(tmp_path):
+    assert L.open_loggers(_metrics_cfg([]), tmp_path) is None
+
+
+def test_wandb_offline_round_trip(tmp_path):
+    pytest.importorskip("wandb", reason="wandb not installed (pip install 'gdro-ray[wandb]')")
+    from _wandb import read_offline_run
+
+    run = L.open_loggers(_metrics_cfg(["wandb"]), tmp_path)
+    _drive(run, tmp_path)
+    config, history = read_offline_run(tmp_path / "wandb")
+    assert config["prompt_gdro"] == {"eta": 0.65} and config["algorithm"] == "both"
+    by_step: dict = {}
+    for row in history:
+        by_step.setdefault(row["_step"], {}).update(row)
+    assert by_step[0]["eval/pooled/pass_at_k"] == 0.25
+    assert [by_step[s]["reward_mean"] for s in (1, 2, 3)] == pytest.approx([0.1, 0.2, 0.3])
+    assert by_step[2]["bins/bin_weights/bin1"] == 0.3 and by_step[3]["stage_time_s/learn"] == 4.0
+    assert by_step[3]["eval/tier3/pass_at_k"] == 0.2
+    assert "bins/bin_pass_at_k/bin0" not in by_step[1]  # null pass@k is not logged
+    assert not any("pooled_pass_at_k" in row for row in history)
+
+
+def test_mlflow_file_store_round_trip_and_resume(tmp_path):
+    pytest.importorskip("mlflow", reason="mlflow not installed (pip install 'gdro-ray[mlflow]')")
+    run = L.open_loggers(_metrics_cfg(["mlflow"]), tmp_path)
+    _drive(run, tmp_path)
+    lg = run.loggers["mlflow"]
+    client, rid = lg.client, lg.run_id
+    hist = lambda key: [(m.step, m.value) for m in sorted(client.get_metric_history(rid, key), key=lambda m: m.step)]  # noqa: E731
+    assert hist("reward_mean") == [(1, pytest.approx(0.1)), (2, pytest.approx(0.2)), (3, pytest.approx(0.3))]
+    assert hist("bins/bin_weights/unseen") == [(1, 0.2), (2, 0.2), (3, 0.2)]
+    assert hist("eval/pooled/pass_at_k") == [(0, 0.25), (3, 0.5)]
+    params = client.get_run(rid).data.params
+    assert params["prompt_gdro.eta"] == "0.65" and params["metrics.loggers"] == "['wandb']"
+    assert (tmp_path / "mlruns").is_dir()
+    again = L.open_loggers(_metrics_cfg(["mlflow"]), tmp_path)  # a resumed run continues the same MLflow run
+    assert again.loggers["mlflow"].run_id == rid
+    again.log_config(CONFIG)  # params already there are not re-logged (MLflow refuses a changed param)
+    again.close()
+
+
+@pytest.mark.parametrize("name, extra", [("wandb", "gdro-ray[wandb]"), ("mlflow", "gdro-ray[mlflow]")])
+def test_absent_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, name, extra):
+    real_import = builtins.__import__
+
+    def fake_import(mod, *a, **k):
+        if mod == name or mod.startswith(name + "."):
+            raise ImportError(f"No module named '{name}'")
+        return real_import(mod, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(UserError) as err:
+        L.open_loggers(_metrics_cfg(["tensorboard", name]), tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and f"pip install '{extra}'" in msg and msg.startswith("metrics.loggers:")
+    assert not (tmp_path / "tensorboard").exists()  # checked before any logger was created
+
+
+def test_config_keys_validated():
+    cfg = load_config(overrides=["metrics.loggers=[tensorboard,mlflow]", "metrics.tensorboard=true"])
+    assert L.logger_names(cfg.metrics) == ["tensorboard", "mlflow"]
+    assert L.logger_names(load_config(overrides=["metrics.tensorboard=true"]).metrics) == ["tensorboard"]
+    with pytest.raises(UserError, match=r"^metrics.loggers\[1\]: must be one of"):
+        load_config(overrides=["metrics.loggers=[wandb,neptune]"])
+    with pytest.raises(UserError, match=r"^metrics.loggers\[1\]: 'wandb' is listed twice"):
+        load_config(overrides=["metrics.loggers=[wandb,wandb]"])
+    with pytest.raises(UserError, match=r"^metrics.wandb_mode: must be one of"):
+        load_config(overrides=["metrics.wandb_mode=cloud"])
