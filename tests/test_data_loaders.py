@@ -44,7 +44,7 @@ def test_fixture_jsonl_and_parquet_agree_with_stable_ids():
     assert [e["id"] for e in from_jsonl] == list(range(20))
     assert dapo.load_dapo("dapo-fixture") == from_jsonl  # stable across calls
     for e in from_jsonl:
-        assert set(e) == CONTRACT_KEYS and e["source"] == "dapo" and e["tier"] is None
+        assert set(e) == CONTRACT_KEYS | {"metadata"} and e["source"] == "dapo" and e["tier"] is None
         assert re.fullmatch(r"-?\d+", e["answer"])
         assert e["prompt"].endswith(dapo.DAPO_INSTRUCTION)
         assert "Answer:" not in e["prompt"]          # DAPO's "Answer:" wrapper was removed

@@ -318,7 +318,10 @@ class MetricsConfig:
                                                            "later (`wandb sync`); `online` needs a wandb login.")
     mlflow_tracking_uri: str = doc("", "MLflow tracking URI; empty = a local file store <run_dir>/mlruns.")
     mlflow_experiment: str = doc("gdro-ray", "MLflow experiment name.")
-    service_discovery: bool = doc(True, "Write a Prometheus file-SD target file for the endpoint into Ray's temp root.")
+    service_discovery: bool = doc(True, "Write a Prometheus file-SD target file for the endpoint into metrics.sd_dir.")
+    sd_dir: str = doc("", "Folder of the file-SD target file, owned by the job's user and not writable by others "
+                          "(default $GDRO_RAY_CACHE/prometheus, else ~/.cache/gdro_ray/prometheus); never Ray's "
+                          "shared temp folder, since whoever writes the file chooses what Prometheus scrapes.")
 
 
 @dataclass

@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from gdro_ray.data.dapo import boxed_prompt
+from gdro_ray.data.table import Columns, parts_to_examples
 from gdro_ray.errors import DataError
 from gdro_ray.utils.env import cache_dir
 from gdro_ray.utils.io import atomic_write_json
@@ -87,9 +87,14 @@ def _cached_rows(source: Path) -> list[dict]:
     return rows
 
 
+# CHAMP as a configuration of the generic loader: these columns of the extracted rows.
+CHAMP_COLUMNS = Columns(prompt="text", answer="answer", tier="tier")
+
+
 def load_champ() -> list[dict]:
-    """The 270 CHAMP problems as contract dicts (source "champ", tier = category index)."""
-    rows = _cached_rows(champ_source_file())
-    return [{"id": i, "prompt": boxed_prompt(r["text"]), "answer": r["answer"],
-             "tier": CHAMP_CATEGORIES.index(r["category"]), "source": "champ"}
-            for i, r in enumerate(rows)]
+    """The 270 CHAMP problems as contract dicts (source "champ", tier = category index,
+    metadata = identifier and category)."""
+    source = champ_source_file()
+    rows = [(i, {**r, "tier": CHAMP_CATEGORIES.index(r["category"])})
+            for i, r in enumerate(_cached_rows(source), start=1)]
+    return parts_to_examples([(str(source), rows)], CHAMP_COLUMNS, "champ")

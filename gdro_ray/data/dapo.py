@@ -32,33 +32,22 @@ the column. Nothing is cached here, so nothing can be half-written.
 from __future__ import annotations
 
 import json
-import os
-import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from gdro_ray.errors import DataError, UserError
+from gdro_ray.data import table
+from gdro_ray.data.table import DAPO_INSTRUCTION, Columns, boxed_prompt, looks_like_path  # noqa: F401 (re-exported)
+from gdro_ray.errors import DataError
 
 DAPO_HUB_NAME = "open-r1/DAPO-Math-17k-Processed"
 DAPO_HUB_CONFIG = "en"
 FIXTURE_NAME = "dapo-fixture"
-DAPO_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
-TABLE_SUFFIXES = (".parquet", ".jsonl", ".json")
-
-_WRAP_HEAD = re.compile(r"^\s*Solve the following math problem step by step\..*?"
-                        r"where \$Answer is the answer to the problem\.\s*", re.DOTALL)
-_WRAP_TAIL = re.compile(r"\s*Remember to put your answer on its own line after \"Answer:\"\.?\s*$")
+TABLE_SUFFIXES = table.TABLE_SUFFIXES
 
 
 def fixture_path(suffix: str = ".jsonl") -> Path:
     """The bundled fixture (``.jsonl`` or ``.parquet``)."""
     return Path(str(resources.files("gdro_ray.data") / "fixtures" / f"dapo_math_sample{suffix}"))
-
-
-def looks_like_path(source: str) -> bool:
-    """A local file name (by suffix, or because it exists) rather than a hub dataset name."""
-    return source.lower().endswith(TABLE_SUFFIXES) or Path(source).expanduser().exists()
 
 
 # ---------------------------------------------------------------------------- file reading
@@ -127,91 +116,27 @@ def _read_parquet(path: Path) -> list[tuple[int, dict]]:
     return list(enumerate(table.to_pylist(), start=1))
 
 
-# ---------------------------------------------------------------------------- row conversion
-def _prompt_text(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):  # chat messages: the first user turn is the problem
-        for msg in value:
-            if isinstance(msg, dict) and msg.get("role", "user") == "user" and isinstance(msg.get("content"), str):
-                return msg["content"]
-    return None
-
-
-def _answer_text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value if isinstance(value, str) else None
-
-
-def boxed_prompt(problem: str) -> str:
-    """The DAPO-style user message: the problem, then the \\boxed{} instruction."""
-    problem = _WRAP_TAIL.sub("", _WRAP_HEAD.sub("", problem)).strip()
-    if "\\boxed" in problem:
-        return problem
-    return f"{problem}\n\n{DAPO_INSTRUCTION}"
-
-
-def _integer_ids(rows: list[tuple[int, dict]]) -> list[int] | None:
-    """`extra_info.index` as ids when every row has a distinct integer one, else None."""
-    ids = []
-    for _, row in rows:
-        info = row.get("extra_info")
-        index = info.get("index") if isinstance(info, dict) else None
-        if isinstance(index, bool):
-            return None
-        if isinstance(index, int):
-            ids.append(index)
-        elif isinstance(index, str) and index.strip().isdigit():
-            ids.append(int(index))
-        else:
-            return None
-    return ids if len(set(ids)) == len(ids) else None
+# ---------------------------------------------------------------------------- the DAPO configuration
+def dapo_columns(first_row: dict, where: str) -> Columns:
+    """The DAPO schema as a column configuration of the generic loader (`table.py`)."""
+    if "prompt" not in first_row:
+        raise DataError(f"{where}: wrong schema: missing column 'prompt' (found: {', '.join(sorted(first_row)) or 'none'})")
+    if "solution" not in first_row and not isinstance(first_row.get("reward_model"), dict):
+        raise DataError(f"{where}: wrong schema: missing column 'solution' (or 'reward_model.ground_truth'); "
+                        f"found: {', '.join(sorted(first_row))}")
+    return Columns(prompt="prompt", answer="solution" if "solution" in first_row else "reward_model.ground_truth")
 
 
 def dapo_rows_to_examples(rows: list[tuple[int, dict]], where: str, source: str = "dapo") -> list[dict]:
     """Convert DAPO-schema rows to contract dicts; `where` names the file in errors."""
-    first = rows[0][1]
-    if "prompt" not in first:
-        raise DataError(f"{where}: wrong schema: missing column 'prompt' (found: {', '.join(sorted(first)) or 'none'})")
-    use_solution = "solution" in first
-    if not use_solution and not isinstance(first.get("reward_model"), dict):
-        raise DataError(f"{where}: wrong schema: missing column 'solution' (or 'reward_model.ground_truth'); "
-                        f"found: {', '.join(sorted(first))}")
-    answer_col = "solution" if use_solution else "reward_model.ground_truth"
-    ids = _integer_ids(rows)
-    out = []
-    for pos, (row_no, row) in enumerate(rows):
-        prompt = _prompt_text(row.get("prompt"))
-        if prompt is None or not prompt.strip():
-            raise DataError(f"{where}: row {row_no}: column 'prompt' is missing or empty")
-        if use_solution:
-            answer = _answer_text(row.get("solution"))
-        else:
-            reward = row.get("reward_model")
-            answer = _answer_text(reward.get("ground_truth")) if isinstance(reward, dict) else None
-        if answer is None or not answer.strip():
-            raise DataError(f"{where}: row {row_no}: column '{answer_col}' is missing or empty")
-        out.append({"id": ids[pos] if ids else pos, "prompt": boxed_prompt(prompt),
-                    "answer": answer.strip(), "tier": None, "source": source})
+    columns = dapo_columns(rows[0][1], where)
+    parts = [(where, rows)]
+    ids = table._auto_ids(parts, "dapo")  # extra_info.index when every row has a distinct integer one
+    out = table.parts_to_examples(parts, columns, source)
+    if ids:
+        for ex, i in zip(out, ids):
+            ex["id"] = i
     return out
-
-
-def _load_hub(name: str) -> list[tuple[int, dict]]:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        raise UserError(f"dataset {name!r} needs the Hugging Face hub, which is offline here (HF_HUB_OFFLINE=1): "
-                        f"download it where the hub is reachable and pass a local .parquet/.jsonl file instead")
-    import datasets
-
-    config = DAPO_HUB_CONFIG if name == DAPO_HUB_NAME else None
-    try:
-        table = datasets.load_dataset(name, config, split="train")
-    except Exception as e:
-        raise UserError(f"cannot load dataset {name!r} from the hub ({type(e).__name__}: {e}); "
-                        f"pass a local .parquet/.jsonl file instead") from None
-    return list(enumerate(table, start=1))
 
 
 def load_dapo(source: str = DAPO_HUB_NAME, max_rows: int = 0) -> list[dict]:
@@ -223,7 +148,10 @@ def load_dapo(source: str = DAPO_HUB_NAME, max_rows: int = 0) -> list[dict]:
         path = Path(source).expanduser()
     else:
         path = None
-    rows = read_table_rows(path) if path is not None else _load_hub(source)
+    if path is not None:
+        rows = read_table_rows(path)
+    else:
+        rows = table.load_hub_rows(source, "train", DAPO_HUB_CONFIG if source == DAPO_HUB_NAME else "")
     if max_rows and max_rows > 0:
         rows = rows[:max_rows]
     if not rows:
