@@ -35,8 +35,8 @@ MetricKind = Literal["gauge", "counter", "histogram"]
 #: port", which suits a laptop but not a scrape config.
 DEFAULT_CLUSTER_PORT = 9464
 
-#: Name of the Prometheus file-SD target file the job writes beside Ray's own
-#: `prom_metrics_service_discovery.json`, in Ray's temp root (`/tmp/ray` by default).
+#: Name of the Prometheus file-SD target file the job writes into `metrics.sd_dir`, a folder only
+#: the job's user can write (gdro_ray/metrics/sd_file.py), not Ray's shared temp root.
 ADVERSARY_SD_FILENAME = "gdro_prom_service_discovery.json"
 
 #: Values of the `stage` label of `gdro_stage_time_seconds`, in the order a step runs them.
@@ -138,7 +138,7 @@ def adversary_sd_targets(host: str, port: int, labels: dict[str, str] | None = N
     """Content of the file-SD file (JSON) that points Prometheus at the adversary endpoint.
 
     The format is Prometheus's `file_sd_configs` one: a list of target groups. The job writes
-    it (atomically) to `<ray temp root>/ADVERSARY_SD_FILENAME` once the endpoint is bound.
+    it (atomically) to `<metrics.sd_dir>/ADVERSARY_SD_FILENAME` once the endpoint is bound.
     """
     # No `job` label: target-group labels would override the scrape job's own name.
     group = {"targets": [f"{host}:{port}"], "labels": {"component": "adversary", **(labels or {})}}
@@ -157,7 +157,8 @@ def render_markdown() -> str:
         "`metrics.host`/`metrics.port` (default `127.0.0.1`, port chosen at start and printed);",
         f"on clusters use the fixed port `metrics.port={DEFAULT_CLUSTER_PORT}` and `metrics.host=0.0.0.0`",
         "(an explicit, logged opt-in). The job also writes a Prometheus file-SD target file",
-        f"`{ADVERSARY_SD_FILENAME}` in Ray's temp root; see `deploy/prometheus/README.md`.",
+        f"`{ADVERSARY_SD_FILENAME}` in `metrics.sd_dir` (a folder only the job's user writes); see",
+        "`deploy/prometheus/README.md`.",
         "",
         "Label `bin`: the classifier bin index as a string (`0` = hardest) or `unseen`.",
         f"Label `stage`: one of {', '.join(f'`{s}`' for s in STAGES)}.",

@@ -6,39 +6,23 @@ point other processes of the job find by name (`gdro-ray status`, `gdro-ray scal
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 ACTOR_NAME = "gdro_adversary"
 NAMESPACE = "gdro_ray"
 
 
-def _ray_temp_root() -> Path:
-    try:  # where Ray keeps prom_metrics_service_discovery.json for this node
-        import ray
-
-        return Path(ray._private.worker._global_node.get_temp_dir_path())
-    except Exception:
-        return Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
-
-
-def _write_service_discovery(exporter) -> str:
-    """Point Prometheus's file_sd at this endpoint (deploy/prometheus/prometheus-ray-sd.yml)."""
-    from gdro_ray.metrics.names import ADVERSARY_SD_FILENAME, adversary_sd_targets
-    from gdro_ray.utils.io import atomic_write_text
+def _write_service_discovery(exporter, sd_dir: str) -> str:
+    """Point Prometheus's file_sd at this endpoint (deploy/prometheus/prometheus-ray-sd.yml), from a
+    folder only the job's user can write (gdro_ray/metrics/sd_file.py), never Ray's shared temp root."""
+    from gdro_ray.metrics.sd_file import write_sd_file
 
     host = exporter.host
     if host in ("0.0.0.0", "::"):
         import ray
 
         host = ray.util.get_node_ip_address()
-    path = _ray_temp_root() / ADVERSARY_SD_FILENAME
-    try:
-        atomic_write_text(path, adversary_sd_targets(host, exporter.port))
-    except OSError:
-        return ""
-    return str(path)
+    return write_sd_file(host, exporter.port, sd_dir)
 
 
 class AdversaryService:
@@ -64,7 +48,7 @@ class AdversaryService:
 
             self.exporter = Exporter(metrics_host, metrics_port, health=self.health)
             if self.cfg.metrics.service_discovery:
-                self.sd_file = _write_service_discovery(self.exporter)
+                self.sd_file = _write_service_discovery(self.exporter, self.cfg.metrics.sd_dir)
 
     # ---- the schedule/observe protocol ----------------------------------------------------
     def schedule(self) -> dict:
