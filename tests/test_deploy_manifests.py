@@ -281,7 +281,12 @@ def test_cluster_launcher_config_valid_for_ray_up():
     assert sampler["min_workers"] < sampler["max_workers"]
     setup = " ".join(raw["setup_commands"])
     assert "constraints-gpu.txt" in setup and "[gpu]" in setup
-    assert all((ROOT / src).resolve() == ROOT for src in raw["file_mounts"].values())
+    mounts = dict(raw["file_mounts"])
+    # every node gets the client's token file, and starts Ray with token auth (docs/deploy.md §3)
+    assert mounts.pop("~/.ray/auth_token") == "~/.ray/auth_token"
+    assert all((ROOT / src).resolve() == ROOT for src in mounts.values())
+    for cmd in raw["head_start_ray_commands"] + raw["worker_start_ray_commands"]:
+        assert "ray start" not in cmd or "RAY_AUTH_MODE=token ray start" in cmd, cmd
 
 
 # --- Prometheus --------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """`ray start --head` + `ray job submit -- gdro-ray train …` against a local head, with Ray's token auth on.
 
-This is how users run on a cluster: the job's driver joins the cluster through RAY_ADDRESS,
-and CLI clients (`ray job submit`, `gdro-ray status`) authenticate with the cluster's token.
+This is how users run on a cluster (docs/deploy.md): the job's driver joins the cluster through
+RAY_ADDRESS, and CLI clients (`ray job submit`, `gdro-ray status`) authenticate with the cluster's
+token. The head binds only 127.0.0.1. Before the training job, submissions without the token are
+shown refused (REST API: 401 without, 403 with a wrong token; `ray job submit` from a client without
+the token file, under either RAY_AUTH_MODE) and one with it accepted.
 """
 from __future__ import annotations
 
@@ -31,6 +34,42 @@ def _ports(n: int) -> list[int]:
     return ports
 
 
+def _http(method: str, url: str, token: str | None = None, body: dict | None = None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _submission_needs_the_token(api: str, env: dict, token: str, tmp_path: Path) -> None:
+    """Job submission on a token-auth head: refused without the token (REST and `ray job submit`), accepted with it."""
+    marker = tmp_path / "ran_without_token"
+    entry = {"entrypoint": f"touch {marker}"}
+    assert _http("POST", f"{api}/api/jobs/", None, entry)[0] == 401
+    assert _http("POST", f"{api}/api/jobs/", "not-the-token", entry)[0] == 403
+    stranger = tmp_path / "stranger"  # a client without ~/.ray/auth_token
+    stranger.mkdir()
+    for mode in ("token", "disabled"):
+        p = subprocess.run([str(BIN / "ray"), "job", "submit", "--no-wait", "--address", api, "--", "touch", str(marker)],
+                           env=dict(env, HOME=str(stranger), RAY_AUTH_MODE=mode), capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode != 0 and "AuthenticationError" in p.stdout + p.stderr, (mode, p.stdout[-2000:], p.stderr[-2000:])
+    status, jobs = _http("GET", f"{api}/api/jobs/", token)
+    assert status == 200 and json.loads(jobs) == []  # none of the refused submissions was recorded
+    status, created = _http("POST", f"{api}/api/jobs/", token, {"entrypoint": "true"})
+    assert status == 200 and json.loads(created)["submission_id"]
+    time.sleep(1)
+    assert not marker.exists()
+
+
 def test_ray_job_submit_runs_training_with_token_auth(tmp_path):
     from _tiny import save_tiny
 
@@ -58,6 +97,8 @@ def test_ray_job_submit_runs_training_with_token_auth(tmp_path):
             except OSError:
                 assert head.poll() is None and time.monotonic() < deadline, head.stdout.read()
                 time.sleep(1)
+        _submission_needs_the_token(f"http://127.0.0.1:{dash}", env, (home / ".ray" / "auth_token").read_text().strip(),
+                                    tmp_path)
         run = tmp_path / "run"
         job = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
