@@ -201,3 +201,16 @@ def test_any_of_answers_example():
     scores = any_of_answers_reward(["p"] * 4, responses, ["252 || C(10,5)", "252||C(10,5)", "x", "x"],
                                    [{}, {}, {"answers": ["3", "-3"]}, {"answers": ["2", "3"]}])
     assert scores == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_a_stop_raised_in_a_sampler_reaches_the_user_as_its_own_line():
+    import ray.exceptions
+
+    from gdro_ray.service.user_extensions import reward_error_line
+
+    cause = RewardFunctionError("reward.function f.py:g: row 3: raised ValueError: bad (reward.on_error=stop)")
+    wrapped = ray.exceptions.RayTaskError("generate_shard", "Traceback (most recent call last):\n  ...", cause)
+    assert reward_error_line(wrapped.as_instanceof_cause()) == str(cause)  # what ray.get raises
+    assert reward_error_line(wrapped) == str(cause)
+    other = ray.exceptions.RayTaskError("generate_shard", "Traceback", KeyError("x"))
+    assert reward_error_line(other.as_instanceof_cause()) is None  # a sampler bug stays a traceback

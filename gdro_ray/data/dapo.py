@@ -24,7 +24,9 @@ put your answer on its own line after "Answer:"." That asks for an ``Answer:`` l
 reward reads ``\boxed{}``; so the wrapper is removed and ``DAPO_INSTRUCTION`` appended (unless
 the prompt already mentions ``\boxed``).
 
-Output: the shared contract ``{"id", "prompt", "answer", "tier": None, "source": "dapo"}``.
+The conversion is the generic loader's (`table.py`) with this schema's columns (`dapo_columns`).
+Output: the shared contract ``{"id", "prompt", "answer", "tier": None, "source": "dapo",
+"metadata": the row's other columns}``.
 Bad input (missing, empty or unreadable file, missing column, a row without a prompt or an
 answer) raises `DataError` naming the file, the row (counted from 1; the line of a .jsonl) and
 the column. Nothing is cached here, so nothing can be half-written.

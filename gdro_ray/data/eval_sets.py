@@ -13,8 +13,13 @@ r"""Evaluation and training sets by name or path, all as contract dicts.
     ``level`` (MATH-500's 1..5) or ``tier`` becomes the tier. The prompt gets the ``\boxed{}``
     instruction; ``source`` is the file's stem (``math500.jsonl`` -> ``math500``).
 
+- a folder (files read with `datasets`), an ``.arrow`` file, or a hub name ``owner/name``: the
+  generic loader `table.load_examples`, which also does the two detections above.
+Both take ``columns`` (`table.Columns`, from the ``data.*_key`` config keys) to name the prompt,
+answer, tier and id columns of any other schema.
+
 ``load_train_set(name_or_path)``: ``toy`` (the 14,100-prompt pool, `toy_task.make_train_pool`),
-``dapo`` (the hub set, cluster only), ``dapo-fixture``, or a local file as above.
+``dapo`` (the hub set, cluster only), ``dapo-fixture``, or a file, folder or hub name as above.
 
 Bad input raises `DataError` naming the file, row (from 1) and column; an unknown name raises
 `DataError` listing the names accepted. The toy task is imported only when asked for.
