@@ -8,7 +8,7 @@ documentation users read with `gdro-ray config --help-keys`.
 Sections group the keys by the part of the system that reads them: the pure controllers
 (`classifier`, `prompt_gdro`, `rollout_gdro`, `grpo`), the simulator (`sim`), and the
 service (`data`, `model`, `sampler`, `learner`, `weight_sync`, `eval`, `checkpoint`, `metrics`,
-`cluster`).
+`cluster`, `reward`).
 """
 from __future__ import annotations
 
