@@ -115,8 +115,8 @@ class ValidationLoop:
         record = eval_record(result, label, steps_done, t.pool.version, seconds, best)
         with open(t.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            self.tb.write_eval(result, steps_done)
+        if self.tb is not None:  # TensorBoardWriter.write_eval, or a metrics.loggers set's log_eval
+            (getattr(self.tb, "log_eval", None) or self.tb.write_eval)(result, steps_done)
         if getattr(t, "adversary", None) is not None:
             t.adversary.report_eval.remote(record)  # fire-and-forget: gauges only
         print(_summary_line(record), flush=True)
