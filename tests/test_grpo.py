@@ -5,7 +5,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gdro_ray.algorithms.grpo import filter_all_equal, group_advantages, grpo_loss, k3_kl, token_logprobs
+from gdro_ray.algorithms.grpo import (
+    filter_all_equal,
+    group_advantages,
+    grpo_loss,
+    k3_kl,
+    mini_batch_partition,
+    sequence_loss_weights,
+    token_logprobs,
+)
 
 reward_groups = st.lists(
     st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=2, max_size=12), min_size=1, max_size=6
@@ -142,3 +150,76 @@ def test_token_mean_weights_tokens_not_sequences():
     # An explicit global denominator (micro-batching) rescales the same sum.
     loss2, _, _ = grpo_loss(logp, logp.detach(), None, torch.tensor([1.0, -1.0]), mask, kl_coef=0.0, num_tokens=8)
     assert float(loss2.detach()) == pytest.approx(float(loss.detach()) / 2)
+
+
+# Two prompts: prompt 0 has responses of 3 and 1 tokens, prompt 1 has 2, 2 and 4 tokens.
+_LENGTHS, _PROMPTS = [3, 1, 2, 2, 4], [0, 0, 1, 1, 1]
+_PER_TOKEN = [[1.0, 2.0, 3.0, 0.0], [4.0, 0, 0, 0], [5.0, 6.0, 0, 0], [7.0, 8.0, 0, 0], [1.0, 1.0, 1.0, 1.0]]
+
+
+def _hand_loss(loss_agg):
+    seq_sum = [sum(row[:n]) for row, n in zip(_PER_TOKEN, _LENGTHS)]  # 6, 4, 11, 15, 4
+    if loss_agg == "token_mean":
+        return sum(seq_sum) / 12
+    seq_mean = [s / n for s, n in zip(seq_sum, _LENGTHS)]  # 2, 4, 5.5, 7.5, 1
+    if loss_agg == "seq_mean_token_mean":
+        return sum(seq_mean) / 5
+    return ((2 + 4) / 2 + (5.5 + 7.5 + 1) / 3) / 2  # the paper's Eq. 17: prompts weigh equally
+
+
+@pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_mean", "prompt_mean"])
+def test_loss_aggregation_matches_hand_computation_in_any_micro_batch_split(loss_agg):
+    """ρ = 1 and A = −1 make the per-token loss the number itself; the weights are computed once
+    over the whole (mini-)batch, and any split into micro-batches sums to the same loss."""
+    w = torch.tensor(sequence_loss_weights(_LENGTHS, _PROMPTS, loss_agg))
+    table = torch.tensor(_PER_TOKEN)
+    mask = (torch.arange(4)[None, :] < torch.tensor(_LENGTHS)[:, None]).float()
+    logp = torch.log(table.clamp_min(1e-3))  # any values: the ratio is 1 on-policy
+    adv = torch.full((5,), -1.0)
+
+    def loss_of(rows):
+        # with A = −1 and ρ = 1, max(−A·ρ, −A·clip ρ) = 1 per token: scale the weights instead
+        r = list(rows)
+        per_tok_w = w[r][:, None] * table[r]
+        loss, _, _ = grpo_loss(logp[r], logp[r].detach(), None, adv[r], mask[r], kl_coef=0.0,
+                               seq_weights=(per_tok_w * mask[r]).sum(-1) / mask[r].sum(-1))
+        return float(loss)
+
+    assert loss_of(range(5)) == pytest.approx(_hand_loss(loss_agg))
+    assert loss_of([0, 1]) + loss_of([2]) + loss_of([3, 4]) == pytest.approx(_hand_loss(loss_agg))
+
+
+def test_prompt_mean_does_not_weigh_a_prompt_by_its_rollouts():
+    # Prompt 0 with 2 responses, prompt 1 with 6, all 5 tokens long: token_mean gives prompt 1
+    # three times prompt 0's total weight, prompt_mean the same weight.
+    lengths, prompts = [5] * 8, [0] * 2 + [1] * 6
+    for agg, ratio in (("token_mean", 3.0), ("seq_mean_token_mean", 3.0), ("prompt_mean", 1.0)):
+        w = sequence_loss_weights(lengths, prompts, agg)
+        total = [sum(w[i] * lengths[i] for i in range(8) if prompts[i] == p) for p in (0, 1)]
+        assert total[1] / total[0] == pytest.approx(ratio), agg
+        assert sum(total) == pytest.approx(1.0), agg
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 9)), min_size=1, max_size=30),
+       st.sampled_from(["token_mean", "seq_mean_token_mean", "prompt_mean"]))
+def test_loss_weights_sum_to_one_per_token(rows, loss_agg):
+    prompts, lengths = [p for p, _ in rows], [n for _, n in rows]
+    w = sequence_loss_weights(lengths, prompts, loss_agg)
+    assert np.all(w >= 0) and np.all(w[np.asarray(lengths) == 0] == 0)
+    if sum(lengths):
+        assert float(np.dot(w, lengths)) == pytest.approx(1.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=40), st.integers(1, 5))
+def test_mini_batch_partition_keeps_groups_whole_and_covers_every_row(prompt_index, parts):
+    out = mini_batch_partition(prompt_index, parts)
+    assert sorted(r for part in out for r in part) == list(range(len(prompt_index)))
+    assert len(out) == min(parts, len(set(prompt_index))) and all(out)
+    owner = {}
+    for m, part in enumerate(out):
+        for r in part:
+            assert owner.setdefault(prompt_index[r], m) == m  # a prompt's group is never split
+    sizes = [len({prompt_index[r] for r in part}) for part in out]
+    assert max(sizes) - min(sizes) <= 1

@@ -14,10 +14,17 @@ Algorithm
 * Loss. Per token, with ρ = exp(logp − old_logp) and the clip-higher interval
   [1 − clip_low, 1 + clip_high]:
       ℓ_t = max(−A·ρ, −A·clip(ρ)) + kl_coef · k3_t
-  aggregated as a *token mean over the whole batch*: Σ_tokens ℓ_t / (number of tokens), so a
-  long response weighs more than a short one (DAPO's token-level loss). A caller that splits a
-  batch into micro-batches passes the global token count as `num_tokens` so the micro-batch
-  losses sum to the batch loss.
+  aggregated by `loss_agg` (see `sequence_loss_weights`): each response r gets one weight w_r
+  and the loss is Σ_r w_r Σ_t ℓ_rt, with Σ_r w_r·|o_r| = 1 over the (mini-)batch:
+    - `token_mean`: w_r = 1 / (tokens in the batch). DAPO's token-level loss: a long response
+      weighs more than a short one, and a prompt weighs by its n_i·(mean length).
+    - `seq_mean_token_mean`: w_r = 1 / (|o_r| · responses). Every response weighs the same.
+    - `prompt_mean`: w_r = 1 / (|o_r| · n_p · prompts). The paper's Eq. 17: the mean over a
+      prompt's rollouts, then over prompts, so a prompt's weight does not grow with its n_i.
+  A caller that splits a batch into micro-batches computes the weights over the whole batch
+  (or passes the global token count as `num_tokens`) so the micro-batch losses sum to it.
+* Mini-batches. `mini_batch_partition` splits a batch into M parts along prompt boundaries
+  (a prompt's group stays in one part), one optimizer step each (PPO's inner loop).
 * Per-sequence surrogate (Prompt-GDRO's `surrogate` signal, paper-notes §2.3): the token mean
   over one response of max(−A·ρ, −A·clip(ρ)) computed with the UNWEIGHTED advantage (before
   the adversary's multiplier) and without the KL term. It is a detached diagnostic.
@@ -69,6 +76,57 @@ def group_advantages(
 def filter_all_equal(rewards: Sequence[torch.Tensor | np.ndarray | Sequence[float]]) -> np.ndarray:
     """DAPO dynamic-sampling keep-mask: True for groups whose rewards are not all equal."""
     return np.array([not _all_equal(_as_float_tensor(g)) for g in rewards], dtype=bool)
+
+
+LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "prompt_mean")
+
+
+def sequence_loss_weights(lengths: Sequence[int], prompt_index: Sequence[int], loss_agg: str) -> np.ndarray:
+    """Per-response weight w_r such that the batch loss is Σ_r w_r Σ_t ℓ_rt (see the module doc).
+
+    Responses with no tokens get weight 0 and do not count as responses; a prompt counts if any
+    of its responses has a token. The weights of the responses that have tokens satisfy
+    Σ_r w_r·|o_r| = 1, so a constant per-token loss c aggregates to c under every rule.
+    """
+    if loss_agg not in LOSS_AGGS:
+        raise ValueError(f"loss_agg: must be one of {', '.join(LOSS_AGGS)}, got {loss_agg!r}")
+    lengths_arr = np.asarray(lengths, dtype=np.float64).reshape(-1)
+    prompts = np.asarray(prompt_index, dtype=np.int64).reshape(-1)
+    if prompts.size != lengths_arr.size:
+        raise ValueError(f"sequence_loss_weights: {lengths_arr.size} lengths but {prompts.size} prompt indices")
+    w = np.zeros(lengths_arr.size, dtype=np.float64)
+    live = lengths_arr > 0
+    if not live.any():
+        return w
+    if loss_agg == "token_mean":
+        w[live] = 1.0 / lengths_arr[live].sum()
+    elif loss_agg == "seq_mean_token_mean":
+        w[live] = 1.0 / (lengths_arr[live] * live.sum())
+    else:
+        _, inverse, per_prompt = np.unique(prompts[live], return_inverse=True, return_counts=True)
+        w[live] = 1.0 / (lengths_arr[live] * per_prompt[inverse] * per_prompt.size)
+    return w
+
+
+def mini_batch_partition(prompt_index: Sequence[int], mini_batches: int) -> list[list[int]]:
+    """Split response rows into at most `mini_batches` non-empty parts along prompt boundaries.
+
+    Prompts keep their order of first appearance and are dealt out as balanced contiguous runs
+    (sizes differ by at most one prompt), so a GRPO group is never split between two optimizer
+    steps and every learner rank, given the same batch, computes the same partition.
+    """
+    if int(mini_batches) < 1:
+        raise ValueError(f"mini_batches: must be ≥ 1, got {mini_batches}")
+    order: dict[int, list[int]] = {}
+    for row, p in enumerate(prompt_index):
+        order.setdefault(int(p), []).append(row)
+    groups = list(order.values())
+    parts = min(int(mini_batches), len(groups))
+    out = []
+    for m in range(parts):
+        lo, hi = m * len(groups) // parts, (m + 1) * len(groups) // parts
+        out.append(sorted(r for g in groups[lo:hi] for r in g))
+    return out
 
 
 # Elements of fp32 scratch per block in token_logprobs (64 MiB): bounded whatever B, T and V.
@@ -159,13 +217,15 @@ def grpo_loss(
     kl_coef: float = 0.001,
     signal_advantages: torch.Tensor | None = None,
     num_tokens: float | None = None,
+    seq_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """Clipped-surrogate GRPO loss with clip-higher and a k3 KL penalty.
 
     Shapes: `logp`, `old_logp`, `ref_logp`, `mask` are [B, T]; `advantages` and
     `signal_advantages` are [B] (one value per response; `advantages` already carries the
     adversary's weight). `ref_logp=None` or `kl_coef=0` drops the KL term. `num_tokens` is the
-    denominator of the token mean (default: the tokens in `mask`).
+    denominator of the token mean (default: the tokens in `mask`). `seq_weights` [B], when
+    given, replaces the token mean: loss = Σ_b seq_weights[b] · Σ_t ℓ_bt (`sequence_loss_weights`).
 
     Returns (scalar loss, stats, per-sequence surrogate [B] detached). Stats are token means
     over this call's tokens plus `tokens` (the count), so a caller can re-weight them.
@@ -184,7 +244,10 @@ def grpo_loss(
 
     local_tokens = mask_f.sum()
     denom = float(num_tokens) if num_tokens is not None else max(float(local_tokens), 1.0)
-    loss = (per_token * mask_f).sum() / denom
+    if seq_weights is not None:
+        loss = ((per_token * mask_f).sum(-1) * seq_weights.to(per_token.dtype)).sum()
+    else:
+        loss = (per_token * mask_f).sum() / denom
 
     with torch.no_grad():
         seq_tokens = mask_f.sum(-1)

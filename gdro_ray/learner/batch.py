@@ -29,6 +29,7 @@ class MicroBatch:
     advantages: torch.Tensor  # [B] weighted
     signal_advantages: torch.Tensor  # [B] unweighted
     rows: list[int]  # indices of these sequences in the full batch
+    seq_weights: torch.Tensor | None = None  # [B] loss weight per sequence (grpo.sequence_loss_weights)
 
 
 def validate_batch(batch: dict) -> int:
@@ -106,6 +107,8 @@ def build_micro_batch(batch: dict, rows: list[int], pad_id: int, device: torch.d
     weighted = batch.get("advantages")  # absent when only log-probs are wanted
     adv = torch.tensor([float(weighted[i]) if weighted is not None else 0.0 for i in rows], dtype=torch.float32)
     sig = adv.clone() if signal is None else torch.tensor([float(signal[i]) for i in rows], dtype=torch.float32)
+    weights = batch.get("loss_weights")  # set by the learner per mini-batch; absent → token mean
+    seq_w = None if weights is None else torch.tensor([float(weights[i]) for i in rows], dtype=torch.float64)
     return MicroBatch(
         input_ids=ids.to(device),
         attention_mask=attn.to(device),
@@ -117,6 +120,7 @@ def build_micro_batch(batch: dict, rows: list[int], pad_id: int, device: torch.d
         advantages=adv.to(device),
         signal_advantages=sig.to(device),
         rows=list(rows),
+        seq_weights=None if seq_w is None else seq_w.to(device),
     )
 
 
@@ -136,4 +140,5 @@ def dummy_micro_batch(device: torch.device) -> MicroBatch:
         advantages=torch.zeros(1, device=device),
         signal_advantages=torch.zeros(1, device=device),
         rows=[],
+        seq_weights=torch.zeros(1, dtype=torch.float64, device=device),
     )

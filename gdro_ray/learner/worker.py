@@ -1,15 +1,18 @@
 """FSDP2 GRPO learner: one `LearnerWorker` per rank (a plain class; the service wraps it with
 `ray.remote`, tests drive it under torch.multiprocessing).
 
-Algorithm of one `train_step` (one optimizer step per call)
-----------------------------------------------------------
-1. Every rank receives the SAME full batch and takes its contiguous slice of the responses.
-2. The global token count (all response tokens of all ranks) is summed with an all_reduce; it
-   is the denominator of the token-mean loss, so each micro-batch contributes
-   Σ_tokens ℓ / N_global and the accumulated gradient is that of the batch token mean.
-   FSDP2 *averages* gradients over ranks in its reduce-scatter, so the backward loss is scaled
-   by world_size to turn that average back into the global sum.
-3. Each rank runs the same number of micro-batches (right-padded, at most `micro_batch`
+Algorithm of one `train_step` (`epochs` × `mini_batches` optimizer steps per call)
+--------------------------------------------------------------------------------
+1. Every rank receives the SAME full batch. It is split into `mini_batches` parts along prompt
+   boundaries (`grpo.mini_batch_partition`; every rank computes the same split) and each part
+   is one optimizer step; the whole pass is repeated `epochs` times. Within a mini-batch each
+   rank takes its contiguous slice of the part's responses.
+2. The loss of a mini-batch is Σ_r w_r Σ_t ℓ_rt with per-response weights from `loss_agg`
+   (`grpo.sequence_loss_weights`, computed over the whole mini-batch from the full batch, so
+   the micro-batch losses of all ranks sum to it; the global token count is checked with an
+   all_reduce first). FSDP2 *averages* gradients over ranks in its reduce-scatter, so the
+   backward loss is scaled by world_size to turn that average back into the global sum.
+3. Each rank runs the same number of micro-batches per mini-batch (right-padded, at most `micro_batch`
    sequences and, if `micro_batch_tokens` > 0, at most that many padded tokens); a rank with
    fewer runs zero-token dummy micro-batches, because every FSDP forward and backward is a
    collective and unequal counts would deadlock. Every rank plans every rank's micro-batches
@@ -17,16 +20,20 @@ Algorithm of one `train_step` (one optimizer step per call)
    the first response position on (`logits_to_keep`) and log-probs in bounded fp32 blocks.
 4. Reference log-probs come from a frozen, unsharded copy of the initial model on each rank
    (fine for small and mid-size models; skipped entirely when kl_coef = 0).
-   `old_logprobs` from the sampler give the PPO ratio; without them the current policy's
-   detached log-probs are used (on-policy, ratio 1; what the driver does). All log-probs are
+   `old_logprobs` in the batch (the samplers', used in off-policy mode) are the behaviour
+   policy for every update. Without them (on-policy) the behaviour log-probs are the policy's
+   before the first update: the first mini-batch's own detached forward (ratio exactly 1) and,
+   when there is more than one update, one no-grad pass over the other rows taken before it
+   (as verl recomputes them), so later mini-batches see a real ratio and the clip. All log-probs are
    of the tempered policy softmax(logits / T), T = the sampling temperature (`grpo["temperature"]`),
    since that is what the samples were drawn from; the engines report raw (T = 1) log-probs, so
    they are valid `old_logprobs` only at T = 1.
 5. Global grad-norm clip, AdamW step (fp32 master weights; `dtype="bfloat16"` computes in
    bf16 through FSDP2's MixedPrecisionPolicy and reduces gradients in fp32).
 6. The per-sequence clipped surrogate with the unweighted advantage (Prompt-GDRO's
-   `surrogate` signal) is measured at the pre-update policy, summed across ranks, and
-   averaged per prompt.
+   `surrogate` signal) is measured in the first epoch at the policy before its mini-batch's
+   update, summed across ranks, and averaged per prompt. Per-update statistics (loss, ratio
+   mean/min/max, clip_frac, grad_norm) come back in `updates`; the top-level ones aggregate them.
 
 Weight publication: `state_dict_bytes()` gathers the full state dict on rank 0 and serialises
 it with safetensors. vLLM's in-place reload is only correct for untied embeddings (stack-notes
@@ -56,7 +63,13 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-from gdro_ray.algorithms.grpo import grpo_loss, token_logprobs
+from gdro_ray.algorithms.grpo import (
+    LOSS_AGGS,
+    grpo_loss,
+    mini_batch_partition,
+    sequence_loss_weights,
+    token_logprobs,
+)
 from gdro_ray.learner import checkpoint as ckpt
 from gdro_ray.learner.batch import (
     build_micro_batch,
@@ -116,6 +129,12 @@ class LearnerWorker:
         self.temperature = float(grpo.get("temperature", 1.0))
         if not self.temperature > 0:
             raise ValueError(f"learner: sampling temperature must be > 0, got {self.temperature}")
+        self.mini_batches = int(grpo.get("mini_batches", 1))
+        self.epochs = int(grpo.get("epochs", 1))
+        self.loss_agg = str(grpo.get("loss_agg", "token_mean"))
+        if self.mini_batches < 1 or self.epochs < 1 or self.loss_agg not in LOSS_AGGS:
+            raise ValueError(f"learner: mini_batches={self.mini_batches} and epochs={self.epochs} must be ≥ 1, "
+                             f"loss_agg={self.loss_agg!r} one of {LOSS_AGGS}")
         self._version = 0
         self._sender = None  # gdro_ray.utils.weight_group.WeightSender, rank 0, made on first use
 
@@ -163,7 +182,7 @@ class LearnerWorker:
 
     # ------------------------------------------------------------------ info
     def version(self) -> int:
-        """Optimizer steps taken: the version of the weights."""
+        """Batches trained (each with at least one optimizer step): the version of the weights."""
         return self._version
 
     def info(self) -> dict:
@@ -171,6 +190,8 @@ class LearnerWorker:
             "rank": self.rank,
             "world_size": self.world_size,
             "device": str(self.device),
+            # the card's UUID (None on CPU): indexes differ per process, so sharing a card shows only here
+            "cuda_uuid": _card_uuid(self.device),
             "backend": self.backend,
             "version": self._version,
             "num_params": sum(p.numel() for p in self.model.parameters()),
@@ -185,12 +206,12 @@ class LearnerWorker:
             logits = logits / self.temperature
         return token_logprobs(logits, mb.targets)
 
-    def _micro_batches(self, batch: dict, n: int):
-        """This rank's micro-batches, padded with dummies to the largest count of any rank."""
+    def _micro_batches(self, batch: dict, rows: list[int]):
+        """This rank's micro-batches of `rows` (its contiguous share of them), padded with dummies
+        to the largest count of any rank. Every rank plans every rank's share from the same rows."""
         plans = [
-            plan_micro_batches(
-                batch, list(rank_slice(n, r, self.world_size)), self.micro_batch, self.micro_batch_tokens
-            )
+            plan_micro_batches(batch, [rows[i] for i in rank_slice(len(rows), r, self.world_size)],
+                               self.micro_batch, self.micro_batch_tokens)
             for r in range(self.world_size)
         ]
         chunks = plans[self.rank]
@@ -202,10 +223,12 @@ class LearnerWorker:
                 yield dummy_micro_batch(self.device)
 
     @torch.no_grad()
-    def response_logprobs(self, batch: dict, reference: bool = False) -> list[list[float]]:
-        """Per-token log-probs of every response under the current policy (or the frozen
-        reference), gathered to every rank. Collective. Needs only the token-id keys."""
+    def response_logprobs(self, batch: dict, reference: bool = False, rows: list[int] | None = None) -> list[list[float]]:
+        """Per-token log-probs of every response (or of `rows` only; the others come back empty)
+        under the current policy (or the frozen reference), gathered to every rank. Collective.
+        Needs only the token-id keys."""
         n = len(batch["response_token_ids"])
+        rows = list(range(n)) if rows is None else list(rows)
         lengths = [len(r) for r in batch["response_token_ids"]]
         width = max(lengths, default=0)
         table = torch.zeros((n, max(width, 1)), dtype=torch.float32, device=self.device)
@@ -214,17 +237,19 @@ class LearnerWorker:
             if self.ref_model is None:
                 raise ValueError("no reference model: the learner was built with kl_coef = 0")
             model = self.ref_model
-        for mb in self._micro_batches(batch, n):
+        for mb in self._micro_batches(batch, rows):
             logp = self._forward_logp(model, mb)
             for j, row in enumerate(mb.rows):
                 start = len(batch["prompt_token_ids"][row]) - 1 - mb.start
                 table[row, : lengths[row]] = logp[j, start : start + lengths[row]]
         dist.all_reduce(table)
-        rows = table.cpu().tolist()
-        return [rows[i][: lengths[i]] for i in range(n)]
+        out = table.cpu().tolist()
+        wanted = set(rows)
+        return [out[i][: lengths[i]] if i in wanted else [] for i in range(n)]
 
     def train_step(self, batch: dict) -> dict:
-        """One GRPO optimizer step on the batch (see the module docstring). Collective."""
+        """GRPO on one batch: `epochs` passes of `mini_batches` optimizer steps (see the module
+        docstring). Collective."""
         t0 = time.perf_counter()
         n = validate_batch(batch)
         responses = batch["response_token_ids"]
@@ -242,14 +267,67 @@ class LearnerWorker:
         if total_tokens == 0:
             return self._empty_stats(n, time.perf_counter() - t0)
 
+        parts = mini_batch_partition(batch["prompt_index"], self.mini_batches)
+        lengths = [len(r) for r in responses]
+        work = dict(batch)
+        if self.loss_agg != "token_mean":  # token_mean divides by the mini-batch's token count instead
+            weights = [0.0] * n
+            for rows in parts:  # each optimizer step's loss is the aggregate over its own mini-batch
+                w = sequence_loss_weights([lengths[i] for i in rows], [batch["prompt_index"][i] for i in rows],
+                                          self.loss_agg)
+                for i, v in zip(rows, w):
+                    weights[i] = float(v)
+            work["loss_weights"] = weights
+        on_policy = batch.get("old_logprobs") is None
+        if on_policy and (len(parts) > 1 or self.epochs > 1):
+            # Behaviour log-probs of the tempered policy, taken once before the first update. The
+            # first mini-batch of the first epoch is trained before any update, so its own forward
+            # (detached) is exactly the behaviour policy: only the other rows need this pass.
+            later = sorted(set(range(n)) - (set(parts[0]) if self.epochs == 1 else set()))
+            behaviour, wanted = self.response_logprobs(batch, rows=later), set(later)
+            work["old_logprobs"] = [behaviour[i] if i in wanted else [0.0] * lengths[i] for i in range(n)]
+
         per_seq = torch.zeros(n, dtype=torch.float64, device=self.device)
+        updates = []
+        self.model.train()
+        for epoch in range(self.epochs):
+            for m, rows in enumerate(parts):
+                detached = on_policy and epoch == 0 and m == 0
+                updates.append(self._update(work, rows, detached, per_seq if epoch == 0 else None)
+                               | {"epoch": epoch, "mini_batch": m})
+        dist.all_reduce(per_seq)
+
+        steps = [u for u in updates if not u["skipped"]]
+        if steps:
+            self._version += 1
+        tok = sum(u["tokens"] for u in updates)
+        out = {key: sum(u[key] * u["tokens"] for u in updates) / tok for key in _SUM_STATS}
+        out.update(
+            loss=sum(u["loss"] for u in updates) / len(updates),
+            ratio_max=max(u["ratio_max"] for u in updates),
+            ratio_min=min(u["ratio_min"] for u in updates),
+            grad_norm=max(u["grad_norm"] for u in updates),
+            tokens=total_tokens,
+            responses=n,
+            skipped=not steps,
+            optimizer_steps=len(steps),
+            updates=updates,
+            version=self._version,
+            per_prompt_surrogate=_per_prompt_mean(batch["prompt_index"], per_seq.cpu().tolist()),
+            time_s=time.perf_counter() - t0,
+        )
+        return out
+
+    def _update(self, batch: dict, rows: list[int], detached_old: bool, per_seq: torch.Tensor | None) -> dict:
+        """One optimizer step on the mini-batch `rows` (every rank the same rows). With
+        `detached_old` the current forward is the behaviour policy (ratio exactly 1); otherwise
+        `batch["old_logprobs"]` is. Fills `per_seq` with the pre-update surrogate when given."""
+        total = float(sum(len(batch["response_token_ids"][i]) for i in rows))
         sums = torch.zeros(len(_SUM_STATS) + 1, dtype=torch.float64, device=self.device)
         extremes = torch.full((2,), -math.inf, dtype=torch.float64, device=self.device)  # max ρ, −min ρ
-
-        self.model.train()
-        for mb in self._micro_batches(batch, n):
+        for mb in self._micro_batches(batch, rows):
             logp = self._forward_logp(self.model, mb)
-            old_logp = mb.old_logp if mb.old_logp is not None else logp.detach()
+            old_logp = logp.detach() if detached_old or mb.old_logp is None else mb.old_logp
             ref_logp = None
             if self.ref_model is not None:
                 with torch.no_grad():
@@ -257,20 +335,20 @@ class LearnerWorker:
             loss, stats, seq_surrogate = grpo_loss(
                 logp, old_logp, ref_logp, mb.advantages, mb.mask,
                 clip_low=self.clip_low, clip_high=self.clip_high, kl_coef=self.kl_coef,
-                signal_advantages=mb.signal_advantages, num_tokens=float(total_tokens),
+                signal_advantages=mb.signal_advantages, num_tokens=max(total, 1.0),
+                seq_weights=mb.seq_weights if "loss_weights" in batch else None,
             )
             (loss * self.world_size).backward()
             if mb.rows:
-                per_seq[mb.rows] = seq_surrogate.to(torch.float64)
-                sums[0] += float(loss.detach()) * total_tokens  # token-sum of the full loss
+                if per_seq is not None:
+                    per_seq[mb.rows] = seq_surrogate.to(torch.float64)
+                sums[0] += float(loss.detach())
                 for j, key in enumerate(_SUM_STATS, start=1):
                     sums[j] += stats[key] * stats["tokens"]
                 if stats["tokens"] > 0:
                     extremes[0] = max(float(extremes[0]), stats["ratio_max"])
                     extremes[1] = max(float(extremes[1]), -stats["ratio_min"])
-
         dist.all_reduce(sums)
-        dist.all_reduce(per_seq)
         dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
 
         max_norm = self.grad_clip if self.grad_clip and self.grad_clip > 0 else math.inf
@@ -281,28 +359,16 @@ class LearnerWorker:
         skipped = not math.isfinite(grad_norm)
         if not skipped:  # every rank sees the same global norm, so all skip or all step
             self.optimizer.step()
-            self._version += 1
         self.optimizer.zero_grad(set_to_none=True)
-
-        out = {key: float(sums[j]) / total_tokens for j, key in enumerate(_SUM_STATS, start=1)}
-        out.update(
-            loss=float(sums[0]) / total_tokens,
-            ratio_max=float(extremes[0]),
-            ratio_min=-float(extremes[1]),
-            grad_norm=grad_norm,
-            tokens=total_tokens,
-            responses=n,
-            skipped=skipped,
-            version=self._version,
-            per_prompt_surrogate=_per_prompt_mean(batch["prompt_index"], per_seq.cpu().tolist()),
-            time_s=time.perf_counter() - t0,
-        )
-        return out
+        out = {key: float(sums[j]) / max(total, 1.0) for j, key in enumerate(_SUM_STATS, start=1)}
+        return out | {"loss": float(sums[0]), "ratio_max": float(extremes[0]), "ratio_min": -float(extremes[1]),
+                      "grad_norm": grad_norm, "tokens": int(total), "skipped": skipped}
 
     def _empty_stats(self, n: int, elapsed: float) -> dict:
         zero = dict.fromkeys(("loss", *_SUM_STATS, "grad_norm"), 0.0) | {"ratio_mean": 1.0}
         return {**zero, "ratio_max": 1.0, "ratio_min": 1.0, "tokens": 0, "responses": n, "skipped": True,
-                "version": self._version, "per_prompt_surrogate": {}, "time_s": elapsed}
+                "optimizer_steps": 0, "updates": [], "version": self._version, "per_prompt_surrogate": {},
+                "time_s": elapsed}
 
     # ------------------------------------------------------------------ weights
     def _full_state_dict(self) -> dict[str, torch.Tensor]:
@@ -387,6 +453,14 @@ class LearnerWorker:
             self._sender.shutdown()
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _card_uuid(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return None
+    from gdro_ray.utils.cuda_devices import cuda_device_uuid
+
+    return cuda_device_uuid(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def _per_prompt_mean(prompt_index: list[int], values: list[float]) -> dict[int, float]:
