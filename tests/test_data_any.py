@@ -136,6 +136,8 @@ def test_config_keys_reach_the_loaders(tmp_path):
         load_config(overrides=["data.answer_key=sol..value"])
     with pytest.raises(UserError, match=r"^data.train: .*not found"):
         load_config(overrides=[f"data.train={tmp_path}/missing.parquet"])
+    with pytest.raises(UserError, match=r"^data.eval: folder .*nodir not found"):
+        load_config(overrides=[f"data.eval={tmp_path}/nodir/"])
     assert load_config(overrides=["data.train=owner/name"]).data.train == "owner/name"  # checked at start
 
 

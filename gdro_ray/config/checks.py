@@ -49,6 +49,7 @@ def _data_source(value: str, names: tuple[str, ...], key: str, need) -> None:
         and p.suffix.lower() not in _DATA_SUFFIXES
     if hub_name:
         return  # a hub dataset id: whether it exists is known only once the hub is asked, at start
+    need(p.suffix != "" or not value.startswith((".", "/", "~")), key, f"folder {p} not found")
     need(p.suffix.lower() in _DATA_SUFFIXES, key,
          f"{value!r} is not one of {', '.join(names)}, a .jsonl/.json/.parquet/.arrow file, a folder or a hub name owner/name")
     need(p.is_file(), key, f"data file {p} not found")
