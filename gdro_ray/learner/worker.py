@@ -112,8 +112,10 @@ class LearnerWorker:
 
         if dtype not in _DTYPES:
             raise ValueError(f"learner dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        if num_threads:
-            torch.set_num_threads(num_threads)
+        if num_threads:  # for real, even in a process where vLLM disabled torch.set_num_threads
+            from gdro_ray.utils.threads import set_torch_threads
+
+            set_torch_threads(num_threads)
         torch.manual_seed(seed)
         self.rank, self.world_size = rank, world_size
         self.model_path = model_path

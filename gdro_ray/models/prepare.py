@@ -16,7 +16,9 @@ Algorithm:
 
 Determinism: the data come from the task's own seeded RNG, the init from `torch.manual_seed`
 inside a forked RNG, the batch order is fixed; there is no dropout. Training runs on
-`PREPARE_THREADS` = 1 torch thread (restored afterwards): CPU kernels may order float
+`PREPARE_THREADS` = 1 torch thread (restored afterwards), set through `torch._C` so that an
+in-process vLLM engine that ran earlier (it disables `torch.set_num_threads` process-wide)
+cannot change it; this thread count is what the determinism rests on: CPU kernels may order float
 reductions differently with another thread count, and with 2 threads on a busy 2-core
 machine a step was 10x slower (OpenMP threads spin against other processes). Two prepares
 on the same CPU type and torch build give bit-identical weights (tested); another ISA or
@@ -122,12 +124,12 @@ def is_prepared(path: Path, recipe: SFTRecipe | None = None) -> bool:
 
 @contextmanager
 def _torch_threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+    # Not torch.set_num_threads: an in-process vLLM engine turns it into a no-op for the rest of
+    # the process, and the weights would then depend on what ran before (gdro_ray/utils/threads.py).
+    from gdro_ray.utils.threads import torch_threads
+
+    with torch_threads(n):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def encode_sft(tok, examples: list[dict], bare: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
