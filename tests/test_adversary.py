@@ -328,3 +328,60 @@ def test_passk_proxy_keeps_rollouts_on_hard_but_solvable_prompts():
 def test_unknown_rollout_proxy_is_refused():
     with pytest.raises(ValueError, match="rollout_proxy"):
         Adversary(num_prompts=10, algorithm="both", batch_size=4, budget_mean=4, rollout_proxy="entropy")
+
+
+# ---- extend: dynamic sampling's refill rounds ------------------------------------------------
+@pytest.mark.parametrize("algorithm,mode", [("both", "resample"), ("both", "reweight"), ("grpo", "resample"),
+                                            ("rollout_gdro", "resample")])
+def test_extend_grows_the_pending_step_and_observe_sees_every_prompt(algorithm, mode):
+    adv = make(algorithm, mode=mode)
+    run(adv, 4)
+    first = adv.schedule()
+    grown = adv.extend(10)
+    assert grown.step == first.step and grown.batch_size == first.batch_size + 10
+    assert np.array_equal(grown.prompt_ids[:32], first.prompt_ids)
+    assert np.array_equal(grown.rollouts[:32], first.rollouts)
+    assert adv.schedule() is grown  # the pending step is the grown one
+    assert int(grown.rollouts[32:].sum()) == 10 * 4  # the refill keeps the per-prompt budget n̄
+    assert np.array_equal(grown.group_ids[32:], adv.classifier.groups(grown.prompt_ids[32:]))
+    if mode == "reweight" and algorithm != "grpo":
+        assert np.all(grown.adv_weights[32:] > 0)
+    else:
+        assert np.all(grown.adv_weights == 1.0)
+    rng, p = np.random.default_rng(3), true_p(adv.num_prompts)
+    with pytest.raises(ValueError, match="does not match"):  # the un-grown schedule is no longer the step
+        adv.observe(first, rewards_for(first, p, rng))
+    assert adv.step == 4
+    record = adv.observe(grown, rewards_for(grown, p, rng))
+    assert record["prompts"] == 42 and record["rollouts"] == int(grown.rollouts.sum())
+    assert sum(record["bin_batch_prompts"]) == 42 and adv.step == 5
+
+
+def test_extend_is_deterministic_and_survives_a_state_round_trip():
+    a, b = make("both"), make("both")
+    run(a, 3), run(b, 3)
+    a.schedule(), b.schedule()
+    ga, gb = a.extend(7), b.extend(7)
+    assert np.array_equal(ga.prompt_ids, gb.prompt_ids) and np.array_equal(ga.rollouts, gb.rollouts)
+    twin = make("both")
+    twin.load_state_dict(json.loads(json.dumps(to_jsonable(a.state_dict()))))
+    assert np.array_equal(twin.schedule().prompt_ids, ga.prompt_ids)  # the grown step is what resumes
+    assert np.array_equal(twin.extend(5).prompt_ids, a.extend(5).prompt_ids)
+
+
+def test_extend_follows_the_cursor_without_skipping_prompts():
+    adv = make("grpo", num_prompts=100, batch_size=30, mode="reweight")
+    seen = list(adv.schedule().prompt_ids) + list(adv.extend(20).prompt_ids[30:])
+    rng, p = np.random.default_rng(0), true_p(100)
+    adv.observe(adv.schedule(), rewards_for(adv.schedule(), p, rng))
+    seen += list(adv.schedule().prompt_ids) + list(adv.extend(20).prompt_ids[30:])
+    assert sorted(seen) == list(range(100))  # one epoch, every prompt once, refills included
+
+
+def test_extend_needs_a_pending_schedule_and_a_positive_count():
+    adv = make("both")
+    with pytest.raises(ValueError, match="no pending schedule"):
+        adv.extend(3)
+    adv.schedule()
+    with pytest.raises(ValueError, match="count"):
+        adv.extend(0)

@@ -217,7 +217,8 @@ def _two_rank_main(rank, port, model_dir, out_dir, batch, grpo):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("grpo", [{}, {"mini_batches": 2, "loss_agg": "prompt_mean"}], ids=["one_step", "two_mb_prompt_mean"])
+@pytest.mark.parametrize("grpo", [{}, {"mini_batches": 2, "loss_agg": "prompt_mean"}],
+                         ids=["one_step", "two_mb_prompt_mean"])
 def test_two_ranks_match_one_rank(model_dir, tmp_path, grpo):
     from transformers import AutoModelForCausalLM
 

@@ -195,8 +195,8 @@ class Adversary:
                 self.epoch, self.cursor, self._perm = self.epoch + 1, 0, None
         return np.concatenate(parts).astype(np.int64)
 
-    def _resample(self, q: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """Draw B slots' groups from q, then prompts uniformly inside each group.
+    def _resample(self, q: np.ndarray, counts: np.ndarray, size: int | None = None) -> np.ndarray:
+        """Draw B slots' (or `size` slots') groups from q, then prompts uniformly inside each group.
 
         With repeats, a group asked for more slots than it has members gives every member
         ⌊slots/size⌋ visits and the remainder to a random subset, so the batch follows q while
@@ -205,7 +205,7 @@ class Adversary:
         that is 0); slots beyond it overflow to the other groups with room in proportion to their
         q (not to the largest groups), repeatedly until every slot fits.
         """
-        B = self.batch_size
+        B = self.batch_size if size is None else int(size)
         slots = self._rng.multinomial(B, q)
         cap = 1 if not self.allow_repeats else self.max_repeats
         if cap > 0 and int(counts.sum()) * cap < B:
@@ -251,20 +251,47 @@ class Adversary:
                              f"(max {max_pending}); observe step {self._pending[0].step} first")
         return self._make_schedule()
 
-    def _make_schedule(self) -> StepSchedule:
+    def extend(self, count: int) -> StepSchedule:
+        """Add `count` prompts to the oldest pending schedule (DAPO dynamic sampling's refill
+        round) and return the grown schedule; `observe` then takes all of them at once.
+
+        The extra prompts come the way the step's own did (the data cursor, or q resampled
+        with the step's q), with Rollout-GDRO's allocation for them (Σ n = count·n̄) and, in
+        reweight mode, their q weights; grouping uses the history as of now, which is the step's
+        own unless a later schedule is pending. Calls are part of the deterministic sequence:
+        the same schedule/extend/observe calls from the same state give the same prompts.
+        """
+        if not self._pending:
+            raise ValueError(f"extend: no pending schedule (call schedule() first; step {self.step})")
+        if int(count) < 1:
+            raise ValueError(f"extend: count must be ≥ 1, got {count}")
         t0 = time.perf_counter()
+        base = self._pending[0]
+        extra = self._draw(int(count), base.q)
+        grown = StepSchedule(base.step, *(np.concatenate([a, b]) for a, b in zip(
+            (base.prompt_ids, base.group_ids, base.rollouts, base.adv_weights), extra[1:])), base.q, base.lag)
+        self._pending[0] = grown
+        self._pending_ms[0] += (time.perf_counter() - t0) * 1e3
+        return grown
+
+    def _draw(self, size: int, q_fixed: np.ndarray | None = None):
+        """(q, prompt ids, group ids, rollouts, advantage weights) for `size` new slots."""
         counts = np.asarray(self.classifier.group_counts(), dtype=np.int64)
         in_play = counts > 0  # groups with members: the only ones q may put mass on
         if self.resample:
-            q = np.asarray(self.prompt_gdro.distribution(in_play), dtype=np.float64)
-            q = np.where(in_play, q, 0.0)  # an empty group can never be asked for a prompt
-            q = q / q.sum()
-            prompt_ids = self._resample(q, counts)
+            if q_fixed is not None:
+                q = np.where(in_play, q_fixed, 0.0)
+                q = q / q.sum() if q.sum() > 0 else in_play / in_play.sum()
+            else:
+                q = np.asarray(self.prompt_gdro.distribution(in_play), dtype=np.float64)
+                q = np.where(in_play, q, 0.0)  # an empty group can never be asked for a prompt
+                q = q / q.sum()
+            prompt_ids = self._resample(q, counts, size)
         else:
             q = counts / max(int(counts.sum()), 1)
             if self.reweight:
                 q = np.asarray(self.prompt_gdro.distribution(in_play), dtype=np.float64)
-            prompt_ids = self._take_cursor(self.batch_size)
+            prompt_ids = self._take_cursor(size)
         group_ids = np.asarray(self.classifier.groups(prompt_ids), dtype=np.int64)
         if self.use_rollout:
             rollouts = np.asarray(self.rollout_gdro.allocate(group_ids), dtype=np.int64)
@@ -277,6 +304,11 @@ class Adversary:
             adv_weights = w[starts]  # every response of a prompt shares its group's weight
         else:
             adv_weights = np.ones(prompt_ids.size, dtype=np.float64)
+        return q, prompt_ids, group_ids, rollouts, adv_weights
+
+    def _make_schedule(self) -> StepSchedule:
+        t0 = time.perf_counter()
+        q, prompt_ids, group_ids, rollouts, adv_weights = self._draw(self.batch_size)
         lag = len(self._pending)
         sched = StepSchedule(self.step + lag, prompt_ids, group_ids, rollouts, adv_weights, q, lag)
         self._pending.append(sched)

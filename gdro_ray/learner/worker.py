@@ -225,7 +225,8 @@ class LearnerWorker:
                 yield dummy_micro_batch(self.device)
 
     @torch.no_grad()
-    def response_logprobs(self, batch: dict, reference: bool = False, rows: list[int] | None = None) -> list[list[float]]:
+    def response_logprobs(self, batch: dict, reference: bool = False,
+                          rows: list[int] | None = None) -> list[list[float]]:
         """Per-token log-probs of every response (or of `rows` only; the others come back empty)
         under the current policy (or the frozen reference), gathered to every rank. Collective.
         Needs only the token-id keys."""

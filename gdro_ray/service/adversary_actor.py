@@ -58,6 +58,10 @@ class AdversaryService:
         """The next step's schedule before the current one is observed (one-step off-policy)."""
         return self.adv.schedule_ahead().to_dict()
 
+    def extend(self, count: int) -> dict:
+        """Grow the pending schedule by `count` prompts (a dynamic-sampling refill round)."""
+        return self.adv.extend(count).to_dict()
+
     def observe(self, schedule: dict, rewards: list[list[float]], surrogate: list[float] | None,
                 weights_version: int) -> dict:
         import numpy as np

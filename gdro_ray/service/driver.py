@@ -7,7 +7,8 @@ One step (synchronous mode):
     2. sample    shards of prompts go to the sampler pool (vLLM); each sampler returns its
                  prompts' rollouts with token ids, log-probs and verifier rewards
     3. learn     GRPO advantages per variable-size group, times the Prompt-GDRO weights
-                 (reweight mode), then one FSDP2 update (clip-higher, k3 KL, token-mean)
+                 (reweight mode), then `grpo.mini_batches` FSDP2 updates (clip-higher, k3 KL,
+                 `grpo.loss_agg`); `grpo.filter_all_equal` first refills the batch (step_batch.py)
     4. observe   rewards and per-prompt surrogate losses go back to the adversary, which
                  updates pass@k history, bins, scores S_b, variances v_b and the price μ
     5. publish   the new weights go to every sampler (`weight_transport.py`): once through the
@@ -68,6 +69,7 @@ class Trainer:
         self.version = 0
         self.reward_timeouts = 0
         self._inflight = None  # off-policy: (schedule, future of its sampling)
+        self._stale_resampled = False  # off-policy: this step's rollouts were refused as too stale
         self.weights = None  # the weight transport, chosen in setup()
         self.last_publish = None  # what the last weight publish reported (goes into the step record)
 
@@ -117,7 +119,8 @@ class Trainer:
         self.learner = LearnerGroup(
             cfg.learner.world_size, self.model_path, cfg.learner.lr, cfg.learner.weight_decay, cfg.learner.grad_clip,
             cfg.learner.micro_batch, cfg.learner.backend, cfg.model.dtype,
-            {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef,
+            {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef, "mini_batches": g.mini_batches,
+             "epochs": g.epochs, "loss_agg": g.loss_agg,
              "temperature": cfg.sampler.temperature if cfg.sampler.temperature > 0 else 1.0}, cfg.seed,
             cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource)
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
@@ -181,8 +184,12 @@ class Trainer:
         import ray
 
         from gdro_ray.algorithms.grpo import group_advantages
+        from gdro_ray.service.step_batch import assemble_batch, learn_fields, sample_refills, trained_slots
 
         cfg = self.cfg
+        refill = {}
+        if cfg.grpo.filter_all_equal:  # DAPO dynamic sampling: extra rounds until B informative groups
+            sched, shard_out, refill = sample_refills(self, sched, shard_out, t)
         t["generate"] = max((o["generate_s"] for o in shard_out), default=0.0)
         t["reward"] = max((o["reward_s"] for o in shard_out), default=0.0)
         by_slot = {r["slot"]: r for o in shard_out for r in o["results"]}
@@ -194,19 +201,9 @@ class Trainer:
 
         t2 = time.perf_counter()
         adv = group_advantages(rewards, eps=cfg.grpo.eps, adv_clip=cfg.grpo.adv_clip)
-        batch = {"prompt_token_ids": [], "response_token_ids": [], "advantages": [], "signal_advantages": [],
-                 "old_logprobs": None, "prompt_index": []}
-        for i in range(B):
-            if cfg.grpo.filter_all_equal and np.all(rewards[i] == rewards[i][0]):
-                continue
-            w = float(sched["adv_weights"][i])
-            for j, resp in enumerate(by_slot[i]["response_token_ids"]):
-                a = float(adv[i][j])
-                batch["prompt_token_ids"].append(by_slot[i]["prompt_token_ids"])
-                batch["response_token_ids"].append(resp)
-                batch["advantages"].append(a * w)
-                batch["signal_advantages"].append(a)
-                batch["prompt_index"].append(i)
+        slots = trained_slots(rewards, cfg.grpo.filter_all_equal, cfg.batch_size)
+        # off-policy rollouts are trained against the policy that drew them: the samplers' log-probs
+        batch = assemble_batch(sched, by_slot, adv, slots, sampler_logprobs=cfg.cluster.off_policy)
         learn = self.learner.train_step(batch) if batch["response_token_ids"] else {}
         self.version += 1
         t["learn"] = time.perf_counter() - t2
@@ -227,7 +224,9 @@ class Trainer:
             "staleness": (self.version - 1) - sampled_with,
             "pass_rate": float(np.mean([float(np.mean(c > 0.5)) for c in correct])),
             "loss": learn.get("loss"), "kl": learn.get("kl"), "clip_frac": learn.get("clip_frac"),
-            "grad_norm": learn.get("grad_norm"),
+            "grad_norm": learn.get("grad_norm"), **learn_fields(learn), **refill,
+            "rollouts_sampled": int(sum(len(r) for r in rewards)), "rollouts_trained": len(batch["response_token_ids"]),
+            "prompts_trained": len(slots), "stale_resampled": self._stale_resampled,
             "shards_requeued": self.pool.stats.requeued, "sampler_restarts": self.pool.stats.restarts,
             "reward_timeouts": sum(o.get("reward_timeouts", 0) for o in shard_out),
             "reward_errors": sum(o.get("reward_errors", 0) for o in shard_out),
@@ -297,6 +296,9 @@ class Trainer:
         shard_out, t["sample"] = fut.result()
         t["schedule"] = 0.0
         self._publish(t)
+        from gdro_ray.service.step_batch import refuse_stale  # resample rollouts past cluster.max_staleness
+
+        shard_out, self._stale_resampled = refuse_stale(self, sched, shard_out, t)
         self._inflight = None
         self._maybe_resize()
         if self.step + 1 < self.cfg.steps:

@@ -1,0 +1,138 @@
+"""A step's learner batch: DAPO dynamic sampling (refill rounds), the trained subset, its
+advantage weights, the behaviour log-probs of off-policy rollouts, and the staleness limit.
+
+Dynamic sampling (`grpo.filter_all_equal`). A group whose rewards are all equal has zero GRPO
+advantages, so it only costs compute. After the step's B prompts are sampled, while fewer than B
+groups are informative and fewer than `grpo.max_refill_rounds` extra rounds were run, the
+adversary is asked to `extend` the pending schedule by enough prompts to fill the gap at the
+informative rate seen so far (capped at B), and those are sampled with the same weights. The
+adversary later observes the whole grown schedule at once (every prompt it scheduled, so its
+statistics stay compute-honest); the learner trains the first B informative groups in slot order
+(or all of them when the rounds ran out: `refill_short`). In reweight mode the Prompt-GDRO
+weights were normalised to mean 1 over the scheduled responses; they are normalised again over
+the trained ones. The record separates `rollouts_sampled` (what was generated) from
+`rollouts_trained`.
+
+Off-policy behaviour log-probs. In `cluster.off_policy` a step's rollouts were drawn by weights
+one version older than the learner's; the PPO ratio must be taken against the policy that drew
+them, so the samplers' own per-token log-probs go to the learner as `old_logprobs`. The engines
+report raw (T = 1, full-vocabulary) log-probs, so the config requires temperature 1 and top_p 1
+in that mode. Rollouts staler than `cluster.max_staleness` are refused: the step is sampled
+again with the current weights (`stale_resampled` in the record).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+# The informative rate used to size a refill round is floored here, so one unlucky round
+# (say 1 informative group in 32) does not ask for 30× the batch; the round is capped at B anyway.
+_MIN_RATE = 0.1
+
+
+def informative(rewards: list[np.ndarray]) -> np.ndarray:
+    """True for groups with at least two different rewards (the only ones with a gradient)."""
+    return np.array([len(r) > 1 and not np.all(r == r[0]) for r in rewards], dtype=bool)
+
+
+def refill_count(needed: int, sampled: int, useful: int, batch_size: int) -> int:
+    """Prompts to ask for so that about `needed` more informative groups arrive, at the rate
+    `useful / sampled` seen so far in this step (floored at 10%), at least 1 and at most B."""
+    rate = max(useful / sampled if sampled else 1.0, _MIN_RATE)
+    return int(min(batch_size, max(1, math.ceil(needed / rate))))
+
+
+def trained_slots(rewards: list[np.ndarray], filter_all_equal: bool, batch_size: int) -> list[int]:
+    """Slots whose groups the learner trains: all of them, or the first B informative ones."""
+    if not filter_all_equal:
+        return list(range(len(rewards)))
+    return [int(i) for i in np.flatnonzero(informative(rewards))[:batch_size]]
+
+
+def renormalised_weights(adv_weights, rollouts, slots: list[int]) -> np.ndarray:
+    """The trained slots' advantage weights rescaled to mean 1 over the trained responses."""
+    w = np.asarray(adv_weights, dtype=np.float64)[slots]
+    n = np.asarray(rollouts, dtype=np.float64)[slots]
+    total = float((w * n).sum())
+    return w * (float(n.sum()) / total) if total > 0 else np.ones_like(w)
+
+
+def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], sampler_logprobs: bool) -> dict:
+    """The learner batch of the trained `slots` (advantages × renormalised adversary weights)."""
+    weights = renormalised_weights(sched["adv_weights"], sched["rollouts"], slots)
+    batch = {"prompt_token_ids": [], "response_token_ids": [], "advantages": [], "signal_advantages": [],
+             "old_logprobs": [] if sampler_logprobs else None, "prompt_index": []}
+    for i, w in zip(slots, weights):
+        res = by_slot[i]
+        for j, resp in enumerate(res["response_token_ids"]):
+            a = float(adv[i][j])
+            batch["prompt_token_ids"].append(res["prompt_token_ids"])
+            batch["response_token_ids"].append(resp)
+            batch["advantages"].append(a * float(w))
+            batch["signal_advantages"].append(a)
+            batch["prompt_index"].append(i)
+            if sampler_logprobs:
+                batch["old_logprobs"].append([float(x) for x in res["logprobs"][j]])
+    return batch
+
+
+def _rewards_of(shard_out: list[dict]) -> dict[int, np.ndarray]:
+    return {r["slot"]: np.asarray(r["rewards"], dtype=float) for o in shard_out for r in o["results"]}
+
+
+def _call(actor, method: str, *args):
+    """A Ray actor's method, or the same method of an in-process object (tests)."""
+    fn = getattr(actor, method)
+    if hasattr(fn, "remote"):
+        import ray
+
+        return ray.get(fn.remote(*args))
+    return fn(*args)
+
+
+def sample_refills(trainer, sched: dict, shard_out: list[dict], t: dict) -> tuple[dict, list[dict], dict]:
+    """Run dynamic sampling's extra rounds (synchronous mode); returns the grown schedule, all
+    shard outputs and the record fields `refill_rounds`, `refill_short`."""
+    g, B = trainer.cfg.grpo, trainer.cfg.batch_size
+    rounds, t0 = 0, time.perf_counter()
+    while True:
+        rewards = _rewards_of(shard_out)
+        useful = int(informative([rewards[i] for i in sorted(rewards)]).sum())
+        if useful >= B or rounds >= g.max_refill_rounds:
+            break
+        count = refill_count(B - useful, len(rewards), useful, B)
+        old = len(sched["prompt_ids"])
+        sched = _call(trainer.adversary, "extend", count)
+        part = {"step": sched["step"], "prompt_ids": sched["prompt_ids"][old:], "rollouts": sched["rollouts"][old:]}
+        rounds += 1
+        shards = trainer._shards(part)
+        for s in shards:  # other slots, other shard ids and other seeds than the step's first round
+            s["slots"] = [old + k for k in s["slots"]]
+            s["shard_id"] += 1000 * rounds
+            s["seed"] = (s["seed"] + 7919 * rounds) % (2**31)
+        shard_out = shard_out + trainer.pool.run(shards)
+    t["refill"] = time.perf_counter() - t0
+    return sched, shard_out, {"refill_rounds": rounds, "refill_short": useful < B}
+
+
+def refuse_stale(trainer, sched: dict, shard_out: list[dict], t: dict) -> tuple[list[dict], bool]:
+    """Off-policy: if the rollouts lag the learner by more than `cluster.max_staleness`
+    versions, sample the step again with the current weights (published just before)."""
+    sampled_with = min((o["weights_version"] for o in shard_out), default=trainer.version)
+    if trainer.version - sampled_with <= trainer.cfg.cluster.max_staleness:
+        return shard_out, False
+    fresh, seconds = trainer._sample(sched)
+    t["sample"] = t.get("sample", 0.0) + seconds
+    return fresh, True
+
+
+def learn_fields(learn: dict) -> dict:
+    """The learner's ratio statistics for the step record (aggregate and per update)."""
+    keys = ("clip_frac", "ratio_mean", "ratio_min", "ratio_max", "grad_norm", "loss")
+    return {
+        "ratio_mean": learn.get("ratio_mean"), "ratio_min": learn.get("ratio_min"),
+        "ratio_max": learn.get("ratio_max"), "optimizer_steps": learn.get("optimizer_steps", 0),
+        "updates": [{k: u[k] for k in ("epoch", "mini_batch", *keys)} for u in learn.get("updates", [])],
+    }

@@ -1,0 +1,156 @@
+"""A step's learner batch (gdro_ray.service.step_batch): dynamic-sampling refills against the real
+adversary (in process), the trained subset and its weights, off-policy log-probs and staleness."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gdro_ray.config import load_config, to_dict
+from gdro_ray.service.adversary_actor import AdversaryService
+from gdro_ray.service.driver import Trainer
+from gdro_ray.service.step_batch import (
+    assemble_batch,
+    informative,
+    learn_fields,
+    refill_count,
+    refuse_stale,
+    renormalised_weights,
+    sample_refills,
+    trained_slots,
+)
+
+NUM_PROMPTS = 60
+
+
+class FakePool:
+    """Answers shards like the sampler pool: prompt p's rollouts all succeed when p % 3 == 0, all
+    fail when p % 3 == 1 (uninformative groups), and alternate when p % 3 == 2 (informative)."""
+
+    def __init__(self, version=0):
+        self.calls, self.version = [], version
+
+    def run(self, shards):
+        self.calls.append(shards)
+        out = []
+        for s in shards:
+            results = []
+            for slot, prompt, n in zip(s["slots"], s["prompts"], s["n"]):
+                p = int(prompt[1:])
+                rewards = [1.0] * n if p % 3 == 0 else [0.0] * n if p % 3 == 1 else [float(j % 2) for j in range(n)]
+                results.append({"slot": slot, "prompt_token_ids": [1, p + 2],
+                                "response_token_ids": [[5, 6][: 1 + j % 2] for j in range(n)],
+                                "logprobs": [[-0.5, -0.25][: 1 + j % 2] for j in range(n)], "rewards": rewards})
+            out.append({"shard_id": s["shard_id"], "weights_version": self.version, "results": results,
+                        "generate_s": 0.0, "reward_s": 0.0, "tokens": 0})
+        return out
+
+
+def _trainer(tmp_path, *overrides):
+    cfg = load_config(None, ["batch_size=8", "grpo.filter_all_equal=true", "algorithm=grpo",
+                             "sampler.shard_size=4", *overrides])
+    tr = Trainer(cfg, tmp_path)
+    tr.train = [{"prompt": f"p{i}", "answer": "1"} for i in range(NUM_PROMPTS)]
+    tr.adversary = AdversaryService(to_dict(cfg), NUM_PROMPTS, enable_metrics=False)
+    tr.pool = FakePool()
+    return tr
+
+
+def _by_slot(shard_out):
+    return {r["slot"]: r for o in shard_out for r in o["results"]}
+
+
+def test_refill_collects_b_informative_groups_and_the_adversary_observes_all(tmp_path):
+    tr = _trainer(tmp_path, "grpo.max_refill_rounds=5")
+    sched = tr.adversary.schedule()
+    t = {}
+    sched, shard_out, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), t)
+    by_slot = _by_slot(shard_out)
+    B = len(sched["prompt_ids"])
+    assert sorted(by_slot) == list(range(B)) and B > 8  # the rounds grew the step
+    rewards = [np.asarray(by_slot[i]["rewards"]) for i in range(B)]
+    assert info["refill_rounds"] >= 1 and not info["refill_short"]
+    assert informative(rewards).sum() >= 8
+    slots = trained_slots(rewards, True, 8)
+    assert len(slots) == 8 and all(sched["prompt_ids"][i] % 3 == 2 for i in slots)
+    # every refill shard has its own seed and shard id: a repeated prompt is not sampled identically
+    seeds = [s["seed"] for call in tr.pool.calls for s in call]
+    assert len(set(seeds)) == len(seeds)
+    record = tr.adversary.observe(sched, [r.tolist() for r in rewards], [0.0] * B, 1)
+    assert record["prompts"] == B and record["rollouts"] == sum(len(r) for r in rewards)
+
+
+def test_refill_stops_after_max_rounds_and_says_so(tmp_path):
+    tr = _trainer(tmp_path, "grpo.max_refill_rounds=0")
+    sched = tr.adversary.schedule()
+    sched, shard_out, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), {})
+    assert info == {"refill_rounds": 0, "refill_short": True} and len(sched["prompt_ids"]) == 8
+    tr = _trainer(tmp_path, "grpo.max_refill_rounds=1")
+    sched = tr.adversary.schedule()
+    _, _, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), {})
+    assert info["refill_rounds"] <= 1 and len(tr.pool.calls) == 1 + info["refill_rounds"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 64), st.integers(0, 64), st.integers(0, 64), st.integers(1, 64))
+def test_refill_count_is_bounded_and_grows_with_the_gap(needed, sampled, useful, batch):
+    useful = min(useful, sampled)
+    k = refill_count(needed, sampled, useful, batch)
+    assert 1 <= k <= batch
+    assert refill_count(needed + 1, sampled, useful, batch) >= k
+    if sampled and useful == sampled:
+        assert k == min(batch, needed)  # everything informative: ask for exactly the gap
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.05, 15), st.integers(2, 12)), min_size=1, max_size=20), st.data())
+def test_renormalised_weights_have_mean_one_over_trained_responses(rows, data):
+    w, n = [a for a, _ in rows], [b for _, b in rows]
+    slots = sorted(data.draw(st.sets(st.integers(0, len(rows) - 1), min_size=1)))
+    out = renormalised_weights(w, n, slots)
+    assert float(np.dot(out, np.asarray(n)[slots])) == pytest.approx(float(np.sum(np.asarray(n)[slots])))
+    ratios = out / np.asarray(w)[slots]
+    assert np.allclose(ratios, ratios[0])  # one common factor: the relative weights are kept
+
+
+def test_trained_slots_and_batch_by_hand():
+    rewards = [np.array([1.0, 1.0]), np.array([0.0, 1.0, 1.0]), np.array([0.0, 0.0]), np.array([1.0, 0.0])]
+    assert trained_slots(rewards, False, 2) == [0, 1, 2, 3]
+    assert trained_slots(rewards, True, 8) == [1, 3] and trained_slots(rewards, True, 1) == [1]
+    sched = {"adv_weights": [9.0, 2.0, 9.0, 1.0], "rollouts": [2, 3, 2, 2]}
+    by_slot = {i: {"prompt_token_ids": [i], "response_token_ids": [[7]] * len(r),
+                   "logprobs": [[-float(j)] for j in range(len(r))]} for i, r in enumerate(rewards)}
+    adv = [np.ones(len(r)) for r in rewards]
+    batch = assemble_batch(sched, by_slot, adv, [1, 3], sampler_logprobs=True)
+    # weights 2 and 1 over 3 + 2 responses: scaled by 5 / (2·3 + 1·2) = 5/8
+    assert batch["advantages"] == pytest.approx([1.25] * 3 + [0.625] * 2)
+    assert batch["signal_advantages"] == [1.0] * 5 and batch["prompt_index"] == [1, 1, 1, 3, 3]
+    assert batch["old_logprobs"] == [[0.0], [-1.0], [-2.0], [0.0], [-1.0]]
+    assert assemble_batch(sched, by_slot, adv, [1], sampler_logprobs=False)["old_logprobs"] is None
+
+
+def test_stale_rollouts_are_refused_and_sampled_again(tmp_path):
+    tr = _trainer(tmp_path, "grpo.filter_all_equal=false", "cluster.off_policy=true", "cluster.max_staleness=1")
+    sched = tr.adversary.schedule()
+    tr.version, tr.pool = 3, FakePool(version=2)  # one version behind: allowed
+    old = tr.pool.run(tr._shards(sched))
+    out, refused = refuse_stale(tr, sched, old, {})
+    assert out is old and not refused
+    tr.pool.version = 1  # two versions behind, and the pool now holds a fresh version
+    old = tr.pool.run(tr._shards(sched))
+    tr.pool.version = 3
+    t = {"sample": 1.0}
+    out, refused = refuse_stale(tr, sched, old, t)
+    assert refused and all(o["weights_version"] == 3 for o in out) and t["sample"] >= 1.0
+
+
+def test_learn_fields_carry_the_ratio_statistics():
+    learn = {"ratio_mean": 1.01, "ratio_min": 0.7, "ratio_max": 1.4, "optimizer_steps": 2,
+             "updates": [{"epoch": 0, "mini_batch": m, "clip_frac": 0.1 * m, "ratio_mean": 1.0, "ratio_min": 0.7,
+                          "ratio_max": 1.4, "grad_norm": 0.5, "loss": 0.1, "tokens": 9, "skipped": False}
+                         for m in (0, 1)]}
+    out = learn_fields(learn)
+    assert out["ratio_max"] == 1.4 and out["optimizer_steps"] == 2
+    assert [u["clip_frac"] for u in out["updates"]] == [0.0, 0.1] and "tokens" not in out["updates"][0]
+    assert learn_fields({})["updates"] == []
