@@ -317,3 +317,19 @@ def test_second_mini_batch_sees_a_real_ratio_and_the_clip(model_dir):
     assert stats["ratio_max"] == second["ratio_max"] and stats["ratio_min"] == second["ratio_min"]
     # The behaviour policy is the pre-update one: the positive-advantage response gained.
     assert sum(lp1[0]) > sum(lp0[0]) and sum(lp1[1]) < sum(lp0[1])
+
+
+def test_off_policy_log_probs_are_the_behaviour_policy_of_every_update(model_dir):
+    """Rollouts drawn by an older policy (here: 0.3 nats less likely per token than the current
+    one) are trained against it: the ratio is e^0.3 from the first update on, and it clips."""
+    batch = _batch()
+    w = _worker(model_dir, grpo={"mini_batches": 2})
+    try:
+        now = w.response_logprobs(batch)
+        stats = w.train_step(dict(batch, old_logprobs=[[x - 0.3 for x in row] for row in now]))
+    finally:
+        w.shutdown()
+    first = stats["updates"][0]
+    assert first["ratio_min"] == pytest.approx(math.exp(0.3), rel=1e-4)
+    assert first["ratio_max"] == pytest.approx(math.exp(0.3), rel=1e-4)
+    assert first["clip_frac"] > 0  # positive advantages beyond 1 + clip_high
