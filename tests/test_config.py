@@ -34,6 +34,10 @@ def test_overrides_and_yaml_precedence(tmp_path):
     ("prompt_gdro.gamma=1.0", "prompt_gdro.gamma"),
     ("prompt_gdro.beta=0", "prompt_gdro.beta"),
     ("prompt_gdro.max_repeats=-1", "prompt_gdro.max_repeats"),
+    ("grpo.mini_batches=0", "grpo.mini_batches"),
+    ("grpo.epochs=0", "grpo.epochs"),
+    ("grpo.max_refill_rounds=-1", "grpo.max_refill_rounds"),
+    ("grpo.loss_agg=sum", "grpo.loss_agg"),
     ("rollout_gdro.proxy=entropy", "rollout_gdro.proxy"),
     ("data.max_eval_prompts=-2", "data.max_eval_prompts"),
     ("data.max_prompts=-1", "data.max_prompts"),
@@ -46,6 +50,17 @@ def test_bad_settings_name_the_key(override, key):
         load_config(overrides=[override])
     msg = str(e.value)
     assert msg.startswith(key) and "\n" not in msg
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["cluster.off_policy=true", "sampler.temperature=0.7"], "cluster.off_policy"),
+    (["cluster.off_policy=true", "grpo.filter_all_equal=true"], "grpo.filter_all_equal"),
+])
+def test_settings_that_cannot_work_together_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=overrides)
+    assert str(e.value).startswith(key) and "\n" not in str(e.value)
+    load_config(overrides=overrides[:1])  # each alone is fine
 
 
 def test_dump_roundtrip(tmp_path):
