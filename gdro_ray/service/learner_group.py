@@ -4,53 +4,106 @@ Every rank receives the same step batch (one object-store copy) and trains on it
 collectives (gradient reduce-scatter, the full-state-dict gather for publication, checkpoint
 writes) run inside the workers. A rank that dies ends the job: the driver reports it and the
 run resumes from its last complete checkpoint.
+
+Placement and rendezvous: the ranks are placed in one placement group (one bundle per rank,
+packed), so where rank 0 will run is known before any rank starts. A small task on rank 0's
+bundle answers with that node's address and a port free there; every rank is built with it.
+The driver's own address would be wrong on a cluster (the deploy docs put the driver on a CPU
+head node, where rank 0 cannot listen). When every rank is on rank 0's node the ranks meet on
+loopback, as on one machine.
+
+Ranks that reserve no GPU run on CPU (gloo): Ray 2.60 shows every GPU to actors that reserved
+none, and the worker would otherwise pick a card by itself (`gpu_plan.learner_device`).
 """
 from __future__ import annotations
 
 import socket
 
 import ray
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from gdro_ray.learner import LearnerWorker
+from gdro_ray.service.gpu_plan import learner_device
 
 
-def _free_port() -> int:
+def _node_address() -> tuple[str, int]:
+    """Runs on rank 0's bundle: this node's address and a port free on it (any interface)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+def master_address(bundle_nodes: list[str], rank0_ip: str) -> str:
+    """Where the ranks meet: loopback when all bundles share rank 0's node, else rank 0's address."""
+    return "127.0.0.1" if len(set(bundle_nodes)) <= 1 else rank0_ip
+
+
+def rendezvous(pg) -> tuple[str, int]:
+    """(address, port) learner rank 0 will listen on, found on its own node (bundle 0 of `pg`)."""
+    probe = ray.remote(num_cpus=0)(_node_address).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=0))
+    ip, port = ray.get(probe.remote())
+    nodes = placement_group_table(pg)["bundles_to_node_id"]
+    return master_address([nodes[i] for i in sorted(nodes)], ip), port
 
 
 class LearnerGroup:
     def __init__(self, world_size: int, model_path: str, lr: float, weight_decay: float, grad_clip: float,
                  micro_batch: int, backend: str, dtype: str, grpo: dict, seed: int,
                  num_cpus: float = 1.0, num_gpus: float = 0.0, ray_resource: str = ""):
-        port = _free_port()
-        # Ranks talk over loopback on one node; multi-node groups use the head's address.
-        addr = "127.0.0.1" if num_gpus == 0 else ray.util.get_node_ip_address()
-        cls = ray.remote(LearnerWorker).options(num_cpus=num_cpus, num_gpus=num_gpus,
-                                                resources={ray_resource: 1.0} if ray_resource else {})
+        bundle = {"CPU": max(float(num_cpus), 0.01)}  # a bundle may not be empty
+        if num_gpus:
+            bundle["GPU"] = num_gpus
+        if ray_resource:
+            bundle[ray_resource] = 1.0
+        # PACK: ranks on as few nodes as possible (intra-node links), yet a group larger than a node still fits.
+        self.pg = placement_group([dict(bundle) for _ in range(world_size)], strategy="PACK")
+        ray.get(self.pg.ready())  # waits for resources, as actor creation did (the autoscaler case)
+        addr, port = rendezvous(self.pg)
+        self.master = (addr, port)
+        cls = ray.remote(LearnerWorker)
         self.workers = [
-            cls.remote(rank=r, world_size=world_size, master_addr=addr, master_port=port,
-                       model_path=model_path, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip,
-                       micro_batch=micro_batch, backend=backend, dtype=dtype, grpo=grpo, seed=seed)
+            cls.options(num_cpus=num_cpus, num_gpus=num_gpus, resources={ray_resource: 1.0} if ray_resource else {},
+                        scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r))
+            .remote(rank=r, world_size=world_size, master_addr=addr, master_port=port,
+                    model_path=model_path, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip,
+                    micro_batch=micro_batch, backend=backend, dtype=dtype, grpo=grpo, seed=seed,
+                    device=learner_device(num_gpus))
             for r in range(world_size)
         ]
         ray.get([w.version.remote() for w in self.workers])
+        self._calls = 0  # learner calls in flight from this driver (see `busy`)
+
+    @property
+    def busy(self) -> bool:
+        """True while a train step or checkpoint call runs: a call to rank 0 now would queue behind it
+        (the collective weight transport then catches joiners up another way)."""
+        return self._calls > 0
+
+    def _run(self, method: str, *args):
+        self._calls += 1
+        try:
+            return ray.get([getattr(w, method).remote(*args) for w in self.workers])
+        finally:
+            self._calls -= 1
+
+    def infos(self) -> list[dict]:
+        """Each rank's `info()` (device, backend, card UUID ...)."""
+        return ray.get([w.info.remote() for w in self.workers])
 
     def train_step(self, batch: dict) -> dict:
-        ref = ray.put(batch)
-        outs = ray.get([w.train_step.remote(ref) for w in self.workers])
-        return outs[0]
+        return self._run("train_step", ray.put(batch))[0]
 
     def state_dict_bytes(self) -> bytes:
-        outs = ray.get([w.state_dict_bytes.remote() for w in self.workers])
-        return outs[0]
+        return self._run("state_dict_bytes")[0]
 
     def save_checkpoint(self, path: str) -> None:
-        ray.get([w.save_checkpoint.remote(path) for w in self.workers])
+        self._run("save_checkpoint", path)
 
     def load_checkpoint(self, path: str) -> None:
-        ray.get([w.load_checkpoint.remote(path) for w in self.workers])
+        self._run("load_checkpoint", path)
 
     def version(self) -> int:
         return ray.get(self.workers[0].version.remote())
@@ -62,3 +115,7 @@ class LearnerGroup:
             except Exception:
                 pass
             ray.kill(w, no_restart=True)
+        try:
+            remove_placement_group(self.pg)
+        except Exception:  # already gone with the cluster
+            pass
