@@ -50,6 +50,24 @@ def test_nccl_without_cuda():
     assert c.transport == "object_store" and "CUDA no" in c.reason
 
 
+@pytest.mark.parametrize("backend, cards, want", [
+    ("auto", ["GPU-a", "GPU-b", "GPU-c"], "nccl"),           # one card each
+    ("auto", ["GPU-a", "GPU-a"], "gloo"),                    # a sampler on learner rank 0's card
+    ("auto", ["GPU-a", "GPU-b", "GPU-b"], "gloo"),           # two samplers on one card
+    ("gloo", ["GPU-a", "GPU-a"], "gloo"),
+])
+def test_choice_with_shared_cards(backend, cards, want):
+    c = choose_weight_sync("auto", backend, 1, 1, True, True, cards)
+    assert (c.transport, c.backend) == ("collective", want)
+    if want == "gloo" and backend == "auto":
+        assert "share GPU" in c.reason and "NCCL needs one GPU per rank" in c.reason  # the log says why
+
+
+def test_forced_nccl_on_a_shared_card_fails_at_start():
+    with pytest.raises(UserError, match=r"^weight_sync.backend=nccl: .*share GPU GPU-a"):
+        choose_weight_sync("collective", "nccl", 1, 1, True, True, ["GPU-a", "GPU-a"])
+
+
 def test_config_section():
     cfg = load_config(overrides=["weight_sync.transport=collective", "weight_sync.backend=gloo"])
     assert (cfg.weight_sync.transport, cfg.weight_sync.backend) == ("collective", "gloo")
@@ -194,3 +212,118 @@ def test_hf_engine_receives_into_its_model(tmp_path):
     assert all(torch.equal(engine.model.state_dict()[k], v) for k, v in new.items())
     engine.close()
     sender.shutdown()
+
+
+# ---- set-up safety: where the store listens, time limits, catch-up decisions -----------------------
+def test_store_listens_only_on_the_given_address():
+    import psutil
+
+    sender = WeightSender("cpu")
+    host, port = sender.host("127.0.0.1")
+    listening = [c.laddr for c in psutil.Process().net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    assert listening and all(addr.ip == "127.0.0.1" for addr in listening)  # not 0.0.0.0 / ::
+    box = {}
+    out, errors = _run(lambda: sender.open(_spec(sender, "b/", 0, 2)),
+                       lambda: box.setdefault("r", WeightReceiver(_spec(sender, "b/", 1, 2), "cpu")))
+    assert not errors  # and the samplers still reach it there
+    box["r"].close()
+    sender.shutdown()
+
+
+def test_start_up_that_hangs_is_cut_at_the_time_limit():
+    import time
+
+    from gdro_ray.utils.weight_group import start_within
+
+    class Group:
+        closed = False
+
+        def shutdown(self):
+            self.closed = True
+
+    pg, release = Group(), threading.Event()
+    t0 = time.perf_counter()
+    with pytest.raises(TimeoutError, match="NCCL start-up did not finish within 0.5 s"):
+        start_within(pg, lambda: release.wait(30), 0.5, "NCCL start-up")
+    assert time.perf_counter() - t0 < 5 and pg.closed  # aborted, the caller freed
+    release.set()
+    pg2 = Group()
+    with pytest.raises(ValueError, match="boom"):  # an error in the start-up is raised as itself
+        start_within(pg2, lambda: (_ for _ in ()).throw(ValueError("boom")), 5, "x")
+    assert pg2.closed
+    start_within(Group(), lambda: None, 5, "x")  # a quick start-up passes
+
+
+def test_expired_catch_up_starts_no_group():
+    import time
+
+    sender = WeightSender("cpu")
+    sender.host("127.0.0.1")
+    sender.stage({"w": torch.ones(4)}, 1, 64)
+    t0 = time.perf_counter()
+    with pytest.raises(TimeoutError, match="joiner's time limit has passed"):
+        sender.catch_up(dict(_spec(sender, "late/", 0, 2, timeout_s=30), not_after=time.time() - 1))
+    assert time.perf_counter() - t0 < 2  # not the 30 s a group with a missing member would wait
+    sender.shutdown()
+
+
+class _Handle:
+    """A stand-in Ray actor handle: `.method.remote(*args)` records the call and returns it."""
+
+    def __init__(self, name, calls):
+        self.name, self.calls = name, calls
+
+    def __getattr__(self, method):
+        outer = self
+
+        class _M:
+            @staticmethod
+            def remote(*args):
+                outer.calls.append((outer.name, method, args))
+                return (outer.name, method)
+        return _M
+
+
+def _transport(busy: bool, cards: dict, backend="nccl"):
+    from types import SimpleNamespace
+
+    from gdro_ray.service.weight_transport import CollectiveTransport
+
+    calls = []
+    t = object.__new__(CollectiveTransport)  # no Ray: the decisions only
+    members = {sid: SimpleNamespace(sampler_id=sid, info={"cuda_uuid": u}, ready=True) for sid, u in cards.items()}
+    t.learner = SimpleNamespace(busy=busy)
+    t.pool = SimpleNamespace(blob_ref=None, blob_version=0, members=members)
+    t.rank0, t.rank0_card = _Handle("rank0", calls), "GPU-0"
+    t.backend, t.timeout_s, t.host, t.port, t._tag, t.generation = backend, 30.0, "h", 1, "x", 0
+    t.layout = {"version": 3, "buckets": [], "nbytes": 0, "tensors": 0}
+    from collections import Counter
+
+    t._catch_up_tries, t.stats = Counter(), Counter()
+    return t, calls
+
+
+def test_no_collective_catch_up_while_the_learner_trains():
+    import time
+
+    t, calls = _transport(busy=True, cards={7: "GPU-7"})
+    assert t.catch_up(7, _Handle("s7", calls), 3) == ("s7", "update_weights")  # the object store
+    assert t.stats["catch_ups_object_store"] == 1 and t.stats["catch_ups"] == 0
+    assert not any(m == "weight_sender" and a[0] == "catch_up" for _, m, a in calls)
+    t, calls = _transport(busy=False, cards={7: "GPU-7"})  # idle learner: its own NCCL group, with a deadline
+    assert t.catch_up(7, _Handle("s7", calls), 3) == ("s7", "catch_up_weights")
+    (rank0_spec,) = [a[1] for n, m, a in calls if n == "rank0" and a[0] == "catch_up"]
+    (joiner_spec,) = [a[0] for n, m, a in calls if m == "catch_up_weights"]
+    assert rank0_spec["backend"] == joiner_spec["backend"] == "nccl"
+    assert rank0_spec["not_after"] == joiner_spec["not_after"] <= time.time() + 30.0
+
+
+def test_a_generation_on_a_shared_card_uses_gloo():
+    t, _ = _transport(busy=False, cards={1: "GPU-1", 2: "GPU-2"})
+    assert t._backend_for([1, 2]) == "nccl"
+    t, _ = _transport(busy=False, cards={1: "GPU-1", 2: "GPU-0"})  # sampler 2 landed on rank 0's card
+    assert t._backend_for([1, 2]) == "gloo" and t.stats["gloo_generations"] == 1
+    assert t._backend_for([1]) == "nccl"
+    t, _ = _transport(busy=False, cards={1: "GPU-0"}, backend="gloo")
+    assert t._backend_for([1]) == "gloo"

@@ -13,6 +13,12 @@
   publishes (scale-up, replacement) holds an older version, so the pool keeps it out of work
   and calls `catch_up`: rank 0 re-sends its staged buckets through a two-member group (a
   second failed try loads rank 0's staged bytes through the object store instead).
+  A joiner that arrives while the learner trains (off-policy mode) is caught up through the
+  object store instead: a call to rank 0 would wait behind the train step while the joiner's
+  time limit runs out. Each catch-up carries a deadline, so rank 0 never starts a group the
+  joiner has given up on.
+  NCCL needs one card per rank: a generation whose members share a card (compared by device
+  UUID, since indexes differ per process) uses gloo instead, and says so in the log.
   A publish that fails or times out (a sampler died mid-broadcast) tears the group down,
   publishes that version through the object store from rank 0's staged buckets (no second
   gather), logs it, and the next publish forms a new group. Every group op has a timeout.
@@ -31,6 +37,7 @@ from typing import Protocol
 import ray
 
 from gdro_ray.errors import UserError
+from gdro_ray.service.gpu_plan import shared_cards
 
 log = logging.getLogger("gdro_ray.weights")
 
@@ -54,8 +61,12 @@ class WeightSyncChoice:
 
 
 def choose_weight_sync(transport: str, backend: str, learner_gpus: float, sampler_gpus: float,
-                       learner_cuda: bool, sampler_cuda: bool) -> WeightSyncChoice:
-    """The transport and backend for a run (see docs/deploy.md); raises UserError for impossible asks."""
+                       learner_cuda: bool, sampler_cuda: bool, cards: list[str | None] = ()) -> WeightSyncChoice:
+    """The transport and backend for a run (see docs/deploy.md); raises UserError for impossible asks.
+
+    `cards`: the GPU UUIDs of learner rank 0 and of the samplers (None = not on a GPU). Ranks that
+    share a card cannot be in one NCCL group ("Duplicate GPU detected"): auto then picks gloo.
+    """
     on_gpus = learner_gpus > 0 and sampler_gpus > 0 and learner_cuda and sampler_cuda
     where = (f"learner.num_gpus={learner_gpus:g} (CUDA {'yes' if learner_cuda else 'no'}), "
              f"sampler.num_gpus={sampler_gpus:g} (CUDA {'yes' if sampler_cuda else 'no'})")
@@ -68,6 +79,13 @@ def choose_weight_sync(transport: str, backend: str, learner_gpus: float, sample
                         "use weight_sync.backend=gloo or auto")
     chosen = backend if backend != "auto" else ("nccl" if on_gpus else "gloo")
     why = "auto: learner and samplers on GPUs" if transport == "auto" else "weight_sync.transport=collective"
+    shared = shared_cards(list(cards)) if chosen == "nccl" else []
+    if shared and backend == "nccl":
+        raise UserError(f"weight_sync.backend=nccl: learner rank 0 and samplers share GPU {', '.join(shared)}, and "
+                        "NCCL needs one GPU per rank; use weight_sync.backend=gloo or auto")
+    if shared:
+        return WeightSyncChoice("collective", "gloo", f"{why}, backend gloo: ranks share GPU {', '.join(shared)} "
+                                                      f"and NCCL needs one GPU per rank ({where})")
     return WeightSyncChoice("collective", chosen, f"{why}, backend {chosen}"
                             + (" (forced)" if backend != "auto" else f" ({where})"))
 
@@ -101,8 +119,9 @@ class CollectiveTransport:
 
     def __init__(self, learner, pool, backend: str, timeout_s: float = 120.0, bucket_mb: int = 512,
                  reason: str = ""):
-        self.workers, self.pool = learner.workers, pool
+        self.learner, self.workers, self.pool = learner, learner.workers, pool
         self.rank0 = learner.workers[0]
+        self.rank0_card = ray.get(self.rank0.info.remote()).get("cuda_uuid")
         self.backend, self.timeout_s = backend, float(timeout_s)
         self.bucket_bytes = int(bucket_mb) << 20
         self.description = f"collective {backend} broadcast ({reason})" if reason else f"collective {backend}"
@@ -116,9 +135,24 @@ class CollectiveTransport:
         pool.catch_up = self.catch_up
 
     # ---- groups -------------------------------------------------------------------------------
-    def _spec(self, rank: int, world_size: int) -> dict:
+    def _spec(self, rank: int, world_size: int, backend: str | None = None) -> dict:
         return {"host": self.host, "port": self.port, "prefix": f"gdro-weights/{self._tag}/{self.generation}/",
-                "rank": rank, "world_size": world_size, "backend": self.backend, "timeout_s": self.timeout_s}
+                "rank": rank, "world_size": world_size, "backend": backend or self.backend,
+                "timeout_s": self.timeout_s}
+
+    def _backend_for(self, sampler_ids: list[int]) -> str:
+        """This generation's backend: NCCL only when no two members share a card."""
+        if self.backend != "nccl":
+            return self.backend
+        cards = [self.rank0_card] + [self.pool.members[s].info.get("cuda_uuid") if s in self.pool.members else None
+                                     for s in sampler_ids]
+        shared = shared_cards(cards)
+        if shared:
+            log.warning("weight group generation %d uses gloo: its members share GPU %s (NCCL needs one GPU per rank)",
+                        self.generation, ", ".join(shared))
+            self.stats["gloo_generations"] += 1
+            return "gloo"
+        return "nccl"
 
     def _get(self, refs: list) -> list:
         # The group ops time out on their own; this bound only guards against a lost call.
@@ -128,8 +162,9 @@ class CollectiveTransport:
         """A new generation of the main group: rank 0 plus every live sampler."""
         self.generation += 1
         size = len(live) + 1
-        refs = [self.rank0.weight_sender.remote("open", self._spec(0, size))]
-        refs += [m.actor.join_weight_group.remote(self._spec(i + 1, size)) for i, m in enumerate(live)]
+        backend = self._backend_for([m.sampler_id for m in live])
+        refs = [self.rank0.weight_sender.remote("open", self._spec(0, size, backend))]
+        refs += [m.actor.join_weight_group.remote(self._spec(i + 1, size, backend)) for i, m in enumerate(live)]
         self.members = {}
         self._get(refs)
         self.members = {m.sampler_id: m.actor for m in live}
@@ -192,15 +227,22 @@ class CollectiveTransport:
         if pool.blob_ref is not None and pool.blob_version == version:  # the object store holds it
             return actor.update_weights.remote(pool.blob_ref, version)
         self._catch_up_tries[(sampler_id, version)] += 1
-        if self.layout is None or self.layout["version"] != version or self._catch_up_tries[(sampler_id, version)] > 1:
-            log.warning("sampler %d catches up to v%d through the object store (rank 0's staged weights)",
-                        sampler_id, version)
+        busy = bool(getattr(self.learner, "busy", False))
+        if (busy or self.layout is None or self.layout["version"] != version
+                or self._catch_up_tries[(sampler_id, version)] > 1):
+            # While the learner trains a rank-0 call queues behind the step: a group would outlive the
+            # joiner's time limit; loading the staged bytes just waits for the step, with no group to hang.
+            log.warning("sampler %d catches up to v%d through the object store (rank 0's staged weights%s)",
+                        sampler_id, version, "; the learner is training" if busy else "")
             self.stats["catch_ups_object_store"] += 1
             return actor.update_weights.remote(self.rank0.weight_sender.remote("staged_bytes"), version)
         self.generation += 1
-        self.rank0.weight_sender.remote("catch_up", self._spec(0, 2))
+        backend = self._backend_for([sampler_id])
+        # Both sides stop waiting at the same moment; rank 0 skips a group whose joiner has already left.
+        deadline = {"not_after": time.time() + self.timeout_s}
+        self.rank0.weight_sender.remote("catch_up", dict(self._spec(0, 2, backend), **deadline))
         self.stats["catch_ups"] += 1
-        return actor.catch_up_weights.remote(self._spec(1, 2), self.layout, version)
+        return actor.catch_up_weights.remote(dict(self._spec(1, 2, backend), **deadline), self.layout, version)
 
     def shutdown(self) -> None:
         self.pool.catch_up = None
@@ -212,10 +254,14 @@ class CollectiveTransport:
 
 def make_weight_transport(ws, learner, pool, learner_gpus: float, sampler_gpus: float) -> WeightTransport:
     """Build the transport `ws` (the `weight_sync` config section) asks for, where the actors run."""
-    learner_cuda = str(ray.get(learner.workers[0].info.remote())["device"]).startswith("cuda")
-    reported = [m.info["cuda"] for m in pool.members.values() if m.ready and "cuda" in m.info]
+    rank0 = ray.get(learner.workers[0].info.remote())
+    learner_cuda = str(rank0["device"]).startswith("cuda")
+    live = [m for m in pool.members.values() if m.ready]
+    reported = [m.info["cuda"] for m in live if "cuda" in m.info]
     sampler_cuda = any(reported) if reported else sampler_gpus > 0
-    choice = choose_weight_sync(ws.transport, ws.backend, learner_gpus, sampler_gpus, learner_cuda, sampler_cuda)
+    cards = [rank0.get("cuda_uuid")] + [m.info.get("cuda_uuid") for m in live]
+    choice = choose_weight_sync(ws.transport, ws.backend, learner_gpus, sampler_gpus, learner_cuda, sampler_cuda,
+                                cards)
     if choice.transport == "collective":
         transport = CollectiveTransport(learner, pool, choice.backend, ws.timeout_s, ws.bucket_mb, choice.reason)
     else:

@@ -20,11 +20,24 @@ them: no copy and no serialisation round trip on the receiving side.
 
 Failure model: every group has a timeout (store waits and collective waits), so a member
 that died mid-broadcast makes the others raise (gloo reports "connection closed" at once;
-NCCL reaches the timeout and the group is aborted) instead of hanging the run.
+NCCL reaches the timeout and the group is aborted) instead of hanging the run. For NCCL two
+more things make that true, for this group only (FSDP2's group keeps torch's defaults):
+- torch's watchdog would kill the whole process on a timed-out collective by default; this
+  group is built with TORCH_NCCL_ASYNC_ERROR_HANDLING=2 (abort the communicator, raise in the
+  caller), so learner rank 0 survives a sampler that died and the object-store fallback runs;
+- communicator start-up (lazy, at the first collective) has no time limit of its own: the
+  communicator is non-blocking (`config.blocking = 0`) and is started at once by a one-byte
+  broadcast that must finish within the group's timeout, else the group is aborted.
+
+The store server binds to the address it is given (a pre-bound socket handed to `TCPStore`);
+by itself it would listen on every interface.
 """
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterable
 from datetime import timedelta
@@ -89,8 +102,16 @@ def unflatten_buckets(buffers: list[torch.Tensor], layout: dict) -> list[tuple[s
 
 
 # ---- groups -------------------------------------------------------------------------------------
-def new_group(store, spec: dict):
-    """A process group on `store` under `spec["prefix"]`: rank/world_size/backend/timeout_s from spec."""
+_ENV_LOCK = threading.Lock()  # the NCCL error-handling mode is read from the environment at construction
+NCCL_ERROR_HANDLING = "2"     # TORCH_NCCL_ASYNC_ERROR_HANDLING: abort the communicator, keep the process
+
+
+def new_group(store, spec: dict, device: torch.device | str | None = None):
+    """A process group on `store` under `spec["prefix"]`: rank/world_size/backend/timeout_s from spec.
+
+    Every member calls it once per group. NCCL groups are started before returning (on `device`,
+    this member's card), within the timeout; see the module docstring.
+    """
     timeout = timedelta(seconds=float(spec["timeout_s"]))
     prefixed = dist.PrefixStore(spec["prefix"], store)
     if spec["backend"] == "gloo":
@@ -102,8 +123,62 @@ def new_group(store, spec: dict):
 
         opts = ProcessGroupNCCL.Options()
         opts._timeout = timeout
-        return ProcessGroupNCCL(prefixed, int(spec["rank"]), int(spec["world_size"]), opts)
+        opts.config.blocking = 0  # non-blocking communicator: its start-up can be aborted
+        with _ENV_LOCK:
+            before = os.environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING")
+            os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = NCCL_ERROR_HANDLING
+            try:
+                pg = ProcessGroupNCCL(prefixed, int(spec["rank"]), int(spec["world_size"]), opts)
+            finally:
+                if before is None:
+                    os.environ.pop("TORCH_NCCL_ASYNC_ERROR_HANDLING", None)
+                else:
+                    os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = before
+        device = torch.device(device if device is not None else f"cuda:{torch.cuda.current_device()}")
+        start_within(pg, lambda: _broadcast(pg, torch.zeros(1, dtype=torch.uint8, device=device),
+                                            float(spec["timeout_s"])), float(spec["timeout_s"]), "NCCL start-up")
+        return pg
     raise ValueError(f"weight group backend must be gloo or nccl, got {spec['backend']!r}")
+
+
+def start_within(pg, start, timeout_s: float, what: str) -> None:
+    """Run `start()` (a group's first collective) in a helper thread; past `timeout_s` abort the group
+    and raise TimeoutError. The caller is freed even if the start-up itself never returns."""
+    done, errors = threading.Event(), []
+
+    def run():
+        try:
+            start()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            errors.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="gdro-weight-group-start", daemon=True).start()
+    if not done.wait(timeout_s):
+        close_group(pg)
+        raise TimeoutError(f"weight group {what} did not finish within {timeout_s:g} s (a member is missing or stuck)")
+    if errors:
+        close_group(pg)
+        raise errors[0]
+
+
+def bound_store(host: str, timeout_s: float):
+    """A TCPStore server listening only on `host` (a free port); returns (store, port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+    except OSError:
+        sock.close()
+        raise
+    # The store owns the listening socket from here on (it closes it when it is destroyed).
+    store = dist.TCPStore(host, port, None, True, timedelta(seconds=timeout_s), wait_for_workers=False,
+                          master_listen_fd=sock.detach())
+    return store, int(port)
 
 
 def close_group(pg) -> None:
@@ -159,8 +234,8 @@ class WeightSender:
                     host = ray.util.get_node_ip_address()
                 except Exception:  # noqa: BLE001 - outside Ray: a single machine
                     host = "127.0.0.1"
-            self.store = dist.TCPStore(host, 0, None, True, timedelta(seconds=timeout_s), wait_for_workers=False)
-            self.address = (host, int(self.store.port))
+            self.store, port = bound_store(host, timeout_s)
+            self.address = (host, port)
         return self.address
 
     def stage(self, state: dict[str, torch.Tensor], version: int, bucket_bytes: int) -> dict:
@@ -173,7 +248,7 @@ class WeightSender:
     def open(self, spec: dict) -> bool:
         """Open (or replace) the main group as rank 0; blocks until every sampler has joined."""
         self.close()
-        self.main = new_group(self.store, spec)
+        self.main = new_group(self.store, spec, self.device)
         self.main_spec = spec
         return True
 
@@ -203,8 +278,13 @@ class WeightSender:
             raise
 
     def catch_up(self, spec: dict) -> dict:
-        """Send the staged buckets to one joiner through its own short-lived two-member group."""
-        pg = new_group(self.store, spec)
+        """Send the staged buckets to one joiner through its own short-lived two-member group.
+
+        `spec["not_after"]` (wall-clock seconds): past it the joiner has given up, so no group is started.
+        """
+        if time.time() > float(spec.get("not_after", float("inf"))):
+            raise TimeoutError("catch-up skipped: the joiner's time limit has passed")
+        pg = new_group(self.store, spec, self.device)
         try:
             return self._send(pg, spec)
         finally:
@@ -238,7 +318,7 @@ class WeightReceiver:
         self.device = torch.device(device) if spec["backend"] == "nccl" else torch.device("cpu")
         timeout = timedelta(seconds=float(spec["timeout_s"]))
         self._store = dist.TCPStore(spec["host"], int(spec["port"]), None, False, timeout, wait_for_workers=False)
-        self.pg = new_group(self._store, spec)
+        self.pg = new_group(self._store, spec, self.device)
 
     def receive(self, layout: dict) -> list[tuple[str, torch.Tensor]]:
         """Receive one broadcast of `layout`; (name, tensor) in the sender's order, on this device."""
