@@ -8,13 +8,19 @@ What it runs (all with the project's own classes, nothing from a hub):
 2. `LearnerWorker` (FSDP2, world size 1, NCCL, bf16 compute with fp32 master weights, k3 KL to
    a frozen reference) runs `--steps` GRPO steps on synthetic token batches. Reported: median
    step time after the first step, tokens/s (prompt + response tokens of the batch) and
-   MFU = 6·N·tokens/s over the card's peak dense bf16 FLOP/s (`PEAK_BF16`; the reference
-   forward and attention FLOPs are not counted, so true utilisation is a little higher).
+   MFU = 6·N·tokens/s over the card's peak dense bf16 FLOP/s (`PEAK_BF16`), N counted the usual
+   way: without the input embedding table (a lookup, no FLOPs; the LM head is a matmul and
+   counts). The reference forward and attention FLOPs are not counted either, so true
+   utilisation is a little higher.
 3. Where vLLM imports: a `VLLMEngine` in a child process generates a batch (tokens/s), then
    joins a weight group with learner rank 0 and receives one publish (`weight_publish_prepare`
    → `WeightSender.broadcast` → `receive_weights`), timed on both sides. NCCL needs one GPU per
    rank, so with a single card the broadcast uses gloo (CPU buffers, then a host-to-device
-   load); with two or more the sampler gets the second card and NCCL.
+   load); with two or more the sampler gets the second card and NCCL. The backend is chosen by
+   the service's own rule (`choose_weight_sync` on the two cards' UUIDs).
+4. A one-rank NCCL weight group on card 0 (start-up, broadcast, abort): on one card the publish
+   uses gloo, so this is what runs the NCCL code of `gdro_ray.utils.weight_group` there.
+   vLLM that cannot be imported is an error on a GPU (pass --skip-vllm to check the learner only).
 
 Prints a table and writes benchmarks/out/gpu_check.json. Meant to finish in under 5 minutes.
 
@@ -49,14 +55,28 @@ def peak_flops(device_name: str) -> float | None:
     return next((peak for key, peak in PEAK_BF16 if key in device_name), None)
 
 
+def prepare_tmpdir(env: dict, root: Path) -> Path:
+    """TMPDIR for the run (the repository's git-ignored .tmp unless set), created if missing:
+    a fresh checkout has no .tmp, and tempfile would fail on it."""
+    tmp = Path(env.setdefault("TMPDIR", str(root / ".tmp")))
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+def flop_params(model) -> int:
+    """Parameters that cost 6 FLOPs per token in training: all but the input embedding table."""
+    emb = model.get_input_embeddings().weight
+    return sum(p.numel() for p in model.parameters() if p is not emb)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def build_model(folder: Path, sizes: dict, device: str) -> int:
-    """Random untied Qwen3 of `sizes` plus a small chat tokenizer; returns the parameter count."""
+def build_model(folder: Path, sizes: dict, device: str) -> tuple[int, int]:
+    """Random untied Qwen3 of `sizes` plus a small chat tokenizer; returns (parameters, FLOP parameters)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
@@ -66,7 +86,7 @@ def build_model(folder: Path, sizes: dict, device: str) -> int:
     with torch.device(device):  # initialising 0.75 B parameters on the GPU takes seconds, on CPU minutes
         model = Qwen3ForCausalLM(cfg).to(torch.bfloat16)
     model.save_pretrained(folder)
-    n = sum(p.numel() for p in model.parameters())
+    n, n_flop = sum(p.numel() for p in model.parameters()), flop_params(model)
     del model
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
     vocab = {t: i for i, t in enumerate(specials + [chr(c) for c in range(32, 127)] + ["\n"])}
@@ -78,7 +98,7 @@ def build_model(folder: Path, sizes: dict, device: str) -> int:
                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
     PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                             unk_token="<unk>", chat_template=template).save_pretrained(folder)
-    return n
+    return n, n_flop
 
 
 def synthetic_batch(prompts: int, rollouts: int, prompt_len: int, resp_len: int, vocab: int) -> dict:
@@ -98,17 +118,18 @@ def synthetic_batch(prompts: int, rollouts: int, prompt_len: int, resp_len: int,
     return batch
 
 
-def sampler_process(model_dir: str, dtype: str, device: str, gen: dict, conn) -> None:
+def sampler_process(model_dir: str, dtype: str, device: str, gen: dict, memory: float | None, conn) -> None:
     """Child: a vLLM engine that generates, then receives one weight publish through the group."""
     try:
         if device != "cpu":
             os.environ["CUDA_VISIBLE_DEVICES"] = device
         from gdro_ray.engines.vllm_engine import VLLMEngine
+        from gdro_ray.utils.cuda_devices import cuda_device_uuid
 
-        extra = {"gpu_memory_utilization": 0.3} if device != "cpu" else {}
         t0 = time.perf_counter()
-        engine = VLLMEngine(model_dir, dtype=dtype, seed=0, **extra)
-        out = {"vllm_start_s": time.perf_counter() - t0}
+        engine = VLLMEngine(model_dir, dtype=dtype, seed=0, gpu_memory_utilization=memory)
+        out = {"vllm_start_s": time.perf_counter() - t0, "gpu_memory_utilization": memory,
+               "cuda_uuid": cuda_device_uuid(0) if device != "cpu" else None}
         prompts = [f"question {i}: what is {i} + {i}?" for i in range(gen["prompts"])]
         engine.generate(prompts[:2], [1, 1], 4, 1.0, 1.0, seed=0)  # warm-up
         t0 = time.perf_counter()
@@ -136,18 +157,33 @@ def run_publish(learner, model_dir: str, args, gpus: int, result: dict) -> None:
     import multiprocessing as mp
     import threading
 
-    backend = "nccl" if gpus >= 2 else "gloo"
+    from gdro_ray.service.gpu_plan import sampler_memory_fraction
+    from gdro_ray.service.weight_transport import choose_weight_sync
+
     device = "1" if gpus >= 2 else ("0" if gpus == 1 else "cpu")
+    # The service's rule: alone on card 1 the sampler takes the card; on card 0 it is packed with the
+    # learner, as sampler.num_gpus=0.5 beside learner.num_gpus=0.5 would be.
+    memory = None if device == "cpu" else sampler_memory_fraction(1.0 if gpus >= 2 else 0.5, 1, 0.5, 0)
+    if device == "0":  # beside the learner: never more than what it left free (small cards)
+        import torch
+
+        free, total = torch.cuda.mem_get_info(0)
+        memory = round(min(memory, free / total - 0.05), 3)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     dtype = "float32" if args.cpu_smoke else "bfloat16"
     gen = {"prompts": args.gen_prompts, "n": args.gen_n, "max_new_tokens": args.gen_tokens}
-    proc = ctx.Process(target=sampler_process, args=(model_dir, dtype, device, gen, child), daemon=True)
+    proc = ctx.Process(target=sampler_process, args=(model_dir, dtype, device, gen, memory, child), daemon=True)
     proc.start()
     kind, out = parent.recv()
     if kind == "error":
         raise RuntimeError(f"vLLM sampler: {out}")
     result["sampler"] = out
+    on_gpu = device != "cpu"
+    choice = choose_weight_sync("collective", "auto", 1.0 if on_gpu else 0.0, 1.0 if on_gpu else 0.0, on_gpu,
+                                on_gpu, [learner.info()["cuda_uuid"], out["cuda_uuid"]])
+    backend = choice.backend
+    result["weight_sync_choice"] = choice.reason
     t0 = time.perf_counter()
     layout = learner.weight_publish_prepare(args.bucket_mb << 20)
     prepare_s = time.perf_counter() - t0
@@ -179,6 +215,23 @@ def run_publish(learner, model_dir: str, args, gpus: int, result: dict) -> None:
                          "receive_load_s": out["receive_load_s"]}
 
 
+def nccl_one_rank_smoke() -> dict:
+    """A one-rank NCCL weight group on card 0: start-up, a broadcast, abort. API misuse shows here."""
+    import torch
+
+    from gdro_ray.utils.weight_group import WeightSender
+
+    sender = WeightSender("cuda:0")
+    t0 = time.perf_counter()
+    host, port = sender.host("127.0.0.1", 60.0)
+    sender.stage({"w": torch.arange(1024, dtype=torch.float32)}, 1, 1 << 20)
+    sender.open({"host": host, "port": port, "prefix": "nccl-smoke/", "rank": 0, "world_size": 1,
+                 "backend": "nccl", "timeout_s": 60.0})
+    sent = sender.broadcast()
+    sender.shutdown()
+    return {"ok": True, "seconds": time.perf_counter() - t0, "nbytes": sent["nbytes"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny model on CPU with gloo (seconds)")
@@ -199,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     geo = (dict(prompts=2, rollouts=2, prompt_len=16, resp_len=16, micro=4) if smoke
            else dict(prompts=8, rollouts=8, prompt_len=256, resp_len=768, micro=8))
     args.gen_prompts, args.gen_n, args.gen_tokens = (2, 2, 8) if smoke else (64, 8, 256)
-    os.environ.setdefault("TMPDIR", str(ROOT / ".tmp"))
+    prepare_tmpdir(os.environ, ROOT)
+    tempfile.tempdir = None  # re-read TMPDIR
     from gdro_ray.learner import LearnerWorker
 
     device = "cpu" if smoke else "cuda:0"
@@ -211,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=os.environ["TMPDIR"]) as tmp:
         model_dir = Path(tmp) / "model"
         t0 = time.perf_counter()
-        n_params = build_model(model_dir, TINY if smoke else QWEN3_06B, device)
-        result.update(params=n_params, build_s=time.perf_counter() - t0)
+        n_params, n_flop = build_model(model_dir, TINY if smoke else QWEN3_06B, device)
+        result.update(params=n_params, flop_params=n_flop, build_s=time.perf_counter() - t0)
         learner = LearnerWorker(rank=0, world_size=1, master_addr="127.0.0.1", master_port=_free_port(),
                                 model_path=str(model_dir), lr=1e-6, micro_batch=geo["micro"],
                                 backend="gloo" if smoke else "nccl", dtype="bfloat16",
@@ -232,19 +286,23 @@ def main(argv: list[str] | None = None) -> int:
         tps = tokens / step_s
         result["learner"] = {"backend": learner.backend, "steps": steps, "step_s": step_s, "first_step_s": times[0],
                              "tokens_per_step": tokens, "tokens_per_s": tps, "loss": stats["loss"],
-                             "peak_bf16_flops": peak, "mfu": 6 * n_params * tps / peak if peak else None}
+                             "peak_bf16_flops": peak, "mfu": 6 * n_flop * tps / peak if peak else None}
         if not smoke:
             result["learner"]["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.empty_cache()
+        if not smoke:
+            result["nccl_smoke"] = nccl_one_rank_smoke()
         if args.skip_vllm:
             result["sampler"] = "skipped (--skip-vllm)"
         else:
             try:
                 import vllm  # noqa: F401
-
-                run_publish(learner, str(model_dir), args, gpus, result)
-            except ImportError as e:
-                result["sampler"] = f"skipped: vLLM not importable ({e})"
+            except Exception as e:  # noqa: BLE001 - a broken install is as bad as a missing one
+                learner.shutdown()
+                print(f"gpu_check: vLLM cannot be imported ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                      "install the gpu extra, or pass --skip-vllm to check the learner only", file=sys.stderr)
+                return 3
+            run_publish(learner, str(model_dir), args, gpus, result)
         learner.shutdown()
     result["total_s"] = time.perf_counter() - t_all
     _print(result)
@@ -259,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
 def _print(r: dict) -> None:
     lr = r["learner"]
     mfu = f"{lr['mfu']:.1%}" if lr["mfu"] is not None else "n/a"
-    rows = [("device", r["device"]), ("parameters", f"{r['params'] / 1e6:.1f} M"),
+    rows = [("device", r["device"]),
+            ("parameters (without input embedding)", f"{r['params'] / 1e6:.1f} M ({r['flop_params'] / 1e6:.1f} M)"),
             ("learner backend", lr["backend"]), ("step time (median)", f"{lr['step_s']:.3f} s"),
             ("first step", f"{lr['first_step_s']:.3f} s"), ("tokens / step", f"{lr['tokens_per_step']:,}"),
             ("tokens / s", f"{lr['tokens_per_s']:,.0f}"), ("MFU (6·N·tok/s / peak bf16)", mfu)]
@@ -274,6 +333,10 @@ def _print(r: dict) -> None:
                  ("publish receive + load (sampler)", f"{p['receive_load_s']:.3f} s")]
     else:
         rows.append(("vLLM sampler", str(s)))
+    if "nccl_smoke" in r:
+        rows.append(("NCCL weight group, 1 rank", f"ok ({r['nccl_smoke']['seconds']:.1f} s)"))
+    if "weight_sync_choice" in r:
+        rows.append(("weight sync choice", r["weight_sync_choice"]))
     rows.append(("total", f"{r['total_s']:.1f} s"))
     width = max(len(k) for k, _ in rows)
     print(f"| {'gpu_check':<{width}} | value |\n|{'-' * (width + 2)}|---|")

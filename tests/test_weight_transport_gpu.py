@@ -1,11 +1,15 @@
 """benchmarks/gpu_check.py cannot rot (its CPU smoke runs here), plus the checks that need CUDA.
 
-The `gpu` tests are skipped without CUDA (tests/conftest.py); they are what to run when a card
-is lent: the real script on one GPU, and an NCCL broadcast between two GPUs.
+The `gpu` tests are skipped where no NVIDIA GPU is attached and fail where one is but CUDA is
+unusable (tests/conftest.py); they are what to run when a card is lent
+(benchmarks/gpu_setup_and_check.sh): the real script on one GPU, a one-rank NCCL weight group
+(on one card the publish uses gloo, so this is what runs the NCCL code there), and an NCCL
+broadcast between two GPUs.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
-def _run(*args, timeout=300):
+def _run(*args, timeout=300, env=None):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
+                          cwd=ROOT, env=env)
+
+
+def _gpu_check_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    return gpu_check
 
 
 def test_peak_table():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from gpu_check import peak_flops
+    peak_flops = _gpu_check_module().peak_flops
 
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_flops("NVIDIA H100 PCIe") == 756e12
@@ -54,6 +64,34 @@ def test_cpu_smoke_with_vllm_publish(tmp_path):
     assert r["sampler"]["generate_tokens"] > 0
 
 
+def test_tmpdir_is_created_on_a_fresh_checkout(tmp_path):
+    env = {}
+    tmp = _gpu_check_module().prepare_tmpdir(env, tmp_path / "checkout")  # no .tmp there yet
+    assert tmp == tmp_path / "checkout" / ".tmp" and tmp.is_dir() and env["TMPDIR"] == str(tmp)
+    given = {"TMPDIR": str(tmp_path / "a" / "b")}
+    assert _gpu_check_module().prepare_tmpdir(given, tmp_path).is_dir()  # an explicit TMPDIR is kept, and made
+
+
+def test_mfu_counts_parameters_without_the_input_embedding():
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    gc = _gpu_check_module()
+    model = Qwen3ForCausalLM(Qwen3Config(**gc.TINY, tie_word_embeddings=False))
+    total = sum(p.numel() for p in model.parameters())
+    vocab, hidden = gc.TINY["vocab_size"], gc.TINY["hidden_size"]
+    assert gc.flop_params(model) == total - vocab * hidden  # the LM head (a matmul) still counts
+
+
+def test_vllm_that_cannot_be_imported_fails_the_check(tmp_path):
+    fake = tmp_path / "site" / "vllm"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('broken vllm for the test')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    p = _run("--cpu-smoke", "--steps", "1", "--out", str(tmp_path / "x.json"), timeout=120, env=env)
+    assert p.returncode == 3 and "vLLM cannot be imported" in p.stderr and "broken vllm" in p.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_without_gpu_it_says_so():
     import torch
 
@@ -65,15 +103,42 @@ def test_without_gpu_it_says_so():
 
 @pytest.mark.gpu
 def test_gpu_check_on_the_card(tmp_path):
-    out = tmp_path / "gpu.json"
-    p = _run("--steps", "3", "--out", str(out), timeout=330)
-    assert p.returncode == 0, p.stderr[-3000:]
-    r = json.loads(out.read_text())
-    assert r["learner"]["backend"] == "nccl" and r["learner"]["tokens_per_s"] > 0
+    """The script on the card; benchmarks/gpu_setup_and_check.sh has just run it and names its JSON
+    in GDRO_GPU_CHECK_JSON, which is then checked instead of a second run of several minutes."""
+    given = os.environ.get("GDRO_GPU_CHECK_JSON")
+    if given and Path(given).is_file():
+        r = json.loads(Path(given).read_text())
+    else:
+        out = tmp_path / "gpu.json"
+        p = _run("--steps", "3", "--out", str(out), timeout=330)
+        assert p.returncode == 0, p.stderr[-3000:]
+        r = json.loads(out.read_text())
+    assert r["mode"] == "gpu" and r["learner"]["backend"] == "nccl" and r["learner"]["tokens_per_s"] > 0
     if r["learner"]["peak_bf16_flops"]:
         assert 0 < r["learner"]["mfu"] < 1
-    if isinstance(r["sampler"], dict):
-        assert r["sampler"]["weights_version"] == 3
+    assert r["nccl_smoke"]["ok"]
+    assert isinstance(r["sampler"], dict), r["sampler"]  # vLLM ran: an import failure fails the script
+    assert r["sampler"]["weights_version"] == r["learner"]["steps"]
+    assert r["publish"]["backend"] == ("nccl" if r["gpus"] >= 2 else "gloo")  # one card: the ranks share it
+
+
+@pytest.mark.gpu
+def test_nccl_weight_group_of_one_rank():
+    """Start-up, broadcast and abort of an NCCL weight group on one card (API misuse shows here)."""
+    import torch
+
+    from gdro_ray.utils.weight_group import WeightSender, unflatten_buckets
+
+    sender = WeightSender("cuda:0")
+    host, port = sender.host("127.0.0.1", 60.0)
+    state = {"w": torch.randn(300, 7), "b": torch.arange(5, dtype=torch.int64)}
+    sender.stage(state, 1, 1 << 10)
+    sender.open({"host": host, "port": port, "prefix": "one/", "rank": 0, "world_size": 1, "backend": "nccl",
+                 "timeout_s": 60.0})
+    assert sender.broadcast()["nbytes"] == 300 * 7 * 4 + 5 * 8
+    got = dict(unflatten_buckets(sender.buffers, sender.layout))  # the staged copy is unchanged
+    assert all(torch.equal(got[k], v) for k, v in state.items())
+    sender.shutdown()
 
 
 def _nccl_member(rank, to_receiver, results):
