@@ -118,7 +118,7 @@ def test_trained_slots_and_batch_by_hand():
     rewards = [np.array([1.0, 1.0]), np.array([0.0, 1.0, 1.0]), np.array([0.0, 0.0]), np.array([1.0, 0.0])]
     assert trained_slots(rewards, False, 2) == [0, 1, 2, 3]
     assert trained_slots(rewards, True, 8) == [1, 3] and trained_slots(rewards, True, 1) == [1]
-    sched = {"adv_weights": [9.0, 2.0, 9.0, 1.0], "rollouts": [2, 3, 2, 2]}
+    sched = {"adv_weights": [9.0, 2.0, 9.0, 1.0], "rollouts": [2, 3, 2, 2], "prompt_ids": [5, 6, 7, 8]}
     by_slot = {i: {"prompt_token_ids": [i], "response_token_ids": [[7]] * len(r),
                    "logprobs": [[-float(j)] for j in range(len(r))]} for i, r in enumerate(rewards)}
     adv = [np.ones(len(r)) for r in rewards]
@@ -128,6 +128,8 @@ def test_trained_slots_and_batch_by_hand():
     assert batch["signal_advantages"] == [1.0] * 5 and batch["prompt_index"] == [1, 1, 1, 3, 3]
     assert batch["old_logprobs"] == [[0.0], [-1.0], [-2.0], [0.0], [-1.0]]
     assert assemble_batch(sched, by_slot, adv, [1], sampler_logprobs=False)["old_logprobs"] is None
+    every = assemble_batch(sched, by_slot, adv, [0, 1, 2, 3], sampler_logprobs=False)
+    assert every["advantages"] == [9.0] * 2 + [2.0] * 3 + [9.0] * 2 + [1.0] * 2  # nothing left out: as scheduled
 
 
 def test_stale_rollouts_are_refused_and_sampled_again(tmp_path):

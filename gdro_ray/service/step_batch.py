@@ -60,8 +60,13 @@ def renormalised_weights(adv_weights, rollouts, slots: list[int]) -> np.ndarray:
 
 
 def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], sampler_logprobs: bool) -> dict:
-    """The learner batch of the trained `slots` (advantages × renormalised adversary weights)."""
-    weights = renormalised_weights(sched["adv_weights"], sched["rollouts"], slots)
+    """The learner batch of the trained `slots` (advantages × adversary weights, renormalised
+    over the trained responses when some slots are left out; all slots keep the adversary's
+    weights as they are, whose ω_max cap may hold their mean just under 1)."""
+    if len(slots) == len(sched["prompt_ids"]):
+        weights = np.asarray(sched["adv_weights"], dtype=np.float64)[slots]
+    else:
+        weights = renormalised_weights(sched["adv_weights"], sched["rollouts"], slots)
     batch = {"prompt_token_ids": [], "response_token_ids": [], "advantages": [], "signal_advantages": [],
              "old_logprobs": [] if sampler_logprobs else None, "prompt_index": []}
     for i, w in zip(slots, weights):
