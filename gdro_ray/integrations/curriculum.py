@@ -137,9 +137,14 @@ class PromptCurriculum:
 
         return to_jsonable({"adversary": self.adversary.state_dict(), "refused": self.refused})
 
-    def load_state_dict(self, state: dict) -> None:
-        self.adversary.load_state_dict(state["adversary"])
-        self.pending = [StepSchedule.from_dict(p) for p in state["adversary"].get("pending") or []]
+    def load_state_dict(self, state: dict, drop_pending: bool = False) -> None:
+        """Restore; `drop_pending` forgets the blocks handed out and not yet reported (a framework
+        that saves after training on a block but before reporting it must not get it again)."""
+        adv = dict(state["adversary"])
+        if drop_pending:
+            adv["pending"], adv["pending_ms"] = [], []
+        self.adversary.load_state_dict(adv)
+        self.pending = [StepSchedule.from_dict(p) for p in adv.get("pending") or []]
         self.refused = int(state.get("refused", 0))
 
     def metrics(self) -> dict:
