@@ -35,7 +35,9 @@ def live(tmp_path_factory):
     trainer = Trainer(cfg, tmp / "run")
     trainer.setup()
     records = []
-    for _ in range(2):
+    for k in range(3):
+        if k == 2:  # the last step with DAPO dynamic sampling: refill rounds through the real adversary
+            trainer.cfg.grpo.filter_all_equal, trainer.cfg.grpo.max_refill_rounds = True, 2
         rec, t, t0 = trainer.run_step()
         records.append(trainer._finish_record(rec, t, t0))
         trainer.step += 1
@@ -59,8 +61,25 @@ def _scrape(address: str) -> dict:
 def test_every_step_spends_its_budget(live):
     _, records = live
     for r in records:
-        assert r["prompts"] == 8 and r["rollouts"] == 8 * r["budget_mean"]
+        # refill rounds add prompts, each round at the same mean budget n̄ per prompt
+        assert r["prompts"] == 8 or r.get("refill_rounds", 0) > 0
+        assert r["rollouts"] == r["prompts"] * r["budget_mean"] == r["rollouts_sampled"]
         assert sum(r["bin_rollouts"]) == r["rollouts"] and r["samplers"] == 2
+
+
+def test_ppo_ratio_and_dynamic_sampling_in_the_record(live):
+    _, records = live
+    for r in records[:2]:  # grpo.mini_batches = 2 by default: the ratio is exactly 1 only on the first
+        assert r["optimizer_steps"] == len(r["updates"]) == 2
+        first = r["updates"][0]
+        assert first["ratio_min"] == first["ratio_max"] == 1.0 and first["clip_frac"] == 0.0
+        assert r["rollouts_trained"] == r["rollouts_sampled"] and r["prompts_trained"] == 8
+        assert "refill_rounds" not in r and r["stale_resampled"] is False
+    last = records[2]
+    assert 0 <= last["refill_rounds"] <= 2 and last["prompts"] >= 8
+    assert last["prompts_trained"] <= 8 and last["refill_short"] == (last["prompts_trained"] < 8)
+    assert last["rollouts_trained"] <= last["rollouts_sampled"]
+    assert last["prompts"] > 8 or last["refill_rounds"] == 0
 
 
 def test_metrics_endpoint_equals_adversary_state(live):
