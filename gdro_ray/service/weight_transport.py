@@ -214,7 +214,7 @@ class CollectiveTransport:
                     "a new group is formed at the next publish", version, why[:300])
         self.stats["fallbacks"] += 1
         self._teardown()
-        blob = ray.get(self.rank0.weight_sender.remote("staged_bytes"))
+        blob = self._get([self.rank0.weight_sender.remote("staged_bytes")])[0]  # bounded: never wait forever
         self.pool.publish(blob, version)  # replaces samplers that died
         info.update(transport="object_store", fallback=why[:300], seconds=time.perf_counter() - t0)
         return info
