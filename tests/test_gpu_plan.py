@@ -138,3 +138,38 @@ def test_master_address():
 
     assert master_address(["n1", "n1", "n1"], "10.0.0.7") == "127.0.0.1"  # one node: loopback, as before
     assert master_address(["n1", "n2"], "10.0.0.7") == "10.0.0.7"  # rank 0's node, not the driver's
+
+
+@pytest.mark.slow
+def test_rendezvous_is_found_on_rank0s_node():
+    """Two nodes, one rank each: the address comes from the node holding bundle 0 (not the driver),
+    and the port is free there; on one node the ranks meet on loopback."""
+    import socket
+
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
+
+    from gdro_ray.service.learner_group import rendezvous
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                           "object_store_memory": 100 * 1024**2})
+    worker = cluster.add_node(num_cpus=1, resources={"rank0_here": 1}, object_store_memory=100 * 1024**2)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        # rank 0 must land on the added node: its bundle asks for that node's resource
+        pg = placement_group([{"CPU": 0.5, "rank0_here": 1}, {"CPU": 0.5}], strategy="STRICT_SPREAD")
+        ray.get(pg.ready(), timeout=60)
+        addr, port = rendezvous(pg)
+        assert placement_group_table(pg)["bundles_to_node_id"][0] == worker.node_id
+        assert addr == worker.node_ip_address and addr != "127.0.0.1"
+        with socket.socket() as s:  # the port is usable on rank 0's node
+            s.bind((addr, port))
+        remove_placement_group(pg)
+        one = placement_group([{"CPU": 0.5}, {"CPU": 0.5}], strategy="STRICT_PACK")
+        ray.get(one.ready(), timeout=60)
+        assert rendezvous(one)[0] == "127.0.0.1"
+        remove_placement_group(one)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
