@@ -126,7 +126,7 @@ class Trainer:
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
                                 cfg.sampler.max_samplers, cfg.sampler.max_restarts, ray_resource=cfg.sampler.ray_resource,
-                                sampler_kwargs=dict(self.sampler_kw, **reward_kw, gpu=dict(self.sampler_kw["gpu"], learner_uuids=[
+                                service_kwargs=dict(self.sampler_kw, **reward_kw, gpu=dict(self.sampler_kw["gpu"], learner_uuids=[
                                     i.get("cuda_uuid") for i in self.learner.infos() if i.get("cuda_uuid")])))
         adversary = self.adversary
         self.pool.on_queue = lambda n: adversary.report_queue.remote(n)  # fire-and-forget gauge update

@@ -28,7 +28,9 @@ how a sampler that started with an older version than the pool's reaches the cur
 then current. `blob_ref` holds version `blob_version` (it lags `version` when a collective
 transport published since).
 
-`sampler_cls`/`sampler_kwargs` swap in a `Sampler` subclass (tests add delays this way);
+`service_kwargs` are what the driver gives every sampler (vLLM's context length and card share,
+the custom reward); `sampler_cls`/`sampler_kwargs` swap in a `Sampler` subclass and its extra
+arguments (tests add delays this way), on top of them;
 `actor_factory` replaces the Ray actor per sampler with any handle that has the same
 `.ready/.generate_shard/.update_weights/.evaluate .remote()` methods (benchmarks host many
 virtual samplers in a few processes); such members get no placement group.
@@ -82,9 +84,11 @@ class SamplerPool:
                  reward_timeout_s: float, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  max_samplers: int = 16, max_restarts: int = 8, ray_resource: str = "",
                  sampler_cls: type = Sampler, sampler_kwargs: dict | None = None,
+                 service_kwargs: dict | None = None,
                  actor_factory: Callable | None = None, poll_s: float = 5.0):
         self.kw = dict(model_path=model_path, engine=engine, dtype=dtype, seed=seed,
-                       reward_scale=reward_scale, reward_timeout_s=reward_timeout_s, **(sampler_kwargs or {}))
+                       reward_scale=reward_scale, reward_timeout_s=reward_timeout_s,
+                       **{**(service_kwargs or {}), **(sampler_kwargs or {})})
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.max_samplers, self.max_restarts = max_samplers, max_restarts
         self.custom = {ray_resource: 1.0} if ray_resource else {}
