@@ -90,3 +90,41 @@ def test_old_python_refused(tmp_path):
     fake.chmod(0o755)
     p = _run("--nvidia-smi", _fake_smi(tmp_path, H100.format("580.65.06")), "--check-only", "--python", str(fake))
     assert p.returncode == 3 and "Python 3.9" in p.stderr and "3.10 to 3.13" in p.stderr
+
+
+# ---- the `gpu` marker (tests/conftest.py) -----------------------------------------------------------
+class _Item:
+    def __init__(self, gpu: bool):
+        self.gpu, self.markers = gpu, []
+
+    def get_closest_marker(self, name):
+        return object() if (name == "gpu" and self.gpu) else None
+
+    def add_marker(self, marker):
+        self.markers.append(marker)
+
+
+def test_gpu_tests_skip_only_without_an_nvidia_gpu(monkeypatch):
+    import conftest
+
+    items = [_Item(gpu=True), _Item(gpu=False)]
+    monkeypatch.setattr(conftest, "nvidia_gpu_present", lambda: False)
+    conftest.pytest_collection_modifyitems(None, items)
+    assert [m.name for m in items[0].markers] == ["skip"] and items[1].markers == []
+    items = [_Item(gpu=True)]
+    monkeypatch.setattr(conftest, "nvidia_gpu_present", lambda: True)
+    conftest.pytest_collection_modifyitems(None, items)
+    assert items[0].markers == []  # a GPU is attached: the test runs
+
+
+def test_gpu_tests_fail_loudly_when_a_gpu_is_attached_but_cuda_is_not_usable(monkeypatch):
+    import conftest
+    import torch
+
+    monkeypatch.setattr(conftest, "nvidia_gpu_present", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(pytest.fail.Exception, match="an NVIDIA GPU is attached but CUDA is unusable"):
+        conftest.pytest_runtest_setup(_Item(gpu=True))
+    conftest.pytest_runtest_setup(_Item(gpu=False))  # other tests are not concerned
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    conftest.pytest_runtest_setup(_Item(gpu=True))  # usable CUDA: nothing to say
