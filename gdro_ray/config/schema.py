@@ -250,7 +250,8 @@ class WeightSyncConfig:
         "auto", "auto = a collective broadcast when learner and samplers are on CUDA GPUs, else the Ray object "
                 "store; `collective` forces the broadcast (with gloo it also runs on CPU).")
     backend: Literal["auto", "nccl", "gloo"] = doc(
-        "auto", "Backend of the collective broadcast; auto = nccl on GPUs, gloo otherwise.")
+        "auto", "Backend of the collective broadcast; auto = nccl on GPUs, gloo otherwise and where ranks share a "
+                "card (NCCL needs one GPU per rank; nccl is then refused at start).")
     timeout_s: float = doc(120.0, "Time limit of each weight-group operation; a publish that passes it falls "
                                   "back to the object store.")
     bucket_mb: int = doc(512, "Largest flat buffer of one dtype per broadcast (MiB); bounds the extra memory "
