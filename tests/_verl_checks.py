@@ -161,3 +161,18 @@ def test_recipe_trainer_is_verls_trainer():
 
     cls = rollout_gdro_trainer_class()
     assert issubclass(cls, RayPPOTrainer) and cls.fit is not RayPPOTrainer.fit
+
+
+def test_task_runner_builds_the_recipe_trainer(monkeypatch):
+    """run_ppo's TaskRunner.run constructs main_ppo.RayPPOTrainer; ours swaps it in its own process."""
+    from verl.trainer import main_ppo
+
+    from gdro_ray.integrations.verl import rollout_gdro_task_runner_class
+
+    seen = {}
+    monkeypatch.setattr(main_ppo, "RayPPOTrainer", main_ppo.RayPPOTrainer)  # restored after the test
+    monkeypatch.setattr(main_ppo.TaskRunner, "run", lambda self, config: seen.setdefault("cls", main_ppo.RayPPOTrainer))
+    runner = rollout_gdro_task_runner_class()
+    assert issubclass(runner, main_ppo.TaskRunner)
+    runner.__new__(runner).run(None)
+    assert seen["cls"].__name__ == "RolloutGDROTrainer"

@@ -43,7 +43,8 @@ try:  # verl 0.7.x: the base class create_rl_sampler's isinstance check and fit'
 except ImportError:  # verl ≥ 0.8 or no verl: a plain torch sampler with the same methods
     from torch.utils.data import Sampler as _SamplerBase
 
-__all__ = ["GDROCurriculumSampler", "rollout_gdro_trainer_class", "per_row_repeat"]
+__all__ = ["GDROCurriculumSampler", "per_row_repeat", "rollout_gdro_repeats", "rollout_gdro_trainer_class",
+           "rollout_gdro_task_runner_class", "run_rollout_gdro"]
 
 
 def _opt(node, key: str, default=None):
@@ -192,3 +193,24 @@ def rollout_gdro_trainer_class():
                 return super().fit()
 
     return RolloutGDROTrainer
+
+
+def rollout_gdro_task_runner_class():
+    """verl's `TaskRunner` (the Ray actor `main_ppo.run_ppo` starts) building `RolloutGDROTrainer`:
+    the swap happens inside that actor's process, where `main_ppo.RayPPOTrainer` is looked up."""
+    from verl.trainer import main_ppo
+
+    class RolloutGDROTaskRunner(main_ppo.TaskRunner):
+        def run(self, config):
+            main_ppo.RayPPOTrainer = rollout_gdro_trainer_class()
+            return super().run(config)
+
+    return RolloutGDROTaskRunner
+
+
+def run_rollout_gdro(config) -> None:
+    """`main_ppo.run_ppo` with Rollout-GDRO's per-prompt rollout counts (the recipe's entry point)."""
+    import ray
+    from verl.trainer import main_ppo
+
+    main_ppo.run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(rollout_gdro_task_runner_class()))
