@@ -273,7 +273,7 @@ def test_dashboard_queries_return_data_from_a_real_prometheus(tmp_path):
     exp = exporter_mod.Exporter(host="127.0.0.1", port=0)
     try:
         for step, m in enumerate(names.METRICS):
-            labels = {k: {"bin": "3", "stage": "learn"}[k] for k in m.labels}
+            labels = {k: {"bin": "3", "stage": "learn", "group": "pooled"}[k] for k in m.labels}
             exp.inc_to(m.name, 5 + step, **labels) if m.kind == "counter" else exp.set(m.name, 0.25, **labels)
         with prometheus(tmp_path, [f"127.0.0.1:{exp.port}"]) as query:
             query.wait_for("gdro_step")  # ready, and two scrapes so rate()/increase() have points
