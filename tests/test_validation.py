@@ -245,6 +245,22 @@ def test_resume_continues_the_best_and_does_not_redo_base(tmp_path):
     assert labels == [("base", 0), ("periodic", 1), ("periodic", 2), ("periodic", 3), ("final", 4)]
 
 
+def test_a_best_from_redone_steps_or_another_metric_is_not_carried_over(tmp_path):
+    d = _run_dir(tmp_path)
+    write_checkpoint(d, 6, _fake_learner, {}, {"step": 6}, keep=3)
+    mark_best(d, 6, "pooled/pass_at_k", 0.9, keep=3)
+    cfg = load_config(overrides=["eval.every=1", "eval.k=4", "checkpoint.keep_best=pooled/pass_at_k"])
+    tr = _Trainer(d, cfg, [], resume=True)
+    tr.step = 4  # resumed from an earlier checkpoint: step 6 is redone
+    assert ValidationLoop(tr).best is None
+    tr.step = 6
+    assert ValidationLoop(tr).best["value"] == 0.9
+    other = load_config(overrides=["eval.every=1", "eval.k=4", "checkpoint.keep_best=pooled/mean_at_k"])
+    tr2 = _Trainer(d, other, [], resume=True)
+    tr2.step = 6
+    assert ValidationLoop(tr2).best is None
+
+
 def test_keep_best_on_a_group_the_held_out_set_lacks_fails_in_one_line(tmp_path):
     from gdro_ray.errors import UserError
 

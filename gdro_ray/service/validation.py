@@ -58,8 +58,10 @@ class ValidationLoop:
         self.cfg = trainer.cfg
         self.metric = self.cfg.checkpoint.keep_best
         prev = read_best(trainer.run_dir) if self.metric else None
-        # a resumed run continues the comparison it was making (the same metric only)
-        self.best = prev if prev and prev.get("metric") == self.metric else None
+        # a resumed run continues the comparison it was making (the same metric only, and not a
+        # best from steps after the checkpoint it resumed from: those steps are redone)
+        ok = prev and prev.get("metric") == self.metric and int(prev.get("step", 0)) <= trainer.step
+        self.best = prev if ok else None
 
     # ---- evaluation -----------------------------------------------------------------------
     def _run_eval(self) -> tuple[dict, float]:
