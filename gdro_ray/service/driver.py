@@ -99,6 +99,10 @@ class Trainer:
             self.train = self.train[: cfg.data.max_prompts]
         self.eval_set = load_eval_set(cfg.data.eval, eval_cols)
         self.eval_set = spread_subset(self.eval_set, cfg.data.max_eval_prompts)
+        from gdro_ray.service.prompt_lengths import check_prompt_lengths  # before any actor starts
+
+        check_prompt_lengths(self.model_path, {"data.train": self.train, "data.eval": self.eval_set},
+                             self.sampler_kw["max_model_len"], cfg.sampler.max_new_tokens)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume:  # a resumed run rewrites it only once its checkpoint is restored (_restore)
             atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
