@@ -47,3 +47,24 @@ def test_real_adversary_on_a_busy_port_reports_the_port():
     finally:
         ray.shutdown()
         busy.close()
+
+
+def test_user_error_from_a_ray_task_prints_one_line(monkeypatch, capsys):
+    """A UserError raised in an actor reaches the CLI wrapped in Ray's remote traceback."""
+    import ray.exceptions
+
+    from gdro_ray.cli import main as cli
+    from gdro_ray.errors import UserError
+
+    remote = ray.exceptions.RayTaskError("sample", "Traceback (most recent call last):\n  File x\nUserError: boom",
+                                         UserError("data.train: prompt 3 (id 7) has 900 tokens")).as_instanceof_cause()
+    assert isinstance(remote, UserError) and "\n" in str(remote)
+
+    def fake_train(args):
+        raise remote
+
+    monkeypatch.setitem(cli.COMMANDS, "train", ("tests.test_actor_errors", "fake"))
+    monkeypatch.setattr("importlib.import_module", lambda name: type("M", (), {"fake": staticmethod(fake_train)}))
+    assert cli.main(["train", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err == "gdro-ray train: error: data.train: prompt 3 (id 7) has 900 tokens\n"

@@ -96,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(getattr(importlib.import_module(mod), fn)(args) or 0)
     except UserError as e:
-        print(f"gdro-ray {args.command}: error: {e}", file=sys.stderr)
+        # A UserError raised inside a Ray task or actor arrives as Ray's error type derived from it,
+        # whose text is the whole remote traceback; the user needs the original one line.
+        cause = getattr(e, "cause", None)
+        print(f"gdro-ray {args.command}: error: {cause if isinstance(cause, UserError) else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gdro-ray {args.command}: interrupted", file=sys.stderr)
