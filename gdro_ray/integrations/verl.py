@@ -27,7 +27,7 @@ but something must call its `update(batch)` each step. No Ray is used here.
 Options under `data.sampler.gdro` (add them with `+data.sampler.gdro.<key>=...`):
 `rollout_n` (required: `${actor_rollout_ref.rollout.n}`), `algorithm` (`prompt_gdro` default,
 `both` or `rollout_gdro` with the recipe trainer, `grpo`), `overrides` (a list of our config
-keys, e.g. `[prompt_gdro.eta=0.5]`), `success_threshold` (0.5), `row_key` (`extra_info.index`).
+keys; quoted on a Hydra command line: `'+data.sampler.gdro.overrides=["prompt_gdro.eta=0.5"]'`), `success_threshold` (0.5), `row_key` (`extra_info.index`).
 """
 from __future__ import annotations
 
