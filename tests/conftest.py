@@ -65,34 +65,24 @@ def pytest_runtest_setup(item):
 _THREADS_AT_START: list[int] = []
 
 
-def _torch_thread_isolation():
-    """Each test module starts from the process's original torch thread set-up.
-
-    An in-process vLLM engine (test_engines, test_eval, ...) replaces `torch.set_num_threads`
-    with a no-op for the rest of the process, and in-process learners set 1 thread; without this,
-    what a later module computes (a learner's reduction order, prepare's weights) would depend
-    on which modules ran before it (gdro_ray/utils/threads.py).
-    """
+def _isolated_module():
+    """Each test module starts from the process's original thread set-up and environment
+    (tests/_isolation.py says what an in-process vLLM engine leaves behind otherwise)."""
     import sys
+
+    from _isolation import process_state_restored
 
     torch = sys.modules.get("torch")
     if torch is not None and not _THREADS_AT_START:
         _THREADS_AT_START.append(torch.get_num_threads())  # collection imported torch; nothing ran yet
-    yield
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    from gdro_ray.utils.threads import set_torch_threads, undo_vllm_thread_patch
-
-    undo_vllm_thread_patch()
-    if _THREADS_AT_START:
-        set_torch_threads(_THREADS_AT_START[0])
+    with process_state_restored(_THREADS_AT_START[0] if _THREADS_AT_START else None):
+        yield
 
 
-def _register_thread_isolation():
+def _register_module_isolation():
     import pytest
 
-    return pytest.fixture(autouse=True, scope="module")(_torch_thread_isolation)
+    return pytest.fixture(autouse=True, scope="module")(_isolated_module)
 
 
-torch_thread_isolation = _register_thread_isolation()
+isolated_module = _register_module_isolation()

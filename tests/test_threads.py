@@ -61,3 +61,22 @@ def test_prepare_is_identical_after_an_in_process_engine(tmp_path, monkeypatch):
         undo_vllm_thread_patch()
     assert seen_clean == seen_after == [P.PREPARE_THREADS]
     assert set(clean) == set(after) and all(torch.equal(clean[k], after[k]) for k in clean)
+
+
+def test_module_isolation_undoes_what_an_in_process_engine_leaves(monkeypatch):
+    """What conftest.py does after every module: environment, thread patch and count put back."""
+    import os
+
+    from _isolation import process_state_restored
+
+    monkeypatch.setenv("LD_PRELOAD", "")  # monkeypatch restores it after this test as well
+    before_env = dict(os.environ)
+    start = torch.get_num_threads()
+    with process_state_restored(start):
+        os.environ["LD_PRELOAD"] = "/opt/libtcmalloc_minimal.so:/opt/libgomp.so"  # as vLLM's CPU platform does
+        os.environ["LOCAL_WORLD_SIZE"] = "1"
+        torch._C.set_num_threads(1 if start != 1 else 2)
+        torch.set_num_threads = lambda n: None
+    assert dict(os.environ) == before_env
+    assert torch.set_num_threads is torch._C.set_num_threads
+    assert torch.get_num_threads() == start
