@@ -213,4 +213,9 @@ def run_rollout_gdro(config) -> None:
     import ray
     from verl.trainer import main_ppo
 
+    # what main_ppo.main does before run_ppo in 0.7.1: device detection, legacy reward keys
+    if hasattr(main_ppo, "auto_set_device"):
+        main_ppo.auto_set_device(config)
+    if hasattr(main_ppo, "migrate_legacy_reward_impl"):
+        config = main_ppo.migrate_legacy_reward_impl(config)
     main_ppo.run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(rollout_gdro_task_runner_class()))
