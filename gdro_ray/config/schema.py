@@ -110,8 +110,8 @@ class GRPOConfig:
     mini_batches: int = doc(
         2, "Optimizer steps per batch (PPO mini-batches, split along prompt groups). The paper uses 2; it is "
            "what makes the ratio and clip-higher bind. On the toy default it costs one extra no-grad forward "
-           "over half the batch and one more optimizer step (the fwd/bwd work is the same); 1 = one on-policy step, "
-           "ratio 1.")
+           "over half the batch and one more optimizer step (measured: learner 1.24 → 1.48 s per batch, 1 rank, "
+           "2 cores); 1 = one on-policy step, ratio 1.")
     epochs: int = doc(1, "Passes over the batch's mini-batches (PPO epochs); the behaviour log-probs are taken once, before the first.")
     loss_agg: Literal["token_mean", "seq_mean_token_mean", "prompt_mean"] = doc(
         "token_mean",
