@@ -176,3 +176,29 @@ def test_task_runner_builds_the_recipe_trainer(monkeypatch):
     assert issubclass(runner, main_ppo.TaskRunner)
     runner.__new__(runner).run(None)
     assert seen["cls"].__name__ == "RolloutGDROTrainer"
+
+
+def test_verls_own_dataset_carries_the_row_index(tmp_path):
+    """verl's RLHFDataset (parquet → chat template → tokens) puts the row's extra_info in the batch."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    from gdro_ray.models import prepare
+
+    model = prepare.model_dir()
+    if not prepare.is_prepared(model):
+        pytest.skip("the toy model (its tokenizer and chat template) is not prepared: `gdro-ray prepare`")
+    rows = [{"data_source": "toy", "prompt": [{"role": "user", "content": f"what is {i} + 1?"}],
+             "reward_model": {"ground_truth": str(i + 1)}, "extra_info": {"index": i}} for i in range(12)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
+    cfg = _config()
+    cfg.update({"max_prompt_length": 64, "filter_overlong_prompts": False, "prompt_key": "prompt",
+                "return_raw_chat": False, "truncation": "error"})
+    data = RLHFDataset(data_files=[str(tmp_path / "train.parquet")], tokenizer=AutoTokenizer.from_pretrained(model),
+                       config=cfg)
+    sampler, dl = _loader(cfg, data)
+    batch_dict = next(iter(dl))
+    assert list(batch_dict["index"]) == sampler.curriculum.pending[-1].prompt_ids.tolist()
+    sampler.update(_step(batch_dict, np.random.default_rng(5)))
+    assert sampler.records[-1]["prompts"] == B
