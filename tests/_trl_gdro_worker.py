@@ -20,6 +20,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--prompts-per-step", type=int, default=4)
     ap.add_argument("--num-generations", type=int, default=4)
+    ap.add_argument("--grad-accum", type=int, default=1, help="> 1: each block is generated once, trained in slices")
     args = ap.parse_args()
 
     import torch
@@ -47,7 +48,8 @@ def main() -> int:
 
     config = GRPOConfig(
         output_dir=os.path.join(args.workdir, "trl-out"), use_cpu=True, bf16=False, fp16=False,
-        per_device_train_batch_size=args.prompts_per_step * args.num_generations, gradient_accumulation_steps=1,
+        per_device_train_batch_size=args.prompts_per_step * args.num_generations // args.grad_accum,
+        gradient_accumulation_steps=args.grad_accum,
         num_generations=args.num_generations, max_completion_length=24, temperature=1.0, learning_rate=1e-5,
         beta=0.0, max_steps=args.steps, logging_steps=1, save_strategy="steps", save_steps=2, report_to=[],
         dataloader_num_workers=0, disable_tqdm=True, seed=0, use_vllm=False,

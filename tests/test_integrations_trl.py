@@ -124,7 +124,8 @@ def test_observer_returns_rewards_unchanged_and_reports_training_blocks_only():
                     reason="TRL's venv benchmarks/.venv-trl is absent (build it once: "
                            "`python -c 'import sys; sys.path.insert(0, \"benchmarks\"); "
                            "import vs_trl; vs_trl.ensure_trl_venv()'`, a few minutes)")
-def test_grpo_trainer_trains_on_the_curriculums_blocks(tmp_path):
+@pytest.mark.parametrize("grad_accum", [1, 2])  # 2: each block generated once, trained in two slices
+def test_grpo_trainer_trains_on_the_curriculums_blocks(tmp_path, grad_accum):
     from gdro_ray.data.toy_task import make_train_pool
     from gdro_ray.models import prepare
 
@@ -141,7 +142,8 @@ def test_grpo_trainer_trains_on_the_curriculums_blocks(tmp_path):
     out = tmp_path / "out.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     p = subprocess.run([str(TRL_PYTHON), str(ROOT / "tests" / "_trl_gdro_worker.py"), "--model", str(model),
-                        "--prompts", str(prompts), "--workdir", str(tmp_path), "--out", str(out), "--steps", "3"],
+                        "--prompts", str(prompts), "--workdir", str(tmp_path), "--out", str(out), "--steps", "3",
+                        "--grad-accum", str(grad_accum)],
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     r = json.loads(out.read_text())
