@@ -28,7 +28,8 @@ def test_report_renders_pngs_and_markdown(sim_runs, tmp_path):
     out = render([str(d) for d in sim_runs], str(tmp_path / "rep"))
     pngs = sorted(out.glob("*.png"))
     names = {p.name for p in pngs}
-    assert {"pass_at_k.png", "lead_lag.png", "reward.png", "bin_weights_both.png", "rollouts_grpo.png"} <= names
+    assert {"pass_at_k.png", "lead_lag.png", "reward.png", "bin_weights_both.png", "rollouts_grpo.png",
+            "eval.png"} <= names  # eval.png: the simulator's evaluation steps
     for p in pngs:
         w, h = _png_size(p)
         assert w == 800 and h >= 400, (p.name, w, h)

@@ -47,20 +47,25 @@ def load_run(run_dir: Path) -> dict:
         if p.is_file():
             evals[label] = json.loads(p.read_text())
     name = Path(run_dir).name
-    return {"name": name, "records": records, "evals": evals, "eval_curve": eval_curve(curve, evals, int(records[-1]["step"]) + 1),
+    return {"name": name, "records": records, "evals": evals, "eval_curve": eval_curve(curve, evals, records),
             "algorithm": records[0].get("algorithm", "?")}
 
 
-def eval_curve(eval_records: list[dict], evals: dict, steps_done: int) -> list[tuple[int, float, float]]:
+def eval_curve(eval_records: list[dict], evals: dict, records: list[dict]) -> list[tuple[int, float, float]]:
     """(steps done, pooled pass@k, worst-tier pass@k or NaN) per evaluation, in step order; a run
-    from before eval records existed gets its base and final evaluation files as two points."""
+    from before eval records existed gets its base and final evaluation files as two points, and a
+    simulator run its step records' `eval_pass_at_k` (evaluation steps only)."""
     pts = {}
     for r in eval_records:
         m = r.get("metrics") or {}
         if "pooled/pass_at_k" in m:
             pts[int(r["steps_done"])] = (m["pooled/pass_at_k"], m.get("worst_tier/pass_at_k", float("nan")))
     if not pts:
-        for label, steps in (("base", 0), ("final", steps_done)):
+        for r in records:  # simulator
+            if r.get("eval_pass_at_k") is not None:
+                pts[int(r["step"]) + 1] = (r["eval_pass_at_k"], r.get("eval_worst_tier_pass_at_k", float("nan")))
+    if not pts:
+        for label, steps in (("base", 0), ("final", int(records[-1]["step"]) + 1)):
             res = evals.get(label)
             if res and "pooled" in res:
                 worst = (res.get("worst_tier") or {}).get("pass_at_k", float("nan"))
