@@ -125,3 +125,15 @@ def test_out_that_is_a_file_or_unwritable_is_one_line(tmp_path):
             check_new_run_dir(ro / "run")
     p = _cli(f"out={f}")
     assert p.returncode == 2 and "is a file" in p.stderr and p.stderr.strip().count("\n") == 0
+
+
+def test_saved_value_refused_by_todays_checks_is_fixed_by_an_override(tmp_path):
+    """A run written before a check existed (here checkpoint.keep=0) resumes with the override that fixes it."""
+    run = _run(tmp_path)
+    cfg_file = run / "config.yaml"
+    cfg_file.write_text(cfg_file.read_text().replace("keep: 2", "keep: 0"))
+    with pytest.raises(UserError) as e:
+        prepare_resume(str(run), None, [])
+    assert str(e.value).startswith("checkpoint.keep:") and "override" in str(e.value) and "\n" not in str(e.value)
+    cfg, _, _ = prepare_resume(str(run), None, ["checkpoint.keep=3"])
+    assert cfg.checkpoint.keep == 3

@@ -73,19 +73,31 @@ def _adversary_takes(cfg: Config, state: dict) -> str | None:
     return None
 
 
-def _check_overrides(run_dir: Path, base: Config, cfg: Config, overrides: list[str], ckpt: Path) -> None:
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _saved_values(run_dir: Path) -> dict:
+    """The run's config.yaml as flat key → value, read as data (it may predate today's checks)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: unreadable ({type(e).__name__})") from None
+    return _flat(raw) if isinstance(raw, dict) else {}
+
+
+def _check_overrides(run_dir: Path, cfg: Config, overrides: list[str], ckpt: Path) -> None:
     from gdro_ray.config.loader import to_dict
     from gdro_ray.service.checkpoint import read_json
 
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    old, new = flat(to_dict(base)), flat(to_dict(cfg))
+    old, new = _saved_values(run_dir), _flat(to_dict(cfg))
     for key in FROZEN_ON_RESUME:
-        if old.get(key) != new.get(key):
+        if key in old and old[key] != new.get(key):
             raise ConfigError(f"{key}: cannot change on resume ({old.get(key)!r} in {run_dir / 'config.yaml'}); "
                               "start a new run instead")
     drv = read_json(ckpt / "driver.json")
@@ -98,7 +110,10 @@ def _check_overrides(run_dir: Path, base: Config, cfg: Config, overrides: list[s
     # Name the override responsible: the first one that fails on its own.
     for item in overrides:
         key = parse_override(item)[0]
-        alone = load_config(run_dir / "config.yaml", [item])
+        try:
+            alone = load_config(run_dir / "config.yaml", [item])
+        except ConfigError:  # the saved config needs another override too (it predates a check)
+            continue
         if _adversary_takes(alone, state) is not None:
             raise ConfigError(f"{key}: cannot change on resume, the checkpoint {ckpt.name} does not fit it ({why})")
     raise ConfigError(f"config: the checkpoint {ckpt.name} does not fit the overrides {' '.join(overrides)} ({why})")
@@ -116,10 +131,9 @@ def prepare_resume(resume: str, config_path: str | None, overrides: list[str]) -
     run_dir = Path(resume)
     ckpt = latest_checkpoint(run_dir)  # verified against its manifest; falls back with a message
     _check_writable(run_dir, "--resume")
-    try:
-        base = load_config(run_dir / "config.yaml")
+    try:  # a value the saved config holds but today's checks refuse can be fixed by an override
+        cfg = load_config(run_dir / "config.yaml", overrides)
     except ConfigError as e:
-        raise ConfigError(f"{run_dir / 'config.yaml'}: {e}") from None
-    cfg = load_config(run_dir / "config.yaml", overrides)
-    _check_overrides(run_dir, base, cfg, list(overrides), ckpt)
+        raise ConfigError(f"{e} (resuming {run_dir / 'config.yaml'}; an override key=value replaces a saved value)") from None
+    _check_overrides(run_dir, cfg, list(overrides), ckpt)
     return cfg, run_dir, ckpt
