@@ -59,3 +59,21 @@ def test_kuberay_clusters_require_the_token_from_a_named_secret():
     for spec in (cluster, job):
         assert spec["authOptions"] == {"mode": "token", "secretName": "gdro-ray-auth"}
     assert "gdro-ray-auth" in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_status_refused_by_a_token_cluster_says_so_in_one_line(monkeypatch):
+    """`gdro-ray status/scale` against a token-auth cluster without the token: one line, not Ray's traceback."""
+    import ray
+    import ray.exceptions
+    import pytest
+
+    from gdro_ray.errors import UserError
+    from gdro_ray.service.connect import find_adversary
+
+    def refuse(**kwargs):
+        raise ray.exceptions.AuthenticationError("Authentication required: Unauthorized")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(UserError) as e:
+        find_adversary("ray://127.0.0.1:1")
+    assert "token" in str(e.value) and "\n" not in str(e.value)

@@ -121,6 +121,7 @@ def test_ray_job_submit_runs_training_with_token_auth(tmp_path):
         bad = subprocess.run([str(BIN / "gdro-ray"), "status", "--address", f"127.0.0.1:{gcs}"],
                              env=dict(env, RAY_AUTH_MODE="disabled"), capture_output=True, text=True, timeout=120)
         assert bad.returncode != 0
+        assert bad.stderr.strip().count("\n") == 0 and "token" in bad.stderr, bad.stderr[-2000:]
     finally:
         head.terminate()
         try:

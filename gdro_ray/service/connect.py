@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
+from contextlib import contextmanager
 
-from gdro_ray.errors import NoJobError
+from gdro_ray.errors import NoJobError, UserError
 from gdro_ray.service.adversary_actor import ACTOR_NAME, NAMESPACE
 
 
@@ -18,18 +20,55 @@ def _reachable(addr: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
+@contextmanager
+def _stderr_held():
+    """Hold what native code writes to fd 2 during the block: replayed if the block succeeds,
+    dropped if it raises (the one-line error then says what went wrong instead)."""
+    fd, path = tempfile.mkstemp(prefix="gdro-connect.", suffix=".log")
+    os.unlink(path)  # the open descriptor is all we need
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        try:
+            if ok:
+                os.lseek(fd, 0, os.SEEK_SET)
+                while chunk := os.read(fd, 1 << 16):
+                    os.write(2, chunk)
+        finally:
+            os.close(fd)
+
+
 def find_adversary(address: str | None, namespace: str = NAMESPACE):
     import ray
 
     addr = address or os.environ.get("RAY_ADDRESS") or "auto"
-    if addr != "auto" and not addr.startswith(("ray://", "http")) and not _reachable(addr):
+    probed = addr != "auto" and not addr.startswith(("ray://", "http"))
+    if probed and not _reachable(addr):
         raise NoJobError(f"no Ray cluster answers at {addr!r}; is a job running?")
+    refused = UserError(f"the Ray cluster at {addr!r} refused this client: it needs the cluster's token "
+                        "(RAY_AUTH_MODE=token with ~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; "
+                        "docs/deploy.md §2)")
     try:
-        ray.init(address=addr, namespace=namespace, logging_level="ERROR", log_to_driver=False)
+        with _stderr_held():  # Ray's C++ client logs a warning a second while a token cluster refuses it
+            ray.init(address=addr, namespace=namespace, logging_level="ERROR", log_to_driver=False)
+    except ray.exceptions.AuthenticationError:
+        raise refused from None
     except (ConnectionError, RuntimeError) as e:
+        if probed:  # the port answered, yet Ray would not connect: a token-auth cluster refusing this client
+            raise UserError(f"the Ray cluster at {addr!r} answers but did not accept this client; a cluster with "
+                            "token authentication needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token, "
+                            "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; docs/deploy.md §2)") from None
         raise NoJobError(f"no Ray cluster at {addr!r} ({str(e).splitlines()[0]}); is a job running?") from None
     try:
         return ray.get_actor(ACTOR_NAME, namespace=namespace)
+    except ray.exceptions.AuthenticationError:
+        raise refused from None
     except ValueError:
         raise NoJobError(f"no gdro_ray job is running on the cluster at {addr!r} "
                          f"(no actor '{ACTOR_NAME}' in namespace '{namespace}')") from None
