@@ -67,6 +67,18 @@ def test_every_step_spends_its_budget(live):
         assert sum(r["bin_rollouts"]) == r["rollouts"] and r["samplers"] == 2
 
 
+def test_learner_ranks_fetch_only_their_rollouts(live):
+    """Compact data plane: each of the 2 ranks took part of the trained rollouts' arrays from
+    the object store (groups on a rank boundary go to both), none took all of them."""
+    _, records = live
+    for r in records:
+        if r["rollouts_trained"] == 0:
+            continue
+        per_rank, total = r["rollout_bytes_per_rank"], r["rollout_bytes"]
+        assert len(per_rank) == 2 and total > 0
+        assert all(0 < b < total for b in per_rank) and sum(per_rank) >= total, (per_rank, total)
+
+
 def test_ppo_ratio_and_dynamic_sampling_in_the_record(live):
     _, records = live
     for r in records[:2]:  # grpo.mini_batches = 2 by default: the ratio is exactly 1 only on the first
@@ -154,6 +166,7 @@ def test_published_weights_drive_the_samplers(live, tmp_path):
     """After training steps, every sampler's fp32 greedy output equals transformers' on the learner's weights."""
     import shutil
 
+    import ray
     import torch
     from safetensors.torch import load as st_load
     from safetensors.torch import load_file
@@ -176,5 +189,7 @@ def test_published_weights_drive_the_samplers(live, tmp_path):
     assert {o["weights_version"] for o in outs} == {trainer.version}
     assert len({o["sampler_id"] for o in outs}) >= 1
     for o in outs:
-        got = [r["response_token_ids"][0] for r in sorted(o["results"], key=lambda r: r["slot"])]
+        # compact data plane: the slot carries lengths and a reference to its arrays, not the tokens
+        res = sorted(o["results"], key=lambda r: r["slot"])
+        got = [ray.get(r["rollouts"])["tokens"][: r["response_lens"][0]].tolist() for r in res]
         assert [g[:len(w)] for g, w in zip(got, want)] == want

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gdro_ray.rollout_arrays import row_lengths
+
 REQUIRED_KEYS = ("prompt_token_ids", "response_token_ids", "advantages", "prompt_index")
 
 
@@ -33,25 +35,30 @@ class MicroBatch:
 
 
 def validate_batch(batch: dict) -> int:
-    """Check the batch's shape contract; return the number of responses."""
+    """Check the batch's shape contract; return the number of responses. Rows whose token ids
+    are None belong to other ranks (a materialised compact batch); their lengths are given."""
     missing = [k for k in REQUIRED_KEYS if k not in batch]
     if missing:
         raise ValueError(f"learner batch lacks keys {missing}")
     n = len(batch["response_token_ids"])
-    for key in ("prompt_token_ids", "advantages", "prompt_index"):
-        if len(batch[key]) != n:
+    for key in ("prompt_token_ids", "advantages", "prompt_index", "prompt_lengths", "response_lengths"):
+        if batch.get(key) is not None and len(batch[key]) != n:
             raise ValueError(f"learner batch: len({key})={len(batch[key])} != {n} responses")
     if batch.get("signal_advantages") is not None and len(batch["signal_advantages"]) != n:
         raise ValueError(f"learner batch: len(signal_advantages) != {n} responses")
+    prompt_lens, response_lens = row_lengths(batch)
+    for i, (p, r) in enumerate(zip(batch["prompt_token_ids"], batch["response_token_ids"])):
+        if p is not None and (len(p) != prompt_lens[i] or len(r) != response_lens[i]):
+            raise ValueError(f"learner batch: response {i}'s token ids disagree with its lengths")
     old = batch.get("old_logprobs")
     if old is not None:
         if len(old) != n:
             raise ValueError(f"learner batch: len(old_logprobs)={len(old)} != {n} responses")
-        for i, (lp, resp) in enumerate(zip(old, batch["response_token_ids"])):
-            if len(lp) != len(resp):
-                raise ValueError(f"learner batch: response {i} has {len(resp)} tokens but {len(lp)} old log-probs")
-    for i, p in enumerate(batch["prompt_token_ids"]):
-        if len(p) == 0:
+        for i, lp in enumerate(old):
+            if lp is not None and len(lp) != response_lens[i]:
+                raise ValueError(f"learner batch: response {i} has {response_lens[i]} tokens but {len(lp)} old log-probs")
+    for i, p in enumerate(prompt_lens):
+        if p == 0:
             raise ValueError(f"learner batch: response {i} has an empty prompt (need ≥ 1 token to predict from)")
     return n
 
@@ -68,8 +75,9 @@ def plan_micro_batches(batch: dict, rows: list[int], micro_batch: int, max_token
     chunks: list[list[int]] = []
     current: list[int] = []
     longest = 0
+    prompt_lens, response_lens = row_lengths(batch)
     for i in rows:
-        length = len(batch["prompt_token_ids"][i]) + len(batch["response_token_ids"][i])
+        length = prompt_lens[i] + response_lens[i]
         grown = max(longest, length)
         too_many = len(current) >= micro_batch
         too_long = max_tokens > 0 and (len(current) + 1) * grown > max_tokens
@@ -98,12 +106,16 @@ def build_micro_batch(batch: dict, rows: list[int], pad_id: int, device: torch.d
     old_logp = torch.zeros((b, width), dtype=torch.float32) if olds is not None else None
     for j, (p, r) in enumerate(zip(prompts, responses)):
         lp, lr = len(p), len(r)
-        ids[j, : lp + lr] = torch.tensor(list(p) + list(r), dtype=torch.long)
+        # as_tensor: the rows are lists or the int32/float32 arrays of a compact batch (no per-token Python)
+        ids[j, :lp] = torch.as_tensor(p)
+        if lr:
+            ids[j, lp : lp + lr] = torch.as_tensor(r)
         attn[j, : lp + lr] = 1
         first = lp - 1 - start  # column of the first response token
         mask[j, first : first + lr] = 1.0
-        if old_logp is not None and lr:
-            old_logp[j, first : first + lr] = torch.tensor(olds[rows[j]], dtype=torch.float32)
+        # None: a row whose own detached forward is its behaviour policy (the first on-policy mini-batch)
+        if old_logp is not None and lr and olds[rows[j]] is not None:
+            old_logp[j, first : first + lr] = torch.as_tensor(olds[rows[j]], dtype=torch.float32)
     weighted = batch.get("advantages")  # absent when only log-probs are wanted
     adv = torch.tensor([float(weighted[i]) if weighted is not None else 0.0 for i in rows], dtype=torch.float32)
     sig = adv.clone() if signal is None else torch.tensor([float(signal[i]) for i in rows], dtype=torch.float32)

@@ -78,6 +78,7 @@ from gdro_ray.learner.batch import (
     rank_slice,
     validate_batch,
 )
+from gdro_ray.rollout_arrays import materialise, rank_rows, row_lengths
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Stats summed over ranks as token-weighted sums (then divided by the global token count).
@@ -208,14 +209,15 @@ class LearnerWorker:
             logits = logits / self.temperature
         return token_logprobs(logits, mb.targets)
 
-    def _micro_batches(self, batch: dict, rows: list[int]):
-        """This rank's micro-batches of `rows` (its contiguous share of them), padded with dummies
-        to the largest count of any rank. Every rank plans every rank's share from the same rows."""
-        plans = [
-            plan_micro_batches(batch, [rows[i] for i in rank_slice(len(rows), r, self.world_size)],
-                               self.micro_batch, self.micro_batch_tokens)
-            for r in range(self.world_size)
-        ]
+    def _micro_batches(self, batch: dict, parts: list[list[int]]):
+        """This rank's micro-batches of `parts` (its contiguous share of each part, as
+        `rollout_arrays.rank_rows` says), padded with dummies to the largest count of any rank.
+        Every rank plans every rank's share from the same rows (lengths suffice)."""
+        def share(r: int) -> list[int]:
+            return [part[i] for part in parts for i in rank_slice(len(part), r, self.world_size)]
+
+        plans = [plan_micro_batches(batch, share(r), self.micro_batch, self.micro_batch_tokens)
+                 for r in range(self.world_size)]
         chunks = plans[self.rank]
         most = max(len(p) for p in plans)
         for k in range(most):
@@ -225,43 +227,59 @@ class LearnerWorker:
                 yield dummy_micro_batch(self.device)
 
     @torch.no_grad()
-    def response_logprobs(self, batch: dict, reference: bool = False,
-                          rows: list[int] | None = None) -> list[list[float]]:
-        """Per-token log-probs of every response (or of `rows` only; the others come back empty)
-        under the current policy (or the frozen reference), gathered to every rank. Collective.
-        Needs only the token-id keys."""
+    def response_logprobs(self, batch: dict, reference: bool = False, rows: list[int] | None = None,
+                          parts: list[list[int]] | None = None, gather: bool = True) -> list:
+        """Per-token log-probs of every response (or of `rows`, or of the rows of `parts`, each
+        rank computing its share of each part; the others come back empty) under the current
+        policy (or the frozen reference). Collective. With `gather` every rank gets every row (an
+        all_reduce of the table); without, each rank gets only the rows it computed, as fp32
+        tensors. Needs only the token-id keys."""
         n = len(batch["response_token_ids"])
-        rows = list(range(n)) if rows is None else list(rows)
-        lengths = [len(r) for r in batch["response_token_ids"]]
-        width = max(lengths, default=0)
-        table = torch.zeros((n, max(width, 1)), dtype=torch.float32, device=self.device)
+        parts = [list(range(n)) if rows is None else list(rows)] if parts is None else parts
+        prompt_lens, lengths = row_lengths(batch)
         model = self.model
         if reference:
             if self.ref_model is None:
                 raise ValueError("no reference model: the learner was built with kl_coef = 0")
             model = self.ref_model
-        for mb in self._micro_batches(batch, rows):
+        if not gather:
+            mine: list = [None] * n
+            for mb in self._micro_batches(batch, parts):
+                logp = self._forward_logp(model, mb)
+                for j, row in enumerate(mb.rows):
+                    start = prompt_lens[row] - 1 - mb.start
+                    mine[row] = logp[j, start : start + lengths[row]].float().cpu()
+            return mine
+        width = max(lengths, default=0)
+        table = torch.zeros((n, max(width, 1)), dtype=torch.float32, device=self.device)
+        for mb in self._micro_batches(batch, parts):
             logp = self._forward_logp(model, mb)
             for j, row in enumerate(mb.rows):
-                start = len(batch["prompt_token_ids"][row]) - 1 - mb.start
+                start = prompt_lens[row] - 1 - mb.start
                 table[row, : lengths[row]] = logp[j, start : start + lengths[row]]
         dist.all_reduce(table)
         out = table.cpu().tolist()
-        wanted = set(rows)
+        wanted = {i for part in parts for i in part}
         return [out[i][: lengths[i]] if i in wanted else [] for i in range(n)]
 
-    def train_step(self, batch: dict) -> dict:
+    def train_step(self, batch: dict, groups: dict | None = None) -> dict:
         """GRPO on one batch: `epochs` passes of `mini_batches` optimizer steps (see the module
-        docstring). Collective."""
+        docstring). Collective. A compact batch (`gdro_ray.rollout_arrays`) comes with `groups`,
+        the references of the rollout groups this rank's rows are in; only those are fetched."""
         t0 = time.perf_counter()
+        fetched_bytes = None
+        if groups is not None:
+            own = rank_rows(batch["prompt_index"], self.mini_batches, self.rank, self.world_size)
+            batch, fetched_bytes = materialise(batch, groups, own)
         n = validate_batch(batch)
-        responses = batch["response_token_ids"]
-        total_tokens = sum(len(r) for r in responses)
+        prompt_lens, lengths = row_lengths(batch)
+        batch = dict(batch, prompt_lengths=prompt_lens, response_lengths=lengths)  # planning reads these
+        total_tokens = sum(lengths)
         mine = rank_slice(n, self.rank, self.world_size)
 
         # The all_reduce gives the global token count; every rank also knows it from the full
         # batch, so a mismatch means the ranks were sent different batches.
-        counts = torch.tensor([float(sum(len(responses[i]) for i in mine))], dtype=torch.float64, device=self.device)
+        counts = torch.tensor([float(sum(lengths[i] for i in mine))], dtype=torch.float64, device=self.device)
         dist.all_reduce(counts)
         spread = torch.tensor([float(total_tokens), -float(total_tokens)], dtype=torch.float64, device=self.device)
         dist.all_reduce(spread, op=dist.ReduceOp.MAX)
@@ -271,7 +289,6 @@ class LearnerWorker:
             return self._empty_stats(n, time.perf_counter() - t0)
 
         parts = mini_batch_partition(batch["prompt_index"], self.mini_batches)
-        lengths = [len(r) for r in responses]
         work = dict(batch)
         if self.loss_agg != "token_mean":  # token_mean divides by the mini-batch's token count instead
             weights = [0.0] * n
@@ -285,10 +302,11 @@ class LearnerWorker:
         if on_policy and (len(parts) > 1 or self.epochs > 1):
             # Behaviour log-probs of the tempered policy, taken once before the first update. The
             # first mini-batch of the first epoch is trained before any update, so its own forward
-            # (detached) is exactly the behaviour policy: only the other rows need this pass.
-            later = sorted(set(range(n)) - (set(parts[0]) if self.epochs == 1 else set()))
-            behaviour, wanted = self.response_logprobs(batch, rows=later), set(later)
-            work["old_logprobs"] = [behaviour[i] if i in wanted else [0.0] * lengths[i] for i in range(n)]
+            # (detached) is exactly the behaviour policy: only the other rows need this pass. Each
+            # rank computes its own share of each later mini-batch, the rows it will train, so
+            # nothing needs gathering across ranks.
+            later = parts[1:] if self.epochs == 1 else parts
+            work["old_logprobs"] = self.response_logprobs(batch, parts=later, gather=False)
 
         per_seq = torch.zeros(n, dtype=torch.float64, device=self.device)
         updates = []
@@ -319,16 +337,18 @@ class LearnerWorker:
             per_prompt_surrogate=_per_prompt_mean(batch["prompt_index"], per_seq.cpu().tolist()),
             time_s=time.perf_counter() - t0,
         )
+        if fetched_bytes is not None:
+            out["fetched_bytes"] = fetched_bytes  # rollout bytes this rank took from the object store
         return out
 
     def _update(self, batch: dict, rows: list[int], detached_old: bool, per_seq: torch.Tensor | None) -> dict:
         """One optimizer step on the mini-batch `rows` (every rank the same rows). With
         `detached_old` the current forward is the behaviour policy (ratio exactly 1); otherwise
         `batch["old_logprobs"]` is. Fills `per_seq` with the pre-update surrogate when given."""
-        total = float(sum(len(batch["response_token_ids"][i]) for i in rows))
+        total = float(sum(batch["response_lengths"][i] for i in rows))
         sums = torch.zeros(len(_SUM_STATS) + 1, dtype=torch.float64, device=self.device)
         extremes = torch.full((2,), -math.inf, dtype=torch.float64, device=self.device)  # max ρ, −min ρ
-        for mb in self._micro_batches(batch, rows):
+        for mb in self._micro_batches(batch, [rows]):
             logp = self._forward_logp(self.model, mb)
             old_logp = logp.detach() if detached_old or mb.old_logp is None else mb.old_logp
             ref_logp = None

@@ -94,10 +94,14 @@ class Trainer:
         reward_kw = ext.reward_sampler_kwargs(cfg)  # a custom reward that does not import stops here
         ext.check_logger_packages(cfg)  # so does a logger whose package is absent
         train_cols, eval_cols = ext.data_columns(cfg)
-        self.train = load_train_set(cfg.data.train, train_cols)
+        from gdro_ray.data import toy_task  # the toy sets honour their size keys (the loaders build the defaults)
+
+        self.train = (toy_task.make_train_pool(cfg.data.toy_pool_size) if cfg.data.train == "toy"
+                      else load_train_set(cfg.data.train, train_cols))
         if cfg.data.max_prompts:
             self.train = self.train[: cfg.data.max_prompts]
-        self.eval_set = load_eval_set(cfg.data.eval, eval_cols)
+        self.eval_set = (toy_task.make_eval_split(cfg.data.toy_eval_per_tier) if cfg.data.eval == "toy"
+                         else load_eval_set(cfg.data.eval, eval_cols))
         self.eval_set = spread_subset(self.eval_set, cfg.data.max_eval_prompts)
         from gdro_ray.service.prompt_lengths import check_prompt_lengths  # before any actor starts
 
@@ -208,7 +212,7 @@ class Trainer:
         slots = trained_slots(rewards, cfg.grpo.filter_all_equal, cfg.batch_size)
         # off-policy rollouts are trained against the policy that drew them: the samplers' log-probs
         batch = assemble_batch(sched, by_slot, adv, slots, sampler_logprobs=cfg.cluster.off_policy)
-        learn = self.learner.train_step(batch) if batch["response_token_ids"] else {}
+        learn = self.learner.train_step(batch) if batch["advantages"] else {}
         self.version += 1
         t["learn"] = time.perf_counter() - t2
 
@@ -229,7 +233,7 @@ class Trainer:
             "pass_rate": float(np.mean([float(np.mean(c > 0.5)) for c in correct])),
             "loss": learn.get("loss"), "kl": learn.get("kl"), "clip_frac": learn.get("clip_frac"),
             "grad_norm": learn.get("grad_norm"), **learn_fields(learn), **refill,
-            "rollouts_sampled": int(sum(len(r) for r in rewards)), "rollouts_trained": len(batch["response_token_ids"]),
+            "rollouts_sampled": int(sum(len(r) for r in rewards)), "rollouts_trained": len(batch["advantages"]),
             "prompts_trained": len(slots), "stale_resampled": self._stale_resampled,
             "shards_requeued": self.pool.stats.requeued, "sampler_restarts": self.pool.stats.restarts,
             "reward_timeouts": sum(o.get("reward_timeouts", 0) for o in shard_out),

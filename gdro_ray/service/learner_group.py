@@ -1,6 +1,7 @@
 """The FSDP2 learner group: one Ray actor per rank around `gdro_ray.learner.LearnerWorker`.
 
-Every rank receives the same step batch (one object-store copy) and trains on its slice; the
+Every rank receives the step batch's per-row scalars and fetches the rollout arrays of only its
+own rows from the object store (`gdro_ray.rollout_arrays`), and trains on its slice; the
 collectives (gradient reduce-scatter, the full-state-dict gather for publication, checkpoint
 writes) run inside the workers. A rank that dies ends the job: the driver reports it and the
 run resumes from its last complete checkpoint.
@@ -75,6 +76,7 @@ class LearnerGroup:
         ]
         ray.get([w.version.remote() for w in self.workers])
         self._calls = 0  # learner calls in flight from this driver (see `busy`)
+        self.mini_batches = int((grpo or {}).get("mini_batches", 1))  # which rows each rank trains
 
     @property
     def busy(self) -> bool:
@@ -94,7 +96,22 @@ class LearnerGroup:
         return ray.get([w.info.remote() for w in self.workers])
 
     def train_step(self, batch: dict) -> dict:
-        return self._run("train_step", ray.put(batch))[0]
+        """A list-form batch goes to every rank whole (one object-store copy); a compact one
+        (`gdro_ray.rollout_arrays`) as its small per-row part, the same for all, plus to each
+        rank the references of only the rollout groups its own rows are in."""
+        from gdro_ray.rollout_arrays import is_compact, split_for_ranks
+
+        if not is_compact(batch):
+            return self._run("train_step", ray.put(batch))[0]
+        meta, per_rank = split_for_ranks(batch, self.mini_batches, len(self.workers))
+        meta_ref = ray.put(meta)
+        self._calls += 1
+        try:  # the references sit inside a dict, so Ray hands them over unresolved: each rank fetches its own
+            stats = ray.get([w.train_step.remote(meta_ref, refs) for w, refs in zip(self.workers, per_rank)])
+        finally:
+            self._calls -= 1
+        return dict(stats[0], rollout_bytes=sum(batch.get("group_nbytes", [])),
+                    fetched_bytes_per_rank=[s.get("fetched_bytes") for s in stats])
 
     def state_dict_bytes(self) -> bytes:
         return self._run("state_dict_bytes")[0]

@@ -102,9 +102,12 @@ class Sampler:
         also "rows" (the dataset row of each prompt, named in reward errors) and "metadata" (each
         prompt's other columns, passed to the function).
 
-        Returns per slot its rollouts: token ids, log-probs and rewards, plus timings.
+        Returns per slot its rollouts: token ids, log-probs and rewards, plus timings. With
+        `shard["compact"]` (the pool calls it with one return value per prompt more) it returns
+        (that dict with per slot only rewards and lengths, then each prompt's `pack_group` arrays).
         """
         from gdro_ray.rewards import math_reward, reward_stats
+        from gdro_ray.rollout_arrays import group_nbytes, pack_group
 
         if shard.get("weights_version") is not None and shard["weights_version"] != self.version:
             raise RuntimeError(
@@ -116,7 +119,8 @@ class Sampler:
         t1 = time.perf_counter()
         timeouts_before = reward_stats().get("timeouts", 0)
         custom_before = dict(self.custom_reward.stats) if self.custom_reward else {}
-        results = []
+        results, groups = [], []
+        compact = bool(shard.get("compact"))
         for i, (slot, answer, pids, rollouts) in enumerate(zip(shard["slots"], shard["answers"], prompt_ids, outs)):
             if self.custom_reward is not None:
                 n, meta = len(rollouts), (shard.get("metadata") or [{}] * len(outs))[i]
@@ -126,6 +130,12 @@ class Sampler:
             else:
                 rewards = [math_reward(r.text, answer, scale=self.reward_scale, timeout_s=self.reward_timeout_s)
                            for r in rollouts]
+            if compact:  # the arrays become their own return value; the driver sees lengths only
+                groups.append(pack_group(pids, [r.token_ids for r in rollouts], [r.logprobs for r in rollouts]))
+                results.append({"slot": slot, "rewards": rewards, "prompt_len": len(pids),
+                                "response_lens": [len(r.token_ids) for r in rollouts],
+                                "nbytes": group_nbytes(groups[-1])})
+                continue
             results.append({
                 "slot": slot,
                 "prompt_token_ids": list(pids),
@@ -135,7 +145,7 @@ class Sampler:
                 "rewards": rewards,
             })
         t2 = time.perf_counter()
-        return {
+        summary = {
             "shard_id": shard["shard_id"],
             "sampler_id": self.sampler_id,
             "weights_version": self.version,
@@ -145,8 +155,9 @@ class Sampler:
             "reward_timeouts": reward_stats().get("timeouts", 0) - timeouts_before
             + (self.custom_reward.stats["timeouts"] - custom_before["timeouts"] if self.custom_reward else 0),
             "reward_errors": self.custom_reward.stats["errors"] - custom_before["errors"] if self.custom_reward else 0,
-            "tokens": sum(len(t) for r in results for t in r["response_token_ids"]),
+            "tokens": sum(len(r.token_ids) for rollouts in outs for r in rollouts),
         }
+        return (summary, *groups) if compact else summary
 
     def evaluate(self, examples: list[dict], k: int, max_new_tokens: int, temperature: float,
                  top_p: float, seed: int = 0) -> dict:

@@ -104,6 +104,7 @@ class SamplerPool:
         self.version = 0
         self.catch_up: Callable | None = None  # set by a weight transport; see the module docstring
         self.stats = PoolStats()
+        self._groups: dict = {}  # summary ObjectRef -> the refs of its per-prompt rollout arrays
         self._tag = secrets.token_hex(3)  # placement-group names stay unique across runs on a cluster
 
     # ---- membership -------------------------------------------------------------------------
@@ -238,8 +239,19 @@ class SamplerPool:
 
     # ---- work -------------------------------------------------------------------------------
     def _dispatch(self, m: _Member, shard: dict):
-        """Hand one shard to one idle sampler; returns the call's ObjectRef."""
-        return m.actor.generate_shard.remote(dict(shard, weights_version=self.version))
+        """Hand one shard to one idle sampler; returns the ObjectRef of the call's summary.
+
+        Real sampler actors answer in compact form (`gdro_ray.rollout_arrays`): the summary,
+        then one return value per prompt holding its rollouts' arrays, which this process owns
+        but never fetches; `run` attaches each one to its slot as `rollouts`. Stand-in handles
+        (`actor_factory`) answer in list form.
+        """
+        if self.actor_factory is not None:
+            return m.actor.generate_shard.remote(dict(shard, weights_version=self.version))
+        refs = m.actor.generate_shard.options(num_returns=1 + len(shard["slots"])).remote(
+            dict(shard, weights_version=self.version, compact=True))
+        self._groups[refs[0]] = refs[1:]
+        return refs[0]
 
     def run(self, shards: list[dict]) -> list[dict]:
         """Run every shard exactly once on the live samplers; re-queue shards of dead samplers.
@@ -282,6 +294,7 @@ class SamplerPool:
             outs = self._fetch(finished)
             for ref, out in zip(finished, outs):
                 m, shard = inflight.pop(ref)
+                groups = self._groups.pop(ref, None)
                 if isinstance(out, ray.exceptions.RayActorError):
                     self.stats.requeued += 1
                     queue.appendleft(shard)
@@ -291,6 +304,9 @@ class SamplerPool:
                     continue
                 if isinstance(out, Exception):  # the sampler raised: a bug, not a fault to hide
                     raise out
+                if groups is not None:
+                    for res, group_ref in zip(out["results"], groups):
+                        res["rollouts"] = group_ref
                 results.append(out)
                 self.stats.shards_by_sampler[m.sampler_id] += 1
                 if m.sampler_id in self.members:

@@ -67,6 +67,8 @@ def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], samp
         weights = np.asarray(sched["adv_weights"], dtype=np.float64)[slots]
     else:
         weights = renormalised_weights(sched["adv_weights"], sched["rollouts"], slots)
+    if slots and "rollouts" in by_slot[slots[0]]:  # compact: references and lengths only
+        return _compact_batch(by_slot, adv, slots, weights, sampler_logprobs)
     batch = {"prompt_token_ids": [], "response_token_ids": [], "advantages": [], "signal_advantages": [],
              "old_logprobs": [] if sampler_logprobs else None, "prompt_index": []}
     for i, w in zip(slots, weights):
@@ -80,6 +82,28 @@ def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], samp
             batch["prompt_index"].append(i)
             if sampler_logprobs:
                 batch["old_logprobs"].append([float(x) for x in res["logprobs"][j]])
+    return batch
+
+
+def _compact_batch(by_slot: dict, adv: list, slots: list[int], weights, sampler_logprobs: bool) -> dict:
+    """The compact learner batch (`gdro_ray.rollout_arrays`): per response row only scalars, per
+    trained slot one reference to its rollout arrays; the token ids never pass through here."""
+    batch = {"groups": [], "group": [], "member": [], "prompt_lengths": [], "response_lengths": [],
+             "advantages": [], "signal_advantages": [], "prompt_index": [], "old_logprobs": None,
+             "sampler_logprobs": bool(sampler_logprobs), "group_nbytes": []}
+    for g, (i, w) in enumerate(zip(slots, weights)):
+        res = by_slot[i]
+        batch["groups"].append(res["rollouts"])
+        batch["group_nbytes"].append(int(res.get("nbytes", 0)))
+        lens = res["response_lens"]
+        a = np.asarray(adv[i], dtype=np.float64)
+        batch["group"] += [g] * len(lens)
+        batch["member"] += list(range(len(lens)))
+        batch["prompt_lengths"] += [int(res["prompt_len"])] * len(lens)
+        batch["response_lengths"] += [int(x) for x in lens]
+        batch["advantages"] += (a * float(w)).tolist()
+        batch["signal_advantages"] += a.tolist()
+        batch["prompt_index"] += [i] * len(lens)
     return batch
 
 
@@ -140,4 +164,6 @@ def learn_fields(learn: dict) -> dict:
         "ratio_mean": learn.get("ratio_mean"), "ratio_min": learn.get("ratio_min"),
         "ratio_max": learn.get("ratio_max"), "optimizer_steps": learn.get("optimizer_steps", 0),
         "updates": [{k: u[k] for k in ("epoch", "mini_batch", *keys)} for u in learn.get("updates", [])],
+        # compact data plane: the trained rollouts' array bytes, and what each learner rank fetched of them
+        "rollout_bytes": learn.get("rollout_bytes"), "rollout_bytes_per_rank": learn.get("fetched_bytes_per_rank"),
     }
