@@ -1,4 +1,7 @@
-"""TensorBoard event files for a training run (`metrics.tensorboard: true`).
+"""TensorBoard event files for a training run (`metrics.loggers: [tensorboard]`, or `metrics.tensorboard: true`).
+
+The tag flattening here (`record_scalars`, `eval_scalars`) is shared by every logger
+(`loggers.py`: wandb and MLflow log the same names).
 
 The step record (docs/metrics.md) is the single source: every numeric field becomes one scalar
 at global step `record["step"] + 1` (the number of optimizer steps done, so it lines up with
@@ -77,7 +80,7 @@ class TensorBoardWriter:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:  # tensorboard is a base dependency; a broken env gets one clear line
             from gdro_ray.errors import UserError
-            raise UserError(f"metrics.tensorboard=true needs the `tensorboard` package ({e})") from None
+            raise UserError(f"metrics.loggers: tensorboard needs the `tensorboard` package ({e})") from None
         self.log_dir = Path(run_dir) / "tensorboard"
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
 
