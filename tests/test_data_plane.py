@@ -33,9 +33,10 @@ def _slots(compact: bool) -> dict:
     """What the pool hands the driver per slot: compact (lengths + the group) or lists."""
     out = {}
     for i, (p, resp) in enumerate(zip(PROMPTS, RESPONSES)):
-        if compact:  # the group dict stands where a sampler's ObjectRef would be
-            out[i] = {"rollouts": pack_group(p, resp, _logprobs(resp)), "prompt_len": len(p),
-                      "response_lens": [len(r) for r in resp]}
+        if compact:  # the arrays stand where a sampler's ObjectRefs would be
+            ids, lps = pack_group(p, resp, _logprobs(resp))
+            out[i] = {"rollouts": ids, "logprobs_ref": lps, "prompt_len": len(p),
+                      "response_lens": [len(r) for r in resp], "nbytes": ids["tokens"].nbytes}
         else:
             out[i] = {"prompt_token_ids": p, "response_token_ids": resp, "logprobs": _logprobs(resp)}
     return out
@@ -49,12 +50,13 @@ def _batches(slots, sampler_logprobs):
 
 
 def test_pack_group_round_trip_and_dtypes():
-    g = pack_group(PROMPTS[0], RESPONSES[0], _logprobs(RESPONSES[0]))
-    assert g["tokens"].dtype == np.int32 and g["logprobs"].dtype == np.float32 and g["prompt"].dtype == np.int32
+    g, lps = pack_group(PROMPTS[0], RESPONSES[0], _logprobs(RESPONSES[0]))
+    assert g["tokens"].dtype == np.int32 and lps.dtype == np.float32 and g["prompt"].dtype == np.int32
     for j, r in enumerate(RESPONSES[0]):
-        ids, lp = response_of(g, j)
+        ids, lp = response_of(g, j, lps)
         assert ids.tolist() == r and lp.tolist() == pytest.approx(_logprobs(RESPONSES[0])[j], abs=1e-6)
-    empty = pack_group([1], [[], [2]], [[], [-1.0]])
+    assert response_of(g, 0)[1] is None  # no log-probs asked for
+    empty, _ = pack_group([1], [[], [2]], [[], [-1.0]])
     assert response_of(empty, 0)[0].size == 0 and response_of(empty, 1)[0].tolist() == [2]
 
 
@@ -78,13 +80,16 @@ def test_compact_batch_materialises_to_the_list_batch_on_own_rows(sampler_logpro
     for key in ("advantages", "signal_advantages", "prompt_index"):
         assert compact[key] == pytest.approx(lists[key])
     meta, per_rank = split_for_ranks(compact, mini_batches=1, world_size=2)
-    assert "groups" not in meta
+    assert "groups" not in meta and "logprob_groups" not in meta
     total = sum(sum(a.nbytes for a in g.values()) for g in compact["groups"])
+    if sampler_logprobs:
+        total += sum(lp.nbytes for lp in compact["logprob_groups"])
     for rank, refs in enumerate(per_rank):
         own = rank_rows(meta["prompt_index"], 1, rank, 2)
         assert sorted(refs) == groups_of_rows(meta, own)
+        assert all((lp is not None) == sampler_logprobs for _, lp in refs.values())  # log-probs only off-policy
         got, nbytes = materialise(meta, refs, own)
-        assert nbytes < total  # this rank fetched only some of the groups
+        assert 0 < nbytes < total  # this rank fetched only some of the groups
         for i in range(len(meta["prompt_index"])):
             if i in own:
                 assert got["response_token_ids"][i].tolist() == lists["response_token_ids"][i]
@@ -118,6 +123,7 @@ def test_two_ranks_on_the_compact_batch_match_one_rank_on_the_list_batch(model_d
              nprocs=2, join=True)
     stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     total = sum(sum(a.nbytes for a in g.values()) for g in compact["groups"])
+    total += sum(lp.nbytes for lp in compact["logprob_groups"]) if sampler_logprobs else 0
     assert all(0 < s["fetched_bytes"] < total for s in stats)
     w = _worker(model_dir, micro_batch=64, grpo=grpo)
     try:

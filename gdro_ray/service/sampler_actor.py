@@ -103,8 +103,9 @@ class Sampler:
         prompt's other columns, passed to the function).
 
         Returns per slot its rollouts: token ids, log-probs and rewards, plus timings. With
-        `shard["compact"]` (the pool calls it with one return value per prompt more) it returns
-        (that dict with per slot only rewards and lengths, then each prompt's `pack_group` arrays).
+        `shard["compact"]` (the pool calls it with two return values per prompt more) it returns
+        (that dict with per slot only rewards and lengths, then each prompt's `pack_group` group
+        and log-probs).
         """
         from gdro_ray.rewards import math_reward, reward_stats
         from gdro_ray.rollout_arrays import group_nbytes, pack_group
@@ -130,11 +131,12 @@ class Sampler:
             else:
                 rewards = [math_reward(r.text, answer, scale=self.reward_scale, timeout_s=self.reward_timeout_s)
                            for r in rollouts]
-            if compact:  # the arrays become their own return value; the driver sees lengths only
-                groups.append(pack_group(pids, [r.token_ids for r in rollouts], [r.logprobs for r in rollouts]))
+            if compact:  # the arrays become their own return values; the driver sees lengths only
+                ids, lps = pack_group(pids, [r.token_ids for r in rollouts], [r.logprobs for r in rollouts])
+                groups += [ids, lps]
                 results.append({"slot": slot, "rewards": rewards, "prompt_len": len(pids),
                                 "response_lens": [len(r.token_ids) for r in rollouts],
-                                "nbytes": group_nbytes(groups[-1])})
+                                "nbytes": group_nbytes(ids), "logprob_nbytes": int(lps.nbytes)})
                 continue
             results.append({
                 "slot": slot,

@@ -242,13 +242,14 @@ class SamplerPool:
         """Hand one shard to one idle sampler; returns the ObjectRef of the call's summary.
 
         Real sampler actors answer in compact form (`gdro_ray.rollout_arrays`): the summary,
-        then one return value per prompt holding its rollouts' arrays, which this process owns
-        but never fetches; `run` attaches each one to its slot as `rollouts`. Stand-in handles
+        then two return values per prompt holding its rollouts' arrays, which this process owns
+        but never fetches; `run` attaches them to their slot as `rollouts` (token ids) and
+        `logprobs_ref`. Stand-in handles
         (`actor_factory`) answer in list form.
         """
         if self.actor_factory is not None:
             return m.actor.generate_shard.remote(dict(shard, weights_version=self.version))
-        refs = m.actor.generate_shard.options(num_returns=1 + len(shard["slots"])).remote(
+        refs = m.actor.generate_shard.options(num_returns=1 + 2 * len(shard["slots"])).remote(
             dict(shard, weights_version=self.version, compact=True))
         self._groups[refs[0]] = refs[1:]
         return refs[0]
@@ -305,8 +306,8 @@ class SamplerPool:
                 if isinstance(out, Exception):  # the sampler raised: a bug, not a fault to hide
                     raise out
                 if groups is not None:
-                    for res, group_ref in zip(out["results"], groups):
-                        res["rollouts"] = group_ref
+                    for k, res in enumerate(out["results"]):
+                        res["rollouts"], res["logprobs_ref"] = groups[2 * k], groups[2 * k + 1]
                 results.append(out)
                 self.stats.shards_by_sampler[m.sampler_id] += 1
                 if m.sampler_id in self.members:

@@ -88,13 +88,16 @@ def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], samp
 def _compact_batch(by_slot: dict, adv: list, slots: list[int], weights, sampler_logprobs: bool) -> dict:
     """The compact learner batch (`gdro_ray.rollout_arrays`): per response row only scalars, per
     trained slot one reference to its rollout arrays; the token ids never pass through here."""
-    batch = {"groups": [], "group": [], "member": [], "prompt_lengths": [], "response_lengths": [],
+    batch = {"groups": [], "logprob_groups": [], "group": [], "member": [], "prompt_lengths": [], "response_lengths": [],
              "advantages": [], "signal_advantages": [], "prompt_index": [], "old_logprobs": None,
              "sampler_logprobs": bool(sampler_logprobs), "group_nbytes": []}
     for g, (i, w) in enumerate(zip(slots, weights)):
         res = by_slot[i]
         batch["groups"].append(res["rollouts"])
-        batch["group_nbytes"].append(int(res.get("nbytes", 0)))
+        batch["logprob_groups"].append(res["logprobs_ref"])
+        # what a rank may fetch of this group: its token ids, and its log-probs when trained against them
+        batch["group_nbytes"].append(int(res.get("nbytes", 0)) + (int(res.get("logprob_nbytes", 0))
+                                                                  if sampler_logprobs else 0))
         lens = res["response_lens"]
         a = np.asarray(adv[i], dtype=np.float64)
         batch["group"] += [g] * len(lens)
