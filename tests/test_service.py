@@ -41,6 +41,19 @@ def live(tmp_path_factory):
         rec, t, t0 = trainer.run_step()
         records.append(trainer._finish_record(rec, t, t0))
         trainer.step += 1
+    # Two one-step off-policy steps on the same actors: the first trains its rollouts against the
+    # samplers' log-probs; in the second (max_staleness 0) the rollouts drawn one version back
+    # while the first learned are refused and sampled again with the current weights.
+    from concurrent.futures import ThreadPoolExecutor
+
+    trainer.cfg.grpo.filter_all_equal, trainer.cfg.cluster.off_policy, trainer.cfg.steps = False, True, 5
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        for k in range(2):
+            trainer.cfg.cluster.max_staleness = 1 - k
+            rec, t, t0 = trainer.run_step_off_policy(executor)
+            records.append(trainer._finish_record(rec, t, t0))
+            trainer.step += 1
+    trainer._publish({})  # as the driver does after its loop: the samplers hold the final weights
     yield trainer, records
     trainer.shutdown()
     ray.shutdown()
@@ -87,6 +100,12 @@ def test_ppo_ratio_and_dynamic_sampling_in_the_record(live):
         assert first["ratio_min"] == first["ratio_max"] == 1.0 and first["clip_frac"] == 0.0
         assert r["rollouts_trained"] == r["rollouts_sampled"] and r["prompts_trained"] == 8
         assert "refill_rounds" not in r and r["stale_resampled"] is False
+    off, stale = records[3], records[4]
+    assert off["staleness"] == 0 and off["stale_resampled"] is False
+    # the samplers' (vLLM) log-probs of the same weights: the ratio is 1 up to the engines' numerics,
+    # which also checks that they sit on the same tokens as the learner's
+    assert abs(off["updates"][0]["ratio_mean"] - 1.0) < 0.05
+    assert stale["stale_resampled"] is True and stale["staleness"] == 0
     last = records[2]
     assert 0 <= last["refill_rounds"] <= 2 and last["prompts"] >= 8
     assert last["prompts_trained"] <= 8 and last["refill_short"] == (last["prompts_trained"] < 8)
