@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 _BLOCK = 32768
@@ -37,16 +38,29 @@ def _records(path: Path) -> list[bytes]:
     return out
 
 
-def read_offline_run(wandb_dir: str | Path) -> tuple[dict, list[dict]]:
-    """(config {key: value}, history rows [{key: value, "_step": n}]) of the newest offline run."""
+def _parsed(path: Path, timeout_s: float) -> list:
+    """The file's records once its `exit` record is there: `run.finish()` can return before
+    wandb's core process has written the file out."""
     from wandb.proto import wandb_internal_pb2 as pb
 
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = []
+        for raw in _records(path):
+            rec = pb.Record()
+            rec.ParseFromString(raw)
+            records.append(rec)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def read_offline_run(wandb_dir: str | Path, timeout_s: float = 30.0) -> tuple[dict, list[dict]]:
+    """(config {key: value}, history rows [{key: value, "_step": n}]) of the newest offline run."""
     runs = sorted(Path(wandb_dir).glob("offline-run-*/run-*.wandb"))
     assert runs, f"no offline wandb run under {wandb_dir}"
     config, history = {}, []
-    for raw in _records(runs[-1]):
-        rec = pb.Record()
-        rec.ParseFromString(raw)
+    for rec in _parsed(runs[-1], timeout_s):
         kind = rec.WhichOneof("record_type")
         updates = rec.run.config.update if kind == "run" else rec.config.update if kind == "config" else []
         for item in updates:

@@ -77,25 +77,40 @@ class TensorBoardLogger:
 
 
 class WandbLogger:
+    """The wandb run starts at the first call, with the config when that call is `log_config`
+    (so the config is part of the run's own record, not a later update); a later `log_config`
+    (a resume) updates it."""
+
     def __init__(self, run_dir: Path, project: str, mode: str):
-        wandb = _require("wandb")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
-        self.run = wandb.init(project=project, name=run_dir.name, id=run_id, resume="allow", dir=str(run_dir),
-                              mode=mode, settings=wandb.Settings(console="off", silent=True))
-        self.where = str(run_dir / "wandb") if mode == "offline" else getattr(self.run, "url", "") or project
+        self._wandb = _require("wandb")
+        self.run_dir, self.project, self.mode = run_dir, project, mode
+        self.run = None
+        self.where = str(run_dir / "wandb") if mode == "offline" else f"project {project}"
+
+    def _start(self, config: dict | None = None):
+        if self.run is None:
+            wandb = self._wandb
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            run_id = hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
+            self.run = wandb.init(project=self.project, name=self.run_dir.name, id=run_id, resume="allow",
+                                  dir=str(self.run_dir), mode=self.mode, config=config, allow_val_change=True,
+                                  settings=wandb.Settings(console="off", silent=True))
+        elif config is not None:
+            self.run.config.update(config, allow_val_change=True)
+        return self.run
 
     def log_config(self, config: dict) -> None:
-        self.run.config.update(config, allow_val_change=True)
+        self._start(config)
 
     def log_step(self, record: dict) -> None:
-        self.run.log(record_scalars(record), step=_step_of(record))
+        self._start().log(record_scalars(record), step=_step_of(record))
 
     def log_eval(self, result: dict, step: int) -> None:
-        self.run.log(eval_scalars(result), step=int(step))
+        self._start().log(eval_scalars(result), step=int(step))
 
     def close(self) -> None:
-        self.run.finish()
+        if self.run is not None:
+            self.run.finish()
 
 
 class MlflowLogger:
