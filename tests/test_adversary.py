@@ -257,7 +257,7 @@ def test_schedule_dict_round_trip():
 def test_from_config_uses_the_config_sections():
     from gdro_ray.config.loader import load_config
 
-    cfg = load_config(None, ["algorithm=rollout_gdro", "batch_size=16", "rollout_gdro.n_max=6",
+    cfg = load_config(None, ["algorithm=rollout_gdro", "batch_size=16", "budget_mean=4", "rollout_gdro.n_max=6",
                              "classifier.edges=[0.25,0.5,0.75]"])
     adv = Adversary.from_config(cfg, num_prompts=50)
     assert adv.num_groups == 5 and adv.batch_size == 16 and adv.algorithm == "rollout_gdro"
