@@ -69,3 +69,9 @@ def read_offline_run(wandb_dir: str | Path, timeout_s: float = 30.0) -> tuple[di
             history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                             for item in rec.history.item})
     return config, history
+
+
+def isolate(monkeypatch, folder: Path) -> None:
+    """Keep wandb's own cache, config and core logs inside the test's folder (not ~/.cache)."""
+    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(Path(folder) / "wandb-home" / var.lower()))

@@ -36,8 +36,11 @@ def _rows(examples):
              "uid": f"q{e['id']}", "topic": "toy"} for e in examples]
 
 
-def test_custom_reward_own_columns_and_loggers_live(tmp_path):
+def test_custom_reward_own_columns_and_loggers_live(tmp_path, monkeypatch):
     import ray
+    from _wandb import isolate
+
+    isolate(monkeypatch, tmp_path)
 
     from gdro_ray.config import load_config
     from gdro_ray.data.eval_sets import spread_subset

@@ -52,9 +52,11 @@ def test_no_loggers_is_none(tmp_path):
     assert L.open_loggers(_metrics_cfg([]), tmp_path) is None
 
 
-def test_wandb_offline_round_trip(tmp_path):
+def test_wandb_offline_round_trip(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb not installed (pip install 'gdro-ray[wandb]')")
-    from _wandb import read_offline_run
+    from _wandb import isolate, read_offline_run
+
+    isolate(monkeypatch, tmp_path)
 
     run = L.open_loggers(_metrics_cfg(["wandb"]), tmp_path)
     _drive(run, tmp_path)
