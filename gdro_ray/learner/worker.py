@@ -414,6 +414,18 @@ class LearnerWorker:
             return None
         return ckpt.to_safetensors_bytes(state, metadata={"version": str(self._version)})
 
+    def weight_arrays(self) -> tuple[int, dict | None]:
+        """Collective: the full weights as numpy arrays in the published dtype on rank 0
+        (`gdro_ray.weight_arrays`; returned into Ray's object store, read in place by the
+        samplers), with their byte count; (0, None) on other ranks."""
+        from gdro_ray import weight_arrays
+
+        state = self.publishable_state()
+        if state is None:
+            return 0, None
+        payload = weight_arrays.to_arrays(state, self._version)
+        return weight_arrays.nbytes(payload), payload
+
     def weight_publish_prepare(self, bucket_bytes: int) -> dict | None:
         """Collective: gather the full weights; rank 0 stages them as flat per-dtype buckets for
         the collective weight transport and returns their layout (None on other ranks)."""

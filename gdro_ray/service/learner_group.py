@@ -71,7 +71,9 @@ class LearnerGroup:
             .remote(rank=r, world_size=world_size, master_addr=addr, master_port=port,
                     model_path=model_path, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip,
                     micro_batch=micro_batch, backend=backend, dtype=dtype, grpo=grpo, seed=seed,
-                    device=learner_device(num_gpus))
+                    device=learner_device(num_gpus),
+                    # as many torch threads as CPUs reserved (it was always 1: a 2-CPU rank used one core)
+                    num_threads=max(1, int(num_cpus)))
             for r in range(world_size)
         ]
         ray.get([w.version.remote() for w in self.workers])
@@ -115,6 +117,18 @@ class LearnerGroup:
 
     def state_dict_bytes(self) -> bytes:
         return self._run("state_dict_bytes")[0]
+
+    def weight_arrays_ref(self) -> tuple[object, int]:
+        """(reference to rank 0's `weight_arrays` payload, its bytes): the weights stay in the
+        object store; this process never fetches them."""
+        self._calls += 1
+        try:
+            calls = [w.weight_arrays.options(num_returns=2).remote() for w in self.workers]
+            sizes = ray.get([size for size, _ in calls])  # every rank took part in the gather
+        finally:
+            self._calls -= 1
+        ray.wait([calls[0][1]], fetch_local=False)
+        return calls[0][1], int(sizes[0])
 
     def save_checkpoint(self, path: str) -> None:
         self._run("save_checkpoint", path)

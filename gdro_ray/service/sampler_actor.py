@@ -60,8 +60,14 @@ class Sampler:
         return {"sampler_id": self.sampler_id, "pid": self.pid, "weights_version": self.version,
                 "cuda": torch.cuda.is_available(), "cuda_uuid": cuda_device_uuid()}
 
-    def update_weights(self, blob: bytes, version: int) -> int:
-        self.engine.update_weights(blob, version)
+    def update_weights(self, blob, version: int) -> int:
+        """`blob`: safetensors bytes, or `gdro_ray.weight_arrays` numpy arrays (read in place)."""
+        from gdro_ray import weight_arrays
+
+        if weight_arrays.is_weight_arrays(blob):
+            self.engine.update_weights_from_tensors(weight_arrays.to_named_tensors(blob), version)
+        else:
+            self.engine.update_weights(blob, version)
         self.version = version
         return version
 

@@ -224,7 +224,8 @@ class SamplerPool:
         """Put the weights once in the object store; every live sampler loads them now, pending
         ones are constructed with them. Returns the seconds it took."""
         t0 = time.perf_counter()
-        self.blob_ref = ray.put(blob)
+        # an ObjectRef (learner rank 0's weight arrays) is passed on as it is, never fetched here
+        self.blob_ref = blob if isinstance(blob, ray.ObjectRef) else ray.put(blob)
         self.version = self.blob_version = version
         live = [m for m in self.members.values() if m.ready]
         outs = self._fetch([m.actor.update_weights.remote(self.blob_ref, version) for m in live])

@@ -1,8 +1,10 @@
 """How published weights reach the samplers: one `publish(version)` call, two transports.
 
 - `ObjectStoreTransport` (CPU default, and the fallback): all FSDP2 ranks gather the full
-  state dict, rank 0 serialises it to safetensors bytes, the pool `ray.put`s them once and
-  every live sampler loads them (`SamplerPool.publish`). Joiners are built with that blob.
+  state dict, rank 0 returns it as numpy arrays in the published dtype into the object store
+  (`gdro_ray.weight_arrays`: the driver passes the reference on, every sampler on that node
+  reads the same shared memory and copies only into its own weights) and every live sampler
+  loads them (`SamplerPool.publish`). Joiners are built with that reference.
 - `CollectiveTransport` (GPU default): learner rank 0 and the live samplers form a private
   process group (`gdro_ray.utils.weight_group`; NCCL on GPUs, gloo on CPU). All FSDP2 ranks
   still take part in the gather; rank 0 stages the weights as flat per-dtype buckets and
@@ -101,11 +103,15 @@ class ObjectStoreTransport:
 
     def publish(self, version: int) -> dict:
         t0 = time.perf_counter()
-        blob = self.learner.state_dict_bytes()
+        if hasattr(self.learner, "weight_arrays_ref"):  # numpy arrays read in place (gdro_ray/weight_arrays.py)
+            blob, size = self.learner.weight_arrays_ref()
+        else:  # a stand-in learner: safetensors bytes
+            blob = self.learner.state_dict_bytes()
+            size = len(blob)
         t1 = time.perf_counter()
         self.pool.publish(blob, version)
         t2 = time.perf_counter()
-        return {"transport": self.name, "version": version, "nbytes": len(blob), "gather_s": t1 - t0,
+        return {"transport": self.name, "version": version, "nbytes": size, "gather_s": t1 - t0,
                 "load_s": t2 - t1, "seconds": t2 - t0}
 
     def shutdown(self) -> None:
