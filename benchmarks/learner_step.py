@@ -1,11 +1,15 @@
-"""Learner step time: FSDP2 GRPO `train_step` and weight publication on CPU/gloo.
+"""Learner step time against the floor: FSDP2 GRPO `train_step` next to plain PyTorch (issue 13 §3).
 
-Builds random untied Qwen3 models of a few sizes, runs `steps` train steps on a batch of
-`prompts × rollouts` responses (the toy task's shape by default), with world size 1 and 2
-(torch.multiprocessing, one thread per rank), and prints a table of median step time,
-tokens/s and `state_dict_bytes` time. JSON goes to benchmarks/out/learner_step.json.
+Runs `steps` learner steps on a batch of `prompts × rollouts` random responses (the toy task's
+shape by default) for each model (`toy` and `smollm2`: the prepared ones; a number: a random
+untied Qwen3 of that hidden size), with the service's GRPO defaults (mini-batches, KL), in
+spawned processes on `--threads` torch threads per rank; and, at world size 1, the *floor*: a
+plain PyTorch forward + backward + AdamW step of the same model on the same batch, micro-batches
+and threads (`run_floor`). Prints median step time, response tokens/s and the share of the floor;
+`--variants no_kl,one_mb` show what the reference forward and the behaviour pass cost. JSON goes
+to benchmarks/out/learner_step.json.
 
-    .venv/bin/python benchmarks/learner_step.py [--steps 5] [--sizes 128,256] [--worlds 1,2]
+    .venv/bin/python benchmarks/learner_step.py [--models toy,smollm2] [--worlds 1,2] [--threads 1]
 """
 from __future__ import annotations
 
@@ -68,11 +72,12 @@ def make_batch(prompts: int, rollouts: int, prompt_len: int, resp_len: int, voca
     return batch
 
 
-def run_rank(rank: int, world: int, port: int, model_dir: str, batch: dict, steps: int, micro: int, out: str):
+def run_rank(rank: int, world: int, port: int, model_dir: str, batch: dict, steps: int, micro: int, out: str,
+             grpo: dict, threads: int = 1):
     from gdro_ray.learner import LearnerWorker
 
-    w = LearnerWorker(rank, world, "127.0.0.1", port, model_dir, lr=1e-5, micro_batch=micro,
-                      grpo={"kl_coef": 0.001})
+    w = LearnerWorker(rank, world, "127.0.0.1", port, model_dir, lr=1e-5, micro_batch=micro, grpo=grpo,
+                      num_threads=threads)
     times, publish = [], []
     for _ in range(steps):
         times.append(w.train_step(batch)["time_s"])
@@ -84,45 +89,138 @@ def run_rank(rank: int, world: int, port: int, model_dir: str, batch: dict, step
         Path(out).write_text(json.dumps({"step_s": times, "publish_s": publish}))
 
 
+def run_floor(rank: int, model_dir: str, batch: dict, steps: int, micro: int, threads: int, out: str):
+    """The floor: plain PyTorch on the same model, batch, micro-batches and threads — padded
+    forward, log-softmax of the response tokens, −A·log p summed over tokens, backward, AdamW.
+    No FSDP, no reference model, no PPO ratio: what one forward+backward+step costs here."""
+    from transformers import AutoModelForCausalLM
+
+    from gdro_ray.learner.batch import build_micro_batch, plan_micro_batches
+    from gdro_ray.utils.threads import set_torch_threads
+
+    set_torch_threads(threads)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    rows = list(range(len(batch["advantages"])))
+    tokens = sum(len(r) for r in batch["response_token_ids"])
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        for chunk in plan_micro_batches(batch, rows, micro):
+            mb = build_micro_batch(batch, chunk, 0, torch.device("cpu"))
+            logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[:, mb.start:-1]
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, mb.targets[..., None])[..., 0]
+            (-(mb.advantages[:, None] * logp * mb.mask).sum() / tokens).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    Path(out).write_text(json.dumps({"step_s": times}))
+
+
+def _model_dir(name: str, tmp: Path, vocab: int) -> tuple[Path, int]:
+    """`toy` / `smollm2` (the prepared models) or a hidden size of a random Qwen3 (SIZES)."""
+    if name in ("toy", "smollm2"):
+        from transformers import AutoConfig
+
+        from gdro_ray.models.smollm2 import resolve_model_path
+
+        path = resolve_model_path(name)
+        cfg = AutoConfig.from_pretrained(path)
+        return path, int(cfg.vocab_size)
+    path = tmp / f"h{name}"
+    make_model(path, int(name), vocab)
+    return path, vocab
+
+
+def _median_later(xs: list[float]) -> float:
+    return statistics.median(xs[1:] or xs)  # the first step warms up allocators and kernels
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--sizes", default="64,128,256")
-    ap.add_argument("--worlds", default="1,2")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--models", default="toy", help="toy, smollm2 or hidden sizes of random Qwen3s (64,128,256)")
+    ap.add_argument("--worlds", default="1")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per rank (and for the floor)")
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--rollouts", type=int, default=4)
     ap.add_argument("--prompt-len", type=int, default=40)
     ap.add_argument("--resp-len", type=int, default=24)
-    ap.add_argument("--vocab", type=int, default=128)
+    ap.add_argument("--vocab", type=int, default=128, help="for the random models")
     ap.add_argument("--micro-batch", type=int, default=64)
+    ap.add_argument("--variants", default="default", help="comma list: default, no_kl (kl_coef=0), one_mb "
+                    "(grpo.mini_batches=1): where the time goes")
+    ap.add_argument("--no-floor", action="store_true")
     args = ap.parse_args()
 
+    from gdro_ray.config import load_config
+
+    g = load_config(None, []).grpo  # the service's GRPO defaults
+    base = {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef, "mini_batches": g.mini_batches,
+            "epochs": g.epochs, "loss_agg": g.loss_agg}
+    variants = {"default": {}, "no_kl": {"kl_coef": 0.0}, "one_mb": {"mini_batches": 1}}
     rows = []
     with tempfile.TemporaryDirectory(dir=ROOT / ".tmp") as tmp:
-        batch = make_batch(args.prompts, args.rollouts, args.prompt_len, args.resp_len, args.vocab)
-        tokens = sum(len(r) for r in batch["response_token_ids"])
-        for hidden in map(int, args.sizes.split(",")):
-            model_dir = Path(tmp) / f"h{hidden}"
-            params = make_model(model_dir, hidden, args.vocab)
+        for name in args.models.split(","):
+            model_dir, vocab = _model_dir(name, Path(tmp), args.vocab)
+            params = sum(int(torch.tensor(s).prod()) for s in _shapes(model_dir))
+            batch = make_batch(args.prompts, args.rollouts, args.prompt_len, args.resp_len, vocab)
+            tokens = sum(len(r) for r in batch["response_token_ids"])
+            floor = None
+
+            def measure_floor(tag: str) -> float:
+                out = Path(tmp) / f"{name}_floor_{tag}.json"
+                mp.spawn(run_floor, args=(str(model_dir), batch, args.steps, args.micro_batch, args.threads, str(out)),
+                         nprocs=1, join=True)
+                value = tokens / _median_later(json.loads(out.read_text())["step_s"])
+                print(f"model={name} params={params/1e6:.2f}M floor ({tag}; plain fwd+bwd+AdamW): {value:.0f} tok/s",
+                      flush=True)
+                return value
+
+            if not args.no_floor:  # measured before and after ours; the faster one counts (a shared box drifts)
+                floor = measure_floor("before")
             for world in map(int, args.worlds.split(",")):
-                out = Path(tmp) / f"h{hidden}_w{world}.json"
-                mp.spawn(run_rank, args=(world, _free_port(), str(model_dir), batch, args.steps,
-                                         args.micro_batch, str(out)), nprocs=world, join=True)
-                res = json.loads(out.read_text())
-                later = res["step_s"][1:] or res["step_s"]
-                rows.append({
-                    "hidden": hidden, "params": params, "world_size": world, "responses": len(batch["advantages"]),
-                    "response_tokens": tokens, "first_step_s": res["step_s"][0],
-                    "median_step_s": statistics.median(later), "tokens_per_s": tokens / statistics.median(later),
-                    "median_publish_s": statistics.median(res["publish_s"]),
-                })
-                r = rows[-1]
-                print(f"hidden={hidden:4d} params={params/1e6:5.2f}M world={world} first={r['first_step_s']:.3f}s "
-                      f"median={r['median_step_s']:.3f}s tok/s={r['tokens_per_s']:.0f} "
-                      f"publish={r['median_publish_s']*1e3:.1f}ms", flush=True)
+                for variant in args.variants.split(","):
+                    out = Path(tmp) / f"{name}_w{world}_{variant}.json"
+                    mp.spawn(run_rank, args=(world, _free_port(), str(model_dir), batch, args.steps, args.micro_batch,
+                                             str(out), base | variants[variant], args.threads),
+                             nprocs=world, join=True)
+                    res = json.loads(out.read_text())
+                    step = _median_later(res["step_s"])
+                    rows.append({"model": name, "params": params, "world_size": world, "variant": variant,
+                                 "threads": args.threads, "responses": len(batch["advantages"]),
+                                 "response_tokens": tokens, "first_step_s": res["step_s"][0], "median_step_s": step,
+                                 "tokens_per_s": tokens / step, "floor_tokens_per_s": floor,
+                                 "of_floor": None if floor is None else tokens / step / floor,
+                                 "median_publish_s": statistics.median(res["publish_s"])})
+                    r = rows[-1]
+                    share = "" if floor is None else f" = {r['of_floor']:.2f}× floor"
+                    print(f"model={name} world={world} {variant:8s} median={step:.3f}s tok/s={r['tokens_per_s']:.0f}"
+                          f"{share} publish={r['median_publish_s']*1e3:.1f}ms", flush=True)
+            if not args.no_floor:
+                after = measure_floor("after")
+                for r in rows:
+                    if r["model"] == name and after > r["floor_tokens_per_s"]:
+                        r["floor_tokens_per_s"], r["of_floor"] = after, r["tokens_per_s"] / after
+                best = max(floor, after)
+                for r in (r for r in rows if r["model"] == name):
+                    print(f"model={name} world={r['world_size']} {r['variant']:8s} = {r['of_floor']:.2f}× the faster "
+                          f"floor ({best:.0f} tok/s)", flush=True)
     out_dir = ROOT / "benchmarks" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "learner_step.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    (out_dir / "learner_step.json").write_text(json.dumps({"args": vars(args), "grpo": base, "rows": rows}, indent=2))
+
+
+def _shapes(model_dir: Path) -> list[list[int]]:
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    shapes = []
+    for f in files:
+        with safe_open(str(f), "pt") as h:
+            shapes += [h.get_slice(k).get_shape() for k in h.keys()]
+    return shapes
 
 
 if __name__ == "__main__":

@@ -235,7 +235,7 @@ class LearnerConfig:
     weight_decay: float = doc(0.0, "AdamW weight decay.")
     grad_clip: float = doc(1.0, "Global grad-norm clip.")
     micro_batch: int = doc(64, "Sequences per forward/backward micro-batch.")
-    num_cpus: float = doc(1.0, "CPUs reserved per learner rank.")
+    num_cpus: float = doc(1.0, "CPUs reserved per learner rank; the rank runs that many torch threads (at least 1).")
     num_gpus: float = doc(0.0, "GPUs reserved per learner rank; 0 = the ranks run on CPU (gloo) even where a GPU "
                                "is visible. Below 1 only with world_size 1 (NCCL needs one card per rank).")
     backend: Literal["auto", "gloo", "nccl"] = doc("auto", "torch.distributed backend; auto = nccl on GPU else gloo.")
