@@ -91,3 +91,29 @@ def test_custom_reward_own_columns_and_loggers_live(tmp_path, monkeypatch):
         lg = MlflowLogger(run, "", "gdro-ray")  # finds the run of this folder
         assert [m.step for m in lg.client.get_metric_history(lg.run_id, "reward_mean")] == [1, 2]
         assert lg.client.get_run(lg.run_id).data.params["data.prompt_key"] == "question"
+
+
+def test_reward_on_error_stop_ends_the_run_with_one_line(tmp_path):
+    import ray
+
+    from gdro_ray.config import load_config
+    from gdro_ray.errors import UserError
+    from gdro_ray.service.driver import Trainer
+
+    (tmp_path / "bad_reward.py").write_text(
+        "def reward(prompts, responses, answers, metadata):\n    return [1.0] * (len(responses) + 1)\n")
+    run = tmp_path / "run"
+    cfg = load_config(overrides=[
+        "model.path=toy", "steps=2", "batch_size=4", "sampler.num_samplers=1", "learner.world_size=1",
+        "data.eval=dapo-fixture", "data.max_eval_prompts=2", "eval.k=1", "sampler.shard_size=4",
+        f"reward.function={tmp_path / 'bad_reward.py'}:reward", "reward.on_error=stop", f"out={run}"])
+    try:
+        with pytest.raises(UserError) as err:
+            Trainer(cfg, run).run()
+    finally:
+        ray.shutdown()
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    assert msg.startswith(f"the job stopped at step 1: reward.function {tmp_path / 'bad_reward.py'}:reward: row ")
+    assert "scores for" in msg and msg.endswith("(reward.on_error=stop)")
+    assert not read_records(run)  # no step was recorded
