@@ -1,4 +1,5 @@
-r"""The verifier reward: the last ``\boxed{}`` of a response against the reference answer."""
+r"""Rewards: the default verifier (the last ``\boxed{}`` of a response against the reference answer,
+`math_reward.py`) and user reward functions (`reward.function`, `custom.py`; examples in `examples/`)."""
 from gdro_ray.rewards.math_reward import (
     batch_math_reward,
     extract_boxed,
