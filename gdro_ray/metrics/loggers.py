@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from gdro_ray.errors import UserError
@@ -120,7 +121,7 @@ class MlflowLogger:
         if not tracking_uri:
             tracking_uri = (run_dir / "mlruns").resolve().as_uri()
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # our default; see the module docstring
-        mlflow = _require("mlflow")
+        _require("mlflow")
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri)
@@ -132,14 +133,11 @@ class MlflowLogger:
         self.run_id = found[0].info.run_id if found else self.client.create_run(
             exp_id, run_name=run_dir.name, tags={"gdro_run_dir": folder}).info.run_id
         self.where = f"{tracking_uri} (experiment {experiment}, run {self.run_id})"
-        self._mlflow = mlflow
 
     def _metrics(self, scalars: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        import time as _time
-
-        now = int(_time.time() * 1000)
+        now = int(time.time() * 1000)
         items = [Metric(k, v, now, step) for k, v in scalars.items()]
         for i in range(0, len(items), 1000):  # MLflow's batch limit
             self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
