@@ -57,8 +57,8 @@ add3 0.51/0.21, add_carry 0.30/0.36, sub3 0.18/0.22, sub_borrow 0.09/0.14, carry
 RL raises it; sub_neg's arithmetic itself is still weak after 1,200 steps (a tier where
 RL gains little in 40 steps at its 4% share of the pool). The evaluation therefore runs at
 T = 1 (the toy preset): at T = 0.6 with top-p 0.8 a right answer held with probability 0.05
-is cut off. Wall time: 1,200 steps take ~3.5 min on an idle machine at 0.16 s/step (10-12
-min when other jobs load the 2 cores to 3x).
+is cut off. Wall time: measured 10-11 min for the 1,200 steps while other jobs held the 2
+cores at load 6; at v1's idle-machine rate (0.16 s/step, 141 s for 900 steps) that is ~3.2 min.
 """
 from __future__ import annotations
 
