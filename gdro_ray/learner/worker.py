@@ -3,10 +3,13 @@
 
 Algorithm of one `train_step` (`epochs` × `mini_batches` optimizer steps per call)
 --------------------------------------------------------------------------------
-1. Every rank receives the SAME full batch. It is split into `mini_batches` parts along prompt
-   boundaries (`grpo.mini_batch_partition`; every rank computes the same split) and each part
-   is one optimizer step; the whole pass is repeated `epochs` times. Within a mini-batch each
-   rank takes its contiguous slice of the part's responses.
+1. Every rank receives the SAME per-row scalars (advantages, prompt index, lengths); the token
+   ids are either in the batch for every row (list form) or, from the service, fetched by each
+   rank from the object store for its own rows only (compact form, `gdro_ray.rollout_arrays`).
+   The batch is split into `mini_batches` parts along prompt boundaries
+   (`grpo.mini_batch_partition`; every rank computes the same split) and each part is one
+   optimizer step; the whole pass is repeated `epochs` times. Within a mini-batch each rank
+   takes its contiguous slice of the part's responses (`rollout_arrays.rank_rows`).
 2. The loss of a mini-batch is Σ_r w_r Σ_t ℓ_rt with per-response weights from `loss_agg`
    (`grpo.sequence_loss_weights`, computed over the whole mini-batch from the full batch, so
    the micro-batch losses of all ranks sum to it; the global token count is checked with an
@@ -24,7 +27,7 @@ Algorithm of one `train_step` (`epochs` × `mini_batches` optimizer steps per ca
    policy for every update. Without them (on-policy) the behaviour log-probs are the policy's
    before the first update: the first mini-batch's own detached forward (ratio exactly 1) and,
    when there is more than one update, one no-grad pass over the other rows taken before it
-   (as verl recomputes them), so later mini-batches see a real ratio and the clip. All log-probs are
+   (as verl recomputes them; each rank over the rows it will train, so nothing is gathered), so later mini-batches see a real ratio and the clip. All log-probs are
    of the tempered policy softmax(logits / T), T = the sampling temperature (`grpo["temperature"]`),
    since that is what the samples were drawn from; the engines report raw (T = 1) log-probs, so
    they are valid `old_logprobs` only at T = 1.
