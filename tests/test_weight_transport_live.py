@@ -55,7 +55,8 @@ def trainer(tmp_path_factory):
         "model.path=toy", "steps=20", "batch_size=4", "budget_mean=2", "rollout_gdro.n_min=2",
         "sampler.engine=hf", "sampler.num_samplers=2", "sampler.max_new_tokens=8", "sampler.shard_size=2",
         "learner.world_size=1", "learner.lr=1e-3",
-        "learner.weight_decay=0.1",  # the weights move every step even when all rewards of a batch agree "data.eval=dapo-fixture", "metrics.enabled=false",
+        "learner.weight_decay=0.1",  # the weights move every step even when all rewards of a batch agree
+        "data.eval=dapo-fixture", "metrics.enabled=false",
         "weight_sync.transport=collective", "weight_sync.backend=gloo", "weight_sync.timeout_s=20",
         "cluster.num_cpus=6", f"out={run}"])
     tr = Trainer(cfg, run)
