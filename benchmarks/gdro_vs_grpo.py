@@ -1,18 +1,23 @@
-"""Does GDRO beat GRPO here? The four-way comparison on the toy task, and in the simulator.
+"""Does GDRO beat GRPO here? The four-way comparison on the toy world, and in the simulator.
 
-Toy task (real pipeline): `gdro-ray train preset=toy` for algorithm ∈ {grpo, prompt_gdro,
-rollout_gdro, both} × seeds, at the same rollout budget (B·n̄ per step) and the same number of
-steps. For each run: held-out pass@8 and mean@8 per tier, pooled, worst tier and the hardest
-tiers (the GDRO objective), rollouts spent, the fraction of rollouts in groups with non-zero
-advantage, wall time. Means ± standard deviation over seeds; the relative gain is against GRPO
-with the same seed set. Overlay plots come from `gdro-ray report` on the seed-0 runs.
+Toy world (real pipeline): `gdro-ray train preset=toy algorithm=A seed=S` for A in {grpo,
+prompt_gdro, rollout_gdro, both} and each seed, with the preset's steps, batch and rollout
+budget (Σ n_i = B·n̄ every step for every method, so every method samples the same number of
+rollouts). From each run's base and final held-out evaluations (per prompt: n samples, c
+correct) we score every prompt by mean@8 (c/n) and pass@8 (the unbiased estimator, n ≥ 8), and
+report for the pooled balanced split, the two hardest tiers and the worst tier (by the base
+model's pass@8, the same for every method): the mean over seeds and, for each GDRO variant,
+the paired difference to GRPO on the same seeds and prompts with its 95% bootstrap CI over
+prompts (within tiers) and seeds (`gdro_ray.eval.stats.paired_bootstrap`); also the fraction of
+rollouts in groups with a non-zero advantage, rollouts sampled, and wall time. Finished runs
+are kept and reused (`--root`), so the benchmark can be extended seed by seed.
 
 Simulator (`--sim`): the same four-way comparison at DAPO scale (14,100 prompts, B = 256,
 n̄ = 4, 1,000 steps) through `gdro-ray simulate`.
 
 Prints tables and writes benchmarks/out/gdro_vs_grpo.json.
 
-    python benchmarks/gdro_vs_grpo.py [--seeds 0,1,2] [--steps 30] [--sim] [key=value ...]
+    python benchmarks/gdro_vs_grpo.py [--seeds 0,1,2] [--algorithms grpo,both] [--sim] [key=value ...]
 """
 from __future__ import annotations
 
@@ -26,15 +31,21 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from gdro_ray.algorithms.passk import pass_at_k_array
+from gdro_ray.eval.stats import paired_bootstrap
+
 OUT = Path(__file__).resolve().parent / "out"
 ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
+K = 8
 
 
 def _cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "gdro_ray.cli.main", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def toy_run(alg: str, seed: int, steps: int, extra: list[str], root: Path) -> dict:
+def toy_run(alg: str, seed: int, extra: list[str], root: Path) -> Path:
     run = root / f"{alg}-s{seed}"
     if not (run / "eval_final.json").is_file():  # resumable benchmark: finished runs are kept
         if run.exists():
@@ -42,48 +53,68 @@ def toy_run(alg: str, seed: int, steps: int, extra: list[str], root: Path) -> di
 
             shutil.rmtree(run)
         t0 = time.time()
-        _cli("train", "preset=toy", f"algorithm={alg}", f"seed={seed}", f"steps={steps}", "checkpoint.every=0",
-             f"out={run}", *extra)
+        _cli("train", "preset=toy", f"algorithm={alg}", f"seed={seed}", "checkpoint.every=0", f"out={run}", *extra)
         (run / "wall_s.txt").write_text(f"{time.time() - t0:.1f}")
+    return run
+
+
+def per_prompt(eval_file: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Tier labels and per-prompt mean@8 / pass@8, in a fixed prompt order."""
+    rows = sorted(json.loads(eval_file.read_text())["per_prompt"], key=lambda r: (str(r["tier"]), r["id"]))
+    n = np.array([r["n"] for r in rows], dtype=np.int64)
+    c = np.array([r["c"] for r in rows], dtype=np.int64)
+    return np.array([str(r["tier"]) for r in rows]), {"mean@8": c / n, "pass@8": pass_at_k_array(n, c, K)}
+
+
+def run_stats(run: Path) -> dict:
     records = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r.get("type") != "eval"]
-    final = json.loads((run / "eval_final.json").read_text())
-    base = json.loads((run / "eval_base.json").read_text())
-    tiers = {t: v["pass_at_k"] for t, v in final["per_tier"].items()}
-    hardest = sorted(tiers, key=lambda t: base["per_tier"][t]["pass_at_k"])[:2]
-    return {
-        "alg": alg, "seed": seed, "run_dir": str(run),
-        "pass_at_k": final["pooled"]["pass_at_k"], "mean_at_k": final["pooled"]["mean_at_k"],
-        "base_pass_at_k": base["pooled"]["pass_at_k"],
-        "worst_tier": min(tiers.values()), "hardest_tiers": statistics.mean(tiers[t] for t in hardest),
-        "hardest_tier_names": hardest, "per_tier": tiers,
-        "rollouts": sum(r["rollouts"] for r in records),
-        "useful_fraction": statistics.mean(r["useful_rollout_fraction"] for r in records),
-        "wall_s": float((run / "wall_s.txt").read_text()),
-    }
+    return {"rollouts": sum(r["rollouts"] for r in records),
+            "useful_fraction": statistics.mean(r["useful_rollout_fraction"] for r in records),
+            "wall_s": float((run / "wall_s.txt").read_text()) if (run / "wall_s.txt").is_file() else float("nan")}
 
 
-def _ms(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.3f}±{statistics.stdev(xs) if len(xs) > 1 else 0:.3f}"
+def toy_comparison(runs: dict[str, list[Path]], seeds: list[int]) -> dict:
+    """Scores per algorithm and slice, and each GDRO variant's paired difference to GRPO."""
+    tiers, base = per_prompt(runs["grpo"][0] / "eval_base.json")
+    tier_names = sorted(set(tiers.tolist()), key=lambda t: (len(t), t))
+    by_base = sorted(tier_names, key=lambda t: base["pass@8"][tiers == t].mean())
+    slices = {"pooled": np.ones(tiers.size, bool), "hardest 2 tiers": np.isin(tiers, by_base[:2]),
+              f"worst tier ({by_base[0]})": tiers == by_base[0]}
+    scores = {}
+    for alg, alg_runs in runs.items():
+        finals = [per_prompt(r / "eval_final.json")[1] for r in alg_runs]
+        scores[alg] = {m: np.stack([f[m] for f in finals]) for m in ("mean@8", "pass@8")}
+    out = {"seeds": seeds, "hardest_tiers": by_base[:2], "worst_tier": by_base[0], "algorithms": {}}
+    for alg in runs:
+        stats = [run_stats(r) for r in runs[alg]]
+        entry = {"useful_fraction": statistics.mean(s["useful_fraction"] for s in stats),
+                 "rollouts": statistics.mean(s["rollouts"] for s in stats),
+                 "wall_s": statistics.mean(s["wall_s"] for s in stats), "slices": {}}
+        for name, sel in slices.items():
+            for m in ("mean@8", "pass@8"):
+                cell = {"base": float(base[m][sel].mean()), "final": float(scores[alg][m][:, sel].mean())}
+                if alg != "grpo":
+                    a, b = scores["grpo"][m][:, sel], scores[alg][m][:, sel]
+                    cell["vs_grpo"] = paired_bootstrap(a, b, kind="difference", strata=tiers[sel]).as_dict()
+                    cell["vs_grpo_relative"] = paired_bootstrap(a, b, kind="relative", strata=tiers[sel]).as_dict()
+                entry["slices"][f"{name} {m}"] = cell
+        out["algorithms"][alg] = entry
+    return out
 
 
-def toy_table(rows: list[dict]) -> tuple[str, dict]:
-    by = {a: [r for r in rows if r["alg"] == a] for a in ALGORITHMS if any(r["alg"] == a for r in rows)}
-    g = by.get("grpo")
-    summary, lines = {}, [f"{'algorithm':13s} {'pass@8':>13s} {'rel':>7s} {'mean@8':>13s} {'worst tier':>13s} "
-                          f"{'hardest 2':>13s} {'rel':>7s} {'useful':>7s} {'rollouts':>9s} {'wall s':>7s}"]
-    for a, rs in by.items():
-        s = {k: statistics.mean(r[k] for r in rs) for k in ("pass_at_k", "mean_at_k", "worst_tier", "hardest_tiers",
-                                                              "useful_fraction", "rollouts", "wall_s")}
-        rel = (s["pass_at_k"] / statistics.mean(r["pass_at_k"] for r in g) - 1) * 100 if g else float("nan")
-        relh = (s["hardest_tiers"] / max(statistics.mean(r["hardest_tiers"] for r in g), 1e-9) - 1) * 100 if g \
-            else float("nan")
-        s.update(rel_pass_at_k_pct=rel, rel_hardest_pct=relh, seeds=[r["seed"] for r in rs])
-        summary[a] = s
-        lines.append(f"{a:13s} {_ms([r['pass_at_k'] for r in rs]):>13s} {rel:+6.1f}% "
-                     f"{_ms([r['mean_at_k'] for r in rs]):>13s} {_ms([r['worst_tier'] for r in rs]):>13s} "
-                     f"{_ms([r['hardest_tiers'] for r in rs]):>13s} {relh:+6.1f}% {s['useful_fraction']:7.3f} "
-                     f"{s['rollouts']:9.0f} {s['wall_s']:7.0f}")
-    return "\n".join(lines), summary
+def toy_table(result: dict) -> str:
+    lines = []
+    for alg, entry in result["algorithms"].items():
+        lines.append(f"{alg}: useful rollouts {entry['useful_fraction']:.3f}, rollouts {entry['rollouts']:.0f}, "
+                     f"wall {entry['wall_s']:.0f} s")
+        for name, cell in entry["slices"].items():
+            text = f"  {name:<28s} {cell['base']:.3f} -> {cell['final']:.3f}"
+            if "vs_grpo" in cell:
+                d, r = cell["vs_grpo"], cell["vs_grpo_relative"]
+                text += (f"   vs GRPO {d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+                         f"  ({r['estimate']:+.1%} [{r['low']:+.1%}, {r['high']:+.1%}])")
+            lines.append(text)
+    return "\n".join(lines)
 
 
 def sim_comparison(extra: list[str]) -> dict:
@@ -98,8 +129,8 @@ def sim_comparison(extra: list[str]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    ap.add_argument("--algorithms", default=",".join(ALGORITHMS), help="grpo is always included (the baseline)")
+    ap.add_argument("--root", default="", help="run folder (default: benchmarks/out/gdro_vs_grpo_runs/<overrides>)")
     ap.add_argument("--sim", action="store_true", help="also run the DAPO-scale simulator comparison")
     ap.add_argument("--sim-only", action="store_true")
     ap.add_argument("overrides", nargs="*", help="extra key=value for every toy run")
@@ -107,16 +138,17 @@ def main(argv=None) -> int:
     result = {"machine": platform.platform(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python", "benchmarks/gdro_vs_grpo.py", *(argv or sys.argv[1:])])}
     if not args.sim_only:
-        # One folder per setting, so a rerun with other steps/overrides never reuses stale runs.
-        tag = "-".join([f"steps{args.steps}", *(o.replace("/", "_").replace("=", "") for o in args.overrides)])
-        root = OUT / "gdro_vs_grpo_runs" / tag
-        rows = [toy_run(a, int(s), args.steps, args.overrides, root)
-                for s in args.seeds.split(",") for a in args.algorithms.split(",")]
-        text, summary = toy_table(rows)
-        print(f"\ntoy task: held-out pass@8 after {args.steps} steps, seeds {args.seeds} (mean±sd)\n{text}")
-        result.update(toy_runs=rows, toy_summary=summary)
-        seed0 = [r["run_dir"] for r in rows if r["seed"] == int(args.seeds.split(",")[0])]
-        _cli("report", *seed0, "--out", str(OUT / "gdro_vs_grpo_report"))
+        # One folder per setting, so a rerun with other overrides never reuses stale runs.
+        tag = "-".join(["toy", *(o.replace("/", "_").replace("=", "") for o in args.overrides)])
+        root = Path(args.root) if args.root else OUT / "gdro_vs_grpo_runs" / tag
+        seeds = [int(s) for s in args.seeds.split(",")]
+        algs = ["grpo", *(a for a in args.algorithms.split(",") if a != "grpo")]
+        runs = {a: [toy_run(a, s, args.overrides, root) for s in seeds] for a in algs}
+        toy = toy_comparison(runs, seeds)
+        print(f"\ntoy world: held-out scores base -> final, seeds {args.seeds}, paired difference to GRPO "
+              f"[95% CI]\n{toy_table(toy)}")
+        result["toy"] = toy
+        _cli("report", *(str(runs[a][0]) for a in algs), "--out", str(OUT / "gdro_vs_grpo_report"))
     if args.sim or args.sim_only:
         sim = sim_comparison([])
         result["sim"] = sim
