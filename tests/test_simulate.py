@@ -122,3 +122,15 @@ def test_more_rollouts_more_signal_with_diminishing_returns():
     g = learner.learn(ids, np.array([2, 4, 8]), np.array([1, 2, 4]), np.ones(3))
     assert g[0] < g[1] < g[2]
     assert g[2] - g[1] < 2 * (g[1] - g[0])  # doubling n gives less than double
+
+
+def test_simulate_keeps_the_dapo_budget_unless_budget_mean_is_explicit(tmp_path):
+    """The toy preset trains with n̄ = 8; `simulate` stays at the DAPO scale's n̄ = 4 (sim.budget_mean)
+    unless the top-level budget_mean is given."""
+    base = ["algorithm=grpo", "steps=2", "batch_size=16", "sim.num_prompts=300", "sim.eval_prompts=50"]
+    for extra, n in (([], 4), (["budget_mean=6"], 6), (["sim.budget_mean=3"], 3)):
+        out = tmp_path / f"n{n}"
+        assert main(["simulate", *base, *extra, f"out={out}"]) == 0
+        first = json.loads((out / "grpo" / "metrics.jsonl").read_text().splitlines()[0])
+        assert first["rollouts"] == 16 * n
+    assert main(["simulate", *base, "sim.budget_mean=40", f"out={tmp_path / 'bad'}"]) == 2

@@ -126,16 +126,18 @@ class GRPOConfig:
 class SimConfig:
     """The synthetic learner of `gdro-ray simulate` (a laboratory for the controllers).
 
-    `simulate` runs `sim.steps` steps at `sim.batch_size` prompts unless the top-level `steps`
-    or `batch_size` is set explicitly on the command line or in the user's YAML file (a
-    preset's value does not count): training presets use small batches, the simulator
-    defaults to the DAPO scale.
+    `simulate` runs `sim.steps` steps at `sim.batch_size` prompts and `sim.budget_mean` rollouts
+    per prompt unless the top-level `steps`, `batch_size` or `budget_mean` is set explicitly on
+    the command line or in the user's YAML file (a preset's value does not count): training
+    presets use small batches, the simulator defaults to the DAPO scale.
     """
 
     num_prompts: int = doc(14100, "Prompts in the synthetic pool (DAPO-Math has 14.1k).")
     eval_prompts: int = doc(2000, "Held-out synthetic prompts used for the final evaluation.")
     steps: int = doc(1000, "Steps of `simulate` unless the top-level `steps` is set explicitly.")
     batch_size: int = doc(256, "Prompts per step in `simulate` unless the top-level `batch_size` is set explicitly.")
+    budget_mean: int = doc(4, "Mean rollouts per prompt n̄ in `simulate` unless the top-level `budget_mean` is set "
+                              "explicitly (the DAPO-scale default; the toy preset trains with 8).")
     learning_rate: float = doc(0.02, "Logit gain per unit of GRPO signal a prompt receives (n^α·σ̂·weight).")
     transfer: float = doc(0.3, "Fraction of a prompt's learning that transfers to its difficulty neighbourhood.")
     transfer_width: float = doc(0.05, "Width of the transfer kernel over skill cells, in difficulty-quantile units.")

@@ -4,9 +4,10 @@ Runs each algorithm against the same synthetic pool, writes `<out>/<algorithm>/m
 `<out>/summary.json` (atomically) and `<out>/config.yaml`, and prints a comparison table
 with gains relative to GRPO when GRPO is among the algorithms.
 
-Steps and batch size: `sim.steps` / `sim.batch_size` (1,000 × 256, the DAPO scale) unless the
-top-level `steps` / `batch_size` is given explicitly on the command line or in the user's YAML
-file; a preset's training value (e.g. batch_size 32) does not count as explicit.
+Steps, batch size and rollout budget: `sim.steps` / `sim.batch_size` / `sim.budget_mean`
+(1,000 × 256 × 4, the DAPO scale) unless the top-level `steps` / `batch_size` / `budget_mean` is
+given explicitly on the command line or in the user's YAML file; a preset's training value (e.g.
+the toy preset's batch_size 64 and n̄ 8) does not count as explicit.
 """
 from __future__ import annotations
 
@@ -35,12 +36,13 @@ def _explicit_top_keys(args) -> set[str]:
 
 
 def resolve_sim_config(cfg: Config, explicit: set[str]) -> Config:
-    """Apply the simulate rule for steps/batch_size and check the sim section."""
+    """Apply the simulate rule for steps/batch_size/budget_mean and check the sim section."""
     sim = cfg.sim
     cfg = dataclasses.replace(
         cfg,
         steps=cfg.steps if "steps" in explicit else sim.steps,
         batch_size=cfg.batch_size if "batch_size" in explicit else sim.batch_size,
+        budget_mean=cfg.budget_mean if "budget_mean" in explicit else sim.budget_mean,
     )
     bs_key = "batch_size" if "batch_size" in explicit else "sim.batch_size"
 
@@ -50,6 +52,9 @@ def resolve_sim_config(cfg: Config, explicit: set[str]) -> Config:
 
     need(cfg.steps >= 1, "steps" if "steps" in explicit else "sim.steps", f"must be ≥ 1, got {cfg.steps}")
     need(cfg.batch_size >= 1, bs_key, f"must be ≥ 1, got {cfg.batch_size}")
+    r = cfg.rollout_gdro
+    need(r.n_min <= cfg.budget_mean <= r.n_max, "budget_mean" if "budget_mean" in explicit else "sim.budget_mean",
+         f"must lie in [rollout_gdro.n_min={r.n_min}, rollout_gdro.n_max={r.n_max}], got {cfg.budget_mean}")
     need(sim.num_prompts >= 1, "sim.num_prompts", f"must be ≥ 1, got {sim.num_prompts}")
     need(sim.num_tiers >= 1, "sim.num_tiers", f"must be ≥ 1, got {sim.num_tiers}")
     need(sim.eval_prompts >= sim.num_tiers, "sim.eval_prompts",
