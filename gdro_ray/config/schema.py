@@ -114,11 +114,12 @@ class GRPOConfig:
            "2 cores); 1 = one on-policy step, ratio 1.")
     epochs: int = doc(1, "Passes over the batch's mini-batches (PPO epochs); the behaviour log-probs are taken once, before the first.")
     loss_agg: Literal["token_mean", "seq_mean_token_mean", "prompt_mean"] = doc(
-        "token_mean",
+        "prompt_mean",
         "Loss aggregation over a mini-batch: token_mean (DAPO; a prompt weighs by its tokens, so by its n_i: "
         "Rollout-GDRO then also reweights prompts), seq_mean_token_mean (each response equal), prompt_mean "
-        "(the paper's Eq. 17: mean over a prompt's rollouts, then over prompts, so n_i only reduces variance). "
-        "token_mean stays the default until the evidence benchmark decides (docs/algorithms.md).")
+        "(the default, the paper's Eq. 17: mean over a prompt's rollouts, then over prompts, so n_i only "
+        "reduces variance). Chosen on the toy world, seed 0: GRPO pooled held-out mean@8 equal (−0.8%) and "
+        "hardest tiers' pass@8 +8% vs token_mean; both controllers +11% pooled (docs/algorithms.md).")
     reward_scale: Literal["01", "pm1"] = doc("01", "Reward values: {0,1} or {−1,+1}.")
 
 
