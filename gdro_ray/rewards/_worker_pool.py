@@ -57,6 +57,21 @@ def _read_line(proc: subprocess.Popen, buf: bytearray, deadline: float) -> bytes
     return line
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Kill a worker subprocess (if still running), reap it and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
 class _Worker:
     def __init__(self) -> None:
         env = dict(os.environ)
@@ -82,17 +97,7 @@ class _Worker:
         return json.loads(line)["r"]
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        stop_process(self.proc)
 
     @property
     def alive(self) -> bool:

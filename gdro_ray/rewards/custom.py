@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gdro_ray.errors import UserError
+from gdro_ray.rewards._worker_pool import stop_process
 
 STARTUP_TIMEOUT_S = 120.0  # importing the user's module (torch, a judge model...) is not timed as a call
 _HEADER = struct.Struct(">Q")
@@ -185,17 +186,7 @@ class _FunctionWorker:
         return reply
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        stop_process(self.proc)
 
     @property
     def alive(self) -> bool:
