@@ -385,3 +385,27 @@ def test_extend_needs_a_pending_schedule_and_a_positive_count():
     adv.schedule()
     with pytest.raises(ValueError, match="count"):
         adv.extend(0)
+
+
+def test_share_normalization_reference_reaches_prompt_gdro():
+    """auto resolves per mode; `pool` divides by the pool's group shares, so its scores differ
+    from `none` on the same history, and `batch` from both (the reference actually reaches S_b)."""
+    assert make(mode="resample").share_normalization == "none"
+    assert make(mode="reweight").share_normalization == "batch"
+    p = true_p(300)
+    scores = {}
+    for ref in ("none", "pool", "batch"):
+        adv = Adversary(num_prompts=300, algorithm="prompt_gdro", batch_size=32, budget_mean=4, seed=0,
+                        mode="reweight", share_normalization=ref, max_repeats=0)
+        rng = np.random.default_rng(1)
+        for _ in range(12):
+            s = adv.schedule()
+            adv.observe(s, [rng.binomial(1, p[i], n).astype(float) for i, n in zip(s.prompt_ids, s.rollouts)])
+        scores[ref] = adv.prompt_gdro.scores.copy()
+        assert adv.state_dict()["config"]["share_normalization"] == ref
+    assert not np.allclose(scores["none"], scores["pool"])
+    assert not np.allclose(scores["none"], scores["batch"])
+    assert not np.allclose(scores["pool"], scores["batch"])
+    with pytest.raises(ValueError, match="share_normalization"):
+        Adversary(num_prompts=10, algorithm="prompt_gdro", batch_size=4, budget_mean=4,
+                  share_normalization="sideways")

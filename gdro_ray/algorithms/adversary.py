@@ -380,11 +380,12 @@ class Adversary:
         signals = np.asarray(difficulty_signal(self.signal, rewards, sur), dtype=np.float64)
 
         # The pool's group shares as they were when the step was grouped (before this visit).
-        pool_shares = np.asarray(self.classifier.group_counts(), dtype=np.float64)
+        pool_shares = (np.asarray(self.classifier.group_counts(), dtype=np.float64)
+                       if self.share_normalization == "pool" else None)
         self.classifier.observe(sch.prompt_ids, n, correct)
         self.classifier.end_step()
         self.prompt_gdro.observe(sch.group_ids, signals,
-                                 pool_shares if self.share_normalization == "pool" else None)
+                                 pool_shares)
         proxy = None
         if self.rollout_proxy == "passk_variance":
             # π(1 − π) of each prompt's pass@k estimate after this visit (empirical-Bayes shrunk, so a
