@@ -52,6 +52,10 @@ def toy_run(alg: str, seed: int, extra: list[str], root: Path) -> Path:
             import shutil
 
             shutil.rmtree(run)
+        base = root / f"grpo-s{seed}" / "eval_base.json"
+        if alg != "grpo" and base.is_file() and "signature" in json.loads(base.read_text()):
+            # the same base model, held-out set and seed: GRPO's base evaluation is this run's too
+            extra = [*extra, f"eval.base_from={base}"]
         t0 = time.time()
         _cli("train", "preset=toy", f"algorithm={alg}", f"seed={seed}", "checkpoint.every=0", f"out={run}", *extra)
         (run / "wall_s.txt").write_text(f"{time.time() - t0:.1f}")

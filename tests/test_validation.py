@@ -354,3 +354,59 @@ def test_report_and_tensorboard_skip_eval_records_and_plot_the_curve(tmp_path):
     assert [s for s, _ in tags["reward_mean"]] == [1, 2, 3, 4]
     assert tags["eval/pooled/pass_at_k"] == [(2, 0.25)]
     assert not any(t.startswith("metrics") or t in ("steps_done", "eval_s") for t in tags)
+
+
+# ---- eval.base_from: one base evaluation shared by runs of the same base model ----------------
+def _model(tmp_path):
+    m = tmp_path / "model"
+    m.mkdir(exist_ok=True)
+    (m / "config.json").write_text("{}")
+    (m / "model.safetensors").write_bytes(b"\0" * 64)
+    return m
+
+
+def _sub(tmp_path, name):
+    (tmp_path / name).mkdir()
+    return tmp_path / name
+
+
+def test_base_signature_tracks_what_decides_the_result(tmp_path):
+    from gdro_ray.service.validation import base_signature
+
+    m, rows = _model(tmp_path), [{"id": 0, "prompt": "1+1", "answer": "2"}]
+    sig = base_signature(load_config(), str(m), rows)
+    assert sig == base_signature(load_config(overrides=["algorithm=grpo", "learner.lr=0.5"]), str(m), rows)
+    assert sig["seed"] != base_signature(load_config(overrides=["seed=1"]), str(m), rows)["seed"]
+    assert sig["temperature"] != base_signature(load_config(overrides=["eval.temperature=0.1"]), str(m), rows)["temperature"]
+    assert sig["eval_set"] != base_signature(load_config(), str(m), [{"id": 0, "prompt": "1+1", "answer": "3"}])["eval_set"]
+    (m / "model.safetensors").write_bytes(b"\1" * 65)  # new weights file: never reused
+    assert sig["model_files"] != base_signature(load_config(), str(m), rows)["model_files"]
+
+
+def test_base_from_is_checked_and_reused_instead_of_evaluating(tmp_path):
+    from gdro_ray.errors import UserError
+    from gdro_ray.service.validation import base_signature, load_base_from
+
+    m, rows = _model(tmp_path), [{"prompt": "p"}]
+    first = _Trainer(_run_dir(_sub(tmp_path, "a")), load_config(overrides=["steps=1"]), [_result(0.5, 0.25)])
+    first.base_signature = base_signature(first.cfg, str(m), rows)
+    ValidationLoop(first).base()
+    written = json.loads((first.run_dir / "eval_base.json").read_text())
+    assert written["signature"] == first.base_signature
+
+    cfg = load_config(overrides=["steps=1", "algorithm=grpo", f"eval.base_from={first.run_dir}"])
+    second = _Trainer(_run_dir(_sub(tmp_path, "b")), cfg, [_result(0.9, 0.9)])
+    second.base_signature = base_signature(cfg, str(m), rows)
+    second.base_reuse = load_base_from(cfg.eval.base_from, second.base_signature)
+    res = ValidationLoop(second).base()
+    assert second.pool.calls == [] and res["pooled"]["mean_at_k"] == 0.25  # not evaluated again
+    assert json.loads((second.run_dir / "eval_base.json").read_text())["reused_from"] == str(first.run_dir)
+    assert [(r["label"], r["metrics"]["pooled/mean_at_k"]) for r in _records(second.run_dir)] == [("base", 0.25)]
+
+    with pytest.raises(UserError, match=r"eval.base_from: .* seed=0, this run has 3"):
+        load_base_from(str(first.run_dir), base_signature(load_config(overrides=["seed=3"]), str(m), rows))
+    with pytest.raises(UserError, match="eval.base_from: no base evaluation"):
+        load_base_from(str(tmp_path / "missing"), first.base_signature)
+    (tmp_path / "old.json").write_text(json.dumps(_result(0.1, 0.1)))
+    with pytest.raises(UserError, match="has no signature"):
+        load_base_from(str(tmp_path / "old.json"), first.base_signature)

@@ -152,6 +152,15 @@ class SimConfig:
     rollout_exponent: float = doc(0.5, "Diminishing returns: a group's signal grows as n^α with its rollouts n.")
     eval_every: int = doc(50, "Evaluate the held-out set every N steps (and at the end).")
     eval_k: int = doc(8, "k of the pass@k reported in summary.json.")
+    start_from: str = doc("", "Measured start point: comma-separated eval_*.json files of a real base model (per_prompt "
+                              "{id, tier, n, c}). Cells and report tiers become the file's tiers, each prompt's base "
+                              "success is drawn from its measured c/n (gdro_ray/sim/start.py); num_skills, num_tiers, "
+                              "eval_prompts, base_logit, logit_spread, tail_shape and unsolvable_fraction are then "
+                              "unused. Empty = the synthetic Student-t pool.")
+    tier_shares: list[float] = doc([], "With start_from: the training pool's share per tier (normalised). Empty = the "
+                                       "toy world's shares when the file has its six tiers, else uniform.")
+    start_shift: float = doc(0.0, "With start_from: logit added to every measured base success (0 = as measured; "
+                                  "for sensitivity studies of the start point).")
 
 
 @dataclass
@@ -275,6 +284,11 @@ class EvalConfig:
     k: int = doc(8, "Samples per prompt in evaluation (pass@k, mean@k).")
     temperature: float = doc(0.6, "Evaluation temperature.")
     top_p: float = doc(0.8, "Evaluation nucleus sampling.")
+    base_from: str = doc("", "Reuse another run's base evaluation (its eval_base.json, or its run folder) instead of "
+                             "evaluating the base model again. It must have been made with the same model files, "
+                             "held-out set, eval settings, engine, dtype and seed (checked at start: a mismatch names "
+                             "the field). Saves one evaluation per run when several algorithms start from one model "
+                             "(benchmarks/gdro_vs_grpo.py). Empty = evaluate.")
 
 
 @dataclass
@@ -343,6 +357,14 @@ class ClusterConfig:
                                   "they are always in Ray's session log folder.")
     adversary_resource: str = doc("", "Ray custom resource that pins the adversary actor (e.g. `gdro_adversary` on "
                                       "the head, where Prometheus scrapes port metrics.port).")
+    sampler_cpus: list[int] = doc(
+        [], "CPU ids every sampler process is pinned to (os.sched_setaffinity, threads and subprocesses included), "
+            "e.g. `[0]`; empty = no pinning. With cluster.learner_cpus disjoint from it, sampling and learning stop "
+            "competing for cores, which is what one-step off-policy needs on one CPU node (README, benchmarks/"
+            "RESULTS.md issue 13 §6). Ray's logical CPUs do not pin anything by themselves.")
+    learner_cpus: list[int] = doc(
+        [], "CPU ids every learner rank is pinned to, as cluster.sampler_cpus (all ranks share the set; "
+            "learner.num_cpus still sets each rank's torch threads); empty = no pinning.")
 
 
 @dataclass

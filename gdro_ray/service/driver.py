@@ -107,6 +107,10 @@ class Trainer:
 
         check_prompt_lengths(self.model_path, {"data.train": self.train, "data.eval": self.eval_set},
                              self.sampler_kw["max_model_len"], cfg.sampler.max_new_tokens)
+        from gdro_ray.service.validation import base_signature, load_base_from
+
+        self.base_signature = base_signature(cfg, self.model_path, self.eval_set)
+        self.base_reuse = load_base_from(cfg.eval.base_from, self.base_signature) if cfg.eval.base_from else None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume:  # a resumed run rewrites it only once its checkpoint is restored (_restore)
             atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))

@@ -14,8 +14,10 @@ checkpoint in `checkpoints/best.json`, so `checkpoint.keep` rotation never remov
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from pathlib import Path
 
 from gdro_ray.errors import UserError
 from gdro_ray.eval.metric_names import flat_metrics, metric_value
@@ -46,6 +48,44 @@ def eval_record(result: dict, label: str, steps_done: int, weights_version: int,
         "eval_s": round(seconds, 3),
         "best": best,
     }
+
+
+def base_signature(cfg, model_path: str, eval_set: list[dict]) -> dict:
+    """What decides a base evaluation's result: the model's files, the held-out set, the eval
+    settings, engine, dtype and seed. Two runs with equal signatures evaluate the base model
+    identically (evaluation is seeded), so one may reuse the other's (`eval.base_from`)."""
+    root = Path(model_path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    # names, sizes and modification times: cheap for any model size, and a re-prepared model
+    # (same content, new files) only ever makes a reuse fail, never a wrong one succeed
+    model = hashlib.sha256(json.dumps([(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                                       for p in files]).encode()).hexdigest()[:16]
+    rows = hashlib.sha256(json.dumps([(r.get("id"), r.get("prompt"), r.get("answer")) for r in eval_set],
+                                     default=str).encode()).hexdigest()[:16]
+    e = cfg.eval
+    return {"model": str(model_path), "model_files": model, "eval_set": rows, "n_prompts": len(eval_set),
+            "k": e.k, "temperature": e.temperature, "top_p": e.top_p, "max_new_tokens": cfg.sampler.max_new_tokens,
+            "engine": cfg.sampler.engine, "dtype": cfg.model.dtype, "seed": cfg.seed}
+
+
+def load_base_from(path: str, signature: dict) -> dict:
+    """The base evaluation named by `eval.base_from` (a file or a run folder), checked against
+    this run's signature; a one-line UserError names the first field that differs."""
+    src = Path(path)
+    src = src / "eval_base.json" if src.is_dir() else src
+    if not src.is_file():
+        raise UserError(f"eval.base_from: no base evaluation at {src}")
+    try:
+        res = json.loads(src.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"eval.base_from: {src} is not a readable evaluation ({e})") from None
+    theirs = res.get("signature")
+    if not isinstance(theirs, dict):
+        raise UserError(f"eval.base_from: {src} has no signature (written before base reuse existed); evaluate again")
+    for key, value in signature.items():
+        if theirs.get(key) != value:
+            raise UserError(f"eval.base_from: {src} was evaluated with {key}={theirs.get(key)!r}, this run has {value!r}")
+    return res
 
 
 class ValidationLoop:
@@ -84,8 +124,14 @@ class ValidationLoop:
         path = t.run_dir / "eval_base.json"
         if t.resume and path.is_file():
             res = json.loads(path.read_text())
+        elif getattr(t, "base_reuse", None) is not None:  # eval.base_from: checked at start
+            res = dict(t.base_reuse, reused_from=self.cfg.eval.base_from)
+            atomic_write_json(path, res)
+            self.emit(res, "base", t.step, 0.0)
         else:
             res, secs = self._run_eval()
+            if getattr(t, "base_signature", None):
+                res["signature"] = t.base_signature
             atomic_write_json(path, res)
             self.emit(res, "base", t.step, secs)
         self._check_metric(res)
