@@ -378,6 +378,21 @@ def test_extend_follows_the_cursor_without_skipping_prompts():
     assert sorted(seen) == list(range(100))  # one epoch, every prompt once, refills included
 
 
+@settings(max_examples=25, deadline=None)
+@given(cap=st.integers(1, 3), rounds=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+       num_prompts=st.integers(20, 120), seed=st.integers(0, 5))
+def test_refill_rounds_respect_max_repeats(cap, rounds, num_prompts, seed):
+    """A refill round counts the step's earlier visits against prompt_gdro.max_repeats, as long
+    as the pool can hold the step at that cap (else the fewest repeats that fit)."""
+    adv = make("both", num_prompts=num_prompts, batch_size=16, max_repeats=cap, seed=seed)
+    run(adv, 3, seed=seed)
+    sch = adv.schedule()
+    for count in rounds:
+        sch = adv.extend(count)
+        need = max(cap, -(-sch.batch_size // num_prompts))
+        assert np.bincount(sch.prompt_ids).max() <= need
+
+
 def test_extend_needs_a_pending_schedule_and_a_positive_count():
     adv = make("both")
     with pytest.raises(ValueError, match="no pending schedule"):

@@ -33,6 +33,7 @@ import numpy as np
 
 from gdro_ray.algorithms.classifier import DifficultyClassifier
 from gdro_ray.algorithms.prompt_gdro import PromptGDRO
+from gdro_ray.algorithms.resample import resample_prompts
 from gdro_ray.algorithms.rollout_gdro import RolloutGDRO
 from gdro_ray.algorithms.signals import difficulty_signal
 
@@ -195,44 +196,13 @@ class Adversary:
                 self.epoch, self.cursor, self._perm = self.epoch + 1, 0, None
         return np.concatenate(parts).astype(np.int64)
 
-    def _resample(self, q: np.ndarray, counts: np.ndarray, size: int | None = None) -> np.ndarray:
-        """Draw B slots' (or `size` slots') groups from q, then prompts uniformly inside each group.
-
-        With repeats, a group asked for more slots than it has members gives every member
-        ⌊slots/size⌋ visits and the remainder to a random subset, so the batch follows q while
-        repeating no prompt more than needed. A group's room is its size times the most visits
-        one prompt may get in a step (1 without repeats, `max_repeats` with them, unlimited when
-        that is 0); slots beyond it overflow to the other groups with room in proportion to their
-        q (not to the largest groups), repeatedly until every slot fits.
-        """
-        B = self.batch_size if size is None else int(size)
-        slots = self._rng.multinomial(B, q)
+    def _resample(self, q: np.ndarray, counts: np.ndarray, size: int | None = None,
+                  taken: np.ndarray | None = None) -> np.ndarray:
+        """B slots (or `size`) drawn by q over the groups, then prompts inside each group
+        (gdro_ray/algorithms/resample.py); `taken`: the step's earlier prompts (a refill round)."""
         cap = 1 if not self.allow_repeats else self.max_repeats
-        if cap > 0 and int(counts.sum()) * cap < B:
-            cap = -(-B // int(counts.sum()))  # a pool too small for the cap: the least repeats that fit
-        if cap > 0:
-            room = counts.astype(np.int64) * cap
-            while True:
-                excess = np.maximum(slots - room, 0)
-                extra = int(excess.sum())
-                if extra == 0:
-                    break
-                slots = np.minimum(slots, room)
-                open_q = np.where(slots < room, q, 0.0)
-                if open_q.sum() <= 0:  # q is zero on every group with room: fall back to room
-                    open_q = (slots < room).astype(np.float64)
-                slots = slots + self._rng.multinomial(extra, open_q / open_q.sum())
-        ids = []
-        for g in np.flatnonzero(slots):
-            want, size = int(slots[g]), int(counts[g])
-            if want <= size:
-                ids.append(np.asarray(self.classifier.sample(int(g), want, self._rng, False), dtype=np.int64))
-            else:
-                members = np.asarray(self.classifier.members(int(g)), dtype=np.int64)
-                rest = self._rng.choice(members, size=want % size, replace=False)
-                ids.append(np.concatenate([np.tile(members, want // size), rest]))
-        out = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-        return out[self._rng.permutation(out.size)]  # no group-sorted order leaks downstream
+        return resample_prompts(self._rng, self.classifier, q, counts, self.batch_size if size is None else int(size),
+                                cap, taken)
 
     # ------------------------------------------------------------------ the round trip
     def schedule(self) -> StepSchedule:
@@ -267,14 +237,14 @@ class Adversary:
             raise ValueError(f"extend: count must be ≥ 1, got {count}")
         t0 = time.perf_counter()
         base = self._pending[0]
-        extra = self._draw(int(count), base.q)
+        extra = self._draw(int(count), base.q, taken=base.prompt_ids)
         grown = StepSchedule(base.step, *(np.concatenate([a, b]) for a, b in zip(
             (base.prompt_ids, base.group_ids, base.rollouts, base.adv_weights), extra[1:])), base.q, base.lag)
         self._pending[0] = grown
         self._pending_ms[0] += (time.perf_counter() - t0) * 1e3
         return grown
 
-    def _draw(self, size: int, q_fixed: np.ndarray | None = None):
+    def _draw(self, size: int, q_fixed: np.ndarray | None = None, taken: np.ndarray | None = None):
         """(q, prompt ids, group ids, rollouts, advantage weights) for `size` new slots."""
         counts = np.asarray(self.classifier.group_counts(), dtype=np.int64)
         in_play = counts > 0  # groups with members: the only ones q may put mass on
@@ -286,7 +256,7 @@ class Adversary:
                 q = np.asarray(self.prompt_gdro.distribution(in_play), dtype=np.float64)
                 q = np.where(in_play, q, 0.0)  # an empty group can never be asked for a prompt
                 q = q / q.sum()
-            prompt_ids = self._resample(q, counts, size)
+            prompt_ids = self._resample(q, counts, size, taken)
         else:
             q = counts / max(int(counts.sum()), 1)
             if self.reweight:

@@ -134,11 +134,12 @@ class Trainer:
             {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef, "mini_batches": g.mini_batches,
              "epochs": g.epochs, "loss_agg": g.loss_agg,
              "temperature": cfg.sampler.temperature if cfg.sampler.temperature > 0 else 1.0}, cfg.seed,
-            cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource)
+            cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource, cfg.cluster.learner_cpus or None)
+        pin = {"cpu_affinity": cfg.cluster.sampler_cpus} if cfg.cluster.sampler_cpus else {}  # cluster.sampler_cpus
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
                                 cfg.sampler.max_samplers, cfg.sampler.max_restarts, ray_resource=cfg.sampler.ray_resource,
-                                service_kwargs=dict(self.sampler_kw, **reward_kw, gpu=dict(self.sampler_kw["gpu"], learner_uuids=[
+                                service_kwargs=dict(self.sampler_kw, **reward_kw, **pin, gpu=dict(self.sampler_kw["gpu"], learner_uuids=[
                                     i.get("cuda_uuid") for i in self.learner.infos() if i.get("cuda_uuid")])))
         adversary = self.adversary
         self.pool.on_queue = lambda n: adversary.report_queue.remote(n)  # fire-and-forget gauge update
