@@ -55,6 +55,17 @@ def _data_source(value: str, names: tuple[str, ...], key: str, need) -> None:
     need(p.is_file(), key, f"data file {p} not found")
 
 
+def _check_cpu_set(cpus: list[int], key: str, local: bool, need) -> None:
+    need(all(c >= 0 for c in cpus), key, f"CPU ids must be ≥ 0, got {cpus}")
+    need(len(set(cpus)) == len(cpus), key, f"a CPU id appears twice in {cpus}")
+    if local and cpus:  # a local Ray's actors run here: a CPU this process may not use would fail in every actor
+        import os
+
+        allowed = os.sched_getaffinity(0)
+        need(set(cpus) <= allowed, key, f"CPUs {sorted(set(cpus) - allowed)} are not available here "
+                                        f"(allowed: {sorted(allowed)})")
+
+
 def check_service(cfg: Config, need) -> None:
     """Checks of the service keys (sampler, learner, data, checkpoint, metrics, cluster, run folder)."""
     from gdro_ray.data.eval_sets import EVAL_NAMES, TRAIN_NAMES
@@ -78,6 +89,8 @@ def check_service(cfg: Config, need) -> None:
                    ("learner.num_cpus", lr.num_cpus), ("learner.num_gpus", lr.num_gpus),
                    ("cluster.num_cpus", cfg.cluster.num_cpus)):
         need(v >= 0, key, f"must be ≥ 0, got {v}")
+    for key, cpus in (("cluster.sampler_cpus", cfg.cluster.sampler_cpus), ("cluster.learner_cpus", cfg.cluster.learner_cpus)):
+        _check_cpu_set(cpus, key, not cfg.cluster.address, need)
     need(lr.lr > 0, "learner.lr", f"must be > 0, got {lr.lr}")
     need(lr.weight_decay >= 0, "learner.weight_decay", f"must be ≥ 0, got {lr.weight_decay}")
     need(lr.grad_clip > 0, "learner.grad_clip", f"must be > 0, got {lr.grad_clip}")

@@ -111,8 +111,14 @@ class LearnerWorker:
         num_threads: int | None = 1,
         gradient_checkpointing: bool = False,
         timeout_s: float = 1800.0,
+        cpu_affinity: list[int] | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM
+
+        from gdro_ray.utils.affinity import pin_process
+
+        # before torch starts its thread pool, so the pool inherits the mask (cluster.learner_cpus)
+        self.cpu_affinity = pin_process(cpu_affinity, "cluster.learner_cpus")
 
         if dtype not in _DTYPES:
             raise ValueError(f"learner dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -202,6 +208,7 @@ class LearnerWorker:
             "version": self._version,
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "pid": os.getpid(),
+            "cpu_affinity": self.cpu_affinity,
         }
 
     # ------------------------------------------------------------------ training

@@ -25,7 +25,11 @@ class Sampler:
                  seed: int = 0, reward_scale: str = "01", reward_timeout_s: float = 2.0,
                  weights: bytes | None = None, weights_version: int = 0, num_threads: int = 1,
                  reward_function: dict | None = None, reward_on_error: str = "zero",
-                 max_model_len: int | None = None, gpu: dict | None = None):
+                 max_model_len: int | None = None, gpu: dict | None = None, cpu_affinity: list[int] | None = None):
+        from gdro_ray.utils.affinity import pin_process
+
+        # first: the engine's threads (and vLLM's choice of cores) inherit the mask
+        self.cpu_affinity = pin_process(cpu_affinity, "cluster.sampler_cpus")
         import torch
 
         from gdro_ray.engines import make_engine
@@ -58,7 +62,7 @@ class Sampler:
 
         # cuda_uuid: the card the engine uses; the weight transport avoids NCCL between ranks on one card
         return {"sampler_id": self.sampler_id, "pid": self.pid, "weights_version": self.version,
-                "cuda": torch.cuda.is_available(), "cuda_uuid": cuda_device_uuid()}
+                "cuda": torch.cuda.is_available(), "cuda_uuid": cuda_device_uuid(), "cpu_affinity": self.cpu_affinity}
 
     def update_weights(self, blob, version: int) -> int:
         """`blob`: safetensors bytes, or `gdro_ray.weight_arrays` numpy arrays (read in place)."""
