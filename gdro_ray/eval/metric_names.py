@@ -32,21 +32,24 @@ def parse_eval_metric(name: str, k: int) -> tuple[str, str]:
     return group, stat
 
 
-def flat_metrics(result: dict) -> dict[str, float]:
+def flat_metrics(result: dict, stats: tuple[str, ...] | None = STATS) -> dict[str, float]:
     """`{"pooled/pass_at_k": …, "worst_tier/mean_at_k": …, "tier3/pass_at_k": …}` of one result;
-    non-finite and missing values are left out."""
+    `stats` names the statistics kept (None: every numeric field, as the loggers' eval tags
+    have it); non-finite and missing values are left out."""
     out: dict[str, float] = {}
 
-    def put(group: str, stats) -> None:
-        for stat in STATS:
-            v = (stats or {}).get(stat) if isinstance(stats, dict) else None
+    def put(group: str, values) -> None:
+        if not isinstance(values, dict):
+            return
+        for stat in (values if stats is None else stats):
+            v = values.get(stat)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)):
                 out[f"{group}/{stat}"] = float(v)
 
     put("pooled", result.get("pooled"))
     put("worst_tier", result.get("worst_tier"))
-    for tier, stats in (result.get("per_tier") or {}).items():
-        put(f"tier{tier}", stats)
+    for tier, values in (result.get("per_tier") or {}).items():
+        put(f"tier{tier}", values)
     return out
 
 

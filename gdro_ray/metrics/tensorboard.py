@@ -54,22 +54,11 @@ def record_scalars(record: dict) -> dict[str, float]:
 
 
 def eval_scalars(result: dict) -> dict[str, float]:
-    """Tags for one evaluation result (gdro_ray.eval.evaluate): `pooled`, `worst_tier` and
-    `per_tier` metrics, e.g. `eval/pooled/pass_at_k`, `eval/tier3/mean_at_k`."""
-    out: dict[str, float] = {}
+    """Tags for one evaluation result (gdro_ray.eval.evaluate): every numeric field of its
+    `pooled`, `worst_tier` and `per_tier` groups, e.g. `eval/pooled/pass_at_k`, `eval/tier3/mean_at_k`."""
+    from gdro_ray.eval.metric_names import flat_metrics
 
-    def put(prefix: str, metrics) -> None:
-        if not isinstance(metrics, dict):
-            return
-        for m, v in metrics.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v)):
-                out[f"{prefix}/{m}"] = float(v)
-
-    put("eval/pooled", result.get("pooled"))
-    put("eval/worst_tier", result.get("worst_tier"))
-    for tier, metrics in (result.get("per_tier") or {}).items():
-        put(f"eval/tier{tier}", metrics)
-    return out
+    return {f"eval/{name}": v for name, v in flat_metrics(result, stats=None).items()}
 
 
 class TensorBoardWriter:
