@@ -161,6 +161,10 @@ class SimConfig:
                                        "toy world's shares when the file has its six tiers, else uniform.")
     start_shift: float = doc(0.0, "With start_from: logit added to every measured base success (0 = as measured; "
                                   "for sensitivity studies of the start point).")
+    tier_choice_rate: list[float] = doc([], "With start_from: per tier the base rate of the behaviour RL can raise. A "
+                                            "prompt's success p splits into a fixed ceiling min(1, p/rate) (a skill the "
+                                            "model lacks caps RL) times a learned choice starting at the rate "
+                                            "(gdro_ray/sim/start.py). Empty = no split (ceiling 1).")
 
 
 @dataclass

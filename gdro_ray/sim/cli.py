@@ -71,6 +71,12 @@ def resolve_sim_config(cfg: Config, explicit: set[str]) -> Config:
     need(sim.rollout_exponent >= 0, "sim.rollout_exponent", f"must be ≥ 0, got {sim.rollout_exponent}")
     need(sim.eval_every >= 0, "sim.eval_every", f"must be ≥ 0, got {sim.eval_every}")
     need(sim.eval_k >= 1, "sim.eval_k", f"must be ≥ 1, got {sim.eval_k}")
+    for part in [x.strip() for x in sim.start_from.split(",") if x.strip()]:
+        need(Path(part).is_file(), "sim.start_from", f"{part}: not a file")
+    need(all(s >= 0 for s in sim.tier_shares) and (not sim.tier_shares or sum(sim.tier_shares) > 0),
+         "sim.tier_shares", f"must be ≥ 0 with a positive sum, got {list(sim.tier_shares)}")
+    need(all(0.0 < r < 1.0 for r in sim.tier_choice_rate), "sim.tier_choice_rate",
+         f"every value must be in (0, 1), got {list(sim.tier_choice_rate)}")
     resample_no_repeats = cfg.prompt_gdro.mode == "resample" and not cfg.prompt_gdro.allow_repeats
     need(not resample_no_repeats or cfg.batch_size <= sim.num_prompts, bs_key,
          f"{cfg.batch_size} > sim.num_prompts={sim.num_prompts} needs prompt_gdro.allow_repeats=true")

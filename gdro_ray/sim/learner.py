@@ -35,6 +35,12 @@ and less that transfers, so hammering a few prompts with repeats drifts toward m
 default scale 20, a GRPO prompt visited ~18 times over 1,000 steps at B = 256 transfers ~80% of
 its signal; a prompt resampled 400 times about a third.
 
+With `sim.start_from` (gdro_ray/sim/start.py) the start point is measured instead: the cells
+and report tiers are the tiers of a real base model's evaluation file (the toy world's skill
+families) and each prompt's base logit is drawn from its measured success rate; the learning
+rules above are unchanged. benchmarks/sim_calibration.py fits the learning parameters to real
+GRPO runs this way (docs/simulator.md).
+
 No forgetting and no instability from large advantage weights: both favour the controllers
 (findings, last paragraph).
 """
@@ -55,40 +61,60 @@ class SyntheticLearner:
     def __init__(self, sim: SimConfig, seed: int):
         rng = np.random.default_rng([seed, 17])  # the pool depends on the seed only, never on the algorithm
         self.sim = sim
+        if sim.start_from:  # a measured start point: cells and report tiers are the real tiers
+            self._init_measured(sim, rng)
+        else:
+            self._init_synthetic(sim, rng)
+        centres = (np.arange(self.num_cells) + 0.5) / self.num_cells
+        kern = np.exp(-0.5 * ((centres[:, None] - centres[None, :]) / max(sim.transfer_width, 1e-9)) ** 2)
+        self.kernel = kern / kern.sum(axis=1, keepdims=True)
+        # The hardest 20% of held-out prompts by base difficulty (a fixed set across algorithms).
+        self.hardest20_eval = -self.base_eval >= np.quantile(-self.base_eval, 0.8)
+
+        self.theta = np.zeros(self.num_cells)  # competence per skill cell
+        self.memo = np.zeros(self.base_train.size)  # per-prompt memorisation
+        self.visits = np.zeros(self.base_train.size, dtype=np.int64)
+
+    def _init_synthetic(self, sim: SimConfig, rng: np.random.Generator) -> None:
         n_train, n_eval = int(sim.num_prompts), int(sim.eval_prompts)
         t = rng.standard_t(sim.tail_shape, size=n_train + n_eval)
         base = sim.base_logit - sim.logit_spread * t
         unsolvable = rng.random(n_train + n_eval) < sim.unsolvable_fraction
         self.base_train, self.base_eval = base[:n_train], base[n_train:]
         self.unsolvable_train, self.unsolvable_eval = unsolvable[:n_train], unsolvable[n_train:]
-
+        self.ceil_train, self.ceil_eval = np.ones(n_train), np.ones(n_eval)
         # Skill cells: equal-population difficulty quantiles of the training pool.
         self.num_cells = int(sim.num_skills)
         cut = np.quantile(-self.base_train, np.linspace(0, 1, self.num_cells + 1)[1:-1])
         self.cell_train = np.searchsorted(cut, -self.base_train, side="right").astype(np.int64)
         self.cell_eval = np.searchsorted(cut, -self.base_eval, side="right").astype(np.int64)
-        centres = (np.arange(self.num_cells) + 0.5) / self.num_cells
-        kern = np.exp(-0.5 * ((centres[:, None] - centres[None, :]) / max(sim.transfer_width, 1e-9)) ** 2)
-        self.kernel = kern / kern.sum(axis=1, keepdims=True)
-
         # Report tiers: deciles (num_tiers) of base difficulty, tier 0 easiest.
+        self.num_report_tiers = int(sim.num_tiers)
         tier_cut = np.quantile(-self.base_train, np.linspace(0, 1, sim.num_tiers + 1)[1:-1])
         self.tier_eval = np.searchsorted(tier_cut, -self.base_eval, side="right").astype(np.int64)
-        # The hardest 20% of held-out prompts by base difficulty (a fixed set across algorithms).
-        self.hardest20_eval = -self.base_eval >= np.quantile(-self.base_eval, 0.8)
+        self.tier_names = [str(t) for t in range(self.num_report_tiers)]
 
-        self.theta = np.zeros(self.num_cells)  # competence per skill cell
-        self.memo = np.zeros(n_train)  # per-prompt memorisation
-        self.visits = np.zeros(n_train, dtype=np.int64)
+    def _init_measured(self, sim: SimConfig, rng: np.random.Generator) -> None:
+        from gdro_ray.sim.start import measured_start
+
+        st = measured_start(sim, rng)
+        self.base_train, self.base_eval = st["base_train"], st["base_eval"]
+        self.unsolvable_train = np.zeros(self.base_train.size, dtype=bool)
+        self.unsolvable_eval = np.zeros(self.base_eval.size, dtype=bool)
+        self.num_cells = self.num_report_tiers = len(st["tier_names"])
+        self.cell_train, self.cell_eval = st["tier_train"], st["tier_eval"]
+        self.tier_eval = st["tier_eval"]
+        self.tier_names = st["tier_names"]
+        self.ceil_train, self.ceil_eval = st["ceil_train"], st["ceil_eval"]
 
     # ------------------------------------------------------------------ the policy
     def p_train(self, ids: np.ndarray | None = None) -> np.ndarray:
         sl = slice(None) if ids is None else ids
-        p = sigmoid(self.base_train[sl] + self.theta[self.cell_train[sl]] + self.memo[sl])
+        p = self.ceil_train[sl] * sigmoid(self.base_train[sl] + self.theta[self.cell_train[sl]] + self.memo[sl])
         return np.where(self.unsolvable_train[sl], 0.0, p)
 
     def p_eval(self) -> np.ndarray:
-        p = sigmoid(self.base_eval + self.theta[self.cell_eval])
+        p = self.ceil_eval * sigmoid(self.base_eval + self.theta[self.cell_eval])
         return np.where(self.unsolvable_eval, 0.0, p)
 
     def sample(self, ids: np.ndarray, rollouts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -115,8 +141,11 @@ class SyntheticLearner:
     def evaluate(self, k: int) -> dict:
         """Expected pass@k (exact for Bernoulli p: 1 − (1 − p)^k) on the held-out set."""
         pk = 1.0 - (1.0 - self.p_eval()) ** k
+        p = self.p_eval()
         tiers = [float(pk[self.tier_eval == t].mean()) if np.any(self.tier_eval == t) else float("nan")
-                 for t in range(self.sim.num_tiers)]
+                 for t in range(self.num_report_tiers)]
+        tier_mean = [float(p[self.tier_eval == t].mean()) if np.any(self.tier_eval == t) else float("nan")
+                     for t in range(self.num_report_tiers)]
         train_pk = 1.0 - (1.0 - self.p_train()) ** k
         return {
             "pass_at_k_mean": float(pk.mean()),
@@ -124,7 +153,8 @@ class SyntheticLearner:
             "worst_tier_pass_at_k": float(np.nanmin(tiers)),
             "hardest20_pass_at_k": float(pk[self.hardest20_eval].mean()),
             "train_pass_at_k_mean": float(train_pk.mean()),
-            "mean_at_k": float(self.p_eval().mean()),
+            "mean_at_k": float(p.mean()),
+            "tier_mean_at_k": tier_mean,
         }
 
     def true_pass_at_k(self, ids: np.ndarray, k: int) -> np.ndarray:

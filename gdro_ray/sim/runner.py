@@ -47,8 +47,10 @@ def run_algorithm(cfg: Config, algorithm: str, out_dir: Path,
         raise ConfigError(f"{algorithm}: {e}") from None
     rng = np.random.default_rng([cfg.seed, 3])
     base_eval = learner.evaluate(k)
-    curve = [{"step": 0, **{key: base_eval[key] for key in ("pass_at_k_mean", "worst_tier_pass_at_k",
-                                                           "hardest20_pass_at_k")}}]
+    curve_keys = ("pass_at_k_mean", "worst_tier_pass_at_k", "hardest20_pass_at_k", "mean_at_k",
+                  "tier_pass_at_k", "tier_mean_at_k")
+    curve = [{"step": 0, **{key: base_eval[key] for key in curve_keys}}]
+    reward_curve: list[float] = []  # mean training reward per step
     totals = {"rollouts": 0, "useful": 0, "hopeless": 0, "slots": 0, "repeated": 0, "adversary_ms": 0.0}
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,7 @@ def run_algorithm(cfg: Config, algorithm: str, out_dir: Path,
             rewards = np.split(flat, starts[1:])
             surrogate = _synthetic_surrogate(rewards, rng) if cfg.prompt_gdro.signal == "surrogate" else None
             record = adversary.observe(sch, rewards, surrogate)
+            reward_curve.append(float(flat.mean()) if flat.size else 0.0)
             learner.learn(ids, n, correct, sch.adv_weights)
 
             useful = (correct > 0) & (correct < n)
@@ -80,9 +83,7 @@ def run_algorithm(cfg: Config, algorithm: str, out_dir: Path,
                 record["eval_pass_at_k"] = ev["pass_at_k_mean"]
                 record["eval_worst_tier_pass_at_k"] = ev["worst_tier_pass_at_k"]
                 record["eval_hardest20_pass_at_k"] = ev["hardest20_pass_at_k"]
-                curve.append({"step": step + 1, "pass_at_k_mean": ev["pass_at_k_mean"],
-                              "worst_tier_pass_at_k": ev["worst_tier_pass_at_k"],
-                              "hardest20_pass_at_k": ev["hardest20_pass_at_k"]})
+                curve.append({"step": step + 1, **{key: ev[key] for key in curve_keys}})
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
     os.replace(partial, final_path)  # a crash leaves a .partial file, never a half metrics.jsonl
 
@@ -99,20 +100,26 @@ def run_algorithm(cfg: Config, algorithm: str, out_dir: Path,
         "final_worst_bin_pass_at_k": final["worst_tier_pass_at_k"],
         "final_hardest20_pass_at_k": final["hardest20_pass_at_k"],
         "final_tier_pass_at_k": final["tier_pass_at_k"],
+        "final_tier_mean_at_k": final["tier_mean_at_k"],
+        "tier_names": learner.tier_names,
         "final_train_pass_at_k_mean": final["train_pass_at_k_mean"],
         "final_mean_at_k": final["mean_at_k"],
         "base_pass_at_k_mean": base_eval["pass_at_k_mean"],
         "base_worst_bin_pass_at_k": base_eval["worst_tier_pass_at_k"],
         "base_hardest20_pass_at_k": base_eval["hardest20_pass_at_k"],
         "base_tier_pass_at_k": base_eval["tier_pass_at_k"],
+        "base_tier_mean_at_k": base_eval["tier_mean_at_k"],
+        "base_mean_at_k": base_eval["mean_at_k"],
         "rollouts_total": totals["rollouts"],
         "useful_rollout_fraction": totals["useful"] / rollouts,
         "hopeless_rollout_fraction": totals["hopeless"] / rollouts,
         "repeated_slot_fraction": totals["repeated"] / max(totals["slots"], 1),
         "max_visits_per_prompt": int(learner.visits.max()),
+        "distinct_prompts_trained": int(np.count_nonzero(learner.visits)),
         "adversary_ms_mean": totals["adversary_ms"] / max(cfg.steps, 1),
         "wall_s": wall,
         "eval_curve": curve,
+        "train_reward_curve": reward_curve,
     }
     log(f"  {algorithm:<13} pass@{k} {summary['final_pass_at_k_mean']:.4f}  worst tier "
         f"{summary['final_worst_bin_pass_at_k']:.4f}  hardest20 {summary['final_hardest20_pass_at_k']:.4f}  "
