@@ -101,7 +101,8 @@ def test_driver_loads_the_function_at_start(user_file):
 
     ok = reward_sampler_kwargs(load_config(overrides=[f"reward.function={user_file}:length_reward"]))
     assert ok["reward_function"]["path"] == str(user_file) and ok["reward_on_error"] == "zero"
-    assert reward_sampler_kwargs(load_config()) == {}
+    assert reward_sampler_kwargs(load_config()) == {"reward_chunk": 0}
+    assert reward_sampler_kwargs(load_config(overrides=["sampler.reward_chunk=4"]))["reward_chunk"] == 4
     for fn, why in (("missing_fn", "has no attribute 'missing_fn'"), ("NOT_CALLABLE", "is not callable")):
         with pytest.raises(UserError, match=f"^reward.function: .*{why}"):
             reward_sampler_kwargs(load_config(overrides=[f"reward.function={user_file}:{fn}"]))

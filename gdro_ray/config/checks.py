@@ -84,6 +84,7 @@ def check_service(cfg: Config, need) -> None:
          f"must be 1.0 for training (the learner trains softmax(logits/T) over the full vocabulary), got {s.top_p}")
     need(s.max_new_tokens >= 1, "sampler.max_new_tokens", f"must be ≥ 1, got {s.max_new_tokens}")
     need(s.shard_size >= 1, "sampler.shard_size", f"must be ≥ 1, got {s.shard_size}")
+    need(s.reward_chunk >= 0, "sampler.reward_chunk", f"must be ≥ 0 (0 = no overlap), got {s.reward_chunk}")
     need(s.max_restarts >= 0, "sampler.max_restarts", f"must be ≥ 0, got {s.max_restarts}")
     for key, v in (("sampler.num_cpus", s.num_cpus), ("sampler.num_gpus", s.num_gpus),
                    ("learner.num_cpus", lr.num_cpus), ("learner.num_gpus", lr.num_gpus),

@@ -226,6 +226,12 @@ class SamplerConfig:
     top_p: float = doc(1.0, "Training nucleus sampling; must be 1.0: the learner trains the full-vocabulary "
                                 "tempered policy softmax(logits/T), which a truncated nucleus is not.")
     reward_timeout_s: float = doc(2.0, "Per-call verifier time limit; a timeout scores 0 and is counted.")
+    reward_chunk: int = doc(
+        0, "Score beside generation: a sampler generates its shard in chunks of this many prompts and scores each "
+           "finished chunk in the background while the next one generates (math-verify in worker subprocesses, "
+           "same time limit and error accounting). 0 = generate the whole shard, then score it. Pays when scoring "
+           "is a visible share of a step (fast GPU generation, symbolic answers); smaller chunks hide more scoring "
+           "but batch fewer prompts per engine call.")
     num_cpus: float = doc(1.0, "CPUs reserved per sampler actor.")
     num_gpus: float = doc(0.0, "GPUs reserved per sampler actor. A fraction packs several samplers (or a sampler "
                                "and a learner rank) on one card; each vLLM sampler then takes that fraction of its "

@@ -151,6 +151,14 @@ def compare(pred: str, gold: str, timeout_s: float) -> str:
         _give_back(worker)
 
 
+def prewarm() -> None:
+    """Start one worker now (import + warm-up, ~1 s of CPU), so the first scored chunk does not wait."""
+    try:
+        _give_back(_borrow())
+    except Exception:  # noqa: BLE001 - the first real call retries and counts its own failure
+        pass
+
+
 def shutdown() -> None:
     """Stop all idle workers (busy ones stop when their caller returns them and exits)."""
     global _n_workers

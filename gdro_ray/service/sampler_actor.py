@@ -3,7 +3,10 @@
 A sampler holds exactly one weights version at a time. The driver publishes a new version
 between steps (`update_weights`), so every rollout of one shard — and of one step in
 synchronous mode — comes from the same weights; each result carries the version it used.
-Verification runs on the actor's main thread, where math-verify's signal-based time limit works.
+Verification runs on the actor's main thread, where math-verify's signal-based time limit works,
+after generation; with `sampler.reward_chunk` the shard is generated in chunks of prompts and each
+finished chunk is scored on a background thread while the next one generates
+(`gdro_ray/rewards/overlap.py`; math-verify then runs in its worker subprocesses).
 
 With the collective weight transport the sampler is a member (rank >= 1) of a private group
 with learner rank 0: `join_weight_group`, then one `receive_weights` per publish; the engine
@@ -24,7 +27,7 @@ class Sampler:
     def __init__(self, sampler_id: int, model_path: str, engine: str = "vllm", dtype: str = "float32",
                  seed: int = 0, reward_scale: str = "01", reward_timeout_s: float = 2.0,
                  weights: bytes | None = None, weights_version: int = 0, num_threads: int = 1,
-                 reward_function: dict | None = None, reward_on_error: str = "zero",
+                 reward_function: dict | None = None, reward_on_error: str = "zero", reward_chunk: int = 0,
                  max_model_len: int | None = None, gpu: dict | None = None, cpu_affinity: list[int] | None = None):
         from gdro_ray.utils.affinity import pin_process
 
@@ -50,6 +53,12 @@ class Sampler:
         # vLLM's context and, on CUDA, its share of the card (gpu_plan.py says why)
         self.engine = make_engine(engine, model_path, dtype=dtype, seed=seed + 1000 * sampler_id,
                                   **sampler_engine_kwargs(engine, max_model_len, gpu))
+        self.reward_chunk = int(reward_chunk)
+        self._reward_thread = None  # the background scorer of chunked shards, started on first use
+        if self.reward_chunk > 0 and self.custom_reward is None:  # math-verify's worker starts beside the engine
+            from gdro_ray.rewards import _worker_pool
+
+            self._scoring_thread().submit(_worker_pool.prewarm)
         self.version = 0
         if weights is not None:
             self.update_weights(weights, weights_version)
@@ -117,30 +126,35 @@ class Sampler:
         (that dict with per slot only rewards and lengths, then each prompt's `pack_group` group
         and log-probs).
         """
-        from gdro_ray.rewards import math_reward, reward_stats
+        from gdro_ray.rewards import reward_stats
+        from gdro_ray.rewards.overlap import ShardScoring, chunk_seed, chunk_spans
         from gdro_ray.rollout_arrays import group_nbytes, pack_group
 
         if shard.get("weights_version") is not None and shard["weights_version"] != self.version:
             raise RuntimeError(
                 f"sampler {self.sampler_id} holds weights v{self.version}, shard wants v{shard['weights_version']}")
         t0 = time.perf_counter()
-        outs = self.engine.generate(shard["prompts"], shard["n"], shard["max_new_tokens"],
-                                    shard["temperature"], shard["top_p"], seed=shard.get("seed"))
-        prompt_ids = self.engine.prompt_token_ids(shard["prompts"])
-        t1 = time.perf_counter()
         timeouts_before = reward_stats().get("timeouts", 0)
         custom_before = dict(self.custom_reward.stats) if self.custom_reward else {}
+        spans = chunk_spans(len(shard["prompts"]), self.reward_chunk)
+        scoring = ShardScoring(lambda i, rollouts: self._score_prompt(shard, i, rollouts),
+                               self._scoring_thread() if len(spans) > 1 else None)
+        outs, generate_s = [], 0.0
+        for c, (a, b) in enumerate(spans):
+            scoring.raise_if_failed()  # reward.on_error=stop: generate nothing more
+            tg = time.perf_counter()
+            part = self.engine.generate(shard["prompts"][a:b], shard["n"][a:b], shard["max_new_tokens"],
+                                        shard["temperature"], shard["top_p"], seed=chunk_seed(shard.get("seed"), c))
+            generate_s += time.perf_counter() - tg
+            scoring.submit([(a + j, rollouts) for j, rollouts in enumerate(part)])
+            outs += part
+        tg = time.perf_counter()
+        prompt_ids = self.engine.prompt_token_ids(shard["prompts"])
+        generate_s += time.perf_counter() - tg
+        all_rewards = scoring.results()
         results, groups = [], []
         compact = bool(shard.get("compact"))
-        for i, (slot, answer, pids, rollouts) in enumerate(zip(shard["slots"], shard["answers"], prompt_ids, outs)):
-            if self.custom_reward is not None:
-                n, meta = len(rollouts), (shard.get("metadata") or [{}] * len(outs))[i]
-                rewards = self.custom_reward.score([shard["prompts"][i]] * n, [r.text for r in rollouts],
-                                                   [answer] * n, [dict(meta) for _ in range(n)],
-                                                   row=(shard.get("rows") or shard["slots"])[i])
-            else:
-                rewards = [math_reward(r.text, answer, scale=self.reward_scale, timeout_s=self.reward_timeout_s)
-                           for r in rollouts]
+        for slot, pids, rollouts, rewards in zip(shard["slots"], prompt_ids, outs, all_rewards):
             if compact:  # the arrays become their own return values; the driver sees lengths only
                 ids, lps = pack_group(pids, [r.token_ids for r in rollouts], [r.logprobs for r in rollouts])
                 groups += [ids, lps]
@@ -162,14 +176,38 @@ class Sampler:
             "sampler_id": self.sampler_id,
             "weights_version": self.version,
             "results": results,
-            "generate_s": t1 - t0,
-            "reward_s": t2 - t1,
+            "generate_s": generate_s,
+            # reward_s: the scoring the engine waited for (all of it without chunks);
+            # reward_busy_s: all scoring, with chunks partly hidden behind generation
+            "reward_s": max(0.0, t2 - t0 - generate_s),
+            "reward_busy_s": scoring.busy_s,
             "reward_timeouts": reward_stats().get("timeouts", 0) - timeouts_before
             + (self.custom_reward.stats["timeouts"] - custom_before["timeouts"] if self.custom_reward else 0),
             "reward_errors": self.custom_reward.stats["errors"] - custom_before["errors"] if self.custom_reward else 0,
             "tokens": sum(len(r.token_ids) for rollouts in outs for r in rollouts),
         }
         return (summary, *groups) if compact else summary
+
+    def _score_prompt(self, shard: dict, i: int, rollouts: list) -> list[float]:
+        """The rewards of prompt `i`'s rollouts (one custom-function call, or math-verify each)."""
+        from gdro_ray.rewards import math_reward
+
+        answer = shard["answers"][i]
+        if self.custom_reward is not None:
+            n, meta = len(rollouts), (shard.get("metadata") or [{}] * len(shard["prompts"]))[i]
+            return self.custom_reward.score([shard["prompts"][i]] * n, [r.text for r in rollouts],
+                                            [answer] * n, [dict(meta) for _ in range(n)],
+                                            row=(shard.get("rows") or shard["slots"])[i])
+        return [math_reward(r.text, answer, scale=self.reward_scale, timeout_s=self.reward_timeout_s)
+                for r in rollouts]
+
+    def _scoring_thread(self):
+        """One background thread for the whole life of the sampler (see rewards/overlap.py)."""
+        if self._reward_thread is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._reward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"reward-{self.sampler_id}")
+        return self._reward_thread
 
     def evaluate(self, examples: list[dict], k: int, max_new_tokens: int, temperature: float,
                  top_p: float, seed: int = 0) -> dict:

@@ -18,12 +18,12 @@ def data_columns(cfg: Config):
 
 
 def reward_sampler_kwargs(cfg: Config) -> dict:
-    """Sampler constructor arguments for `reward.function` ({} for math-verify).
+    """Sampler constructor arguments for scoring: `sampler.reward_chunk`, and `reward.function`.
 
     The function is imported once here, in the driver, so a module that does not import or a
     missing name stops the run at start with one line instead of in every sampler."""
     if not cfg.reward.function:
-        return {}
+        return {"reward_chunk": cfg.sampler.reward_chunk}
     from gdro_ray.rewards.custom import load_function, resolve_spec
 
     try:
@@ -31,7 +31,7 @@ def reward_sampler_kwargs(cfg: Config) -> dict:
         load_function(spec)
     except ValueError as e:
         raise ConfigError(f"reward.function: {e}") from None
-    return {"reward_function": spec, "reward_on_error": cfg.reward.on_error}
+    return {"reward_function": spec, "reward_on_error": cfg.reward.on_error, "reward_chunk": cfg.sampler.reward_chunk}
 
 
 def shard_extras(cfg: Config, examples: list[dict]) -> dict:

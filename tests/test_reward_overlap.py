@@ -1,0 +1,178 @@
+"""Scoring beside generation (`sampler.reward_chunk`, gdro_ray/rewards/overlap.py): the same rewards
+in the same order, the same timeout and error accounting as scoring after generation, and real
+overlap. The engine is a stand-in whose text depends on the prompt only, so both paths score the
+same rollouts."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gdro_ray.engines.base import Rollout
+from gdro_ray.rewards import reset_reward_stats
+from gdro_ray.rewards.custom import RewardFunctionError, RewardFunctionRunner, resolve_spec
+from gdro_ray.rewards.overlap import ShardScoring, chunk_seed, chunk_spans
+from gdro_ray.service.sampler_actor import Sampler
+
+ADVERSARIAL = r"\boxed{9^{9^{9^{9}}}}"  # math-verify cannot finish it: a timeout per call
+
+# (responses of one prompt, its answer): fast path, symbolic slow path (right and wrong),
+# no box, an unfinished box, and one comparison that times out
+PROMPTS = [
+    ([r"\boxed{42}", r"\boxed{41}"], "42"),
+    ([r"so \boxed{\frac{2}{4}}", r"\boxed{0.5}", r"\boxed{\sqrt{2}}"], r"\frac{1}{2}"),
+    (["no box here", r"\boxed{x^2+2x+1}"], "(x+1)^2"),
+    ([r"\boxed{\frac{3", ADVERSARIAL], "7"),
+    ([r"\boxed{2\sqrt{2}}", r"\boxed{\sqrt{8}}"], r"\sqrt{8}"),
+]
+
+
+class FakeEngine:
+    """Returns PROMPTS' responses for prompts named "p<i>"; sleeps `gen_s` per call."""
+
+    def __init__(self, gen_s: float = 0.0):
+        self.gen_s, self.calls = gen_s, []
+
+    def generate(self, prompts, n, max_new_tokens, temperature, top_p, seed=None):
+        self.calls.append((len(prompts), seed))
+        time.sleep(self.gen_s)
+        out = []
+        for j, p in enumerate(prompts):
+            texts = PROMPTS[int(p[1:])][0]
+            out.append([Rollout(j, [7] * (k + 1), texts[k % len(texts)], [-0.5] * (k + 1), "stop")
+                        for k in range(n[j])])
+        return out
+
+    def prompt_token_ids(self, prompts):
+        return [[1, 2, int(p[1:])] for p in prompts]
+
+
+def _sampler(chunk: int, engine: FakeEngine | None = None, custom: RewardFunctionRunner | None = None) -> Sampler:
+    s = Sampler.__new__(Sampler)  # no model: only the shard loop and the scoring are under test
+    s.sampler_id, s.reward_scale, s.reward_timeout_s, s.version = 0, "01", 0.3, 0
+    s.engine, s.custom_reward, s.reward_chunk, s._reward_thread = engine or FakeEngine(), custom, chunk, None
+    return s
+
+
+def _shard(compact: bool = False) -> dict:
+    return {"shard_id": 3, "slots": [10 + i for i in range(len(PROMPTS))], "prompts": [f"p{i}" for i in range(len(PROMPTS))],
+            "answers": [a for _, a in PROMPTS], "n": [len(r) for r, _ in PROMPTS], "max_new_tokens": 8,
+            "temperature": 1.0, "top_p": 1.0, "seed": 5, "compact": compact}
+
+
+def _rewards(out) -> list[list[float]]:
+    summary = out[0] if isinstance(out, tuple) else out
+    return [r["rewards"] for r in summary["results"]]
+
+
+def test_spans_and_seeds():
+    assert chunk_spans(5, 0) == [(0, 5)] and chunk_spans(5, 5) == [(0, 5)] and chunk_spans(5, 9) == [(0, 5)]
+    assert chunk_spans(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    assert chunk_seed(None, 3) is None and chunk_seed(11, 0) == 11
+    seeds = {chunk_seed(11, c) for c in range(1, 50)}
+    assert len(seeds) == 49 and 11 not in seeds and all(0 <= x < 2**31 for x in seeds)
+
+
+@pytest.mark.parametrize("chunk, compact", [(1, False), (2, True), (3, False)])
+def test_overlap_scores_like_serial(chunk, compact):
+    reset_reward_stats()  # the memo would let the second path skip math-verify
+    serial = _sampler(0).generate_shard(_shard(compact))
+    reset_reward_stats()
+    engine = FakeEngine()
+    s = _sampler(chunk, engine)
+    overlap = s.generate_shard(_shard(compact))
+    expected = [[1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]]
+    assert _rewards(serial) == expected
+    assert _rewards(overlap) == expected
+    summary = overlap[0] if compact else overlap
+    assert [r["slot"] for r in summary["results"]] == _shard()["slots"]
+    assert summary["reward_timeouts"] == (serial[0] if compact else serial)["reward_timeouts"] == 1
+    assert [c[0] for c in engine.calls] == [len(x) for x in (range(a, b) for a, b in chunk_spans(len(PROMPTS), chunk))]
+    assert engine.calls[0][1] == 5  # the first chunk samples with the shard's own seed
+    if compact:
+        assert len(overlap) == 1 + 2 * len(PROMPTS)
+
+
+def test_scoring_runs_behind_generation(monkeypatch):
+    """4 chunks of 0.2 s generation and 0.2 s scoring: serial 1.6 s, overlapped about 1.0 s."""
+    threads = []
+
+    def slow_score(self, shard, i, rollouts):
+        threads.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.2)
+        return [0.0] * len(rollouts)
+
+    monkeypatch.setattr(Sampler, "_score_prompt", slow_score)
+    shard = dict(_shard(), prompts=["p0"] * 4, answers=["42"] * 4, n=[2] * 4, slots=[0, 1, 2, 3])
+    serial = _sampler(0, FakeEngine(0.2)).generate_shard(shard)
+    assert threads == [True] * 4 and serial["reward_s"] >= 0.75
+    threads.clear()
+    overlap = _sampler(1, FakeEngine(0.2)).generate_shard(shard)
+    assert threads == [False] * 4
+    assert overlap["reward_s"] < 0.45, overlap  # only the last chunk's scoring is waited for
+    assert overlap["reward_busy_s"] >= 0.75 and overlap["generate_s"] >= 0.75
+
+
+USER_MODULE = '''
+def flaky(prompts, responses, answers, metadata):
+    if "p3" in prompts or "p1" in prompts:
+        raise ValueError("cannot score " + prompts[0])
+    return [float(len(r)) for r in responses]
+'''
+
+
+@pytest.mark.parametrize("on_error", ["zero", "stop"])
+def test_custom_reward_errors_accounted_the_same(tmp_path, on_error):
+    path = tmp_path / "user_rewards.py"
+    path.write_text(USER_MODULE)
+    outcomes = []
+    for chunk in (0, 1, 2):
+        runner = RewardFunctionRunner(resolve_spec(f"{path}:flaky"), on_error, 2.0)
+        try:
+            out = _sampler(chunk, custom=runner).generate_shard(_shard())
+            outcomes.append((_rewards(out), out["reward_errors"], dict(runner.stats)))
+        except RewardFunctionError as e:
+            # the first failing row in shard order, and no call after it
+            outcomes.append((str(e), runner.stats["calls"], runner.stats["errors"]))
+        finally:
+            runner.close()
+    assert outcomes[0] == outcomes[1] == outcomes[2], outcomes
+    if on_error == "zero":
+        rewards, errors, _ = outcomes[0]
+        assert errors == 2 and rewards[1] == [0.0, 0.0, 0.0] and rewards[3] == [0.0, 0.0]
+        assert rewards[0] == [10.0, 10.0]
+    else:
+        assert "row 11" in outcomes[0][0] and outcomes[0][1:] == (2, 1)
+
+
+def test_stop_skips_later_jobs_and_raises_in_order():
+    calls = []
+
+    def score(i):
+        calls.append(i)
+        if i in (1, 2):
+            raise RuntimeError(f"bad {i}")
+        return [float(i)]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        scoring = ShardScoring(score, ex)
+        for i in range(4):
+            scoring.submit([(i,)])
+        with pytest.raises(RuntimeError, match="bad 1"):
+            scoring.results()
+        with pytest.raises(RuntimeError, match="bad 1"):
+            scoring.raise_if_failed()
+    assert calls == [0, 1]
+
+
+def test_config_key_is_checked_and_reaches_the_sampler():
+    from gdro_ray.config import load_config
+    from gdro_ray.errors import UserError
+    from gdro_ray.service.user_extensions import reward_sampler_kwargs
+
+    with pytest.raises(UserError, match="sampler.reward_chunk"):
+        load_config(overrides=["sampler.reward_chunk=-1"])
+    assert reward_sampler_kwargs(load_config(overrides=["sampler.reward_chunk=3"])) == {"reward_chunk": 3}
