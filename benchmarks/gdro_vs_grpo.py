@@ -17,7 +17,8 @@ n̄ = 4, 1,000 steps) through `gdro-ray simulate`.
 
 Prints tables and writes benchmarks/out/gdro_vs_grpo.json.
 
-    python benchmarks/gdro_vs_grpo.py [--seeds 0,1,2] [--algorithms grpo,both] [--sim] [key=value ...]
+    python benchmarks/gdro_vs_grpo.py [--seeds 0,1,2] [--algorithms grpo,both,both+prompt_gdro.mode=reweight]
+                                      [--sim] [key=value ...]
 """
 from __future__ import annotations
 
@@ -45,15 +46,25 @@ def _cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "gdro_ray.cli.main", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def toy_run(alg: str, seed: int, extra: list[str], root: Path) -> Path:
-    run = root / f"{alg}-s{seed}"
+def parse_arm(arm: str) -> tuple[str, list[str]]:
+    """`both` or `both+prompt_gdro.mode=reweight`: the algorithm and the arm's own overrides."""
+    alg, *over = arm.split("+")
+    if alg not in ALGORITHMS or any("=" not in o for o in over):
+        raise SystemExit(f"--algorithms: bad arm {arm!r} (want one of {', '.join(ALGORITHMS)}, then +key=value ...)")
+    return alg, over
+
+
+def toy_run(arm: str, seed: int, extra: list[str], root: Path) -> Path:
+    alg, own = parse_arm(arm)
+    extra = [*extra, *own]
+    run = root / f"{arm.replace('/', '_').replace('=', '')}-s{seed}"
     if not (run / "eval_final.json").is_file():  # resumable benchmark: finished runs are kept
         if run.exists():
             import shutil
 
             shutil.rmtree(run)
         base = root / f"grpo-s{seed}" / "eval_base.json"
-        if alg != "grpo" and base.is_file() and "signature" in json.loads(base.read_text()):
+        if arm != "grpo" and base.is_file() and "signature" in json.loads(base.read_text()):
             # the same base model, held-out set and seed: GRPO's base evaluation is this run's too
             extra = [*extra, f"eval.base_from={base}"]
         t0 = time.time()
@@ -133,7 +144,9 @@ def sim_comparison(extra: list[str]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--algorithms", default=",".join(ALGORITHMS), help="grpo is always included (the baseline)")
+    ap.add_argument("--algorithms", default=",".join(ALGORITHMS),
+                    help="arms: an algorithm, optionally with its own overrides (both+prompt_gdro.mode=reweight); "
+                         "grpo is always included (the baseline)")
     ap.add_argument("--root", default="", help="run folder (default: benchmarks/out/gdro_vs_grpo_runs/<overrides>)")
     ap.add_argument("--sim", action="store_true", help="also run the DAPO-scale simulator comparison")
     ap.add_argument("--sim-only", action="store_true")
@@ -147,7 +160,12 @@ def main(argv=None) -> int:
         root = Path(args.root) if args.root else OUT / "gdro_vs_grpo_runs" / tag
         seeds = [int(s) for s in args.seeds.split(",")]
         algs = ["grpo", *(a for a in args.algorithms.split(",") if a != "grpo")]
-        runs = {a: [toy_run(a, s, args.overrides, root) for s in seeds] for a in algs}
+        # GRPO first (every seed), then seed by seed over the other arms, so that a comparison
+        # cut short has the same seeds for every arm
+        runs = {"grpo": [toy_run("grpo", s, args.overrides, root) for s in seeds]}
+        for s in seeds:
+            for a in algs[1:]:
+                runs.setdefault(a, []).append(toy_run(a, s, args.overrides, root))
         toy = toy_comparison(runs, seeds)
         print(f"\ntoy world: held-out scores base -> final, seeds {args.seeds}, paired difference to GRPO "
               f"[95% CI]\n{toy_table(toy)}")
