@@ -88,13 +88,20 @@ def run_stats(run: Path) -> dict:
             "wall_s": float((run / "wall_s.txt").read_text()) if (run / "wall_s.txt").is_file() else float("nan")}
 
 
+def _tier_label(tier: str) -> str:
+    from gdro_ray.data.toy_task import TIER_NAMES
+
+    return f"{tier} ({TIER_NAMES[int(tier)]})" if tier.isdigit() and int(tier) < len(TIER_NAMES) else tier
+
+
 def toy_comparison(runs: dict[str, list[Path]], seeds: list[int]) -> dict:
     """Scores per algorithm and slice, and each GDRO variant's paired difference to GRPO."""
     tiers, base = per_prompt(runs["grpo"][0] / "eval_base.json")
     tier_names = sorted(set(tiers.tolist()), key=lambda t: (len(t), t))
     by_base = sorted(tier_names, key=lambda t: base["pass@8"][tiers == t].mean())
     slices = {"pooled": np.ones(tiers.size, bool), "hardest 2 tiers": np.isin(tiers, by_base[:2]),
-              f"worst tier ({by_base[0]})": tiers == by_base[0]}
+              f"worst tier {_tier_label(by_base[0])}": tiers == by_base[0],
+              **{f"tier {_tier_label(t)}": tiers == t for t in tier_names}}
     scores = {}
     for alg, alg_runs in runs.items():
         finals = [per_prompt(r / "eval_final.json")[1] for r in alg_runs]
@@ -123,7 +130,7 @@ def toy_table(result: dict) -> str:
         lines.append(f"{alg}: useful rollouts {entry['useful_fraction']:.3f}, rollouts {entry['rollouts']:.0f}, "
                      f"wall {entry['wall_s']:.0f} s")
         for name, cell in entry["slices"].items():
-            text = f"  {name:<28s} {cell['base']:.3f} -> {cell['final']:.3f}"
+            text = f"  {name:<34s} {cell['base']:.3f} -> {cell['final']:.3f}"
             if "vs_grpo" in cell:
                 d, r = cell["vs_grpo"], cell["vs_grpo_relative"]
                 text += (f"   vs GRPO {d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
