@@ -43,6 +43,9 @@ from gdro_ray.sim.runner import run_algorithm
 
 OUT = Path(__file__).resolve().parent / "out"
 ALGS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
+# Transfer geometries over the six tiers: tier order, or the task's operation families (addition:
+# add3, add_carry, carry_out; subtraction: sub3, sub_borrow, sub_neg), each in order of difficulty.
+GEOMETRIES = {"tier order": None, "operation families": (0.0, 0.1, 0.5, 0.6, 0.2, 0.7)}
 DEMO_RATES = (0.75, 0.5, 0.3, 0.15, 0.05, 0.03)  # gdro_ray/models/prepare.py, world v2
 K, TIERS = 8, ("add3", "add_carry", "sub3", "sub_borrow", "carry_out", "sub_neg")
 
@@ -149,17 +152,21 @@ def coordinate_search(f, x0: np.ndarray, step: float, rounds: int) -> tuple[np.n
     return x, float(fx)
 
 
-def fit_single_pass(start: str, real: dict, seeds: list[int], alpha: float, quick: bool) -> tuple[dict, list]:
+def fit_single_pass(start: str, real: dict, seeds: list[int], alpha: float, quick: bool,
+                    positions: tuple[float, ...] | None = None) -> tuple[dict, list]:
     """lr·transfer (transfer fixed at 1: nothing is revisited), transfer width and the tier ceilings.
 
     A coarse grid over (lr, width) with the choice rates at the warm start's demonstration rates,
-    then a coordinate search over log lr, log width and the rates' logits from the best grid point.
+    then a coordinate search over log lr, log width, log ceiling_lr, log interference and the
+    rates' logits from the best grid point.
     """
     ceil0 = np.array(DEMO_RATES)  # the warm start's rate of right answers per tier: a first guess
 
-    def params(lr, w, ceil):
+    def params(lr, w, ceil, clr=0.2, inter=0.1):
         return {"learning_rate": float(lr), "transfer": 1.0, "transfer_width": float(w), "rollout_exponent": alpha,
-                "revisit_scale": 0, "tier_choice_rate": "[" + ",".join(f"{c:.4f}" for c in ceil) + "]"}
+                "revisit_scale": 0, "tier_choice_rate": "[" + ",".join(f"{c:.4f}" for c in ceil) + "]",
+                "ceiling_lr": round(float(clr), 5), "interference": round(float(inter), 5),
+                **({"tier_positions": "[" + ",".join(f"{x:g}" for x in positions) + "]"} if positions else {})}
 
     def score(p):
         return loss(simulate(sim_cfg(start, p), "grpo", seeds), real)
@@ -172,13 +179,16 @@ def fit_single_pass(start: str, real: dict, seeds: list[int], alpha: float, quic
     grid.sort(key=lambda g: g[0])
     g0 = grid[0][1]
 
-    def objective(x):
-        ceil = 1.0 / (1.0 + np.exp(-x[2:]))
-        return score(params(np.exp(x[0]), np.exp(x[1]), ceil))
+    def unpack(x):
+        return params(np.exp(x[0]), np.exp(x[1]), 1.0 / (1.0 + np.exp(-x[4:])), np.exp(x[2]), np.exp(x[3]))
 
-    x0 = np.concatenate([[np.log(g0["learning_rate"]), np.log(g0["transfer_width"])], np.log(ceil0 / (1 - ceil0))])
+    def objective(x):
+        return score(unpack(x))
+
+    x0 = np.concatenate([[np.log(g0["learning_rate"]), np.log(g0["transfer_width"]), np.log(0.2), np.log(0.1)],
+                         np.log(ceil0 / (1 - ceil0))])
     x, fx = coordinate_search(objective, x0, step=0.5, rounds=3 if quick else 6)
-    best = params(np.exp(x[0]), np.exp(x[1]), 1.0 / (1.0 + np.exp(-x[2:])))
+    best = unpack(x)
     grid.append((fx, best))
     grid.sort(key=lambda g: g[0])
     return dict(grid[0][1]), [(round(l_, 5), p) for l_, p in grid[:8]]
@@ -272,9 +282,14 @@ def main() -> None:
     print(f"start point: {len(fit_runs)} base evaluations ({start})")
 
     # token_mean (α = 1) in the single-pass fit runs; the revisit runs use prompt_mean (α = 0)
-    eff, top = fit_single_pass(start, real, seeds, alpha=1.0, quick=args.quick)
+    fits = {}
+    for name, positions in GEOMETRIES.items():
+        fits[name] = fit_single_pass(start, real, seeds, alpha=1.0, quick=args.quick, positions=positions)
+        print(f"  geometry {name}: loss {fits[name][1][0][0]:.4f}  {fits[name][0]}", flush=True)
+    geometry = min(fits, key=lambda g: fits[g][1][0][0])
+    eff, top = fits[geometry]
     fit_sim = simulate(sim_cfg(start, eff), "grpo", seeds)
-    print(f"single-pass fit (α = 1, transfer 1): {eff}  loss {loss(fit_sim, real):.4f}")
+    print(f"single-pass fit (α = 1, transfer 1, geometry {geometry}): {eff}  loss {loss(fit_sim, real):.4f}")
     print(tier_table("single pass, GRPO", fit_sim, real))
     curve_rows = {st: {"real": real["curve"][st], "sim": [float(x) for x in fit_sim["curve"][st]]} for st in real["curve"]}
     for st, r in curve_rows.items():
@@ -308,7 +323,8 @@ def main() -> None:
     print("\nsensitivity (revisit setting): pooled mean@8 of each GDRO variant vs GRPO")
     sens = sensitivity(start, params, seeds, rev_extra)
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sim_seeds": seeds, "start_from": start,
-              "real_single_pass": real, "single_pass_fit": eff, "single_pass_top": top,
+              "real_single_pass": real, "single_pass_fit": eff, "single_pass_top": top, "geometry": geometry,
+              "geometry_losses": {g: f[1][0][0] for g, f in fits.items()},
               "single_pass_sim": {"final_mean": fit_sim["final_mean"].tolist(), "final_pass": fit_sim["final_pass"].tolist(),
                                   "reward_blocks": list(fit_sim["reward_blocks"]), "curve": curve_rows},
               "revisit": revisit, "params": params, "predictions_revisit": pred_rev,

@@ -123,3 +123,42 @@ def test_shares_or_rates_of_the_wrong_length_name_the_key(tmp_path):
         SyntheticLearner(_sim(f, tier_shares=[1.0, 1.0]), seed=0)
     with pytest.raises(ConfigError, match="sim.tier_choice_rate"):
         SyntheticLearner(_sim(f, tier_choice_rate=[0.5]), seed=0)
+
+
+def test_ceiling_lr_lets_training_raise_the_ceiling(tmp_path):
+    f = _eval_file(tmp_path / "eval_base.json")
+    rates = [0.7, 0.4, 0.1]
+    fixed = SyntheticLearner(_sim(f, tier_choice_rate=rates), seed=5)
+    moving = SyntheticLearner(_sim(f, tier_choice_rate=rates, ceiling_lr=0.5), seed=5)
+    np.testing.assert_allclose(fixed.p_eval(), moving.p_eval(), atol=1e-6)  # same start
+    ids = np.flatnonzero(fixed.cell_train == 2)[:64]
+    for learner in (fixed, moving):
+        for _ in range(200):
+            learner.learn(ids, np.full(ids.size, 8), np.full(ids.size, 4), np.ones(ids.size))
+    hard = fixed.cell_eval == 2
+    assert fixed.p_eval()[hard].max() <= fixed.ceil_eval[hard].max() + 1e-9  # capped
+    assert moving.p_eval()[hard].mean() > fixed.p_eval()[hard].mean() + 0.03  # the ceiling itself rose
+
+
+def test_tier_positions_set_who_learns_from_whom(tmp_path):
+    f = _eval_file(tmp_path / "eval_base.json")
+    ordered = SyntheticLearner(_sim(f, transfer_width=0.2), seed=6)
+    apart = SyntheticLearner(_sim(f, transfer_width=0.2, tier_positions=[0.0, 5.0, 0.1]), seed=6)
+    ids = np.flatnonzero(ordered.cell_train == 0)[:64]
+    for learner in (ordered, apart):
+        learner.learn(ids, np.full(ids.size, 8), np.full(ids.size, 4), np.ones(ids.size))
+    assert ordered.theta[1] > ordered.theta[2] > 0  # tier order: the neighbour learns more
+    assert apart.theta[2] > 100 * apart.theta[1]  # tier 2 placed next to tier 0, tier 1 far away
+    with pytest.raises(ConfigError, match="sim.tier_positions"):
+        SyntheticLearner(_sim(f, tier_positions=[0.0, 1.0]), seed=0)
+
+
+def test_interference_costs_the_cells_that_are_not_trained(tmp_path):
+    f = _eval_file(tmp_path / "eval_base.json")
+    base = SyntheticLearner(_sim(f, transfer_width=0.05), seed=7)
+    costly = SyntheticLearner(_sim(f, transfer_width=0.05, interference=0.5), seed=7)
+    ids = np.flatnonzero(base.cell_train == 0)[:64]
+    for learner in (base, costly):
+        learner.learn(ids, np.full(ids.size, 8), np.full(ids.size, 4), np.ones(ids.size))
+    assert base.theta[2] >= 0 and costly.theta[2] < 0  # an untrained tier loses ground
+    assert 0 < costly.theta[0] < base.theta[0]  # the trained tier still gains, less

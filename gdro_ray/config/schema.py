@@ -165,6 +165,14 @@ class SimConfig:
                                             "prompt's success p splits into a fixed ceiling min(1, p/rate) (a skill the "
                                             "model lacks caps RL) times a learned choice starting at the rate "
                                             "(gdro_ray/sim/start.py). Empty = no split (ceiling 1).")
+    ceiling_lr: float = doc(0.0, "With tier_choice_rate: the ceilings' logits move by this fraction of the learned "
+                                 "choice's per-step change (a skill RL improves slowly); 0 = fixed ceilings.")
+    interference: float = doc(0.0, "Each step also moves every skill cell by −interference × the batch's mean "
+                                   "transferable signal (shared weights: learning some prompts costs every skill); "
+                                   "0 = none.")
+    tier_positions: list[float] = doc([], "With start_from: each tier's position on the transfer axis (the kernel of "
+                                          "width transfer_width is over these), e.g. skill families close together. "
+                                          "Empty = tier order, (t + ½)/num_tiers.")
 
 
 @dataclass

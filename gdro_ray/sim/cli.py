@@ -75,6 +75,8 @@ def resolve_sim_config(cfg: Config, explicit: set[str]) -> Config:
         need(Path(part).is_file(), "sim.start_from", f"{part}: not a file")
     need(all(s >= 0 for s in sim.tier_shares) and (not sim.tier_shares or sum(sim.tier_shares) > 0),
          "sim.tier_shares", f"must be ≥ 0 with a positive sum, got {list(sim.tier_shares)}")
+    need(sim.ceiling_lr >= 0, "sim.ceiling_lr", f"must be ≥ 0, got {sim.ceiling_lr}")
+    need(sim.interference >= 0, "sim.interference", f"must be ≥ 0, got {sim.interference}")
     need(all(0.0 < r < 1.0 for r in sim.tier_choice_rate), "sim.tier_choice_rate",
          f"every value must be in (0, 1), got {list(sim.tier_choice_rate)}")
     resample_no_repeats = cfg.prompt_gdro.mode == "resample" and not cfg.prompt_gdro.allow_repeats

@@ -41,8 +41,13 @@ families) and each prompt's base logit is drawn from its measured success rate; 
 rules above are unchanged. benchmarks/sim_calibration.py fits the learning parameters to real
 GRPO runs this way (docs/simulator.md).
 
-No forgetting and no instability from large advantage weights: both favour the controllers
-(findings, last paragraph).
+Interference (`sim.interference` = ι, default 0): every step also moves every cell by
+−ι · lr · transfer · (Σ ν_i g_i) / B, the batch's mean transferable signal: an update made for
+some prompts costs every skill a little (shared weights), so a cell whose own share of the
+signal is small can lose ground, as sub_neg does under real GRPO on the toy world.
+
+No forgetting beyond that interference and no instability from large advantage weights: both
+favour the controllers (findings, last paragraph).
 """
 from __future__ import annotations
 
@@ -53,6 +58,11 @@ from gdro_ray.config.schema import SimConfig
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free logistic
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 1e-6, 1.0 - 1e-6)
+    return np.log(q) - np.log1p(-q)
 
 
 class SyntheticLearner:
@@ -66,12 +76,20 @@ class SyntheticLearner:
         else:
             self._init_synthetic(sim, rng)
         centres = (np.arange(self.num_cells) + 0.5) / self.num_cells
+        if sim.tier_positions:  # a transfer geometry of the measured tiers (e.g. skill families)
+            if not sim.start_from or len(sim.tier_positions) != self.num_cells:
+                from gdro_ray.config.loader import ConfigError
+
+                raise ConfigError(f"sim.tier_positions: needs sim.start_from and one value per tier "
+                                  f"({self.num_cells}), got {len(sim.tier_positions)}")
+            centres = np.asarray(sim.tier_positions, dtype=np.float64)
         kern = np.exp(-0.5 * ((centres[:, None] - centres[None, :]) / max(sim.transfer_width, 1e-9)) ** 2)
         self.kernel = kern / kern.sum(axis=1, keepdims=True)
         # The hardest 20% of held-out prompts by base difficulty (a fixed set across algorithms).
         self.hardest20_eval = -self.base_eval >= np.quantile(-self.base_eval, 0.8)
 
         self.theta = np.zeros(self.num_cells)  # competence per skill cell
+        self.phi = np.zeros(self.num_cells)  # the ceilings' learned shift per cell (sim.ceiling_lr)
         self.memo = np.zeros(self.base_train.size)  # per-prompt memorisation
         self.visits = np.zeros(self.base_train.size, dtype=np.int64)
 
@@ -83,6 +101,7 @@ class SyntheticLearner:
         self.base_train, self.base_eval = base[:n_train], base[n_train:]
         self.unsolvable_train, self.unsolvable_eval = unsolvable[:n_train], unsolvable[n_train:]
         self.ceil_train, self.ceil_eval = np.ones(n_train), np.ones(n_eval)
+        self.ceil_logit_train = self.ceil_logit_eval = None  # no split: nothing for sim.ceiling_lr to move
         # Skill cells: equal-population difficulty quantiles of the training pool.
         self.num_cells = int(sim.num_skills)
         cut = np.quantile(-self.base_train, np.linspace(0, 1, self.num_cells + 1)[1:-1])
@@ -106,16 +125,25 @@ class SyntheticLearner:
         self.tier_eval = st["tier_eval"]
         self.tier_names = st["tier_names"]
         self.ceil_train, self.ceil_eval = st["ceil_train"], st["ceil_eval"]
+        self.ceil_logit_train, self.ceil_logit_eval = _logit(self.ceil_train), _logit(self.ceil_eval)
 
     # ------------------------------------------------------------------ the policy
     def p_train(self, ids: np.ndarray | None = None) -> np.ndarray:
         sl = slice(None) if ids is None else ids
-        p = self.ceil_train[sl] * sigmoid(self.base_train[sl] + self.theta[self.cell_train[sl]] + self.memo[sl])
+        p = self._ceiling(self.ceil_train, "ceil_logit_train", self.cell_train, sl) * sigmoid(
+            self.base_train[sl] + self.theta[self.cell_train[sl]] + self.memo[sl])
         return np.where(self.unsolvable_train[sl], 0.0, p)
 
     def p_eval(self) -> np.ndarray:
-        p = self.ceil_eval * sigmoid(self.base_eval + self.theta[self.cell_eval])
+        p = self._ceiling(self.ceil_eval, "ceil_logit_eval", self.cell_eval, slice(None)) * sigmoid(
+            self.base_eval + self.theta[self.cell_eval])
         return np.where(self.unsolvable_eval, 0.0, p)
+
+    def _ceiling(self, ceil: np.ndarray, logit_name: str, cells: np.ndarray, sl) -> np.ndarray:
+        """A prompt's ceiling: fixed, or moved in logit space by the cell's learned φ (sim.ceiling_lr)."""
+        if self.sim.ceiling_lr <= 0 or getattr(self, logit_name) is None:
+            return ceil[sl]
+        return sigmoid(getattr(self, logit_name)[sl] + self.phi[cells[sl]])
 
     def sample(self, ids: np.ndarray, rollouts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Bernoulli(p_i) rewards for every rollout, flat, prompt-major."""
@@ -134,7 +162,11 @@ class SyntheticLearner:
         np.add.at(self.visits, ids, 1)
         per_cell = np.bincount(self.cell_train[ids], weights=g * novelty, minlength=self.num_cells)
         scale = sim.learning_rate * sim.transfer * self.num_cells / max(ids.size, 1)
-        self.theta += scale * (self.kernel @ per_cell)
+        step = scale * (self.kernel @ per_cell)
+        if sim.interference > 0:  # shared weights: every update costs every cell alike
+            step -= sim.interference * scale * per_cell.sum() / self.num_cells
+        self.theta += step
+        self.phi += sim.ceiling_lr * step
         return g
 
     # ------------------------------------------------------------------ evaluation
