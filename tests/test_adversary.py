@@ -60,9 +60,21 @@ def test_records_have_every_field(algorithm, mode):
         assert abs(sum(rec["bin_share"]) - 1.0) < 1e-9
         assert abs(sum(rec["bin_weights"]) - 1.0) < 1e-9
         assert 0.0 <= rec["useful_rollout_fraction"] <= 1.0
+        assert 0.0 <= rec["useful_prompt_fraction"] <= 1.0
+        assert (rec["useful_prompt_fraction"] == 0.0) == (rec["useful_rollout_fraction"] == 0.0)
         json.dumps(rec, allow_nan=False)  # strict JSON: no NaN sneaks into a record
     # Step 0 schedules from an empty history: every prompt is unseen.
     assert records[0]["bin_batch_prompts"][-1] == 32
+
+
+def test_useful_prompt_fraction_counts_groups_with_mixed_rewards():
+    adv = make("grpo")
+    sch = adv.schedule()
+    rewards = [np.array([1.0] + [0.0] * (int(n) - 1)) if i % 4 == 0 else np.full(int(n), float(i % 4 == 1))
+               for i, n in enumerate(sch.rollouts)]  # a quarter mixed, the rest all right or all wrong
+    rec = adv.observe(sch, rewards)
+    assert rec["useful_prompt_fraction"] == 8 / 32
+    assert rec["useful_rollout_fraction"] == 8 * 4 / rec["rollouts"]
 
 
 @settings(max_examples=25, deadline=None)

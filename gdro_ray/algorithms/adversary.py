@@ -391,6 +391,7 @@ class Adversary:
             "shadow_price": float(self.rollout_gdro.shadow_price),
             "reward_mean": reward_total / max(int(n.sum()), 1),
             "useful_rollout_fraction": float(n[useful].sum() / max(int(n.sum()), 1)),
+            "useful_prompt_fraction": float(useful.sum() / max(int((n > 0).sum()), 1)),
             "signal_mean": float(signals.mean()) if signals.size else 0.0,
         }
         self.step += 1
