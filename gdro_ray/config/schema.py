@@ -215,7 +215,9 @@ class DataConfig:
 class ModelConfig:
     """The policy model."""
 
-    path: str = doc("toy", "`toy` (built and warm-started by `gdro-ray prepare`), `smollm2`, or an HF folder.")
+    path: str = doc("toy", "`toy` (built and warm-started by `gdro-ray prepare`), `smollm2`, `smollm2-toy` (SmolLM2 "
+                    "after a short SFT on the toy answer format, built by `gdro-ray prepare preset=smollm2-toy`), "
+                    "or an HF folder.")
     dtype: Literal["float32", "bfloat16"] = doc("float32", "Parameter dtype for learner and sampler.")
     cache_dir: str = doc("", "Where prepared models are cached (default: ~/.cache/gdro_ray or $GDRO_RAY_CACHE).")
 
@@ -389,7 +391,7 @@ class ClusterConfig:
 class Config:
     """A whole run. Top-level keys are shared by `simulate` and `train`."""
 
-    preset: str = doc("toy", "Named preset the run starts from (`toy`, `smollm2`, `qwen3-1.7b-dapo`).")
+    preset: str = doc("toy", "Named preset the run starts from (`toy`, `smollm2`, `smollm2-toy`, `qwen3-1.7b-dapo`).")
     algorithm: Literal["grpo", "prompt_gdro", "rollout_gdro", "both"] = doc(
         "both", "Which adversaries run: none (GRPO), Prompt-GDRO, Rollout-GDRO, or both."
     )
