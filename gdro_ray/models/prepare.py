@@ -367,20 +367,26 @@ def format_table(result: dict) -> str:
 
 
 def cli_main(args) -> int:
-    """`gdro-ray prepare [CONFIG] [key=value ...] [--force]`: build the toy model, print its skill."""
+    """`gdro-ray prepare [CONFIG] [key=value ...] [--force]`: build the toy (or smollm2-toy) model, print its skill."""
     from gdro_ray.config.loader import load_config
 
     cfg = load_config(getattr(args, "config", None), getattr(args, "overrides", None) or [])
-    if cfg.model.path != "toy":
-        print(f"model.path={cfg.model.path!r}: only the toy model needs `prepare` (others are used as they are)")
+    if cfg.model.path not in ("toy", "smollm2-toy"):
+        print(f"model.path={cfg.model.path!r}: only `toy` and `smollm2-toy` need `prepare` (others are used as they are)")
         return 0
     force = bool(getattr(args, "force", False))
     seed = int(getattr(args, "seed", 0) or 0)
-    target = model_dir(cfg.model.cache_dir or None, seed)
-    cached = is_prepared(target, DEFAULT_SFT) and not force
-    print(f"toy model: {target} ({'cached' if cached else 'building; about 2-5 minutes on 2 cores'})", flush=True)
+    if cfg.model.path == "smollm2-toy":  # SmolLM2 + a short SFT on the toy answer format (issue 15 §5)
+        from gdro_ray.models import smollm2_toy
+
+        target, recipe, build = smollm2_toy.model_dir(cfg.model.cache_dir or None, seed), smollm2_toy.SMOLLM2_TOY_SFT, smollm2_toy.prepare_smollm2_toy
+        minutes = "about 10 minutes on 2 cores"
+    else:
+        target, recipe, build, minutes = model_dir(cfg.model.cache_dir or None, seed), DEFAULT_SFT, prepare_toy_model, "about 2-5 minutes on 2 cores"
+    cached = is_prepared(target, recipe) and not force
+    print(f"{cfg.model.path} model: {target} ({'cached' if cached else 'building; ' + minutes})", flush=True)
     started = time.perf_counter()
-    path = prepare_toy_model(cfg.model.cache_dir or None, seed=seed, force=force, verbose=not cached)
+    path = build(cfg.model.cache_dir or None, seed=seed, force=force, verbose=not cached)
     if not cached:
         print(f"warm start done in {time.perf_counter() - started:.0f} s", flush=True)
     report = path / "base_eval.json"

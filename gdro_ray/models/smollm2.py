@@ -21,7 +21,8 @@ reload corrupts models with tied embeddings (docs/stack notes). So, once:
 
 Cost, measured on the 2-core machine under other load: 55-75 s and 2.5 GB peak RSS once.
 
-`resolve_model_path(name)`: ``smollm2`` -> this folder, ``toy`` -> the prepared toy model, an
+`resolve_model_path(name)`: ``smollm2`` -> this folder, ``smollm2-toy`` -> it after the toy-format
+SFT (`smollm2_toy`), ``toy`` -> the prepared toy model, an
 existing folder -> itself, anything else -> a hub id (offline: a `UserError`).
 """
 from __future__ import annotations
@@ -163,6 +164,10 @@ def resolve_model_path(name: str | Path) -> Path:
     name = str(name)
     if name == "smollm2":
         return convert_smollm2()
+    if name == "smollm2-toy":  # SmolLM2 after a short SFT on the toy task's answer format (issue 15 §5)
+        from gdro_ray.models.smollm2_toy import prepare_smollm2_toy
+
+        return prepare_smollm2_toy()
     if name == "toy":
         from gdro_ray.models.prepare import prepare_toy_model
 
@@ -173,7 +178,7 @@ def resolve_model_path(name: str | Path) -> Path:
             raise UserError(f"model folder {local} has no config.json")
         return local
     if local.suffix or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise UserError(f"model {name!r}: not a folder, and not 'smollm2', 'toy' or an owner/name hub id")
+        raise UserError(f"model {name!r}: not a folder, and not 'smollm2', 'smollm2-toy', 'toy' or an owner/name hub id")
     return _hub_snapshot(name)
 
 
