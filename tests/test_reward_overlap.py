@@ -176,3 +176,25 @@ def test_config_key_is_checked_and_reaches_the_sampler():
     with pytest.raises(UserError, match="sampler.reward_chunk"):
         load_config(overrides=["sampler.reward_chunk=-1"])
     assert reward_sampler_kwargs(load_config(overrides=["sampler.reward_chunk=3"])) == {"reward_chunk": 3}
+
+
+def test_engine_failure_waits_for_scoring_in_flight(monkeypatch):
+    """A chunk's generation fails while the one before is being scored: that scoring ends before
+    the error leaves the shard, so nothing runs on into the next shard's counters."""
+    done = []
+
+    def slow_score(self, shard, i, rollouts):
+        time.sleep(0.3)
+        done.append(i)
+        return [0.0] * len(rollouts)
+
+    class Failing(FakeEngine):
+        def generate(self, prompts, n, *args, **kw):
+            if self.calls:
+                raise RuntimeError("engine died")
+            return super().generate(prompts, n, *args, **kw)
+
+    monkeypatch.setattr(Sampler, "_score_prompt", slow_score)
+    with pytest.raises(RuntimeError, match="engine died"):
+        _sampler(2, Failing()).generate_shard(_shard())
+    assert done == [0, 1]

@@ -87,6 +87,12 @@ class ShardScoring:
         if self._failed.is_set():
             self.results()
 
+    def drain(self) -> None:
+        """Wait for every job, ignoring their errors: a shard that fails mid-generation must not
+        leave scoring running into the next shard's counters."""
+        for fut in self._futures:
+            fut.exception()
+
     def results(self) -> list[list[float]]:
         """Every prompt's scores in submission order; waits for the jobs, raises the first error."""
         out: list[list[float]] = []

@@ -140,17 +140,21 @@ class Sampler:
         scoring = ShardScoring(lambda i, rollouts: self._score_prompt(shard, i, rollouts),
                                self._scoring_thread() if len(spans) > 1 else None)
         outs, generate_s = [], 0.0
-        for c, (a, b) in enumerate(spans):
-            scoring.raise_if_failed()  # reward.on_error=stop: generate nothing more
+        try:
+            for c, (a, b) in enumerate(spans):
+                scoring.raise_if_failed()  # reward.on_error=stop: generate nothing more
+                tg = time.perf_counter()
+                part = self.engine.generate(shard["prompts"][a:b], shard["n"][a:b], shard["max_new_tokens"],
+                                            shard["temperature"], shard["top_p"], seed=chunk_seed(shard.get("seed"), c))
+                generate_s += time.perf_counter() - tg
+                scoring.submit([(a + j, rollouts) for j, rollouts in enumerate(part)])
+                outs += part
             tg = time.perf_counter()
-            part = self.engine.generate(shard["prompts"][a:b], shard["n"][a:b], shard["max_new_tokens"],
-                                        shard["temperature"], shard["top_p"], seed=chunk_seed(shard.get("seed"), c))
+            prompt_ids = self.engine.prompt_token_ids(shard["prompts"])
             generate_s += time.perf_counter() - tg
-            scoring.submit([(a + j, rollouts) for j, rollouts in enumerate(part)])
-            outs += part
-        tg = time.perf_counter()
-        prompt_ids = self.engine.prompt_token_ids(shard["prompts"])
-        generate_s += time.perf_counter() - tg
+        except BaseException:
+            scoring.drain()
+            raise
         all_rewards = scoring.results()
         results, groups = [], []
         compact = bool(shard.get("compact"))
