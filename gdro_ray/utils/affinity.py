@@ -18,18 +18,24 @@ import os
 
 def pin_process(cpus: list[int] | None, key: str) -> list[int]:
     """Restrict every thread of this process to `cpus` (None or empty: leave it); returns the
-    resulting mask. Raises ValueError naming `key` for CPUs this process may not use."""
+    resulting mask. Raises ValueError naming `key` for CPUs this process may not use.
+
+    The check is what the kernel grants, not the current mask, so a pinned process can be
+    widened again (benchmarks/offpolicy_cores.py does)."""
     if cpus:
         want = {int(c) for c in cpus}
-        allowed = os.sched_getaffinity(0)
-        if not want <= allowed:
-            raise ValueError(f"{key}: CPUs {sorted(want - allowed)} are not available on this node "
-                             f"(allowed: {sorted(allowed)})")
         for tid in os.listdir("/proc/self/task"):
             try:
                 os.sched_setaffinity(int(tid), want)
             except ProcessLookupError:  # the thread ended meanwhile
                 pass
+            except OSError as e:  # none of them is usable here (offline, outside the cgroup's cpuset)
+                raise ValueError(f"{key}: cannot pin to CPUs {sorted(want)} ({e.strerror}); "
+                                 f"this node has CPUs 0-{(os.cpu_count() or 1) - 1}") from None
+        got = os.sched_getaffinity(0)
+        if got != want:  # the kernel silently drops the unusable ones
+            raise ValueError(f"{key}: CPUs {sorted(want - got)} are not available on this node (usable of "
+                             f"those asked: {sorted(got)})")
     return sorted(os.sched_getaffinity(0))
 
 
