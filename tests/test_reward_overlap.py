@@ -198,3 +198,61 @@ def test_engine_failure_waits_for_scoring_in_flight(monkeypatch):
     with pytest.raises(RuntimeError, match="engine died"):
         _sampler(2, Failing()).generate_shard(_shard())
     assert done == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import sys
+
+    import ray
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    ray.init(num_cpus=2, include_dashboard=False, namespace="gdro_ray_test", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from _tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("overlap") / "model", seed=0)
+
+
+class _TextSampler(Sampler):
+    """The real sampler (tiny model, transformers engine) whose responses are PROMPTS' texts."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        generate = self.engine.generate
+
+        def with_texts(prompts, n, *a, **k):
+            outs = generate(prompts, n, *a, **k)
+            for p, rollouts in zip(prompts, outs):
+                texts = PROMPTS[int(p.split()[-1])][0]
+                for k_, r in enumerate(rollouts):
+                    r.text = texts[k_ % len(texts)]
+            return outs
+
+        self.engine.generate = with_texts
+
+
+@pytest.mark.slow
+def test_in_a_ray_actor_overlap_scores_like_serial(ray_session, tiny):
+    """Inside a real actor: the background thread, math-verify's worker subprocess and the time
+    limit give the same rewards and timeout count as scoring on the actor's main thread."""
+    from gdro_ray.service.sampler_pool import SamplerPool
+
+    shard = dict(_shard(), prompts=[f"Prompt {i}" for i in range(len(PROMPTS))], max_new_tokens=2)
+    got = {}
+    for chunk in (0, 2):
+        pool = SamplerPool(str(tiny), "hf", "float32", 0, "01", 0.3, num_cpus=0.5, max_samplers=1,
+                           sampler_cls=_TextSampler, service_kwargs={"reward_chunk": chunk})
+        try:
+            pool.resize(1)
+            assert pool.wait_ready(1) == 1
+            out = ray_session.get(pool.members[0].actor.generate_shard.remote(shard))
+            got[chunk] = (_rewards(out), out["reward_timeouts"], out["reward_busy_s"] > 0)
+        finally:
+            pool.shutdown()
+    assert got[0] == got[2] == ([[1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]], 1, True), got
