@@ -37,9 +37,12 @@ its signal; a prompt resampled 400 times about a third.
 
 With `sim.start_from` (gdro_ray/sim/start.py) the start point is measured instead: the cells
 and report tiers are the tiers of a real base model's evaluation file (the toy world's skill
-families) and each prompt's base logit is drawn from its measured success rate; the learning
-rules above are unchanged. benchmarks/sim_calibration.py fits the learning parameters to real
-GRPO runs this way (docs/simulator.md).
+families) and each prompt's base logit is drawn from its measured success rate. The learning
+rules above are unchanged, with two optional additions: `sim.tier_choice_rate` makes
+p_i = ceiling_i · sigmoid(logit_i), a fixed per-prompt ceiling (a skill the model lacks) that
+`sim.ceiling_lr` lets move by ceiling_lr × each step's ΔΘ of the cell, and `sim.tier_positions`
+places the tiers on the kernel's axis (e.g. operation families). benchmarks/sim_calibration.py
+fits the learning parameters to real GRPO runs this way (docs/simulator.md).
 
 Interference (`sim.interference` = ι, default 0): every step also moves every cell by
 −ι · lr · transfer · (Σ ν_i g_i) / B, the batch's mean transferable signal: an update made for
