@@ -21,6 +21,7 @@ n = 8); it is set by the loss aggregation: token_mean sums a group's rollouts (�
 prompt_mean averages them (α = 0), at the same lr · 8^α.
 
     python benchmarks/sim_calibration.py [--sim-seeds 0,1,2,3,4] [--quick]
+    python benchmarks/sim_calibration.py --compare benchmarks/out/sim_calibration.json   # vs measured
 
 Prints tables; writes benchmarks/out/sim_calibration.json.
 """
@@ -273,6 +274,38 @@ def sensitivity(start: str, params: dict, seeds: list[int], extra: tuple[str, ..
     return rows
 
 
+def _per_prompt(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = sorted(json.loads((run / "eval_final.json").read_text())["per_prompt"], key=lambda r: r["id"])
+    n = np.array([r["n"] for r in rows], dtype=np.int64)
+    c = np.array([r["c"] for r in rows], dtype=np.int64)
+    return np.array([r["tier"] for r in rows]), c / n, pass_at_k_array(n, c, K)
+
+
+def compare(pred_path: Path, root: Path) -> None:
+    """Predicted (saved JSON) against measured paired differences to GRPO on the seeds present."""
+    from gdro_ray.eval.stats import paired_bootstrap
+
+    pred = json.loads(pred_path.read_text())["predictions_revisit"]
+    slices = {"mean": ("pooled", 0), "pass": ("pooled", 1), "hard2_mean": ("hard2", 0),
+              "hard2_pass": ("hard2", 1), "worst_pass": ("worst", 1)}
+    print("| variant | seeds | metric | predicted | measured [95% CI] |\n|---|---:|---|---:|---|")
+    for alg in ALGS[1:]:
+        seeds = sorted(int(p.name.rsplit("-s", 1)[1]) for p in root.glob(f"{alg}-s*")
+                       if (p / "eval_final.json").is_file() and (root / f"grpo-{p.name.rsplit('-', 1)[1]}" / "eval_final.json").is_file())
+        if not seeds:
+            continue
+        g = [_per_prompt(root / f"grpo-s{s}") for s in seeds]
+        a = [_per_prompt(root / f"{alg}-s{s}") for s in seeds]
+        tiers = g[0][0]
+        for key, (slice_, m) in slices.items():
+            sel = np.ones(tiers.size, bool) if slice_ == "pooled" else (tiers >= 4 if slice_ == "hard2" else tiers == 4)
+            x = np.array([r[1 + m][sel] for r in g])
+            y = np.array([r[1 + m][sel] for r in a])
+            ci = paired_bootstrap(x, y, kind="difference", strata=tiers[sel])
+            print(f"| {alg} | {len(seeds)} | {key} | {pred[alg][key + '_diff']:+.3f} | "
+                  f"{ci.estimate:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fit-runs", default="benchmarks/out/grpo_gain/grpo-s*")
@@ -286,7 +319,13 @@ def main() -> None:
     ap.add_argument("--reuse-fit", default="", help="take the single-pass fit from an earlier output JSON "
                                                     "(the fit is deterministic in its seeds; saves minutes)")
     ap.add_argument("--out", default=str(OUT / "sim_calibration.json"))
+    ap.add_argument("--compare", default="", help="only compare: predictions of this output JSON against the "
+                                                  "measured runs under --compare-root")
+    ap.add_argument("--compare-root", default="benchmarks/out/gdro_vs_grpo_runs/toy-data.max_prompts640")
     args = ap.parse_args()
+    if args.compare:
+        compare(Path(args.compare), Path(args.compare_root))
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     seeds = [int(s) for s in args.sim_seeds.split(",")]
