@@ -22,7 +22,8 @@ def make(algorithm="both", num_prompts=300, batch_size=32, mode="resample", allo
     return Adversary(num_prompts=num_prompts, algorithm=algorithm, batch_size=batch_size, budget_mean=4,
                      classifier_kw=kw.pop("classifier_kw", {}), prompt_kw=kw.pop("prompt_kw", {}),
                      rollout_kw=kw.pop("rollout_kw", {}), signal=kw.pop("signal", "learnability"),
-                     mode=mode, allow_repeats=allow_repeats, seed=seed, max_repeats=kw.pop("max_repeats", 0))
+                     mode=mode, allow_repeats=allow_repeats, seed=seed, max_repeats=kw.pop("max_repeats", 0),
+                     resample_base=kw.pop("resample_base", "uniform"))
 
 
 def true_p(num_prompts: int) -> np.ndarray:
@@ -436,3 +437,28 @@ def test_share_normalization_reference_reaches_prompt_gdro():
     with pytest.raises(ValueError, match="share_normalization"):
         Adversary(num_prompts=10, algorithm="prompt_gdro", batch_size=4, budget_mean=4,
                   share_normalization="sideways")
+
+
+@settings(max_examples=20, deadline=None)
+@given(steps=st.integers(1, 6), seed=st.integers(0, 20), base=st.sampled_from(["uniform", "pool"]))
+def test_resample_base_is_what_q_tilts(steps, seed, base):
+    """`uniform`: the batch's group mix is q; `pool`: q times each group's pool share, so equal
+    scores give the pool's own mix (GRPO's uniform draw over prompts)."""
+    adv = make("prompt_gdro", num_prompts=200, batch_size=32, seed=seed, resample_base=base)
+    run(adv, steps, seed=seed)
+    counts = adv.classifier.group_counts().astype(float)
+    q = np.where(counts > 0, adv.prompt_gdro.distribution(counts > 0), 0.0)
+    want = q * counts if base == "pool" else q
+    assert np.allclose(adv.schedule().q, want / want.sum())
+
+
+def test_pool_base_at_equal_scores_draws_like_the_pool():
+    adv = make("prompt_gdro", num_prompts=400, batch_size=64, resample_base="pool")
+    run(adv, 8)
+    adv.prompt_gdro.load_state_dict({**adv.prompt_gdro.state_dict(),
+                                     "scores": np.zeros_like(np.asarray(adv.prompt_gdro.state_dict()["scores"]))})
+    counts = adv.classifier.group_counts()
+    shares = counts / counts.sum()
+    assert np.allclose(adv.schedule().q, shares, atol=1e-12)
+    with pytest.raises(ValueError, match="resample_base"):
+        make(resample_base="natural")

@@ -41,6 +41,7 @@ ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
 MODES = ("reweight", "resample")
 ROLLOUT_PROXIES = ("reward_variance", "passk_variance")
 SHARE_NORMALIZATIONS = ("auto", "batch", "pool", "none")
+RESAMPLE_BASES = ("uniform", "pool")
 
 
 @dataclass
@@ -101,7 +102,7 @@ class Adversary:
                  rollout_kw: dict | None = None, signal: str = "learnability",
                  mode: str = "resample", allow_repeats: bool = True, seed: int = 0,
                  rollout_proxy: str = "passk_variance", max_repeats: int = 2,
-                 share_normalization: str = "auto"):
+                 share_normalization: str = "auto", resample_base: str = "uniform"):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
         if mode not in MODES:
@@ -111,6 +112,8 @@ class Adversary:
         if share_normalization not in SHARE_NORMALIZATIONS:
             raise ValueError(f"share_normalization: must be one of {', '.join(SHARE_NORMALIZATIONS)}, "
                              f"got {share_normalization!r}")
+        if resample_base not in RESAMPLE_BASES:
+            raise ValueError(f"resample_base: must be one of {', '.join(RESAMPLE_BASES)}, got {resample_base!r}")
         if num_prompts < 1:
             raise ValueError(f"num_prompts: must be ≥ 1, got {num_prompts}")
         if batch_size < 1:
@@ -126,6 +129,7 @@ class Adversary:
         if int(max_repeats) != max_repeats or max_repeats < 0:
             raise ValueError(f"max_repeats: must be an integer ≥ 0 (0 = unlimited), got {max_repeats}")
         self.max_repeats = int(max_repeats)
+        self.resample_base = resample_base
         self.seed = int(seed)
         self.use_prompt = algorithm in ("prompt_gdro", "both")
         self.use_rollout = algorithm in ("rollout_gdro", "both")
@@ -174,6 +178,7 @@ class Adversary:
                             variance_beta=r.variance_beta, mode=r.mode),
             signal=p.signal, mode=p.mode, allow_repeats=p.allow_repeats, seed=cfg.seed,
             rollout_proxy=r.proxy, max_repeats=p.max_repeats, share_normalization=p.share_normalization,
+            resample_base=p.resample_base,
         )
 
     # ------------------------------------------------------------------ data order
@@ -255,6 +260,8 @@ class Adversary:
             else:
                 q = np.asarray(self.prompt_gdro.distribution(in_play), dtype=np.float64)
                 q = np.where(in_play, q, 0.0)  # an empty group can never be asked for a prompt
+                if self.resample_base == "pool":  # q tilts the pool's own mix: equal scores = uniform prompts
+                    q = q * counts
                 q = q / q.sum()
             prompt_ids = self._resample(q, counts, size, taken)
         else:
@@ -416,7 +423,7 @@ class Adversary:
                        "batch_size": self.batch_size, "budget_mean": self.budget_mean,
                        "signal": self.signal, "mode": self.mode, "allow_repeats": self.allow_repeats,
                        "seed": self.seed, "rollout_proxy": self.rollout_proxy, "max_repeats": self.max_repeats,
-                       "share_normalization": self.share_normalization},
+                       "share_normalization": self.share_normalization, "resample_base": self.resample_base},
             "step": self.step, "epoch": self.epoch, "cursor": self.cursor,
             "rng": self._rng.bit_generator.state,
             "pending": [p.to_dict() for p in self._pending],

@@ -62,6 +62,11 @@ class PromptGDROConfig:
     mode: Literal["reweight", "resample"] = doc(
         "resample", "How q is applied: reweight advantages (paper) or resample prompts by bin."
     )
+    resample_base: Literal["uniform", "pool"] = doc(
+        "uniform", "What q tilts in resample mode: `uniform` (the paper's bins: at equal scores every bin in play gets "
+                   "an equal share of the batch, so a thin bin's few prompts are drawn again and again) or `pool` "
+                   "(each bin's share of the prompt pool: at equal scores the batch is GRPO's uniform draw over "
+                   "prompts, and q's weights shift it towards the bins that score higher).")
     allow_repeats: bool = doc(True, "In resample mode, a prompt may appear twice in one step so the batch follows q.")
     max_repeats: int = doc(
         2, "With repeats, the most slots one prompt may take in a step (0 = no limit); a group's overflow goes "
