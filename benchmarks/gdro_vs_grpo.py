@@ -155,6 +155,7 @@ def main(argv=None) -> int:
                     help="arms: an algorithm, optionally with its own overrides (both+prompt_gdro.mode=reweight); "
                          "grpo is always included (the baseline)")
     ap.add_argument("--root", default="", help="run folder (default: benchmarks/out/gdro_vs_grpo_runs/<overrides>)")
+    ap.add_argument("--out", default=str(OUT / "gdro_vs_grpo.json"), help="result JSON")
     ap.add_argument("--sim", action="store_true", help="also run the DAPO-scale simulator comparison")
     ap.add_argument("--sim-only", action="store_true")
     ap.add_argument("overrides", nargs="*", help="extra key=value for every toy run")
@@ -177,14 +178,15 @@ def main(argv=None) -> int:
         print(f"\ntoy world: held-out scores base -> final, seeds {args.seeds}, paired difference to GRPO "
               f"[95% CI]\n{toy_table(toy)}")
         result["toy"] = toy
-        _cli("report", *(str(runs[a][0]) for a in algs), "--out", str(OUT / "gdro_vs_grpo_report"))
+        _cli("report", *(str(runs[a][0]) for a in algs), "--out", str(Path(args.out).with_suffix("")) + "_report")
     if args.sim or args.sim_only:
         sim = sim_comparison([])
         result["sim"] = sim
         print(f"\nsimulator (DAPO scale) in {sim['wall_s_total']:.0f}s: see {OUT / 'gdro_vs_grpo_sim' / 'summary.json'}")
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "gdro_vs_grpo.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {OUT / 'gdro_vs_grpo.json'}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
     return 0
 
 
