@@ -380,7 +380,7 @@ def cli_main(args) -> int:
         from gdro_ray.models import smollm2_toy
 
         target, recipe, build = smollm2_toy.model_dir(cfg.model.cache_dir or None, seed), smollm2_toy.SMOLLM2_TOY_SFT, smollm2_toy.prepare_smollm2_toy
-        minutes = "about 10 minutes on 2 cores"
+        minutes = "about 20 minutes on 2 busy cores"
     else:
         target, recipe, build, minutes = model_dir(cfg.model.cache_dir or None, seed), DEFAULT_SFT, prepare_toy_model, "about 2-5 minutes on 2 cores"
     cached = is_prepared(target, recipe) and not force
