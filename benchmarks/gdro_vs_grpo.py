@@ -54,10 +54,34 @@ def parse_arm(arm: str) -> tuple[str, list[str]]:
     return alg, over
 
 
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def stale_keys(run: Path, args: list[str]) -> list[str]:
+    """Keys whose value in the finished run's config.yaml differs from what `args` resolve to now
+    (a preset or default changed since): such a run is redone, not reused. Keys the run's file
+    lacks are new ones whose defaults keep the old behaviour; paths (out, eval.base_from) vary."""
+    import yaml
+
+    from gdro_ray.config import dump_config, load_config
+
+    now = _flat(yaml.safe_load(dump_config(load_config(overrides=args))))
+    then = _flat(yaml.safe_load((run / "config.yaml").read_text()))
+    return sorted(k for k in then.keys() & now.keys() if then[k] != now[k] and k not in ("out", "eval.base_from"))
+
+
 def toy_run(arm: str, seed: int, extra: list[str], root: Path) -> Path:
     alg, own = parse_arm(arm)
     extra = [*extra, *own]
     run = root / f"{arm.replace('/', '_').replace('=', '')}-s{seed}"
+    args = ["preset=toy", f"algorithm={alg}", f"seed={seed}", "checkpoint.every=0", f"out={run}", *extra]
+    if (run / "eval_final.json").is_file() and (changed := stale_keys(run, args)):
+        print(f"{run.name}: redone, its config differs in {', '.join(changed)}", flush=True)
+        (run / "eval_final.json").unlink()
     if not (run / "eval_final.json").is_file():  # resumable benchmark: finished runs are kept
         if run.exists():
             import shutil
@@ -66,9 +90,9 @@ def toy_run(arm: str, seed: int, extra: list[str], root: Path) -> Path:
         base = root / f"grpo-s{seed}" / "eval_base.json"
         if arm != "grpo" and base.is_file() and "signature" in json.loads(base.read_text()):
             # the same base model, held-out set and seed: GRPO's base evaluation is this run's too
-            extra = [*extra, f"eval.base_from={base}"]
+            args = [*args, f"eval.base_from={base}"]
         t0 = time.time()
-        _cli("train", "preset=toy", f"algorithm={alg}", f"seed={seed}", "checkpoint.every=0", f"out={run}", *extra)
+        _cli("train", *args)
         (run / "wall_s.txt").write_text(f"{time.time() - t0:.1f}")
     return run
 

@@ -110,7 +110,9 @@ class Trainer:
         from gdro_ray.service.validation import base_signature, load_base_from
 
         self.base_signature = base_signature(cfg, self.model_path, self.eval_set)
-        self.base_reuse = load_base_from(cfg.eval.base_from, self.base_signature) if cfg.eval.base_from else None
+        # a resumed run reads its own eval_base.json (validation.py), so its source may be gone by then
+        reuse = cfg.eval.base_from and not (self.resume and (self.run_dir / "eval_base.json").is_file())
+        self.base_reuse = load_base_from(cfg.eval.base_from, self.base_signature) if reuse else None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resume:  # a resumed run rewrites it only once its checkpoint is restored (_restore)
             atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
