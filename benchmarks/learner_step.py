@@ -87,6 +87,10 @@ def run_rank(rank: int, world: int, port: int, model_dir: str, batch: dict, step
     w.shutdown()
     if rank == 0:
         Path(out).write_text(json.dumps({"step_s": times, "publish_s": publish}))
+    if world > 1:
+        from gdro_ray.learner.worker import exit_rank_process
+
+        exit_rank_process()
 
 
 def run_floor(rank: int, model_dir: str, batch: dict, steps: int, micro: int, threads: int, out: str):

@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load as st_load
 
 from gdro_ray.learner.batch import rank_slice
+from gdro_ray.learner.worker import exit_rank_process
 from gdro_ray.rollout_arrays import (
     groups_of_rows,
     materialise,
@@ -109,8 +110,11 @@ def _compact_rank_main(rank, port, model_dir, out_dir, meta, per_rank, grpo):
     finally:
         w.shutdown()
     if rank == 0:
-        open(f"{out_dir}/compact.safetensors", "wb").write(blob)
-    open(f"{out_dir}/rank{rank}.json", "w").write(json.dumps(stats))
+        with open(f"{out_dir}/compact.safetensors", "wb") as f:
+            f.write(blob)
+    with open(f"{out_dir}/rank{rank}.json", "w") as f:
+        f.write(json.dumps(stats))
+    exit_rank_process()
 
 
 @pytest.mark.slow

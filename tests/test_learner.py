@@ -12,6 +12,7 @@ from gdro_ray.algorithms.grpo import grpo_loss
 from gdro_ray.errors import CheckpointError
 from gdro_ray.learner import LearnerWorker
 from gdro_ray.learner.batch import build_micro_batch, plan_micro_batches, rank_slice, validate_batch
+from gdro_ray.learner.worker import exit_rank_process
 from gdro_ray.learner.checkpoint import publishable
 
 LR = 1e-2
@@ -208,12 +209,15 @@ def _two_rank_main(rank, port, model_dir, out_dir, batch, grpo):
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
             json.dump(stats, f)
         if rank == 0:
-            open(f"{out_dir}/step1.safetensors", "wb").write(blob)
-            open(f"{out_dir}/reloaded.safetensors", "wb").write(reloaded)
+            with open(f"{out_dir}/step1.safetensors", "wb") as f:
+                f.write(blob)
+            with open(f"{out_dir}/reloaded.safetensors", "wb") as f:
+                f.write(reloaded)
         else:
             assert blob is None and reloaded is None
     finally:
         w.shutdown()
+    exit_rank_process()
 
 
 @pytest.mark.slow
