@@ -76,8 +76,10 @@ def run_rank(rank: int, world: int, port: int, model_dir: str, batch: dict, step
              grpo: dict, threads: int = 1):
     from gdro_ray.learner import LearnerWorker
 
+    grpo = dict(grpo)
+    reshard = grpo.pop("reshard_after_forward", True)  # a learner option, carried in the variant
     w = LearnerWorker(rank, world, "127.0.0.1", port, model_dir, lr=1e-5, micro_batch=micro, grpo=grpo,
-                      num_threads=threads)
+                      num_threads=threads, reshard_after_forward=reshard)
     times, publish = [], []
     for _ in range(steps):
         times.append(w.train_step(batch)["time_s"])
@@ -154,7 +156,8 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=128, help="for the random models")
     ap.add_argument("--micro-batch", type=int, default=64)
     ap.add_argument("--variants", default="default", help="comma list: default, no_kl (kl_coef=0), one_mb "
-                    "(grpo.mini_batches=1): where the time goes")
+                    "(grpo.mini_batches=1), keep_gathered (learner.reshard_after_forward=false), one_mb_keep_gathered: "
+                    "where the time goes")
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--rounds", type=int, default=2, help="floor + variants repeated; each keeps its best round")
     args = ap.parse_args()
@@ -164,7 +167,9 @@ def main() -> None:
     g = load_config(None, []).grpo  # the service's GRPO defaults
     base = {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef, "mini_batches": g.mini_batches,
             "epochs": g.epochs, "loss_agg": g.loss_agg}
-    variants = {"default": {}, "no_kl": {"kl_coef": 0.0}, "one_mb": {"mini_batches": 1}}
+    variants = {"default": {}, "no_kl": {"kl_coef": 0.0}, "one_mb": {"mini_batches": 1},
+                "keep_gathered": {"reshard_after_forward": False},
+                "one_mb_keep_gathered": {"mini_batches": 1, "reshard_after_forward": False}}
     rows = []
     with tempfile.TemporaryDirectory(dir=ROOT / ".tmp") as tmp:
         for name in args.models.split(","):

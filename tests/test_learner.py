@@ -196,8 +196,8 @@ def _assert_state_close(a, b, atol):
         assert torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0), k
 
 
-def _two_rank_main(rank, port, model_dir, out_dir, batch, grpo):
-    w = _worker(model_dir, rank=rank, world=2, port=port, grpo=grpo)
+def _two_rank_main(rank, port, model_dir, out_dir, batch, grpo, learner_kw):
+    w = _worker(model_dir, rank=rank, world=2, port=port, grpo=grpo, **learner_kw)
     try:
         stats = w.train_step(batch)
         blob = w.state_dict_bytes()
@@ -221,13 +221,17 @@ def _two_rank_main(rank, port, model_dir, out_dir, batch, grpo):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("grpo", [{}, {"mini_batches": 2, "loss_agg": "prompt_mean"}],
-                         ids=["one_step", "two_mb_prompt_mean"])
-def test_two_ranks_match_one_rank(model_dir, tmp_path, grpo):
+@pytest.mark.parametrize("grpo,learner_kw", [({}, {}), ({"mini_batches": 2, "loss_agg": "prompt_mean"}, {}),
+                                             ({"mini_batches": 2}, {"reshard_after_forward": False})],
+                         ids=["one_step", "two_mb_prompt_mean", "two_mb_keep_gathered"])
+def test_two_ranks_match_one_rank(model_dir, tmp_path, grpo, learner_kw):
+    """Two FSDP2 ranks give the single rank's update (also when the gathered weights are kept
+    from forward to backward, `learner.reshard_after_forward=false`)."""
     from transformers import AutoModelForCausalLM
 
     batch = _batch(old_logprobs=_off_policy_logprobs(_batch()))
-    mp.spawn(_two_rank_main, args=(_free_port(), model_dir, str(tmp_path), batch, grpo), nprocs=2, join=True)
+    mp.spawn(_two_rank_main, args=(_free_port(), model_dir, str(tmp_path), batch, grpo, learner_kw), nprocs=2,
+             join=True)
     stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert stats[0]["loss"] == pytest.approx(stats[1]["loss"], abs=1e-7)
     assert stats[0]["per_prompt_surrogate"] == stats[1]["per_prompt_surrogate"]

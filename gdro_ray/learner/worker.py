@@ -98,6 +98,7 @@ class LearnerWorker(LearnerWeights):
         device: str | None = None,
         num_threads: int | None = 1,
         gradient_checkpointing: bool = False,
+        reshard_after_forward: bool = True,
         timeout_s: float = 1800.0,
         cpu_affinity: list[int] | None = None,
     ) -> None:
@@ -165,7 +166,9 @@ class LearnerWorker(LearnerWeights):
         mp = None
         if self.compute_dtype != torch.float32:
             mp = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
-        shard_kwargs = {"mesh": mesh} if mp is None else {"mesh": mesh, "mp_policy": mp}
+        shard_kwargs = {"mesh": mesh, "reshard_after_forward": bool(reshard_after_forward)}
+        if mp is not None:
+            shard_kwargs["mp_policy"] = mp
         layer_classes = set(getattr(model, "_no_split_modules", None) or [])
         for module in model.modules():
             if type(module).__name__ in layer_classes:

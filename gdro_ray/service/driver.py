@@ -136,7 +136,8 @@ class Trainer:
             {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef, "mini_batches": g.mini_batches,
              "epochs": g.epochs, "loss_agg": g.loss_agg,
              "temperature": cfg.sampler.temperature if cfg.sampler.temperature > 0 else 1.0}, cfg.seed,
-            cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource, cfg.cluster.learner_cpus or None)
+            cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource, cfg.cluster.learner_cpus or None,
+            cfg.learner.reshard_after_forward)
         pin = {"cpu_affinity": cfg.cluster.sampler_cpus} if cfg.cluster.sampler_cpus else {}  # cluster.sampler_cpus
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,

@@ -54,7 +54,7 @@ class LearnerGroup:
     def __init__(self, world_size: int, model_path: str, lr: float, weight_decay: float, grad_clip: float,
                  micro_batch: int, backend: str, dtype: str, grpo: dict, seed: int,
                  num_cpus: float = 1.0, num_gpus: float = 0.0, ray_resource: str = "",
-                 cpu_affinity: list[int] | None = None):
+                 cpu_affinity: list[int] | None = None, reshard_after_forward: bool = True):
         bundle = {"CPU": max(float(num_cpus), 0.01)}  # a bundle may not be empty
         if num_gpus:
             bundle["GPU"] = num_gpus
@@ -74,7 +74,8 @@ class LearnerGroup:
                     micro_batch=micro_batch, backend=backend, dtype=dtype, grpo=grpo, seed=seed,
                     device=learner_device(num_gpus),
                     # as many torch threads as CPUs reserved (it was always 1: a 2-CPU rank used one core)
-                    num_threads=max(1, int(num_cpus)), cpu_affinity=cpu_affinity)
+                    num_threads=max(1, int(num_cpus)), cpu_affinity=cpu_affinity,
+                    reshard_after_forward=reshard_after_forward)
             for r in range(world_size)
         ]
         ray.get([w.version.remote() for w in self.workers])
