@@ -398,9 +398,9 @@ class LearnerWorker(LearnerWeights):
         if self._sender is not None:
             self._sender.shutdown()
         if dist.is_initialized():
-            # Rank > 0 drops the full-weight gathers of `publishable_state` without waiting on
-            # them, so they can still be in flight here: wait for every rank's collectives
-            # before the group is torn down.
+            # A rank can still have collectives in flight here (a core dump showed rank 1 with
+            # an all-gather of the last weight gather pending: rank 0 alone keeps the result):
+            # wait for every rank's collectives before the group is torn down.
             if dist.get_world_size() > 1:
                 dist.barrier()
             dist.destroy_process_group()
