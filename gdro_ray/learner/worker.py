@@ -411,7 +411,7 @@ def exit_rank_process() -> None:
     benchmark) without the interpreter's finalisation. Gloo's worker threads release finished
     collectives, and with them Python-owned tensors, a moment after completion; one still doing
     so while the interpreter finalises aborts the process ("terminate called without an active
-    exception": 1 run in ~25-50 here, seen in CI). Call it after `shutdown()` and after every
+    exception": 1 run in 22-60 here, seen in CI). Call it after `shutdown()` and after every
     result is written. The service's learner actors are ended by `ray.kill`, not finalised."""
     import sys
 
