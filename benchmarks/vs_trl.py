@@ -213,7 +213,7 @@ def run_ours(case: Case, data: dict, folder: Path, variant: str, args, env: dict
     steps = [r for r in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip())
              if r.get("type") != "eval"]  # step records only
     keep = ("step_time_s", "tokens", "stage_time_s", "reward_mean", "loss")
-    label = ", ".join([engine, f"{samplers}s+{ranks}r", *(kv.split(".")[-1] for kv in extra
+    label = ", ".join([engine, f"{samplers}s+{ranks}r", *(kv for kv in extra
                                                           if not kv.startswith(("sampler.num_samplers=",
                                                                                 "learner.world_size=")))])
     return {"side": f"ours ({label})", "cmd": cmd, "wall_s": round(wall, 1), "loadavg_before": load0,

@@ -88,3 +88,28 @@ def test_trainer_pins_samplers_and_learner_apart(tmp_path):
     finally:
         trainer.shutdown()
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_trainer_gives_samplers_and_ranks_a_thread_per_reserved_cpu(tmp_path):
+    """sampler.num_cpus and learner.num_cpus set the torch threads inside the actors (the sampler
+    ran 1 thread whatever it reserved until issue 13: a 2-CPU sampler generated at 1-core speed)."""
+    import ray
+
+    from _tiny import save_tiny
+
+    from gdro_ray.service.driver import Trainer
+
+    tiny = save_tiny(tmp_path / "model", seed=0)
+    cfg = load_config(overrides=[f"model.path={tiny}", "sampler.engine=hf", "sampler.num_samplers=1",
+                                 "sampler.num_cpus=2", "learner.world_size=1", "learner.num_cpus=3",
+                                 "data.eval=dapo-fixture", "data.max_prompts=64", "metrics.enabled=false",
+                                 f"out={tmp_path / 'run'}"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    try:
+        trainer.setup()
+        assert [m.info["torch_threads"] for m in trainer.pool.members.values()] == [2]
+        assert [i["torch_threads"] for i in trainer.learner.infos()] == [3]
+    finally:
+        trainer.shutdown()
+        ray.shutdown()

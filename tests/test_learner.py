@@ -349,3 +349,20 @@ def test_off_policy_log_probs_are_the_behaviour_policy_of_every_update(model_dir
     assert first["ratio_min"] == pytest.approx(math.exp(0.3), rel=1e-4)
     assert first["ratio_max"] == pytest.approx(math.exp(0.3), rel=1e-4)
     assert first["clip_frac"] > 0  # positive advantages beyond 1 + clip_high
+
+
+def test_phase_timer_sums_each_phase_and_keeps_time_of_a_failed_block():
+    import time as _time
+
+    from gdro_ray.learner.phases import PhaseTimer
+
+    timer = PhaseTimer("cpu")
+    for _ in range(2):
+        with timer("forward"):
+            _time.sleep(0.02)
+    with pytest.raises(RuntimeError), timer("backward"):
+        _time.sleep(0.01)
+        raise RuntimeError("boom")
+    totals = timer.totals()
+    assert set(totals) == {"forward", "backward"}
+    assert 0.04 <= totals["forward"] < 0.5 and 0.01 <= totals["backward"] < 0.5

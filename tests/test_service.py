@@ -92,6 +92,21 @@ def test_learner_ranks_fetch_only_their_rollouts(live):
         assert all(0 < b < total for b in per_rank) and sum(per_rank) >= total, (per_rank, total)
 
 
+def test_each_learner_rank_reports_where_its_time_went(live):
+    """learner_phase_s / learner_time_s / learner_cpu_s: one entry per rank, the phases inside
+    the rank's step time (they do not cover it all: planning and bookkeeping are outside)."""
+    _, records = live
+    trained = [r for r in records if r["rollouts_trained"] > 0]
+    assert trained
+    for r in trained:
+        phases, wall, cpu = r["learner_phase_s"], r["learner_time_s"], r["learner_cpu_s"]
+        assert len(phases) == len(wall) == len(cpu) == 2
+        for ph, w, c in zip(phases, wall, cpu):
+            assert {"forward", "backward", "optimizer", "sync"} <= set(ph) and "reference" in ph  # KL on
+            assert all(v >= 0 for v in ph.values()) and ph["forward"] > 0 and ph["backward"] > 0
+            assert sum(ph.values()) <= w + 0.01 and c > 0
+
+
 def test_ppo_ratio_and_dynamic_sampling_in_the_record(live):
     _, records = live
     for r in records[:2]:  # grpo.mini_batches = 2 by default: the ratio is exactly 1 only on the first

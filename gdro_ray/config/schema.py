@@ -247,7 +247,9 @@ class SamplerConfig:
            "same time limit and error accounting). 0 = generate the whole shard, then score it. Pays when scoring "
            "is a visible share of a step (fast GPU generation, symbolic answers); smaller chunks hide more scoring "
            "but batch fewer prompts per engine call.")
-    num_cpus: float = doc(1.0, "CPUs reserved per sampler actor.")
+    num_cpus: float = doc(1.0, "CPUs reserved per sampler actor; the sampler runs that many torch threads (at least 1). "
+                               "On one CPU machine in sync mode, sampling and learning take turns: a sampler and a "
+                               "learner rank may each reserve every core (logical CPUs may exceed physical ones).")
     num_gpus: float = doc(0.0, "GPUs reserved per sampler actor. A fraction packs several samplers (or a sampler "
                                "and a learner rank) on one card; each vLLM sampler then takes that fraction of its "
                                "memory (×0.9). 0 on a GPU node: Ray still shows the card, so each takes 0.9/max_samplers "

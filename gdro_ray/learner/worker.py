@@ -68,6 +68,7 @@ from gdro_ray.learner.batch import (
     rank_slice,
     validate_batch,
 )
+from gdro_ray.learner.phases import PhaseTimer
 from gdro_ray.learner.weights_out import LearnerWeights
 from gdro_ray.rollout_arrays import materialise, rank_rows, row_lengths
 
@@ -200,6 +201,7 @@ class LearnerWorker(LearnerWeights):
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "pid": os.getpid(),
             "cpu_affinity": self.cpu_affinity,
+            "torch_threads": torch.get_num_threads(),
         }
 
     # ------------------------------------------------------------------ training
@@ -267,11 +269,13 @@ class LearnerWorker(LearnerWeights):
         """GRPO on one batch: `epochs` passes of `mini_batches` optimizer steps (see the module
         docstring). Collective. A compact batch (`gdro_ray.rollout_arrays`) comes with `groups`,
         the references of the rollout groups this rank's rows are in; only those are fetched."""
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        self._phases = PhaseTimer(self.device)
         fetched_bytes = None
         if groups is not None:
             own = rank_rows(batch["prompt_index"], self.mini_batches, self.rank, self.world_size)
-            batch, fetched_bytes = materialise(batch, groups, own)
+            with self._phases("fetch"):
+                batch, fetched_bytes = materialise(batch, groups, own)
         n = validate_batch(batch)
         prompt_lens, lengths = row_lengths(batch)
         batch = dict(batch, prompt_lengths=prompt_lens, response_lengths=lengths)  # planning reads these
@@ -281,9 +285,10 @@ class LearnerWorker(LearnerWeights):
         # The all_reduce gives the global token count; every rank also knows it from the full
         # batch, so a mismatch means the ranks were sent different batches.
         counts = torch.tensor([float(sum(lengths[i] for i in mine))], dtype=torch.float64, device=self.device)
-        dist.all_reduce(counts)
         spread = torch.tensor([float(total_tokens), -float(total_tokens)], dtype=torch.float64, device=self.device)
-        dist.all_reduce(spread, op=dist.ReduceOp.MAX)
+        with self._phases("sync"):
+            dist.all_reduce(counts)
+            dist.all_reduce(spread, op=dist.ReduceOp.MAX)
         if int(counts[0]) != total_tokens or spread[0] != -spread[1]:
             raise RuntimeError("learner ranks received different batches (global token counts disagree)")
         if total_tokens == 0:
@@ -307,7 +312,8 @@ class LearnerWorker(LearnerWeights):
             # rank computes its own share of each later mini-batch, the rows it will train, so
             # nothing needs gathering across ranks.
             later = parts[1:] if self.epochs == 1 else parts
-            work["old_logprobs"] = self.response_logprobs(batch, parts=later, gather=False)
+            with self._phases("behaviour"):
+                work["old_logprobs"] = self.response_logprobs(batch, parts=later, gather=False)
 
         per_seq = torch.zeros(n, dtype=torch.float64, device=self.device)
         updates = []
@@ -317,7 +323,8 @@ class LearnerWorker(LearnerWeights):
                 detached = on_policy and epoch == 0 and m == 0
                 updates.append(self._update(work, rows, detached, per_seq if epoch == 0 else None)
                                | {"epoch": epoch, "mini_batch": m})
-        dist.all_reduce(per_seq)
+        with self._phases("sync"):
+            dist.all_reduce(per_seq)
 
         steps = [u for u in updates if not u["skipped"]]
         if steps:
@@ -337,6 +344,9 @@ class LearnerWorker(LearnerWeights):
             version=self._version,
             per_prompt_surrogate=_per_prompt_mean(batch["prompt_index"], per_seq.cpu().tolist()),
             time_s=time.perf_counter() - t0,
+            # this rank's wall seconds per phase, and its process CPU seconds over the step: CPU
+            # well below wall means the rank waited (on a collective, or for a core)
+            phase_s=self._phases.totals(), cpu_s=time.process_time() - cpu0,
         )
         if fetched_bytes is not None:
             out["fetched_bytes"] = fetched_bytes  # rollout bytes this rank took from the object store
@@ -349,12 +359,14 @@ class LearnerWorker(LearnerWeights):
         total = float(sum(batch["response_lengths"][i] for i in rows))
         sums = torch.zeros(len(_SUM_STATS) + 1, dtype=torch.float64, device=self.device)
         extremes = torch.full((2,), -math.inf, dtype=torch.float64, device=self.device)  # max ρ, −min ρ
+        timer = getattr(self, "_phases", None) or PhaseTimer(self.device)
         for mb in self._micro_batches(batch, [rows]):
-            logp = self._forward_logp(self.model, mb)
+            with timer("forward"):
+                logp = self._forward_logp(self.model, mb)
             old_logp = logp.detach() if detached_old or mb.old_logp is None else mb.old_logp
             ref_logp = None
             if self.ref_model is not None:
-                with torch.no_grad():
+                with torch.no_grad(), timer("reference"):
                     ref_logp = self._forward_logp(self.ref_model, mb)
             loss, stats, seq_surrogate = grpo_loss(
                 logp, old_logp, ref_logp, mb.advantages, mb.mask,
@@ -362,7 +374,8 @@ class LearnerWorker(LearnerWeights):
                 signal_advantages=mb.signal_advantages, num_tokens=max(total, 1.0),
                 seq_weights=mb.seq_weights if "loss_weights" in batch else None,
             )
-            (loss * self.world_size).backward()
+            with timer("backward"):
+                (loss * self.world_size).backward()
             if mb.rows:
                 if per_seq is not None:
                     per_seq[mb.rows] = seq_surrogate.to(torch.float64)
@@ -372,18 +385,20 @@ class LearnerWorker(LearnerWeights):
                 if stats["tokens"] > 0:
                     extremes[0] = max(float(extremes[0]), stats["ratio_max"])
                     extremes[1] = max(float(extremes[1]), -stats["ratio_min"])
-        dist.all_reduce(sums)
-        dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        with timer("sync"):
+            dist.all_reduce(sums)
+            dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
 
         max_norm = self.grad_clip if self.grad_clip and self.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), max_norm)
-        if isinstance(grad_norm, DTensor):
-            grad_norm = grad_norm.full_tensor()
-        grad_norm = float(grad_norm)
-        skipped = not math.isfinite(grad_norm)
-        if not skipped:  # every rank sees the same global norm, so all skip or all step
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with timer("optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(list(self.model.parameters()), max_norm)
+            if isinstance(grad_norm, DTensor):
+                grad_norm = grad_norm.full_tensor()
+            grad_norm = float(grad_norm)
+            skipped = not math.isfinite(grad_norm)
+            if not skipped:  # every rank sees the same global norm, so all skip or all step
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         out = {key: float(sums[j]) / max(total, 1.0) for j, key in enumerate(_SUM_STATS, start=1)}
         return out | {"loss": float(sums[0]), "ratio_max": float(extremes[0]), "ratio_min": -float(extremes[1]),
                       "grad_norm": grad_norm, "tokens": int(total), "skipped": skipped}

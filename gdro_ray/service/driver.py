@@ -130,20 +130,23 @@ class Trainer:
         if addr:
             print(f"adversary metrics: {addr}", flush=True)
         g = cfg.grpo
+        L = cfg.learner
         self.learner = LearnerGroup(
-            cfg.learner.world_size, self.model_path, cfg.learner.lr, cfg.learner.weight_decay, cfg.learner.grad_clip,
-            cfg.learner.micro_batch, cfg.learner.backend, cfg.model.dtype,
-            {"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef, "mini_batches": g.mini_batches,
-             "epochs": g.epochs, "loss_agg": g.loss_agg,
-             "temperature": cfg.sampler.temperature if cfg.sampler.temperature > 0 else 1.0}, cfg.seed,
-            cfg.learner.num_cpus, cfg.learner.num_gpus, cfg.learner.ray_resource, cfg.cluster.learner_cpus or None,
-            cfg.learner.reshard_after_forward)
+            L.world_size, self.model_path, lr=L.lr, weight_decay=L.weight_decay, grad_clip=L.grad_clip,
+            micro_batch=L.micro_batch, backend=L.backend, dtype=cfg.model.dtype, seed=cfg.seed,
+            grpo={"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef, "mini_batches": g.mini_batches,
+                  "epochs": g.epochs, "loss_agg": g.loss_agg,
+                  "temperature": cfg.sampler.temperature if cfg.sampler.temperature > 0 else 1.0},
+            num_cpus=L.num_cpus, num_gpus=L.num_gpus, ray_resource=L.ray_resource,
+            cpu_affinity=cfg.cluster.learner_cpus or None, reshard_after_forward=L.reshard_after_forward)
         pin = {"cpu_affinity": cfg.cluster.sampler_cpus} if cfg.cluster.sampler_cpus else {}  # cluster.sampler_cpus
+        learner_uuids = [i.get("cuda_uuid") for i in self.learner.infos() if i.get("cuda_uuid")]
+        service_kw = dict(self.sampler_kw, **reward_kw, **pin, gpu=dict(self.sampler_kw["gpu"], learner_uuids=learner_uuids),
+                          num_threads=max(1, int(cfg.sampler.num_cpus)))  # as many torch threads as CPUs, as the learner
         self.pool = SamplerPool(self.model_path, cfg.sampler.engine, cfg.model.dtype, cfg.seed, g.reward_scale,
                                 cfg.sampler.reward_timeout_s, cfg.sampler.num_cpus, cfg.sampler.num_gpus,
                                 cfg.sampler.max_samplers, cfg.sampler.max_restarts, ray_resource=cfg.sampler.ray_resource,
-                                service_kwargs=dict(self.sampler_kw, **reward_kw, **pin, gpu=dict(self.sampler_kw["gpu"], learner_uuids=[
-                                    i.get("cuda_uuid") for i in self.learner.infos() if i.get("cuda_uuid")])))
+                                service_kwargs=service_kw)
         adversary = self.adversary
         self.pool.on_queue = lambda n: adversary.report_queue.remote(n)  # fire-and-forget gauge update
         if self.resume:

@@ -50,6 +50,13 @@ def rendezvous(pg) -> tuple[str, int]:
     return master_address([nodes[i] for i in sorted(nodes)], ip), port
 
 
+def _with_rank_timing(stats: list[dict]) -> dict:
+    """Rank 0's statistics (every rank reduces the same ones) plus each rank's own timing: wall
+    seconds per phase, of the step, and process CPU seconds (far below wall: the rank waited)."""
+    return dict(stats[0], rank_phase_s=[s.get("phase_s", {}) for s in stats],
+                rank_time_s=[s.get("time_s") for s in stats], rank_cpu_s=[s.get("cpu_s") for s in stats])
+
+
 class LearnerGroup:
     def __init__(self, world_size: int, model_path: str, lr: float, weight_decay: float, grad_clip: float,
                  micro_batch: int, backend: str, dtype: str, grpo: dict, seed: int,
@@ -106,7 +113,7 @@ class LearnerGroup:
         from gdro_ray.rollout_arrays import is_compact, split_for_ranks
 
         if not is_compact(batch):
-            return self._run("train_step", ray.put(batch))[0]
+            return _with_rank_timing(self._run("train_step", ray.put(batch)))
         meta, per_rank = split_for_ranks(batch, self.mini_batches, len(self.workers))
         meta_ref = ray.put(meta)
         self._calls += 1
@@ -114,7 +121,7 @@ class LearnerGroup:
             stats = ray.get([w.train_step.remote(meta_ref, refs) for w, refs in zip(self.workers, per_rank)])
         finally:
             self._calls -= 1
-        return dict(stats[0], rollout_bytes=sum(batch.get("group_nbytes", [])),
+        return dict(_with_rank_timing(stats), rollout_bytes=sum(batch.get("group_nbytes", [])),
                     fetched_bytes_per_rank=[s.get("fetched_bytes") for s in stats])
 
     def state_dict_bytes(self) -> bytes:

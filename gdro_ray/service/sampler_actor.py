@@ -71,7 +71,8 @@ class Sampler:
 
         # cuda_uuid: the card the engine uses; the weight transport avoids NCCL between ranks on one card
         return {"sampler_id": self.sampler_id, "pid": self.pid, "weights_version": self.version,
-                "cuda": torch.cuda.is_available(), "cuda_uuid": cuda_device_uuid(), "cpu_affinity": self.cpu_affinity}
+                "cuda": torch.cuda.is_available(), "cuda_uuid": cuda_device_uuid(), "cpu_affinity": self.cpu_affinity,
+                "torch_threads": torch.get_num_threads()}
 
     def update_weights(self, blob, version: int) -> int:
         """`blob`: safetensors bytes, or `gdro_ray.weight_arrays` numpy arrays (read in place)."""

@@ -169,4 +169,11 @@ def learn_fields(learn: dict) -> dict:
         "updates": [{k: u[k] for k in ("epoch", "mini_batch", *keys)} for u in learn.get("updates", [])],
         # compact data plane: the trained rollouts' array bytes, and what each learner rank fetched of them
         "rollout_bytes": learn.get("rollout_bytes"), "rollout_bytes_per_rank": learn.get("fetched_bytes_per_rank"),
+        # where each learner rank's time went (gdro_ray/learner/phases.py names the phases)
+        "learner_phase_s": learn.get("rank_phase_s"), "learner_time_s": _rounded(learn.get("rank_time_s")),
+        "learner_cpu_s": _rounded(learn.get("rank_cpu_s")),
     }
+
+
+def _rounded(values: list | None) -> list | None:
+    return None if values is None else [None if v is None else round(float(v), 3) for v in values]
