@@ -8,12 +8,14 @@ step per batch: ours with `grpo.mini_batches=1`, TRL's defaults), same reward
 function (`gdro_ray.rewards.math_reward`), CPU, fp32, on the same machine in one run.
 
 - Ours: `gdro-ray train algorithm=grpo` as a subprocess (Ray with a private temp root; vLLM
-  samplers; an FSDP2 learner group), each sampler actor and learner rank with one torch
-  thread. Variants (`--ours "ENGINE [key=value ...]"`, repeatable) by default: `vllm` with 2
-  samplers + 2 ranks (the toy preset's layout: each phase uses both cores), `vllm` with 1 + 1
-  (one core per phase, like TRL with 1 thread) and `vllm cluster.off_policy=true` (one-step
-  off-policy: sampling of step t+1 overlaps learning of step t; a different algorithm, shown
-  for what the overlap buys). Per-step `step_time_s`, `tokens` and `stage_time_s` come from
+  samplers; an FSDP2 learner group); each sampler actor and learner rank runs as many torch
+  threads as its `num_cpus` (1 unless a variant sets it). Variants (`--ours "ENGINE [key=value
+  ...]"`, repeatable) by default (DEFAULT_OURS), each using both cores in each phase as TRL's
+  2-thread row does: 2 samplers + 2 ranks keeping gathered weights (best on the toy model),
+  1 sampler + 1 rank with 2 threads each (best on SmolLM2), and `vllm cluster.off_policy=true`
+  (one-step off-policy: sampling of step t+1 overlaps learning of step t; a different
+  algorithm, shown for what the overlap buys). A 1-thread row of ours against TRL's 1-thread
+  row is a fair pair too; ours on 2 cores against TRL on 1 is not (RESULTS, "both cores"). Per-step `step_time_s`, `tokens` and `stage_time_s` come from
   `<out>/metrics.jsonl`; Ray and engine start-up and the base/final evaluation (made cheap:
   2 prompts, k = 1) are outside the step times.
 - TRL: `benchmarks/vs_trl_worker.py` inside TRL's own virtual environment
@@ -66,7 +68,12 @@ TRL_VENV_PINS = ("torch==2.13.0", "transformers==5.19.0", "tokenizers==0.23.3", 
 WORK = ROOT / "benchmarks" / "out" / "vs_trl_work"
 OUT_JSON = ROOT / "benchmarks" / "out" / "vs_trl.json"
 TARGET = 2.0  # issue 13 §5: the minimum paired ratio over 5 repeats
-DEFAULT_OURS = ("vllm", "vllm sampler.num_samplers=1 learner.world_size=1", "vllm cluster.off_policy=true")
+# Both cores on our side in every default layout, as TRL's 2-thread row has them (ratios are taken
+# against the faster TRL row): 2 samplers + 2 one-thread ranks (best on the toy model), and one
+# sampler + one rank with 2 threads each (best on SmolLM2; RESULTS "both cores on both sides").
+DEFAULT_OURS = ("vllm learner.reshard_after_forward=false",
+                "vllm sampler.num_samplers=1 sampler.num_cpus=2 learner.world_size=1 learner.num_cpus=2",
+                "vllm cluster.off_policy=true")
 
 
 @dataclass
@@ -321,7 +328,8 @@ def main() -> int:
     ap.add_argument("--smollm2-skip", type=int, default=1)
     ap.add_argument("--smollm2-batch-size", type=int, default=2)
     ap.add_argument("--smollm2-max-new-tokens", type=int, default=32)
-    ap.add_argument("--smollm2-trl-threads", default="1", help="TRL thread counts for SmolLM2 (each run is minutes)")
+    ap.add_argument("--smollm2-trl-threads", default="1,2",
+                    help="TRL thread counts for SmolLM2 (each run is minutes; 2 threads is the fair row on 2 cores)")
     ap.add_argument("--smollm2-ours", action="append", default=None, metavar="VARIANT",
                     help="our variants for SmolLM2 (default: the same as --ours)")
     ap.add_argument("--smollm2-repeats", type=int, default=1)
