@@ -241,7 +241,7 @@ def test_real_exporter_serves_every_dashboard_metric():
     exp = exporter_mod.Exporter(host="127.0.0.1", port=0)
     try:
         for m in names.METRICS:
-            labels = {"bin": "0", "stage": names.STAGES[0], "group": "pooled"}
+            labels = {"bin": "0", "stage": names.STAGES[0], "group": "pooled", "rank": "0", "phase": "forward"}
             labels = {k: labels[k] for k in m.labels}
             if m.kind == "counter":
                 exp.inc_to(m.name, 3, **labels)
@@ -260,6 +260,24 @@ def test_real_exporter_serves_every_dashboard_metric():
     assert queried and queried <= scraped
 
 
+def test_exporter_shows_each_learner_ranks_phases_from_the_driver_report():
+    exporter_mod = pytest.importorskip("gdro_ray.metrics.exporter")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exp = exporter_mod.Exporter(host="127.0.0.1", port=0)
+    try:
+        exp.update_driver({"stages": {"learn": 3.0}, "learner_phases": [{"forward": 1.25, "backward": 2.5},
+                                                                       {"forward": 1.5, "sync": 0.125}]})
+        exp.update_driver({"learner_phases": None})  # list-form or empty steps report none: nothing breaks
+        with urllib.request.urlopen(exp.address, timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        exp.close()
+    got = {(s.labels["rank"], s.labels["phase"]): s.value for fam in text_string_to_metric_families(text)
+           for s in fam.samples if s.name == "gdro_learner_phase_seconds"}
+    assert got == {("0", "forward"): 1.25, ("0", "backward"): 2.5, ("1", "forward"): 1.5, ("1", "sync"): 0.125}
+
+
 def _grafana_to_promql(expr: str) -> str:
     """Substitute the dashboard's Grafana variables the way Grafana would before querying."""
     return expr.replace("$__rate_interval", "1m").replace("$bin", ".*")
@@ -273,7 +291,8 @@ def test_dashboard_queries_return_data_from_a_real_prometheus(tmp_path):
     exp = exporter_mod.Exporter(host="127.0.0.1", port=0)
     try:
         for step, m in enumerate(names.METRICS):
-            labels = {k: {"bin": "3", "stage": "learn", "group": "pooled"}[k] for k in m.labels}
+            labels = {k: {"bin": "3", "stage": "learn", "group": "pooled", "rank": "0", "phase": "forward"}[k]
+                      for k in m.labels}
             exp.inc_to(m.name, 5 + step, **labels) if m.kind == "counter" else exp.set(m.name, 0.25, **labels)
         with prometheus(tmp_path, [f"127.0.0.1:{exp.port}"]) as query:
             query.wait_for("gdro_step")  # ready, and two scrapes so rate()/increase() have points

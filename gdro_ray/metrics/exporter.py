@@ -111,6 +111,9 @@ class Exporter:
                 self.set(name, stats[key])
         for stage, secs in stats.get("stages", {}).items():
             self.set("gdro_stage_time_seconds", secs, stage=stage)
+        for rank, phases in enumerate(stats.get("learner_phases") or []):
+            for phase, secs in (phases or {}).items():
+                self.set("gdro_learner_phase_seconds", secs, rank=str(rank), phase=phase)
         for key, name in {"requeued": "gdro_shards_requeued_total", "restarts": "gdro_sampler_restarts_total",
                           "reward_timeouts": "gdro_reward_timeouts_total"}.items():
             if key in stats:

@@ -42,6 +42,9 @@ ADVERSARY_SD_FILENAME = "gdro_prom_service_discovery.json"
 #: Values of the `stage` label of `gdro_stage_time_seconds`, in the order a step runs them.
 STAGES = ("schedule", "generate", "reward", "learn", "publish", "observe")
 
+#: Values of the `phase` label of `gdro_learner_phase_seconds` (gdro_ray/learner/phases.py).
+LEARNER_PHASES = ("fetch", "behaviour", "forward", "reference", "backward", "optimizer", "sync")
+
 BIN = ("bin",)
 EVAL_GROUP = ("group",)
 
@@ -102,6 +105,9 @@ METRICS: list[MetricSpec] = [
     MetricSpec("gdro_step_time_seconds", "gauge", (), "Wall time of the last training step."),
     MetricSpec("gdro_stage_time_seconds", "gauge", ("stage",),
                "Wall time of each stage of the last step: " + ", ".join(STAGES) + "."),
+    MetricSpec("gdro_learner_phase_seconds", "gauge", ("rank", "phase"),
+               "Wall time of each phase of the last step on each learner rank: " + ", ".join(LEARNER_PHASES)
+               + " (a phase that does not shrink when ranks are added is communication-bound)."),
     MetricSpec("gdro_tokens_per_second", "gauge", (),
                "Generated tokens per second of wall time over the last step."),
     MetricSpec("gdro_reward_mean", "gauge", (), "Mean verifier reward of the last step's rollouts (0..1)."),

@@ -273,7 +273,7 @@ class Trainer:
             "step_time_s": step_time, "tokens_per_s": record["tokens_per_s"], "reward_mean": record["reward_mean"],
             "samplers": self.pool.live(), "stages": t, "staleness": record["staleness"],
             "requeued": self.pool.stats.requeued, "restarts": self.pool.stats.restarts,
-            "reward_timeouts": self.reward_timeouts})
+            "reward_timeouts": self.reward_timeouts, "learner_phases": record.get("learner_phase_s")})
         return record
 
     def _maybe_resize(self) -> None:
