@@ -98,7 +98,8 @@ def run_rank(rank: int, world: int, port: int, model_dir: str, batch: dict, step
 def run_floor(rank: int, model_dir: str, batch: dict, steps: int, micro: int, threads: int, out: str):
     """The floor: plain PyTorch on the same model, batch, micro-batches and threads — padded
     forward, log-softmax of the response tokens, −A·log p summed over tokens, backward, AdamW.
-    No FSDP, no reference model, no PPO ratio: what one forward+backward+step costs here."""
+    No FSDP, no reference model, no PPO ratio: what one forward+backward+step costs here.
+    AdamW is the fused kernel, as in our learner (before 2026-11-30 17:30 both used the loop)."""
     from transformers import AutoModelForCausalLM
 
     from gdro_ray.learner.batch import build_micro_batch, plan_micro_batches
@@ -107,7 +108,7 @@ def run_floor(rank: int, model_dir: str, batch: dict, steps: int, micro: int, th
     set_torch_threads(threads)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.config.use_cache = False
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)  # the fastest AdamW here, as ours uses
     rows = list(range(len(batch["advantages"])))
     tokens = sum(len(r) for r in batch["response_token_ids"])
     times = []
