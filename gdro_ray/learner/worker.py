@@ -270,11 +270,11 @@ class LearnerWorker(LearnerWeights):
         docstring). Collective. A compact batch (`gdro_ray.rollout_arrays`) comes with `groups`,
         the references of the rollout groups this rank's rows are in; only those are fetched."""
         t0, cpu0 = time.perf_counter(), time.process_time()
-        self._phases = PhaseTimer(self.device)
+        phases = PhaseTimer(self.device)
         fetched_bytes = None
         if groups is not None:
             own = rank_rows(batch["prompt_index"], self.mini_batches, self.rank, self.world_size)
-            with self._phases("fetch"):
+            with phases("fetch"):
                 batch, fetched_bytes = materialise(batch, groups, own)
         n = validate_batch(batch)
         prompt_lens, lengths = row_lengths(batch)
@@ -286,7 +286,7 @@ class LearnerWorker(LearnerWeights):
         # batch, so a mismatch means the ranks were sent different batches.
         counts = torch.tensor([float(sum(lengths[i] for i in mine))], dtype=torch.float64, device=self.device)
         spread = torch.tensor([float(total_tokens), -float(total_tokens)], dtype=torch.float64, device=self.device)
-        with self._phases("sync"):
+        with phases("sync"):
             dist.all_reduce(counts)
             dist.all_reduce(spread, op=dist.ReduceOp.MAX)
         if int(counts[0]) != total_tokens or spread[0] != -spread[1]:
@@ -312,7 +312,7 @@ class LearnerWorker(LearnerWeights):
             # rank computes its own share of each later mini-batch, the rows it will train, so
             # nothing needs gathering across ranks.
             later = parts[1:] if self.epochs == 1 else parts
-            with self._phases("behaviour"):
+            with phases("behaviour"):
                 work["old_logprobs"] = self.response_logprobs(batch, parts=later, gather=False)
 
         per_seq = torch.zeros(n, dtype=torch.float64, device=self.device)
@@ -321,9 +321,9 @@ class LearnerWorker(LearnerWeights):
         for epoch in range(self.epochs):
             for m, rows in enumerate(parts):
                 detached = on_policy and epoch == 0 and m == 0
-                updates.append(self._update(work, rows, detached, per_seq if epoch == 0 else None)
+                updates.append(self._update(work, rows, detached, per_seq if epoch == 0 else None, phases)
                                | {"epoch": epoch, "mini_batch": m})
-        with self._phases("sync"):
+        with phases("sync"):
             dist.all_reduce(per_seq)
 
         steps = [u for u in updates if not u["skipped"]]
@@ -346,20 +346,21 @@ class LearnerWorker(LearnerWeights):
             time_s=time.perf_counter() - t0,
             # this rank's wall seconds per phase, and its process CPU seconds over the step: CPU
             # well below wall means the rank waited (on a collective, or for a core)
-            phase_s=self._phases.totals(), cpu_s=time.process_time() - cpu0,
+            phase_s=phases.totals(), cpu_s=time.process_time() - cpu0,
         )
         if fetched_bytes is not None:
             out["fetched_bytes"] = fetched_bytes  # rollout bytes this rank took from the object store
         return out
 
-    def _update(self, batch: dict, rows: list[int], detached_old: bool, per_seq: torch.Tensor | None) -> dict:
+    def _update(self, batch: dict, rows: list[int], detached_old: bool, per_seq: torch.Tensor | None,
+                timer: PhaseTimer) -> dict:
         """One optimizer step on the mini-batch `rows` (every rank the same rows). With
         `detached_old` the current forward is the behaviour policy (ratio exactly 1); otherwise
-        `batch["old_logprobs"]` is. Fills `per_seq` with the pre-update surrogate when given."""
+        `batch["old_logprobs"]` is. Fills `per_seq` with the pre-update surrogate when given; `timer`
+        collects the wall time of its phases."""
         total = float(sum(batch["response_lengths"][i] for i in rows))
         sums = torch.zeros(len(_SUM_STATS) + 1, dtype=torch.float64, device=self.device)
         extremes = torch.full((2,), -math.inf, dtype=torch.float64, device=self.device)  # max ρ, −min ρ
-        timer = getattr(self, "_phases", None) or PhaseTimer(self.device)
         for mb in self._micro_batches(batch, [rows]):
             with timer("forward"):
                 logp = self._forward_logp(self.model, mb)
@@ -437,14 +438,11 @@ def exit_rank_process() -> None:
 
 def _adamw(params, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
     """AdamW with the fused kernel (one pass over each parameter on CPU and CUDA), as the HF
-    Trainer (and so TRL) defaults to since torch 2.8: on 168M parameters on 2 CPU threads a step
-    took 0.08 s against 0.60 s for the per-parameter loop; in a SmolLM2 learner step the optimizer
-    phase fell from 0.6–1.0 s to 0.15–0.17 s (benchmarks/RESULTS.md). The same update up to float
+    Trainer (and so TRL) defaults to since torch 2.8: 0.13–0.17× the loop's time on SmolLM2's
+    parameters on CPU (benchmarks/optimizer_step.py; RESULTS.md). The same update up to float
     rounding; FSDP2's sharded parameters take it too (the two-rank tests use it)."""
-    params = list(params)
-    if torch.device(device).type in ("cpu", "cuda"):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    fused = torch.device(device).type in ("cpu", "cuda")  # elsewhere the per-parameter loop
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
 def _card_uuid(device: torch.device) -> str | None:
