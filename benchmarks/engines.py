@@ -48,10 +48,14 @@ SMOL_QUESTIONS = [
 def _env() -> dict:
     env = dict(os.environ)
     tmp = ROOT / ".tmp"
-    for k, v in {"TMPDIR": str(tmp), "RAY_TMPDIR": str(tmp / "ray"), "HF_HUB_OFFLINE": "1",
+    for k, v in {"TMPDIR": str(tmp), "HF_HUB_OFFLINE": "1",
                  "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "2",
                  "TOKENIZERS_PARALLELISM": "false", "GDRO_RAY_CACHE": str(ROOT / ".cache" / "gdro_ray")}.items():
         env.setdefault(k, v)
+    if "RAY_TMPDIR" not in env:  # short and private, wherever the checkout is
+        from gdro_ray.utils.env import ray_tmpdir
+
+        env["RAY_TMPDIR"] = ray_tmpdir()
     return env
 
 

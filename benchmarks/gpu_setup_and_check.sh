@@ -127,8 +127,9 @@ VLLM_VER=$("$VPY" -c 'import vllm; print(vllm.__version__)' 2>/dev/null | tail -
 [ -n "$VLLM_VER" ] || VLLM_VER="not importable"
 
 # ---- 4. checks within the budget ----------------------------------------------------------------
-export TMPDIR="$ROOT/.tmp" RAY_TMPDIR="$ROOT/.tmp/ray" HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
-mkdir -p "$RAY_TMPDIR"
+# Ray's root stays short (its socket paths must fit in 107 bytes) and private, wherever the checkout is.
+export TMPDIR="$ROOT/.tmp" RAY_TMPDIR="/tmp/gdro-ray-$(id -u)" HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
+mkdir -p "$TMPDIR" && mkdir -p -m 700 "$RAY_TMPDIR"
 start=$SECONDS
 left() { echo $((BUDGET_S - (SECONDS - start))); }
 status=0

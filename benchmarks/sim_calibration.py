@@ -260,7 +260,7 @@ def sensitivity(start: str, params: dict, seeds: list[int], extra: tuple[str, ..
                  for t in (0.3, 1.0) if t != params["transfer"]]
     variants += [(f"revisit scale {r:g}", {"revisit_scale": r}) for r in (0, 3.0, 30.0) if r != params["revisit_scale"]]
     variants += [("interference 0", {"interference": 0.0}),
-                 (f"interference ×3", {"interference": 3 * params.get("interference", 0.0)}),
+                 ("interference ×3", {"interference": 3 * params.get("interference", 0.0)}),
                  ("no skill ceilings (every tier learnable)", {"tier_choice_rate": "[]", "ceiling_lr": 0.0}),
                  ("transfer over tier order", {"tier_positions": "[]"})]
     rows = []

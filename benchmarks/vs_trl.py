@@ -95,10 +95,14 @@ class Case:
 def _env() -> dict:
     env = dict(os.environ)
     tmp = ROOT / ".tmp"
-    for k, v in {"TMPDIR": str(tmp), "RAY_TMPDIR": str(tmp / "ray"), "RAY_AUTH_MODE": "disabled",
+    for k, v in {"TMPDIR": str(tmp), "RAY_AUTH_MODE": "disabled",
                  "HF_HUB_OFFLINE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1",
                  "TOKENIZERS_PARALLELISM": "false", "GDRO_RAY_CACHE": str(ROOT / ".cache" / "gdro_ray")}.items():
         env.setdefault(k, v)
+    if "RAY_TMPDIR" not in env:  # short and private, wherever the checkout is
+        from gdro_ray.utils.env import ray_tmpdir
+
+        env["RAY_TMPDIR"] = ray_tmpdir()
     return env
 
 
@@ -213,8 +217,9 @@ def run_ours(case: Case, data: dict, folder: Path, variant: str, args, env: dict
     # A private Ray temp root: a bare `ray.init()` would otherwise join any cluster another
     # process started under the shared one (its `ray_current_cluster` file) and fail or share it.
     ray_env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
-    ray_env["RAY_TMPDIR"] = str(ROOT / ".tmp" / "ray-vs-trl")
-    Path(ray_env["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+    from gdro_ray.utils.env import short_private_tmp
+
+    ray_env["RAY_TMPDIR"] = short_private_tmp("vt")  # short: Ray's socket paths must fit in 107 bytes
     load0 = os.getloadavg()
     wall = _run(cmd, ray_env, folder / f"ours-{tag}.log", args.timeout)
     steps = [r for r in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip())

@@ -1,16 +1,17 @@
 """Test-wide environment: offline, Ray without token auth, temp files inside the checkout.
 
-Set before any test imports Ray, vLLM or transformers.
+Set before any test imports Ray, vLLM or transformers. Ray's own root comes from
+`gdro_ray.utils.env.setup_env`, which keeps its socket paths short whatever the checkout's path.
 """
 import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 _tmp = ROOT / ".tmp"
-(_tmp / "ray").mkdir(parents=True, exist_ok=True)
+_tmp.mkdir(parents=True, exist_ok=True)
 for k, v in {
+    "GDRO_RAY_TMP": str(_tmp),
     "TMPDIR": str(_tmp),
-    "RAY_TMPDIR": str(_tmp / "ray"),
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
     "HF_HUB_OFFLINE": "1",
@@ -22,6 +23,10 @@ for k, v in {
 }.items():
     os.environ.setdefault(k, v)
 import tempfile  # noqa: E402
+
+from gdro_ray.utils.env import setup_env  # noqa: E402
+
+setup_env()
 
 tempfile.tempdir = None  # re-read TMPDIR
 

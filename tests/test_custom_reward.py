@@ -3,6 +3,8 @@ the two shipped examples, and the sampler call site."""
 from __future__ import annotations
 
 import math
+import os
+import re
 import time
 
 import pytest
@@ -51,6 +53,31 @@ def not_a_list(prompts, responses, answers, metadata):
 def pid(prompts, responses, answers, metadata):
     return [float(os.getpid())] * len(responses)
 
+def huge(prompts, responses, answers, metadata):
+    return [1e308, -1e308] + [0.5] * (len(responses) - 2)
+
+def generator(prompts, responses, answers, metadata):
+    return (1.0 for _ in responses)
+
+def exits(prompts, responses, answers, metadata):
+    os._exit(3)
+
+def greedy(prompts, responses, answers, metadata):
+    hog = bytearray(2 << 30)  # 2 GiB, over the 512 MiB the test gives the worker
+    return [float(len(hog))] * len(responses)
+
+def as_limit(prompts, responses, answers, metadata):
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return [-1.0 if soft == resource.RLIM_INFINITY else soft / 2**20] * len(responses)  # MiB
+
+def grandchild(prompts, responses, answers, metadata):
+    import subprocess
+    child = subprocess.Popen(["sleep", "477"])
+    with open(os.environ["GDRO_TEST_CHILD_PID"], "w") as f:
+        f.write(str(child.pid))
+    time.sleep(60)
+
 NOT_CALLABLE = 3
 '''
 
@@ -88,6 +115,10 @@ def test_parse_and_resolve(tmp_path, user_file, monkeypatch):
 def test_config_validation_names_the_key(user_file):
     cfg = load_config(overrides=[f"reward.function={user_file}:length_reward", "reward.on_error=stop"])
     assert cfg.reward.on_error == "stop" and cfg.reward.success_threshold == 0.5
+    assert cfg.reward.import_timeout_s == 120.0 and cfg.reward.memory_limit_mb == 4096.0
+    edge = load_config(overrides=["reward.memory_limit_mb=0", "reward.import_timeout_s=0.5",
+                                  "grpo.max_refill_rounds=100"])
+    assert (edge.reward.memory_limit_mb, edge.reward.import_timeout_s, edge.grpo.max_refill_rounds) == (0, 0.5, 100)
     for override, pattern in ((f"reward.function={user_file.parent}/nope.py:f", r"^reward.function: file .* not found"),
                               ("reward.function=justaname", r"^reward.function: expected"),
                               ("reward.on_error=ignore", r"^reward.on_error: must be one of zero, stop"),
@@ -136,12 +167,17 @@ def test_one_worker_serves_many_calls(user_file):
 @pytest.mark.parametrize("fn, problem", [("raises", "raised KeyError: 'no such column'"),
                                          ("short", "returned 2 scores for 3 responses"),
                                          ("not_a_list", "returned float, expected a list of 3 numbers"),
-                                         ("nan_second", "non-finite or non-numeric score nan (response 1)")])
+                                         ("nan_second", "non-finite or non-numeric score nan (response 1)"),
+                                         ("huge", "returned a score 1e+308 beyond ±1e+06 (response 0)"),
+                                         ("generator", "returned a generator, expected a list of 3 numbers"),
+                                         ("exits", "the worker died (exit code 3")])
 def test_failures_zero_or_stop(user_file, fn, problem):
     r = _runner(user_file, fn, "zero")
     scores = _call(r)
     if fn == "nan_second":
         assert scores == [1.0, 0.0, 0.5]  # only the bad value is zeroed
+    elif fn == "huge":
+        assert scores == [0.0, 0.0, 0.5] and r.stats["bad_values"] == 2
     else:
         assert scores == [0.0, 0.0, 0.0]
     assert r.stats["errors"] == 1
@@ -169,9 +205,103 @@ def test_hang_is_killed_at_the_limit_and_a_fresh_worker_follows(user_file):
     r.close()
 
 
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for a reaper that is not ours counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_timed_out_call_takes_its_child_processes_with_it(user_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("GDRO_TEST_CHILD_PID", str(tmp_path / "child.pid"))
+    r = _runner(user_file, "grandchild", "zero", timeout_s=0.5)
+    assert _call(r, n=2) == [0.0, 0.0] and r.stats["timeouts"] == 1
+    child = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the reward's child process outlived the killed worker"
+    r.close()
+
+
+def test_memory_limit_turns_a_huge_allocation_into_a_reward_error(user_file):
+    spec = dict(resolve_spec(f"{user_file}:greedy"), memory_limit_mb=512)
+    r = RewardFunctionRunner(spec, "zero", 5.0)
+    assert _call(r) == [0.0, 0.0, 0.0] and r.stats["errors"] == 1
+    r.close()
+    r = RewardFunctionRunner(spec, "stop", 5.0)
+    with pytest.raises(RewardFunctionError, match=r"raised MemoryError.*reward.memory_limit_mb=512"):
+        _call(r)
+    r.close()
+    limit = dict(resolve_spec(f"{user_file}:as_limit"))
+    for mb, expect in ((None, 4096), (512, 512), (0, -1)):  # the default, one given, 0 = none
+        r = RewardFunctionRunner(limit if mb is None else dict(limit, memory_limit_mb=mb), "stop", 5.0)
+        assert _call(r, n=1) == [float(expect)]
+        r.close()
+
+
+SHADOW = """
+import os
+open(os.path.join({markers!r}, __name__ + "-" + str(os.getpid())), "w").close()
+"""
+
+
+def test_workers_never_import_modules_from_the_current_folder(user_file, tmp_path, monkeypatch):
+    """A json.py (or struct.py, select.py) planted where the run starts is not what the workers import."""
+    import importlib
+
+    pool = importlib.import_module("gdro_ray.rewards._worker_pool")
+    cwd, markers = tmp_path / "planted", tmp_path / "markers"
+    cwd.mkdir(), markers.mkdir()
+    for name in ("json", "struct", "select", "pickle"):
+        (cwd / f"{name}.py").write_text(SHADOW.format(markers=str(markers)))
+    monkeypatch.chdir(cwd)
+    # an empty PYTHONPATH entry means the current folder to Python: the workers drop it
+    monkeypatch.setenv("PYTHONPATH", os.pathsep + os.environ.get("PYTHONPATH", ""))
+    from gdro_ray.rewards.custom import check_import
+
+    check_import(resolve_spec(f"{user_file}:length_reward"))
+    r = _runner(user_file, "length_reward")
+    assert _call(r) == pytest.approx([1.3, 0.5, 0.1])
+    r.close()
+    pool.shutdown()  # a fresh math-verify worker, started from the planted folder
+    try:
+        assert pool.compare("x^2+2x+1", "(x+1)^2", 5.0) == "1"
+    finally:
+        pool.shutdown()
+    assert sorted(p.name for p in markers.iterdir()) == []
+
+
+IMPORT_FAILURES = {
+    "import_hang": ("import time\ntime.sleep(60)\n", r"importing .*import_hang\.py did not finish within 1 s "
+                                                    r"\(reward\.import_timeout_s\)$"),
+    "import_exit": ("import sys\nsys.exit(0)\n", r"cannot import .*import_exit\.py \(SystemExit: 0 at import\)$"),
+    "import_osexit": ("import os\nos._exit(0)\n", r"importing .*import_osexit\.py ended its process \(exit code 0\)"),
+    "import_kbi": ("raise KeyboardInterrupt\n", r"cannot import .*import_kbi\.py \(KeyboardInterrupt at import\)$"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMPORT_FAILURES))
+def test_a_module_that_hangs_or_exits_at_import_stops_the_start_in_one_line(tmp_path, name):
+    from gdro_ray.service.user_extensions import reward_sampler_kwargs
+
+    body, pattern = IMPORT_FAILURES[name]
+    (tmp_path / f"{name}.py").write_text(body + "def score(p, r, a, m):\n    return [0.0] * len(r)\n")
+    cfg = load_config(overrides=[f"reward.function={tmp_path / name}.py:score", "reward.import_timeout_s=1"])
+    t0 = time.monotonic()
+    with pytest.raises(UserError) as err:
+        reward_sampler_kwargs(cfg)
+    assert time.monotonic() - t0 < 10
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("reward.function: ") and re.search(pattern, msg), msg
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10), st.text(max_size=2),
-                          st.none()), max_size=6), st.integers(0, 6))
+                          st.none(), st.sampled_from([1e6, -1e6, 1e6 + 1, -2e6, 1e308])), max_size=6),
+       st.integers(0, 6))
 def test_check_scores_property(values, n):
     scores, problem, bad = check_scores(values, n)
     assert len(scores) == n and all(math.isfinite(s) for s in scores)
@@ -179,7 +309,7 @@ def test_check_scores_property(values, n):
         assert problem and bad == list(range(n))
     else:
         expect_bad = [i for i, v in enumerate(values)
-                      if v is None or isinstance(v, str) or not math.isfinite(float(v))]
+                      if v is None or isinstance(v, str) or not math.isfinite(float(v)) or abs(float(v)) > 1e6]
         assert bad == expect_bad and (problem is None) == (not expect_bad)
         for i, v in enumerate(values):
             if i not in expect_bad:
@@ -215,3 +345,31 @@ def test_a_stop_raised_in_a_sampler_reaches_the_user_as_its_own_line():
     assert reward_error_line(wrapped) == str(cause)
     other = ray.exceptions.RayTaskError("generate_shard", "Traceback", KeyError("x"))
     assert reward_error_line(other.as_instanceof_cause()) is None  # a sampler bug stays a traceback
+
+
+SMALL_RUN = ["model.path=toy", "steps=2", "batch_size=4", "budget_mean=4", "data.max_prompts=32",
+             "data.toy_eval_per_tier=2", "data.max_eval_prompts=6", "eval.k=2", "sampler.num_samplers=1",
+             "learner.world_size=1"]
+
+
+@pytest.mark.slow
+def test_a_stop_is_one_line_and_no_worker_imports_the_current_folder_live(tmp_path):
+    """`gdro-ray train` from a folder holding a json.py, with a reward that raises and on_error=stop:
+    exit 2, one line (no remote tracebacks of the other sampler calls), the planted module never run."""
+    import subprocess
+    import sys
+
+    cwd, markers = tmp_path / "planted", tmp_path / "markers"
+    cwd.mkdir(), markers.mkdir()
+    (cwd / "json.py").write_text(SHADOW.format(markers=str(markers)))
+    (tmp_path / "raise.py").write_text("def score(p, r, a, m):\n    raise ValueError('boom')\n")
+    # -P: the driver, like the workers, must not import from the folder it is started in
+    p = subprocess.run([sys.executable, "-P", "-m", "gdro_ray.cli.main", "train", *SMALL_RUN,
+                        f"reward.function={tmp_path / 'raise.py'}:score", "reward.on_error=stop",
+                        f"out={tmp_path / 'run'}"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    err = [line for line in p.stderr.splitlines() if "Started a local Ray instance" not in line]
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert len(err) == 1 and re.fullmatch(r"gdro-ray train: error: the job stopped at step 1: reward\.function "
+                                          r".*raise\.py:score: row \d+: raised ValueError: boom "
+                                          r"\(reward\.on_error=stop\)", err[0]), p.stderr[-3000:]
+    assert sorted(m.name for m in markers.iterdir()) == []

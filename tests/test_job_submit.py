@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -76,8 +75,10 @@ def test_ray_job_submit_runs_training_with_token_auth(tmp_path):
     model = save_tiny(tmp_path / "model", seed=0)
     home = tmp_path / "home"  # Ray writes the cluster token to ~/.ray/auth_token: keep it out of the real home
     home.mkdir()
+    from gdro_ray.utils.env import short_private_tmp
+
     env = dict(os.environ, HOME=str(home), RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}",
-               RAY_TMPDIR=tempfile.mkdtemp(prefix="rj", dir=os.environ.get("TMPDIR")))  # Unix sockets: keep it short
+               RAY_TMPDIR=short_private_tmp("rj"))  # Unix sockets: short whatever the checkout's path
     gcs, dash, client, metrics, agent, agent_grpc, rt_agent = _ports(7)
     subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     assert (home / ".ray" / "auth_token").is_file()

@@ -119,3 +119,68 @@ def test_config_keys_validated():
         load_config(overrides=["metrics.loggers=[wandb,wandb]"])
     with pytest.raises(UserError, match=r"^metrics.wandb_mode: must be one of"):
         load_config(overrides=["metrics.wandb_mode=cloud"])
+
+
+# ---- logger settings checked at start, before Ray ----------------------------------------------
+@pytest.mark.parametrize("uri, why", [
+    ("not a uri", "is not a tracking URI"),  # MLflow took it for a file-store path and failed after the actors started
+    ("ftp://host/x", "is not a tracking URI"),
+    ("http://", "names no host"),
+    ("file://otherhost/x", "a file store is local"),
+    ("sqlite:////no/such/folder/mlflow.db", "sqlite"),
+])
+def test_mlflow_uri_that_cannot_work_is_one_line(uri, why):
+    with pytest.raises(UserError) as e:
+        L.check_mlflow_uri(uri, network=False)
+    msg = str(e.value)
+    assert msg.startswith("metrics.mlflow_tracking_uri:") and why in msg and "\n" not in msg
+
+
+def test_mlflow_file_uri_in_a_file_or_unreachable_server(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        L.check_mlflow_uri((tmp_path / "afile" / "mlruns").as_uri())
+    L.check_mlflow_uri((tmp_path / "new" / "mlruns").as_uri())  # created on first use
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    L.check_mlflow_uri(f"http://127.0.0.1:{port}", network=False)  # --dry-run does not connect
+    with pytest.raises(UserError, match=f"no server answers at 127.0.0.1:{port}"):
+        L.check_mlflow_uri(f"http://127.0.0.1:{port}")
+
+
+def test_mlflow_any_file_uri_works_and_a_quote_in_the_folder_resumes(tmp_path, monkeypatch):
+    """MLflow 3 refuses file stores unless MLFLOW_ALLOW_FILE_STORE is set: set for any file: URI, not
+    only the default one; a quote in the run folder used to break MLflow's filter string."""
+    pytest.importorskip("mlflow", reason="mlflow not installed (pip install 'gdro-ray[mlflow]')")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = (tmp_path / "store").as_uri()
+    for name in ("it's", "both'\""):
+        run_dir = tmp_path / name
+        first = L.open_loggers(_metrics_cfg(["mlflow"], mlflow_tracking_uri=uri), run_dir)
+        rid = first.loggers["mlflow"].run_id
+        first.close()
+        again = L.open_loggers(_metrics_cfg(["mlflow"], mlflow_tracking_uri=uri), run_dir)
+        assert again.loggers["mlflow"].run_id == rid  # the resumed run found its MLflow run
+        again.close()
+    assert L.run_filter("/a/it's") == "tags.gdro_run_dir = \"/a/it's\""
+
+
+def test_wandb_online_without_a_key_is_one_line_at_dry_run(tmp_path):
+    pytest.importorskip("wandb", reason="wandb not installed (pip install 'gdro-ray[wandb]')")
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NETRC"))}
+    env.update(HOME=str(tmp_path), WANDB_CONFIG_DIR=str(tmp_path / "cfg"))
+    cmd = [sys.executable, "-m", "gdro_ray.cli.main", "train", "--dry-run", "metrics.loggers=[wandb]",
+           "metrics.wandb_mode=online"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert p.returncode == 2 and p.stdout == "" and p.stderr.strip().count("\n") == 0
+    assert "metrics.wandb_mode: online needs a wandb API key" in p.stderr
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env=dict(env, WANDB_API_KEY="a" * 40))
+    assert p.returncode == 0, p.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from gdro_ray.cli.main import main
 from gdro_ray.config.loader import load_config

@@ -7,11 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gdro_ray.algorithms.grpo import group_advantages
 from gdro_ray.config import load_config, to_dict
+from gdro_ray.errors import UserError
 from gdro_ray.service.adversary_actor import AdversaryService
 from gdro_ray.service.driver import Trainer
 from gdro_ray.service.step_batch import (
+    RewardHealth,
     assemble_batch,
+    check_refill,
     informative,
     learn_fields,
     refill_count,
@@ -28,8 +32,8 @@ class FakePool:
     """Answers shards like the sampler pool: prompt p's rollouts all succeed when p % 3 == 0, all
     fail when p % 3 == 1 (uninformative groups), and alternate when p % 3 == 2 (informative)."""
 
-    def __init__(self, version=0):
-        self.calls, self.version = [], version
+    def __init__(self, version=0, constant=None):
+        self.calls, self.version, self.constant = [], version, constant
 
     def run(self, shards):
         self.calls.append(shards)
@@ -39,6 +43,8 @@ class FakePool:
             for slot, prompt, n in zip(s["slots"], s["prompts"], s["n"]):
                 p = int(prompt[1:])
                 rewards = [1.0] * n if p % 3 == 0 else [0.0] * n if p % 3 == 1 else [float(j % 2) for j in range(n)]
+                if self.constant is not None:
+                    rewards = [self.constant] * n
                 results.append({"slot": slot, "prompt_token_ids": [1, p + 2],
                                 "response_token_ids": [[5, 6][: 1 + j % 2] for j in range(n)],
                                 "logprobs": [[-0.5, -0.25][: 1 + j % 2] for j in range(n)], "rewards": rewards})
@@ -85,11 +91,85 @@ def test_refill_stops_after_max_rounds_and_says_so(tmp_path):
     tr = _trainer(tmp_path, "grpo.max_refill_rounds=0")
     sched = tr.adversary.schedule()
     sched, shard_out, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), {})
-    assert info == {"refill_rounds": 0, "refill_short": True} and len(sched["prompt_ids"]) == 8
+    assert info == {"refill_rounds": 0, "refill_short": True, "refill_pool_spent": False}
+    assert len(sched["prompt_ids"]) == 8
     tr = _trainer(tmp_path, "grpo.max_refill_rounds=1")
     sched = tr.adversary.schedule()
     _, _, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), {})
     assert info["refill_rounds"] <= 1 and len(tr.pool.calls) == 1 + info["refill_rounds"]
+
+
+def test_a_constant_reward_ends_the_refills_when_the_pool_is_spent(tmp_path, capsys):
+    tr = _trainer(tmp_path, f"grpo.max_refill_rounds={100}")
+    tr.pool = FakePool(constant=1.0)
+    sched = tr.adversary.schedule()
+    sched, shard_out, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), {})
+    sampled = len(sched["prompt_ids"])
+    # B=8 per round over a pool of 60: 7 rounds reach it; none asks past it
+    assert info == {"refill_rounds": 7, "refill_short": True, "refill_pool_spent": True} and sampled == NUM_PROMPTS
+    with pytest.raises(UserError, match=r"^every group of the 60 prompts sampled at step 1 had equal rewards .*"
+                                        r"training pool \(60 prompts\) without one informative group"):
+        check_refill(info, 0, False, 1, sampled, NUM_PROMPTS)
+    check_refill(info, 0, True, 5, sampled, NUM_PROMPTS)  # a run that trained before: a warning, the step is empty
+    assert capsys.readouterr().err.startswith("warning: every group of the 60 prompts sampled at step 5")
+    check_refill(info, 3, False, 1, sampled, NUM_PROMPTS)  # something to train: silent
+    check_refill({"refill_rounds": 3, "refill_short": True, "refill_pool_spent": False}, 0, False, 1, 32, 60)
+    assert capsys.readouterr().err.count("warning:") == 1  # the rounds ran out, not the pool: a warning
+
+
+def _outs(errors=0, timeouts=0):
+    return [{"reward_errors": errors, "reward_timeouts": timeouts}]
+
+
+def test_steps_whose_reward_calls_all_fail_warn_then_stop(capsys):
+    cfg = load_config(None, ["steps=10",
+                             "reward.function=gdro_ray.rewards.examples.any_of_answers:any_of_answers_reward",
+                             "sampler.reward_timeout_s=0.5"])
+    rewards = [np.zeros(4)] * 3  # 3 prompts: one custom call each
+    health = RewardHealth(cfg, first_step=0)
+    assert health.check(1, _outs(errors=2), rewards) is False  # one call worked
+    assert health.check(2, _outs(errors=3, timeouts=3), rewards) is True
+    assert health.check(3, _outs(errors=3, timeouts=1), rewards) is True
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("warning: step 2: every reward call failed (3/3 timed out at sampler.reward_timeout_s="
+                      "0.5 s per response; reward.function=gdro_ray.rewards.examples.any_of_answers:"
+                      "any_of_answers_reward); the step trains on zero rewards") and len(err) == 2
+    assert err[1].startswith("warning: step 3: every reward call failed (3/3 failed, 1 of them timed out at ")
+    with pytest.raises(UserError, match=r"^every reward call failed in 3 steps in a row \(step 4: 3/3 failed, 0 of "
+                                        r"them timed out .*\): fix the function \(reward.on_error=stop names"):
+        health.check(4, _outs(errors=3), rewards)
+    health = RewardHealth(cfg, first_step=0)
+    for step in (1, 2):
+        health.check(step, _outs(errors=3), rewards)
+    health.check(3, _outs(errors=0), rewards)  # a good step resets the count
+    assert health.streak == 0
+    short = RewardHealth(load_config(None, ["steps=2"]), first_step=0)  # math-verify: one call per rollout
+    assert short.check(1, _outs(timeouts=11), rewards) is False
+    assert short.check(1, _outs(timeouts=12), rewards) is True
+    with pytest.raises(UserError, match=r"^every reward call failed in every step of the run \(step 2: 12/12 timed "
+                                        r"out at .*reward.function=math-verify\): raise sampler.reward_timeout_s"):
+        short.check(2, _outs(timeouts=12), rewards)
+    resumed = RewardHealth(load_config(None, ["steps=10"]), first_step=9)  # the last step of a resumed run
+    with pytest.raises(UserError, match="every step of the run"):
+        resumed.check(10, _outs(timeouts=12), rewards)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.floats(-1.7e308, 1.7e308, allow_nan=False), min_size=1, max_size=8), min_size=1,
+                max_size=6), st.sampled_from([1e-6, 1e-3, 1.0]))
+def test_finite_rewards_never_give_nan_advantages(groups, eps):
+    adv = group_advantages(groups, eps=eps, adv_clip=5.0)
+    for g, a in zip(groups, adv):
+        a = a.numpy()
+        assert a.shape == (len(g),) and np.all(np.isfinite(a)) and np.all(np.abs(a) <= 5.0)
+        g = np.asarray(g)
+        if np.all(g == g[0]):
+            assert np.all(a == 0)
+        elif np.max(np.abs(g)) < 1e100:  # the direct formula where it cannot overflow
+            direct = (g - g.mean()) / (g.std() + eps)
+            assert np.allclose(a, np.clip(direct, -5, 5), rtol=1e-5, atol=1e-5)
+        else:  # the rescaled form keeps the order of the rewards
+            assert np.all(np.diff(a[np.argsort(g, kind="stable")]) >= -1e-6)
 
 
 @settings(max_examples=200, deadline=None)
@@ -156,3 +236,16 @@ def test_learn_fields_carry_the_ratio_statistics():
     assert out["ratio_max"] == 1.4 and out["optimizer_steps"] == 2
     assert [u["clip_frac"] for u in out["updates"]] == [0.0, 0.1] and "tokens" not in out["updates"][0]
     assert learn_fields({})["updates"] == []
+
+
+def test_informative_norm_rescales_weights_over_groups_with_an_advantage_only():
+    """prompt_gdro.informative_norm: the all-fail group's weight 9 no longer holds the mean at 1."""
+    sched = {"adv_weights": [9.0, 0.5, 0.5], "rollouts": [2, 2, 4], "prompt_ids": [5, 6, 7]}
+    by_slot = {i: {"prompt_token_ids": [i], "response_token_ids": [[7]] * n} for i, n in enumerate([2, 2, 4])}
+    adv = [np.zeros(2), np.array([1.0, -1.0]), np.array([1.0, -1.0, 1.0, -1.0])]
+    plain = assemble_batch(sched, by_slot, adv, [0, 1, 2], sampler_logprobs=False)
+    assert plain["advantages"][2:] == pytest.approx([0.5, -0.5] + [0.5, -0.5] * 2)
+    norm = assemble_batch(sched, by_slot, adv, [0, 1, 2], sampler_logprobs=False, informative_cap=15.0)
+    assert norm["advantages"] == pytest.approx([0.0, 0.0] + [1.0, -1.0] + [1.0, -1.0] * 2)
+    capped = assemble_batch(sched, by_slot, adv, [0, 1, 2], sampler_logprobs=False, informative_cap=0.8)
+    assert max(abs(a) for a in capped["advantages"]) == pytest.approx(0.8)

@@ -204,6 +204,9 @@ def test_loop_evaluates_at_the_right_steps_and_keeps_the_best(tmp_path, capsys):
     assert json.loads((d / "eval_base.json").read_text())["pooled"]["mean_at_k"] == 0.1
     assert json.loads((d / "eval_final.json").read_text())["pooled"]["mean_at_k"] == 0.4
     assert "new best pooled/mean@4 = 0.600" in capsys.readouterr().out
+    # every periodic evaluation keeps its full result (per prompt), for a peak picked on held-out halves
+    assert sorted(p.name for p in (d / "evals").iterdir()) == ["step000002.json", "step000004.json", "step000006.json"]
+    assert json.loads((d / "evals" / "step000004.json").read_text())["pooled"]["mean_at_k"] == 0.6
 
 
 def test_loop_without_periodic_eval_only_base_and_final(tmp_path):
@@ -410,3 +413,89 @@ def test_base_from_is_checked_and_reused_instead_of_evaluating(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(_result(0.1, 0.1)))
     with pytest.raises(UserError, match="has no signature"):
         load_base_from(str(tmp_path / "old.json"), first.base_signature)
+
+
+def test_base_from_that_is_not_an_evaluation_is_refused_before_ray(tmp_path):
+    """--dry-run (and the driver, before Ray) reads eval.base_from: a missing path, a JSON list, a JSON
+    object that is no evaluation, each one line (a list used to end in AttributeError after Ray started)."""
+    from gdro_ray.errors import UserError
+    from gdro_ray.service.start_checks import check_start
+
+    cases = {"missing": (tmp_path / "nope" / "run", "no such file or folder"),
+             "list": (tmp_path / "list.json", "it is a JSON list"),
+             "object": (tmp_path / "obj.json", "an object without 'pooled'"),
+             "torn": (tmp_path / "torn.json", "not a readable evaluation")}
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "obj.json").write_text('{"a": 1}')
+    (tmp_path / "torn.json").write_text('{"pooled": ')
+    for path, why in cases.values():
+        cfg = load_config(overrides=[f"eval.base_from={path}"])
+        with pytest.raises(UserError) as e:
+            check_start(cfg, tmp_path / "run", resume=False, network=False)
+        assert str(e.value).startswith("eval.base_from:") and why in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+    # a resumed run that has its own eval_base.json does not need the source any more
+    run = _run_dir(_sub(tmp_path, "resumed"))
+    (run / "eval_base.json").write_text("{}")
+    check_start(load_config(overrides=[f"eval.base_from={tmp_path / 'list.json'}"]), run, resume=True, network=False)
+
+
+def test_keep_best_tier_the_held_out_set_lacks_is_refused_before_any_evaluation(tmp_path):
+    from gdro_ray.errors import UserError
+    from gdro_ray.service.start_checks import check_start
+    from gdro_ray.service.validation import check_keep_best_on
+
+    def refused(overrides):
+        with pytest.raises(UserError) as e:
+            check_start(load_config(overrides=["eval.every=1", *overrides]), tmp_path / "run", False, network=False)
+        return str(e.value)
+
+    assert refused(["checkpoint.keep_best=tier99/pass_at_k"]).startswith(
+        "checkpoint.keep_best: the held-out set has no tier99/pass_at_k")
+    # 3 prompts spread over the toy set's six tiers keep tiers 0, 2 and 4 only
+    assert "tier4/pass_at_k" in refused(["checkpoint.keep_best=tier5/pass_at_k", "data.toy_eval_per_tier=2",
+                                         "data.max_eval_prompts=3"])
+    check_start(load_config(overrides=["eval.every=1", "checkpoint.keep_best=tier5/mean_at_k"]), tmp_path / "run",
+                False, network=False)
+    assert not (tmp_path / "run").exists()
+    # a custom set: its own tier names (the driver checks as soon as it is loaded, before any actor)
+    rows = [{"prompt": "p", "tier": "algebra"}, {"prompt": "q", "tier": 3}]
+    check_keep_best_on("tieralgebra/pass_at_k", 4, rows)
+    check_keep_best_on("tier3/mean@4", 4, rows)
+    with pytest.raises(UserError, match="has no tier4/pass_at_k"):
+        check_keep_best_on("tier4/pass_at_k", 4, rows)
+    with pytest.raises(UserError, match="has no worst_tier/pass_at_k"):  # no tiers at all
+        check_keep_best_on("worst_tier/pass_at_k", 4, [{"prompt": "p"}])
+
+
+def test_an_evaluation_a_kill_interrupted_is_redone_on_resume(tmp_path):
+    """Killed during the evaluation after step 2 (its checkpoint written): the resumed run evaluates
+    step 2 before training on, so the curve has no hole and keep_best compares that checkpoint."""
+    d = _run_dir(tmp_path)
+    cfg = load_config(overrides=["steps=4", "eval.every=2", "eval.k=4", "checkpoint.every=2", "checkpoint.keep=1",
+                                 "checkpoint.keep_best=pooled/pass_at_k"])
+    tr = _Trainer(d, cfg, [_result(0.1, 0)])
+    ValidationLoop(tr).base()
+    for _ in range(2):
+        tr.step += 1
+        tr.version += 1
+        tr._publish({})
+    tr._checkpoint()  # step 2's checkpoint; the kill came during the evaluation that follows
+    again = _Trainer(d, cfg, [_result(0.7, 0), _result(0.2, 0), _result(0.3, 0)], resume=True)
+    again.step = again.version = 2
+    evals = ValidationLoop(again)
+    evals.base()
+    assert evals.catch_up()["pooled"]["pass_at_k"] == 0.7
+    assert read_best(d)["step"] == 2 and read_best(d)["value"] == 0.7
+    again.train(evals, 4)
+    labels = [(r["label"], r["steps_done"]) for r in _records(d)]
+    assert labels == [("base", 0), ("periodic", 2), ("final", 4)]
+    # a further resume from step 2 finds that evaluation recorded and does not redo it
+    third = _Trainer(d, cfg, [], resume=True)
+    third.step = third.version = 2
+    assert ValidationLoop(third).catch_up() is None and third.pool.calls == []
+    # a new run: nothing to catch up; a run extended past its final evaluation does not redo it
+    assert ValidationLoop(_Trainer(d, cfg, [])).catch_up() is None
+    longer = _Trainer(d, load_config(overrides=["steps=6", "eval.every=2", "eval.k=4"]), [], resume=True)
+    longer.step = longer.version = 4
+    assert ValidationLoop(longer).catch_up() is None and longer.pool.calls == []

@@ -41,6 +41,9 @@ from gdro_ray.algorithms import signals
 # exp() of a log-ratio beyond this is inf/0 in fp32 and only produces NaN gradients; a token
 # this far off-policy is clipped anyway, so clamping the log-ratio changes no clipped value.
 _MAX_LOG_RATIO = 20.0
+# Above this magnitude a group's sum or squared deviations can overflow float64 (to inf, then NaN
+# advantages); such a group is computed divided by its largest |r| (see `group_advantages`).
+_SAFE_MAGNITUDE = 1e100
 
 
 def _as_float_tensor(rewards: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
@@ -62,13 +65,20 @@ def group_advantages(
 
     One vectorised pass over all groups in fp64 (the same computation as the adversary's
     learnability signal, `signals.group_advantages`); a group whose rewards are all equal
-    (including a group of one) centres to exactly 0, so its advantages are 0.
+    (including a group of one) centres to exactly 0, so its advantages are 0. A group with some
+    |r| > 1e100 is computed as r/s with ε/s (s its largest |r|), which is the same quotient
+    (r − m)/(σ + ε) without the overflow, so finite rewards never give NaN advantages.
     """
     if len(rewards) == 0:
         return []
     groups = [np.asarray(g.detach().cpu().numpy() if isinstance(g, torch.Tensor) else g, dtype=np.float64)
               for g in rewards]
-    adv = np.concatenate(signals.group_advantages(groups, eps=eps)) if groups else np.zeros(0)
+    scale = [float(np.max(np.abs(g))) if g.size else 0.0 for g in groups]
+    huge = {i for i, s in enumerate(scale) if _SAFE_MAGNITUDE < s < np.inf}
+    per_group = signals.group_advantages([np.zeros_like(g) if i in huge else g for i, g in enumerate(groups)], eps=eps)
+    for i in huge:
+        per_group[i] = signals.group_advantages([groups[i] / scale[i]], eps=eps / scale[i])[0]
+    adv = np.concatenate(per_group)
     flat = torch.from_numpy(np.clip(adv, -adv_clip, adv_clip).astype(np.float32))
     return list(torch.split(flat, [len(g) for g in groups]))
 

@@ -83,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     from gdro_ray.utils.env import setup_env
 
     ap = build_parser()
-    args = ap.parse_args(argv)
+    # Flags and key=value overrides mix in any order: argparse fills the positionals once, so the
+    # overrides after a flag come back unparsed, and they are overrides all the same.
+    args, extra = ap.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or not isinstance(getattr(args, "overrides", None), list)]
+    if stray:
+        ap.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if not args.command:
         ap.print_help()
         return 2
@@ -91,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "config", None) and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides = [args.config, *args.overrides]
         args.config = None
-    setup_env()
     mod, fn = COMMANDS[args.command]
     try:
+        setup_env()  # temp folders that cannot be made private are a one-line refusal too
+        if getattr(args, "overrides", None):
+            from gdro_ray.config.loader import check_unique_overrides
+
+            check_unique_overrides(args.overrides)  # the same key twice: the last would silently win
         return int(getattr(importlib.import_module(mod), fn)(args) or 0)
     except UserError as e:
         # A UserError raised inside a Ray task or actor arrives as Ray's error type derived from it,

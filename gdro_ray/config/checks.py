@@ -15,6 +15,9 @@ from gdro_ray.config.schema import Config
 # pass@k is computed with O(k) array passes per estimate refresh; far beyond any k used for
 # difficulty (the paper: 8) the classifier would spend minutes per step (k = 1e9 hung `simulate`).
 MAX_PASS_K = 256
+# A bound far past any real run (the paper trains hundreds of steps) that still catches a typo'd
+# 10^29, which was accepted and would have run until stopped.
+MAX_STEPS = 10**7
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
 
@@ -39,12 +42,33 @@ def check_run_name(name: str) -> str | None:
     return None
 
 
+def _not_a_data_file(p: Path) -> str | None:
+    """What an existing path that is neither a folder nor a data file is, or None."""
+    import stat
+
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode):
+        return None
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        return f"{p} is {kind}, not a data file"
+    if p.suffix.lower() not in _DATA_SUFFIXES:
+        return f"{p} is a file but not a .jsonl/.json/.parquet/.arrow data file"
+    return None
+
+
 def _data_source(value: str, names: tuple[str, ...], key: str, need) -> None:
     if value in names:
         return
     p = Path(value).expanduser()
     if p.is_dir():
         return  # a folder of data files or a saved dataset (gdro_ray/data/table.py)
+    what = _not_a_data_file(p)
+    need(what is None, key, what or "")
     hub_name = value.count("/") == 1 and " " not in value and not value.startswith((".", "/", "~")) \
         and p.suffix.lower() not in _DATA_SUFFIXES
     if hub_name:
@@ -71,6 +95,12 @@ def check_service(cfg: Config, need) -> None:
     from gdro_ray.data.eval_sets import EVAL_NAMES, TRAIN_NAMES
 
     c, s, lr = cfg.classifier, cfg.sampler, cfg.learner
+    need(cfg.steps <= MAX_STEPS, "steps", f"must be ≤ {MAX_STEPS:,} (a bound past any real run), got {cfg.steps}")
+    # Every rollout of one-step off-policy sampling is one weight version behind: a staleness limit
+    # of 0 refuses all of them, so each step would be sampled twice (once ahead, once again).
+    need(not (cfg.cluster.off_policy and cfg.cluster.max_staleness == 0), "cluster.max_staleness",
+         "0 with cluster.off_policy=true refuses every rollout sampled ahead (each is one version old), "
+         "so every step would be sampled twice; use ≥ 1, or cluster.off_policy=false")
     need(c.k <= MAX_PASS_K, "classifier.k", f"must be ≤ {MAX_PASS_K} (pass@k costs O(k) per estimate), got {c.k}")
     need(c.prior_refit_every >= 1, "classifier.prior_refit_every", f"must be ≥ 1, got {c.prior_refit_every}")
     need(c.prior_strength_max > 0, "classifier.prior_strength_max", f"must be > 0, got {c.prior_strength_max}")

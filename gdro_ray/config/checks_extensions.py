@@ -18,12 +18,20 @@ def check_extensions(cfg: Config, need) -> None:
 
     r = cfg.reward
     if r.function:
+        where, _, fn = r.function.strip().rpartition(":")
+        need(not (where and not fn.strip()), "reward.function",
+             f"the function name after ':' is missing in {r.function!r} (write {where}:<function>)")
         try:
             parse_target(r.function)
             resolve_spec(r.function)  # a .py file must exist
         except ValueError as e:
             need(False, "reward.function", str(e))
     need(math.isfinite(r.success_threshold), "reward.success_threshold", f"must be finite, got {r.success_threshold}")
+    need(math.isfinite(r.import_timeout_s) and r.import_timeout_s > 0, "reward.import_timeout_s",
+         f"must be a finite number of seconds > 0, got {r.import_timeout_s}")
+    # below ~128 MiB the interpreter and its standard library do not start; 0 = no limit
+    need(math.isfinite(r.memory_limit_mb) and (r.memory_limit_mb == 0 or r.memory_limit_mb >= 128),
+         "reward.memory_limit_mb", f"must be 0 (no limit) or ≥ 128 MiB, got {r.memory_limit_mb}")
     d = cfg.data
     for key in ("prompt_key", "answer_key", "tier_key", "id_key", "eval_prompt_key", "eval_answer_key",
                 "eval_tier_key", "eval_id_key"):

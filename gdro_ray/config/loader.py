@@ -18,7 +18,7 @@ import yaml
 from gdro_ray.config.checks import check_service
 from gdro_ray.config.checks_extensions import check_extensions
 from gdro_ray.config.gpu_checks import check_gpu_keys
-from gdro_ray.config.schema import Config
+from gdro_ray.config.schema import MAX_REFILL_ROUNDS, Config
 from gdro_ray.errors import UserError
 
 
@@ -55,9 +55,12 @@ def _read_yaml(text: str, source: str) -> dict:
 
 
 def load_preset(name: str) -> dict:
+    # Only a name from presets/: a path here would load any YAML as a trusted preset; a user's own
+    # file goes as the config file argument, where it is read as the user's layer.
+    if name not in preset_names():
+        raise ConfigError(f"preset: unknown preset {name!r} (known: {', '.join(preset_names())}); "
+                          "a config file of your own goes as the first argument, not as preset=")
     path = resources.files("gdro_ray.config") / "presets" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"preset: unknown preset '{name}' (known: {', '.join(preset_names())})")
     return _read_yaml(path.read_text(), f"preset {name}")
 
 
@@ -68,11 +71,27 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override '{item}': empty key")
+    if any(not part.strip() for part in key.split(".")):
+        raise ConfigError(f"{key}: not a config key (an empty name before or after a '.'; keys are section.key)")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+        # `path.py:` or `a: b` reads as a YAML mapping; on the command line it is the text typed
+        # (a mapping is written {k: v}), so the key's own check can say what is wrong with it
+        value = raw
     return key, value
+
+
+def check_unique_overrides(overrides) -> None:
+    """Refuse a key given twice among command-line overrides (the last would silently win)."""
+    seen: dict[str, str] = {}
+    for item in overrides:
+        key = parse_override(item)[0]
+        if key in seen:
+            raise ConfigError(f"{key}: given twice on the command line ({seen[key]!r} and {item!r}); keep one")
+        seen[key] = item
 
 
 def _set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -200,12 +219,18 @@ def validate(cfg: Config) -> Config:
     need(0.0 < p.beta <= 1.0, "prompt_gdro.beta", f"must be in (0,1], got {p.beta}")
     need(0.0 < p.share_floor <= 1.0, "prompt_gdro.share_floor", f"must be in (0,1], got {p.share_floor}")
     need(p.max_repeats >= 0, "prompt_gdro.max_repeats", f"must be ≥ 0 (0 = no limit), got {p.max_repeats}")
-    need(p.score_clip > 0, "prompt_gdro.score_clip", f"must be > 0, got {p.score_clip}")
+    need(p.score_clip >= 0, "prompt_gdro.score_clip", f"must be ≥ 0 (0 = no clip), got {p.score_clip}")
+    need(p.worst_eta >= 0, "prompt_gdro.worst_eta", f"must be ≥ 0 (0 = no worst-group weight), got {p.worst_eta}")
+    need(not p.informative_norm or p.mode == "reweight", "prompt_gdro.informative_norm",
+         f"normalises reweight mode's advantage weights; it does nothing with prompt_gdro.mode={p.mode}")
+    need(c.refresh_every >= 1, "classifier.refresh_every", f"must be ≥ 1, got {c.refresh_every}")
     need(p.omega_max >= 1.0, "prompt_gdro.omega_max", f"must be ≥ 1, got {p.omega_max}")
     need(r.n_min >= 2, "rollout_gdro.n_min", f"must be ≥ 2 (a group of one has no baseline), got {r.n_min}")
     need(r.n_min <= r.n_max, "rollout_gdro.n_min", f"n_min={r.n_min} > n_max={r.n_max}")
     need(r.n_min <= cfg.budget_mean <= r.n_max, "budget_mean",
          f"n̄={cfg.budget_mean} outside [rollout_gdro.n_min, rollout_gdro.n_max]=[{r.n_min}, {r.n_max}]")
+    need(c.window == 0 or r.n_max <= 255, "rollout_gdro.n_max",
+         f"must be ≤ 255 with classifier.window > 0 (a visit's rollouts are stored as one byte), got {r.n_max}")
     need(r.dual_lr > 0, "rollout_gdro.dual_lr", f"must be > 0, got {r.dual_lr}")
     need(r.v_min > 0, "rollout_gdro.v_min", f"must be > 0, got {r.v_min}")
     need(0.0 < r.variance_beta <= 1.0, "rollout_gdro.variance_beta", f"must be in (0,1], got {r.variance_beta}")
@@ -215,7 +240,9 @@ def validate(cfg: Config) -> Config:
     need(g.adv_clip > 0.0, "grpo.adv_clip", f"must be > 0, got {g.adv_clip}")
     need(g.mini_batches >= 1, "grpo.mini_batches", f"must be ≥ 1, got {g.mini_batches}")
     need(g.epochs >= 1, "grpo.epochs", f"must be ≥ 1, got {g.epochs}")
-    need(g.max_refill_rounds >= 0, "grpo.max_refill_rounds", f"must be ≥ 0, got {g.max_refill_rounds}")
+    need(0 <= g.max_refill_rounds <= MAX_REFILL_ROUNDS, "grpo.max_refill_rounds",
+         f"must be in [0, {MAX_REFILL_ROUNDS}] (each round is another sampling pass of the step), "
+         f"got {g.max_refill_rounds}")
     off = cfg.cluster.off_policy
     need(not off or (cfg.sampler.temperature == 1.0 and cfg.sampler.top_p == 1.0), "cluster.off_policy",
          f"the importance ratio uses the samplers' raw (T=1, full-vocabulary) log-probs: needs sampler.temperature=1 "
@@ -284,7 +311,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
               _move_legacy_keys(over, "the overrides")]
     merged = _merge(_merge(layers[0], layers[1]), layers[2])
     merged["preset"] = name
-    return validate(_build(Config, merged))
+    # the profile goes under every layer above (profiles.py); what it set is recorded in the config
+    from gdro_ray.config.profiles import apply_profile, recorded_values
+
+    def _fail(msg: str):
+        raise ConfigError(msg)
+
+    merged, bundle = apply_profile(merged, _fail)
+    cfg = _build(Config, merged)
+    cfg.profile_values = recorded_values(cfg, bundle)
+    return validate(cfg)
 
 
 def dump_config(cfg: Config) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
+MAX_REFILL_ROUNDS = 100  # grpo.max_refill_rounds: each round is another sampling pass of one step
 
 
 def doc(default, help: str, **kw):
@@ -38,6 +39,14 @@ class ClassifierConfig:
     hysteresis: float = doc(0.03, "Margin δ by which an estimate must cross an edge to move bins, up or down.")
     prior_refit_every: int = doc(1, "Refit the empirical-Bayes Beta prior every this many steps.")
     prior_strength_max: float = doc(20.0, "Cap on α+β of the fitted Beta prior (keeps new data influential).")
+    binning: Literal["equal_width", "equal_count"] = doc(
+        "equal_width", "How prompts are binned: `equal_width` (the paper: `edges` on pass@k, with hysteresis) or "
+                       "`equal_count` (len(edges)+1 bins of about equal size: edges at quantiles of each seen "
+                       "prompt's posterior-mean per-rollout success rate, re-placed every classifier.refresh_every "
+                       "steps; the edge values and hysteresis are then unused). Equal-width pass@8 edges put every "
+                       "prompt with p ≥ 0.25 in one bin (docs/algorithms.md).")
+    refresh_every: int = doc(10, "With binning=equal_count: re-place the edges and regroup the pool every this many "
+                                 "steps (and after the first step).")
 
 
 @dataclass
@@ -50,15 +59,30 @@ class PromptGDROConfig:
     share_floor: float = doc(
         0.5, "Floor on a bin's share relative to uniform (|U|·share) when normalising its mean signal: a thin "
              "bin's signal is boosted at most 1/floor times, so signals in [0,1] keep S_b inside the clip.")
-    share_normalization: Literal["auto", "batch", "pool", "none"] = doc(
+    share_normalization: Literal["auto", "batch", "batch_raw", "pool", "none"] = doc(
         "auto", "Reference share that the bin's mean signal is divided by (relative to uniform): `batch` (the "
                 "realised batch share, the paper's form), `pool` (the bin's share of the prompt pool, its natural "
-                "frequency), `none`. auto = batch under the data cursor (reweight mode), none in resample mode, "
-                "where the batch share is q's own choice and would feed it back (docs/algorithms.md).")
-    score_clip: float = doc(3.0, "Clip C on S_b before the exponential.")
-    signal: Literal["surrogate", "failure", "learnability"] = doc(
-        "learnability", "Per-prompt difficulty signal fed to S_b (chosen by benchmarks/gdro_vs_grpo.py)."
+                "frequency), `none`; `batch_raw` divides by the raw batch share, max(share, share_floor), exactly "
+                "as the paper (use share_floor 0.02, its floor). auto = batch under the data cursor (reweight mode), "
+                "none in resample mode, where the batch share is q's own choice and would feed it back "
+                "(docs/algorithms.md).")
+    score_clip: float = doc(3.0, "Clip C on S_b before the exponential; 0 = no clip (the paper's code).")
+    signal: Literal["surrogate", "failure", "learnability", "progress"] = doc(
+        "learnability", "Per-prompt difficulty signal fed to S_b (chosen by benchmarks/gdro_vs_grpo.py); `progress` "
+                        "is the signed change of a re-visited prompt's success rate per step since its last visit "
+                        "(a group's value: Σ change / Σ steps; gdro_ray/algorithms/progress.py)."
     )
+    weights: Literal["exp", "linear"] = doc(
+        "exp", "How scores become q: `exp` (the paper's exponential weights, sharpness eta, clip score_clip) or "
+               "`linear` (q ∝ worst-group weight × max(S_b, 0), plus the gamma floor: a group scoring 0 gets only "
+               "the floor; eta and score_clip unused).")
+    worst_eta: float = doc(
+        0.0, "With weights=linear: sharpness of the worst-group weight softmax(−worst_eta · group mean success "
+             "rate) that multiplies each score; 0 = every group weighs the same (pure score matching).")
+    informative_norm: bool = doc(
+        False, "Reweight mode: rescale the advantage weights to mean 1 over the responses of groups with a "
+               "non-zero advantage only (all-fail/all-pass groups carry no weight), then cap at omega_max; "
+               "false = mean 1 over every response (the paper's code). Applied by training and simulate.")
     mode: Literal["reweight", "resample"] = doc(
         "resample", "How q is applied: reweight advantages (paper) or resample prompts by bin."
     )
@@ -84,8 +108,12 @@ class RolloutGDROConfig:
     dual_lr: float = doc(0.05, "Step α_μ of the projected dual ascent on the shadow price μ.")
     v_min: float = doc(0.01, "Floor on the per-bin variance proxy v_b.")
     variance_beta: float = doc(0.4, "EMA rate of the per-bin variance proxy.")
-    mode: Literal["shadow_price", "uniform"] = doc(
-        "shadow_price", "Allocation rule; `uniform` gives every prompt n̄ (a control)."
+    mode: Literal["shadow_price", "uniform", "knapsack"] = doc(
+        "shadow_price", "Allocation rule: `shadow_price` (the square-root law per bin, solved exactly), `uniform` "
+                        "(every prompt n̄, a control) or `knapsack` (per prompt, from n_min, the rest of B·n̄ handed "
+                        "out greedily by the gain in the chance that the group carries a gradient, "
+                        "1 − pⁿ − (1−p)ⁿ, at the prompt's posterior-mean success rate p; gdro_ray/algorithms/"
+                        "knapsack.py)."
     )
     proxy: Literal["reward_variance", "passk_variance"] = doc(
         "passk_variance",
@@ -110,8 +138,10 @@ class GRPOConfig:
                "batch_size informative groups are collected or grpo.max_refill_rounds is spent; advantage weights "
                "are renormalised over what is trained; the record gives rollouts_sampled and rollouts_trained.")
     max_refill_rounds: int = doc(
-        3, "With filter_all_equal, the most extra sampling rounds per step; after them the step trains on the "
-           "informative groups it has (record: refill_short).")
+        3, "With filter_all_equal, the most extra sampling rounds per step (at most 100); after them the step "
+           "trains on the informative groups it has (record: refill_short). Rounds also stop once the step has "
+           "sampled as many prompts as the training pool holds; if then no group is informative (a constant "
+           "reward) the run stops with one line.")
     mini_batches: int = doc(
         2, "Optimizer steps per batch (PPO mini-batches, split along prompt groups). The paper uses 2; it is "
            "what makes the ratio and clip-higher bind. On the toy default it costs one extra no-grad forward "
@@ -344,14 +374,26 @@ class RewardConfig:
                             "fn(prompts, responses, answers, metadata) -> list[float] once per prompt with its n "
                             "rollouts (metadata: one dict of the row's other columns per response; an async def is "
                             "awaited). It runs in a subprocess of each sampler under a limit of "
-                            "sampler.reward_timeout_s per response. Empty = math-verify on the last \\boxed{}. "
+                            "sampler.reward_timeout_s per response, without the current folder on its path (a "
+                            "module target is looked up there after the standard library and installed packages). "
+                            "Scores must be finite with |score| ≤ 1e6. Empty = math-verify on the last \\boxed{}. "
                             "Examples: gdro_ray/rewards/examples/.")
     on_error: Literal["zero", "stop"] = doc("zero", "When the function raises, passes its time limit, returns the wrong "
-                                                   "length or a non-finite value: `zero` scores those rollouts 0 and "
-                                                   "counts them (reward_errors in metrics.jsonl); `stop` ends the run "
-                                                   "with one line naming the function and the row.")
+                                                   "length or a value that is not finite or beyond ±1e6: `zero` scores "
+                                                   "those rollouts 0 and counts them (reward_errors in metrics.jsonl); "
+                                                   "`stop` ends the run with one line naming the function and the row. "
+                                                   "Either way, 3 steps in a row (or every step of a shorter run) in "
+                                                   "which every reward call failed stop the run with one line.")
     success_threshold: float = doc(0.5, "With a custom function, a rollout counts as solved (pass@k, difficulty bins, "
                                         "pass_rate) when its reward is ≥ this; advantages use the raw rewards.")
+    import_timeout_s: float = doc(120.0, "With a custom function, the time limit for importing its module, checked once "
+                                         "at start in a worker process (a hang, sys.exit or KeyboardInterrupt at import "
+                                         "stops the run with one line) and again in each sampler's worker.")
+    memory_limit_mb: float = doc(4096.0, "With a custom function, the address-space limit (RLIMIT_AS, virtual memory) "
+                                         "of its worker process in MiB; an allocation past it fails inside the call, "
+                                         "which is then a reward error (reward.on_error). Raise it for a reward that "
+                                         "loads a model; 0 = no limit (needed for CUDA, which reserves large virtual "
+                                         "ranges).")
 
 
 @dataclass
@@ -405,10 +447,18 @@ class Config:
     """A whole run. Top-level keys are shared by `simulate` and `train`."""
 
     preset: str = doc("toy", "Named preset the run starts from (`toy`, `smollm2`, `smollm2-toy`, `qwen3-1.7b-dapo`).")
+    profile: Literal["project", "paper", "learnability"] = doc(
+        "project", "Bundle of GDRO settings applied under the preset, the config file and the overrides (any of "
+                   "them wins key by key): `project` (today's defaults), `paper` (the paper's modes kept exact), "
+                   "`learnability` (Prompt-GDRO that follows measured learning progress). The values each sets: "
+                   "gdro_ray/config/profiles.py, docs/algorithms.md.")
+    profile_values: list[str] = doc(
+        [], "Written by the loader: the key=value pairs of the profile that the resolved config holds (a value a "
+            "preset, file or override changed is not listed). A value given here is replaced.")
     algorithm: Literal["grpo", "prompt_gdro", "rollout_gdro", "both"] = doc(
         "both", "Which adversaries run: none (GRPO), Prompt-GDRO, Rollout-GDRO, or both."
     )
-    steps: int = doc(30, "Training steps.")
+    steps: int = doc(30, "Training steps (at most 10^7).")
     batch_size: int = doc(32, "Prompts per step B.")
     budget_mean: int = doc(4, "Mean rollouts per prompt n̄; Σ n_i = B·n̄ every step.")
     seed: int = doc(0, "Seed for every random choice of the run.")

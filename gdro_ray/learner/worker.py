@@ -71,6 +71,7 @@ from gdro_ray.learner.batch import (
 from gdro_ray.learner.phases import PhaseTimer
 from gdro_ray.learner.weights_out import LearnerWeights
 from gdro_ray.rollout_arrays import materialise, rank_rows, row_lengths
+from gdro_ray.utils.weight_group import rendezvous_store
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Stats summed over ranks as token-weighted sums (then divided by the global token count).
@@ -150,7 +151,7 @@ class LearnerWorker(LearnerWeights):
         self.backend = backend
         dist.init_process_group(
             backend,
-            init_method=f"tcp://{master_addr}:{int(master_port)}",
+            store=rendezvous_store(master_addr, int(master_port), rank, world_size, timeout_s),
             rank=rank,
             world_size=world_size,
             timeout=timedelta(seconds=timeout_s),

@@ -14,16 +14,24 @@ one series per bin for the per-group fields (`bins/<field>/bin0` … `unseen`), 
   resumed run continues the same wandb run (steps it already has are ignored by wandb).
 - `mlflow` (extra `gdro-ray[mlflow]`, the `mlflow-skinny` client): `metrics.mlflow_tracking_uri`,
   or a local file store <run_dir>/mlruns (MLflow 3 refuses file stores unless
-  MLFLOW_ALLOW_FILE_STORE=true; it is set for that default). Params: the flattened config.
+  MLFLOW_ALLOW_FILE_STORE=true; it is set for that default and for any `file:` URI, since the
+  file store is what the skinny client writes without a server). Params: the flattened config.
 
-A package that is not installed stops the run at start with one line naming the extra.
+A package that is not installed stops the run at start with one line naming the extra; so does a
+setting that cannot work (`check_logger_settings`, called before Ray starts and by `--dry-run`):
+a tracking URI that is not one, a file or sqlite store in a folder that cannot be written, a
+server that does not answer (not in `--dry-run`), wandb `online` without an API key.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import socket
 import time
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from gdro_ray.errors import UserError
 from gdro_ray.metrics.tensorboard import eval_scalars, record_scalars
@@ -114,13 +122,23 @@ class WandbLogger:
             self.run.finish()
 
 
+def run_filter(folder: str) -> str:
+    """MLflow's filter for the run of `folder`. Its filter strings have no escape for a quote inside a
+    value, so the value is quoted with the quote it lacks; a folder with both is found by its hash."""
+    for quote in ("'", '"'):
+        if quote not in folder:
+            return f"tags.gdro_run_dir = {quote}{folder}{quote}"
+    return f"tags.gdro_run_key = '{hashlib.sha1(folder.encode()).hexdigest()[:16]}'"
+
+
 class MlflowLogger:
     MAX_PARAM_CHARS = 500  # MLflow's limit on one param value
 
     def __init__(self, run_dir: Path, tracking_uri: str, experiment: str):
         if not tracking_uri:
             tracking_uri = (run_dir / "mlruns").resolve().as_uri()
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # our default; see the module docstring
+        if tracking_uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # see the module docstring
         _require("mlflow")
         from mlflow.tracking import MlflowClient
 
@@ -129,9 +147,10 @@ class MlflowLogger:
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
         # a resumed run continues the MLflow run of the same folder (tagged with it)
         folder = str(run_dir.resolve())
-        found = self.client.search_runs([exp_id], filter_string=f"tags.gdro_run_dir = '{folder}'", max_results=1)
+        key = hashlib.sha1(folder.encode()).hexdigest()[:16]
+        found = self.client.search_runs([exp_id], filter_string=run_filter(folder), max_results=1)
         self.run_id = found[0].info.run_id if found else self.client.create_run(
-            exp_id, run_name=run_dir.name, tags={"gdro_run_dir": folder}).info.run_id
+            exp_id, run_name=run_dir.name, tags={"gdro_run_dir": folder, "gdro_run_key": key}).info.run_id
         self.where = f"{tracking_uri} (experiment {experiment}, run {self.run_id})"
 
     def _metrics(self, scalars: dict[str, float], step: int) -> None:
@@ -199,6 +218,90 @@ def logger_names(metrics_cfg) -> list[str]:
     if getattr(metrics_cfg, "tensorboard", False) and "tensorboard" not in names:
         names.insert(0, "tensorboard")
     return names
+
+
+# Tracking URI schemes the MLflow client takes (a database scheme may carry a driver: mysql+pymysql).
+MLFLOW_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")
+_DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_URI_HINT = ("use file:///PATH, http(s)://HOST:PORT, or sqlite:///PATH/mlflow.db with the full mlflow package "
+             "(empty = <run_dir>/mlruns)")
+CONNECT_TIMEOUT_S = 5.0  # a tracking server that does not answer in this time fails the start
+
+
+def _writable_folder(folder: Path, uri: str) -> None:
+    """The store's folder is, or can be created, and written."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"metrics.mlflow_tracking_uri: {probe} (in {uri}) is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"metrics.mlflow_tracking_uri: cannot write in {probe} (for {uri})")
+
+
+def check_mlflow_uri(uri: str, network: bool = True) -> None:
+    """One line at start when `uri` cannot work; `network` also connects to an http(s) server."""
+    if not uri:
+        return
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower().split("+")[0]
+    if scheme not in MLFLOW_SCHEMES:
+        raise UserError(f"metrics.mlflow_tracking_uri: {uri!r} is not a tracking URI; {_URI_HINT}")
+    if scheme in _DB_SCHEMES and importlib.util.find_spec("sqlalchemy") is None:
+        raise UserError(f"metrics.mlflow_tracking_uri: a {scheme} store needs the full mlflow package (pip install "
+                        "mlflow; the mlflow-skinny client has none); or use file:///PATH or an http(s) server")
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise UserError(f"metrics.mlflow_tracking_uri: {uri!r} names host {parsed.netloc!r}; "
+                            "a file store is local: file:///PATH")
+        _writable_folder(Path(url2pathname(parsed.path)), uri)
+    elif scheme == "sqlite":
+        db = parsed.path[1:]  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
+        if db and db != ":memory:":
+            folder = Path(db).parent
+            if not folder.is_dir():  # sqlite creates the file, not its folder
+                raise UserError(f"metrics.mlflow_tracking_uri: folder {folder} of {uri} does not exist")
+            _writable_folder(folder, uri)
+    elif scheme in ("http", "https"):
+        if not parsed.hostname:
+            raise UserError(f"metrics.mlflow_tracking_uri: {uri!r} names no host; {_URI_HINT}")
+        if network:  # MLflow itself retries an absent server for minutes, after the actors started
+            port = parsed.port or (443 if scheme == "https" else 80)
+            try:
+                socket.create_connection((parsed.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+            except OSError as e:
+                why = e.strerror or type(e).__name__
+                raise UserError(f"metrics.mlflow_tracking_uri: no server answers at {parsed.hostname}:{port} "
+                                f"({why}); start it, or fix the URI") from None
+
+
+def _wandb_has_key() -> bool | None:
+    """Whether wandb finds an API key (environment, settings file or .netrc), as wandb looks for it;
+    None when this wandb does not expose that lookup (then wandb itself decides at start)."""
+    try:
+        from wandb.sdk import wandb_setup
+        from wandb.sdk.lib import wbauth
+
+        settings = wandb_setup.singleton().settings
+        return bool(settings.api_key or wbauth.read_netrc_auth(host=settings.base_url))
+    except (ImportError, AttributeError, TypeError):
+        return None
+    except Exception:  # a malformed key in .netrc: wandb would refuse it too
+        return False
+
+
+def check_logger_settings(metrics_cfg, network: bool = True) -> None:
+    """Refuse, in one line before anything starts, a logger that would fail after the actors start:
+    an absent package, an MLflow tracking URI that cannot work, wandb `online` without a key."""
+    names = logger_names(metrics_cfg)
+    for name in names:
+        if name in EXTRAS and importlib.util.find_spec(EXTRAS[name][0]) is None:
+            raise UserError(f"metrics.loggers: {name} is not installed; pip install '{EXTRAS[name][1]}'")
+    if "mlflow" in names:
+        check_mlflow_uri(metrics_cfg.mlflow_tracking_uri, network)
+    if "wandb" in names and metrics_cfg.wandb_mode == "online" and _wandb_has_key() is False:
+        raise UserError("metrics.wandb_mode: online needs a wandb API key (WANDB_API_KEY or `wandb login`); "
+                        "or metrics.wandb_mode=offline to sync later")
 
 
 def open_loggers(metrics_cfg, run_dir: str | Path) -> RunLoggers | None:

@@ -1,10 +1,13 @@
 """Worker subprocess that serves one user reward function (see `custom.py`).
 
 Protocol (length-prefixed pickle frames on stdin/stdout): the first frame in is the spec; the
-worker answers ("ready",) once the function is imported, or ("error", reason) and exits. Then
-each frame in is (prompts, responses, answers, metadata) and each frame out ("ok", scores) or
-("error", "Type: message"). Scores are converted to a list here so numpy arrays and tensors
-cross the pipe as plain numbers. It exits when stdin closes, so a dead sampler leaves no worker.
+worker sets its memory limit (spec["memory_limit_mb"]), then answers ("ready",) once the function
+is imported, or ("error", reason) and exits — an import that raises SystemExit or
+KeyboardInterrupt included. Then each frame in is (prompts, responses, answers, metadata) and each
+frame out ("ok", scores), ("error", "Type: message") when the function raised, or ("returned",
+description) when it returned something that cannot cross the pipe (a generator). Scores are
+converted to a list here so numpy arrays and tensors cross the pipe as plain numbers. It exits
+when stdin closes, so a dead sampler leaves no worker.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import os
 import pickle
 import sys
 
-from gdro_ray.rewards.custom import _HEADER, _write_frame, load_function
+from gdro_ray.rewards._worker_pool import set_memory_limit
+from gdro_ray.rewards.custom import _HEADER, MEMORY_LIMIT_MB, _write_frame, load_function
 
 
 def _read_frame(stream):
@@ -32,9 +36,28 @@ def _as_list(value):
     return value
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e: BaseException, memory_mb: float = 0) -> str:
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    line = f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    if isinstance(e, MemoryError) and memory_mb:
+        line += f" (the worker's limit is reward.memory_limit_mb={memory_mb:g})"
+    return line
+
+
+def _describe(value) -> str:
+    """What an unpicklable return value is, for the one-line error."""
+    if isinstance(value, list):
+        odd = next((v for v in value if not _picklable(v)), None)
+        return f"a list holding a {type(odd).__name__}" if odd is not None else "a list"
+    return f"a {type(value).__name__}"
+
+
+def _picklable(value) -> bool:
+    try:
+        pickle.dumps(value)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means it cannot cross the pipe
+        return False
 
 
 def serve() -> None:
@@ -42,10 +65,17 @@ def serve() -> None:
     os.dup2(2, 1)  # prints in the user's function go to stderr, not into the protocol
     stdin = sys.stdin.buffer
     spec = _read_frame(stdin)
+    memory_mb = float(spec.get("memory_limit_mb", MEMORY_LIMIT_MB))
+    set_memory_limit(memory_mb)  # before the import: a module that loads a model counts too
     try:
         fn = load_function(spec)
     except ValueError as e:
-        _write_frame(proto, ("error", str(e)))
+        hint = f" (the worker's limit is reward.memory_limit_mb={memory_mb:g})" if "(MemoryError" in str(e) else ""
+        _write_frame(proto, ("error", str(e) + hint))
+        return
+    except BaseException as e:  # noqa: BLE001 - sys.exit() or KeyboardInterrupt at import: say so
+        _write_frame(proto, ("error", f"cannot import {spec.get('path') or spec.get('module')} "
+                                      f"({_one_line(e, memory_mb)} at import)"))
         return
     _write_frame(proto, ("ready",))
     loop = None
@@ -58,10 +88,11 @@ def serve() -> None:
             if inspect.isawaitable(value):
                 loop = loop or asyncio.new_event_loop()  # one loop: clients the function caches stay usable
                 value = loop.run_until_complete(value)
-            reply = ("ok", _as_list(value))
-            pickle.dumps(reply)
+            value = _as_list(value)
         except BaseException as e:  # noqa: BLE001 - SystemExit and friends are the user's bug too
-            reply = ("error", _one_line(e))
+            reply = ("error", _one_line(e, memory_mb))
+        else:
+            reply = ("ok", value) if _picklable(value) else ("returned", _describe(value))
         _write_frame(proto, reply)
 
 

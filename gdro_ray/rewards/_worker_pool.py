@@ -11,17 +11,25 @@ It exits when stdin closes, so a dead caller leaves no worker behind.
 
 Pool: up to `MAX_WORKERS` idle-or-busy workers per process, created lazily; a caller borrows an
 idle one (or waits) and returns it after the answer; a killed worker is dropped.
+
+Start-up (shared with the custom-reward worker, `custom.py`): `python -P -c` with the package's
+folder appended to sys.path, so neither the current folder nor a file planted there (a `json.py`)
+is importable in a worker, and the installed standard library and packages come first. Each
+worker leads its own session, so a kill takes whatever it started too; each runs under an
+address-space limit (`set_memory_limit`), so an allocation past it fails inside the worker instead
+of taking the machine's memory.
 """
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
-import importlib
 import time
 from pathlib import Path
 
@@ -30,8 +38,54 @@ _mr = importlib.import_module("gdro_ray.rewards.math_reward")
 
 MAX_WORKERS = max(1, min(4, os.cpu_count() or 1))
 STARTUP_TIMEOUT_S = 60.0
+# Address-space limit of a math-verify worker: sympy on a capped box needs well under 200 MiB.
+MEMORY_LIMIT_MB = 2048
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # a checkout that is not pip-installed
+
+
+def worker_command(module: str) -> list[str]:
+    """`python` running `module`'s serve() with no current folder on sys.path (see the module doc).
+
+    -P drops the folder `-m`/`-c` would put first; the package root goes last, behind the
+    standard library and the installed packages, so nothing in it can shadow them."""
+    boot = f"import sys; sys.path.append(sys.argv[1]); from {module} import serve; serve()"
+    return [sys.executable, "-P", "-c", boot, _PACKAGE_ROOT]
+
+
+def worker_env() -> dict:
+    """The caller's environment, less PYTHONPATH's empty entries (Python reads them as the current folder)."""
+    env = dict(os.environ)
+    if "PYTHONPATH" in env:
+        kept = [p for p in env["PYTHONPATH"].split(os.pathsep) if p]
+        if kept:
+            env["PYTHONPATH"] = os.pathsep.join(kept)
+        else:
+            del env["PYTHONPATH"]
+    return env
+
+
+def start_worker(cmd: list[str], stderr=None) -> subprocess.Popen:
+    """Start a worker in its own session (`stop_process` kills the whole group)."""
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=worker_env(),
+                            close_fds=True, start_new_session=True)
+
+
+def set_memory_limit(mb: float) -> None:
+    """Cap this process's address space at `mb` MiB (0 = leave it); a later allocation past it
+    raises MemoryError (or kills the process in C code that cannot report it)."""
+    if not mb or mb <= 0:
+        return
+    import resource
+
+    limit = int(mb * 2**20)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
 # The command that starts a worker; tests swap it for a worker that hangs.
-WORKER_CMD: list[str] = [sys.executable, "-m", "gdro_ray.rewards._worker_pool"]
+WORKER_CMD: list[str] = worker_command("gdro_ray.rewards._worker_pool")
 
 
 class _WorkerDied(Exception):
@@ -58,7 +112,15 @@ def _read_line(proc: subprocess.Popen, buf: bytearray, deadline: float) -> bytes
 
 
 def stop_process(proc: subprocess.Popen) -> None:
-    """Kill a worker subprocess (if still running), reap it and close its pipes."""
+    """Kill a worker subprocess and every process of its session, reap it and close its pipes.
+
+    The group is killed before the worker is reaped: until then its pid, which is the group's id,
+    cannot be reused by an unrelated process. After a reap the group may outlive its leader
+    (children left behind); its id stays reserved while any member lives, so killing it is safe."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     if proc.poll() is None:
         proc.kill()
     try:
@@ -74,11 +136,7 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 class _Worker:
     def __init__(self) -> None:
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])  # works from a checkout, not installed
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else root
-        self.proc = subprocess.Popen(WORKER_CMD, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, env=env, close_fds=True)
+        self.proc = start_worker(WORKER_CMD, stderr=subprocess.DEVNULL)
         self.buf = bytearray()
         _mr._count("worker_starts")
         if _read_line(self.proc, self.buf, time.monotonic() + STARTUP_TIMEOUT_S) != b"ready":
@@ -176,6 +234,7 @@ def serve() -> None:
     """Worker main loop (runs in the subprocess)."""
     proto = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
+    set_memory_limit(MEMORY_LIMIT_MB)  # a comparison that outgrows it is an "error", not a dead machine
     _mr._ensure_math_verify()
     proto.write(b"ready\n")
     proto.flush()

@@ -12,12 +12,20 @@ worker subprocess (`_reward_fn_worker`) that imports the function once and serve
 pipe. Why a subprocess: a function that hangs in C code or swallows every exception cannot be
 stopped inside the caller's process, a subprocess can be killed. The limit of one call is
 ``sampler.reward_timeout_s`` per response (the math-verify limit, summed over the call); a
-worker that does not answer in time is killed and a fresh one starts on the next call.
+worker that does not answer in time is killed with every process it started (it leads its own
+session) and a fresh one starts on the next call. The worker is started without the current
+folder on its path (`_worker_pool.worker_command`); the driver's folder is appended to it, after
+the standard library and the installed packages, so a module target there is found but cannot
+shadow them. It runs under an address-space limit of ``reward.memory_limit_mb``. Importing the
+module has its own limit, ``reward.import_timeout_s``; the driver checks the import once at start
+in such a worker (`check_import`), so a module that hangs, exits or is interrupted while it
+imports stops the run with one line.
 
 A call fails when the function raises, passes its limit, returns something of the wrong length
-or a value that is not a finite number. ``reward.on_error=zero`` scores the call's rollouts 0
-(only the bad values when the length was right) and counts it; ``stop`` raises
-`RewardFunctionError`, one line naming the function and the row.
+or a value that is not a finite number of magnitude at most ``MAX_ABS_REWARD`` (larger values
+overflow the advantage arithmetic). ``reward.on_error=zero`` scores the call's rollouts 0 (only
+the bad values when the length was right) and counts it; ``stop`` raises `RewardFunctionError`,
+one line naming the function and the row.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import math
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -35,9 +44,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gdro_ray.errors import UserError
-from gdro_ray.rewards._worker_pool import stop_process
+from gdro_ray.rewards._worker_pool import start_worker, stop_process, worker_command
 
-STARTUP_TIMEOUT_S = 120.0  # importing the user's module (torch, a judge model...) is not timed as a call
+STARTUP_TIMEOUT_S = 120.0  # default of reward.import_timeout_s: importing torch or a judge model takes a while
+MEMORY_LIMIT_MB = 4096  # default of reward.memory_limit_mb
+MAX_ABS_REWARD = 1e6  # a larger score is a bad value: squares of 1e154 and up overflow float64
 _HEADER = struct.Struct(">Q")
 
 
@@ -102,10 +113,18 @@ def load_function(spec: dict) -> Callable:
     return fn
 
 
-def check_scores(value: Any, n: int) -> tuple[list[float], str | None, list[int]]:
+def _as_float(v: Any) -> float:
+    try:
+        return float(v) if not isinstance(v, (str, bytes)) else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def check_scores(value: Any, n: int, max_abs: float = MAX_ABS_REWARD) -> tuple[list[float], str | None, list[int]]:
     """(scores, problem, bad positions): scores has n floats (0.0 where a value is bad).
 
-    problem is None when everything is fine; a wrong length or type zeroes the whole call."""
+    A value is bad when it is not a finite number or its magnitude exceeds `max_abs`. problem is
+    None when everything is fine; a wrong length or type zeroes the whole call."""
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
         return [0.0] * n, f"returned {type(value).__name__}, expected a list of {n} numbers", list(range(n))
     try:
@@ -116,16 +135,16 @@ def check_scores(value: Any, n: int) -> tuple[list[float], str | None, list[int]
         return [0.0] * n, f"returned {len(values)} scores for {n} responses", list(range(n))
     scores, bad = [], []
     for i, v in enumerate(values):
-        try:
-            f = float(v) if not isinstance(v, (str, bytes)) else math.nan
-        except (TypeError, ValueError):
-            f = math.nan
-        if not math.isfinite(f):
+        f = _as_float(v)
+        if not math.isfinite(f) or abs(f) > max_abs:
             bad.append(i)
             f = 0.0
         scores.append(f)
     if bad:
-        return scores, f"returned a non-finite or non-numeric score {values[bad[0]]!r} (response {bad[0]})", bad
+        v = values[bad[0]]
+        what = (f"score {v!r} beyond ±{max_abs:g}" if math.isfinite(_as_float(v))
+                else f"non-finite or non-numeric score {v!r}")
+        return scores, f"returned a {what} (response {bad[0]})", bad
     return scores, None, []
 
 
@@ -150,21 +169,41 @@ def _read_exact(fd: int, n: int, buf: bytearray, deadline: float) -> bytes | Non
     return out
 
 
+def _how_it_ended(proc: subprocess.Popen) -> str:
+    """'exit code 0' / 'killed by SIGKILL' for a worker that is gone (waits a moment for it)."""
+    try:
+        code = proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        return "output closed"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
 class _FunctionWorker:
-    """One subprocess serving one reward function."""
+    """One subprocess serving one reward function; raises RuntimeError (one line) when it does not load."""
 
     def __init__(self, spec: dict):
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[2])  # a checkout that is not pip-installed
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        self.proc = subprocess.Popen([sys.executable, "-m", "gdro_ray.rewards._reward_fn_worker"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.proc = start_worker(worker_command("gdro_ray.rewards._reward_fn_worker"))
         self.buf = bytearray()
-        _write_frame(self.proc.stdin, spec)
-        hello = self._read(time.monotonic() + STARTUP_TIMEOUT_S)
+        limit = float(spec.get("import_timeout_s") or STARTUP_TIMEOUT_S)
+        what = spec.get("path") or spec.get("module")
+        try:
+            _write_frame(self.proc.stdin, spec)
+            hello = self._read(time.monotonic() + limit)
+        except (EOFError, OSError, pickle.PickleError):  # os._exit, a crash or a kill while importing
+            how = _how_it_ended(self.proc)
+            self.kill()
+            raise RuntimeError(f"importing {what} ended its process ({how}) before the function was loaded") from None
+        except BaseException:  # Ctrl-C in the caller: leave no worker behind
+            self.kill()
+            raise
         if hello is None:
             self.kill()
-            raise RuntimeError(f"did not load within {STARTUP_TIMEOUT_S:.0f} s")
+            raise RuntimeError(f"importing {what} did not finish within {limit:g} s (reward.import_timeout_s)")
         if hello[0] != "ready":
             self.kill()
             raise RuntimeError(hello[1])
@@ -178,7 +217,8 @@ class _FunctionWorker:
         return None if body is None else pickle.loads(body)
 
     def call(self, args: tuple, timeout_s: float):
-        """("ok", value) | ("error", reason) | None on timeout (the worker is then killed)."""
+        """("ok", value) | ("error", reason) | ("returned", description), or None on timeout (the
+        worker is then killed)."""
         _write_frame(self.proc.stdin, args)
         reply = self._read(time.monotonic() + timeout_s)
         if reply is None:
@@ -193,6 +233,16 @@ class _FunctionWorker:
         return self.proc.poll() is None
 
 
+def check_import(spec: dict) -> None:
+    """Load the function once in a worker, as a sampler will, and stop it; ValueError with a one-line
+    reason when the module does not import, hangs or exits while importing, or lacks the name."""
+    try:
+        worker = _FunctionWorker(spec)
+    except (RuntimeError, OSError) as e:
+        raise ValueError(str(e)) from None
+    worker.kill()
+
+
 class RewardFunctionRunner:
     """Calls one user reward function for a sampler; see the module docstring for the rules."""
 
@@ -201,6 +251,7 @@ class RewardFunctionRunner:
             raise ValueError(f"on_error must be 'zero' or 'stop', got {on_error!r}")
         self.spec, self.on_error, self.timeout_s = spec, on_error, float(timeout_s)
         self.name = spec.get("target") or spec["function"]
+        self._memory_mb = float(spec.get("memory_limit_mb", MEMORY_LIMIT_MB))
         self._worker: _FunctionWorker | None = None
         self.stats = {"calls": 0, "errors": 0, "timeouts": 0, "bad_values": 0, "worker_starts": 0}
 
@@ -224,12 +275,18 @@ class RewardFunctionRunner:
         try:
             reply = worker.call((list(prompts), list(responses), list(answers), list(metadata)), limit)
         except (EOFError, BrokenPipeError, pickle.PickleError, OSError) as e:
+            how = _how_it_ended(worker.proc)
             worker.kill()
-            reply = ("error", f"the worker died ({type(e).__name__}: {e})")
+            died = f"the worker died ({how}; {type(e).__name__}: {e})"
+            if how.startswith("killed"):  # an allocation C code could not report, or the kernel's OOM killer
+                died += f"; its memory limit is reward.memory_limit_mb={self._memory_mb:g}"
+            return self._fail(died, row, [0.0] * n)
         if reply is None:
             self.stats["timeouts"] += 1
             return self._fail(f"did not return within {limit:g} s (sampler.reward_timeout_s × {n} responses)",
                               row, [0.0] * n)
+        if reply[0] == "returned":  # a value that cannot cross the pipe (a generator...): the function returned it
+            return self._fail(f"returned {reply[1]}, expected a list of {n} numbers", row, [0.0] * n)
         if reply[0] != "ok":
             return self._fail(f"raised {reply[1]}", row, [0.0] * n)
         scores, problem, bad = check_scores(reply[1], n)

@@ -21,8 +21,8 @@ Algorithm, per call:
      per sub-step (a call could take several limits), swallow the timeout (so it cannot be
      counted) and would overwrite this timer.
    - on any other thread (signals only reach the main thread, and math-verify refuses threads
-     when its alarms are on): a small pool of worker subprocesses
-     (``python -m gdro_ray.rewards._worker_pool``) that run step 4 on *their* main thread;
+     when its alarms are on): a small pool of worker subprocesses (``gdro_ray.rewards._worker_pool``,
+     started without the current folder on their path) that run step 4 on *their* main thread;
      the caller waits ``timeout_s + WORKER_GRACE_S`` and SIGKILLs a worker that does not answer
      (C code that never checks signals), then starts a fresh one on the next call.
    Set ``GDRO_RAY_REWARD_BACKEND=subprocess`` to use the workers on the main thread too.

@@ -27,44 +27,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gdro_ray.config import Config, ConfigError, dump_config, load_config, to_dict
+from gdro_ray.config import Config, dump_config, load_config, to_dict
 from gdro_ray.errors import UserError
+from gdro_ray.service.ray_start import init_ray
 from gdro_ray.service.user_extensions import shard_extras, success_indicators
 from gdro_ray.utils.io import atomic_write_text
 
 log = logging.getLogger("gdro_ray.driver")
 
 
-def _init_ray(cfg: Config) -> None:
-    import ray
-
-    need = cfg.sampler.num_samplers * cfg.sampler.num_cpus + cfg.learner.world_size * cfg.learner.num_cpus
-    if ray.is_initialized():
-        pass
-    elif cfg.cluster.address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=cfg.cluster.address or None, namespace="gdro_ray", log_to_driver=cfg.cluster.actor_logs)
-    else:
-        # Logical CPUs may exceed physical ones: actors mostly wait on each other in turn.
-        ncpu = cfg.cluster.num_cpus or max(os.cpu_count() or 1, int(need + 0.999))
-        # address="local": always a fresh embedded cluster, never someone else's under the same RAY_TMPDIR.
-        ray.init(address="local", num_cpus=ncpu, include_dashboard=False, namespace="gdro_ray",
-                 log_to_driver=cfg.cluster.actor_logs,
-                 runtime_env={"env_vars": {k: os.environ[k] for k in _ENV_FORWARD if k in os.environ}})
-    total = ray.cluster_resources().get("CPU", 0)
-    if need > total and not cfg.cluster.address:
-        raise ConfigError(f"sampler.num_samplers: {cfg.sampler.num_samplers} samplers × {cfg.sampler.num_cpus} CPU "
-                          f"+ {cfg.learner.world_size} learner ranks need {need:g} CPUs; the cluster has {total:g}")
-
-
-_ENV_FORWARD = ("TMPDIR", "RAY_TMPDIR", "HF_HUB_OFFLINE", "HF_HOME", "GDRO_RAY_CACHE", "VLLM_ENABLE_V1_MULTIPROCESSING",
-                "VLLM_CPU_KVCACHE_SPACE", "TOKENIZERS_PARALLELISM", "RAY_AUTH_MODE")
-
-
 class Trainer:
     """Owns the actors of one run and the step loop (the driver's side of the job)."""
 
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False):
-        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir).absolute(), resume  # actors work elsewhere
         self.step = 0
         self.version = 0
         self.reward_timeouts = 0
@@ -84,7 +60,7 @@ class Trainer:
         from gdro_ray.service.sampler_pool import SamplerPool
 
         cfg = self.cfg
-        _init_ray(cfg)  # first: a cluster too small for the config fails before any work
+        init_ray(cfg)  # first: a cluster too small for the config fails before any work
         self.model_path = str(resolve_model_path(cfg.model.path))
         from gdro_ray.service.gpu_plan import sampler_gpu_kwargs
 
@@ -103,6 +79,9 @@ class Trainer:
         self.eval_set = (toy_task.make_eval_split(cfg.data.toy_eval_per_tier) if cfg.data.eval == "toy"
                          else load_eval_set(cfg.data.eval, eval_cols))
         self.eval_set = spread_subset(self.eval_set, cfg.data.max_eval_prompts)
+        from gdro_ray.service.validation import check_keep_best_on
+
+        check_keep_best_on(cfg.checkpoint.keep_best, cfg.eval.k, self.eval_set)  # a tier the set lacks
         from gdro_ray.service.prompt_lengths import check_prompt_lengths  # before any actor starts
 
         check_prompt_lengths(self.model_path, {"data.train": self.train, "data.eval": self.eval_set},
@@ -113,9 +92,6 @@ class Trainer:
         # a resumed run reads its own eval_base.json (validation.py), so its source may be gone by then
         reuse = cfg.eval.base_from and not (self.resume and (self.run_dir / "eval_base.json").is_file())
         self.base_reuse = load_base_from(cfg.eval.base_from, self.base_signature) if reuse else None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume:  # a resumed run rewrites it only once its checkpoint is restored (_restore)
-            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
         self.adversary = ray.remote(AdversaryService).options(
             name=ACTOR_NAME, namespace="gdro_ray", num_cpus=0, lifetime=None, get_if_exists=False,
             resources={cfg.cluster.adversary_resource: 1.0} if cfg.cluster.adversary_resource else {},
@@ -129,6 +105,15 @@ class Trainer:
             raise UserError(adversary_start_error(e, cfg.metrics.host, cfg.metrics.port)) from None
         if addr:
             print(f"adversary metrics: {addr}", flush=True)
+        # Only now, with every start check passed and the metrics port taken, is the folder written:
+        # a refused start leaves it as it was (--overwrite clears the earlier run here, not before).
+        if getattr(self, "clear_first", False):
+            from gdro_ray.service.run_dir import clear_run_dir
+
+            clear_run_dir(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resume:  # a resumed run rewrites it only once its checkpoint is restored (_restore)
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
         g = cfg.grpo
         L = cfg.learner
         self.learner = LearnerGroup(
@@ -203,7 +188,8 @@ class Trainer:
         import ray
 
         from gdro_ray.algorithms.grpo import group_advantages
-        from gdro_ray.service.step_batch import assemble_batch, learn_fields, sample_refills, trained_slots
+        from gdro_ray.service.step_batch import (assemble_batch, check_rewards, learn_fields, sample_refills,
+                                                 trained_slots)
 
         cfg = self.cfg
         refill = {}
@@ -221,8 +207,10 @@ class Trainer:
         t2 = time.perf_counter()
         adv = group_advantages(rewards, eps=cfg.grpo.eps, adv_clip=cfg.grpo.adv_clip)
         slots = trained_slots(rewards, cfg.grpo.filter_all_equal, cfg.batch_size)
+        check_rewards(self, shard_out, rewards, refill, slots)  # all calls failed, nothing informative: warn or stop
         # off-policy rollouts are trained against the policy that drew them: the samplers' log-probs
-        batch = assemble_batch(sched, by_slot, adv, slots, sampler_logprobs=cfg.cluster.off_policy)
+        batch = assemble_batch(sched, by_slot, adv, slots, sampler_logprobs=cfg.cluster.off_policy,
+                               informative_cap=cfg.prompt_gdro.omega_max if cfg.prompt_gdro.informative_norm else None)
         learn = self.learner.train_step(batch) if batch["advantages"] else {}
         self.version += 1
         t["learn"] = time.perf_counter() - t2
@@ -354,6 +342,7 @@ class Trainer:
 
             evals = ValidationLoop(self, tb)  # base, every eval.every steps, final; keeps the best checkpoint
             base = evals.base()
+            evals.catch_up()  # resumed: the checkpoint step's evaluation, if a kill interrupted it
             progress = Progress(cfg.steps, start=self.step)
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdro-sample")
             with open(self.run_dir / "metrics.jsonl", "a") as mf:
@@ -386,6 +375,10 @@ class Trainer:
 
             if reward_error_line(e) is None:
                 raise
+            # The other samplers' calls of this step fail the same way (or die with their actors at
+            # shutdown); Ray would print each result nobody fetched as a remote traceback. The user's
+            # error is the line below, so those are silenced for the rest of this process.
+            os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
             raise UserError(f"the job stopped at step {self.step + 1}: {reward_error_line(e)}") from None
         except (ray.exceptions.RayActorError, SamplerPoolError) as e:
             # A learner rank or the adversary died (samplers are replaced inside the pool).
@@ -437,16 +430,29 @@ def cli_main(args) -> int:
     if args.resume is not None:  # checkpoint verified, overrides tried on its state: before anything starts
         cfg, run_dir, ckpt = prepare_resume(args.resume, args.config, args.overrides)
     else:
-        cfg = load_config(args.config, args.overrides)
+        from gdro_ray.service.start_checks import record_reward_path
+
+        cfg = record_reward_path(load_config(args.config, args.overrides))  # config.yaml names the file used
         run_dir = resolve_run_dir(cfg)
+    from gdro_ray.service.start_checks import check_start
+
+    check_start(cfg, run_dir, resume=ckpt is not None, network=not args.dry_run)  # before Ray and the folder
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
+    clear = False
     if ckpt is None:
-        check_new_run_dir(run_dir, overwrite=getattr(args, "overwrite", False))
-    trainer = Trainer(cfg, run_dir, resume=ckpt is not None)
-    trainer.resume_from = ckpt
-    trainer.run()
+        clear = check_new_run_dir(run_dir, overwrite=getattr(args, "overwrite", False), config_path=args.config, cfg=cfg)
+    from gdro_ray.service.run_lock import RunLock
+
+    lock = RunLock(run_dir).acquire()  # one writer per run folder, until this process ends
+    try:
+        trainer = Trainer(cfg, run_dir, resume=ckpt is not None)
+        trainer.resume_from = ckpt
+        trainer.clear_first = clear
+        trainer.run()
+    finally:
+        lock.release(remove_if_unused=True)  # a start refused before writing leaves the folder as it was
     return 0
 
 

@@ -24,16 +24,23 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from gdro_ray.errors import UserError
 from gdro_ray.learner import LearnerWorker
 from gdro_ray.service.gpu_plan import learner_device
 
 
+# How long the learner group's placement may wait for resources: long enough for an autoscaler to
+# add nodes, short enough that a group no cluster can hold fails instead of waiting forever.
+PLACEMENT_TIMEOUT_S = 600.0
+
+
 def _node_address() -> tuple[str, int]:
-    """Runs on rank 0's bundle: this node's address and a port free on it (any interface)."""
-    with socket.socket() as s:
-        s.bind(("", 0))
+    """Runs on rank 0's bundle: this node's address and a port free on it."""
+    ip = ray.util.get_node_ip_address()
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as s:
+        s.bind((ip, 0))
         port = s.getsockname()[1]
-    return ray.util.get_node_ip_address(), port
+    return ip, port
 
 
 def master_address(bundle_nodes: list[str], rank0_ip: str) -> str:
@@ -69,7 +76,13 @@ class LearnerGroup:
             bundle[ray_resource] = 1.0
         # PACK: ranks on as few nodes as possible (intra-node links), yet a group larger than a node still fits.
         self.pg = placement_group([dict(bundle) for _ in range(world_size)], strategy="PACK")
-        ray.get(self.pg.ready())  # waits for resources, as actor creation did (the autoscaler case)
+        try:  # waits for resources, as actor creation did (the autoscaler case), but not forever
+            ray.get(self.pg.ready(), timeout=PLACEMENT_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.pg)
+            raise UserError(f"learner.world_size: {world_size} ranks of {bundle} could not be placed in "
+                            f"{PLACEMENT_TIMEOUT_S:.0f} s (the cluster has {ray.cluster_resources()}); "
+                            "lower learner.world_size or add nodes") from None
         addr, port = rendezvous(self.pg)
         self.master = (addr, port)
         cls = ray.remote(LearnerWorker)

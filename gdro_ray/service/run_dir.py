@@ -3,8 +3,9 @@
 Everything here runs before Ray starts, so every refusal is one line and leaves the folder as it
 was. A new run needs an empty (or absent) writable folder; `--overwrite` clears a folder that is
 a previous gdro-ray run, never an arbitrary one. `--resume RUN_DIR` takes the run's own
-`config.yaml` plus key=value overrides, and each override is tried against the checkpoint's
-adversary state before anything starts: an override the state cannot take is refused naming the
+`config.yaml` plus key=value overrides: only the keys of `CHANGEABLE_ON_RESUME` may differ from
+it (the rest define the problem the checkpoint continues), and each override is tried against the
+checkpoint's adversary state before anything starts: an override the state cannot take is refused naming the
 key, and `config.yaml` is left untouched (the driver rewrites it only after a successful restore).
 """
 from __future__ import annotations
@@ -15,14 +16,30 @@ import time
 from pathlib import Path
 
 from gdro_ray.config import Config, ConfigError, load_config
-from gdro_ray.config.loader import parse_override
+from gdro_ray.config.loader import MOVED_KEYS, parse_override
 from gdro_ray.errors import UserError
+from gdro_ray.service.run_lock import LOCK_NAME
 
-# Files that mark a folder as a gdro-ray run (what `--overwrite` may clear).
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoints")
-# Keys whose change makes the checkpoint describe another run: the adversary's per-prompt state is
-# indexed by the training set, the learner's weights and optimizer by the model.
-FROZEN_ON_RESUME = ("data.train", "data.max_prompts", "data.toy_pool_size", "model.path")
+# What `--resume` may change. A checkpoint continues one problem: its training set (the adversary's
+# per-prompt state is indexed by it), model, reward and success threshold, and the held-out set and
+# settings its base evaluation was made with (eval_base.json is read back and the final table
+# compares against it; `validation.base_signature` lists what decides it). What may change is how
+# long, where and how watched the run trains, and the controllers' and optimizer's settings, which
+# are then tried on the checkpoint's adversary state. Every key not listed (a key added to the
+# schema included) must stay as config.yaml has it; a name ending in '.' stands for its section.
+# `out` may only name the run folder itself (a resumed run writes where it lives).
+CHANGEABLE_ON_RESUME = (
+    "steps", "name", "algorithm", "batch_size", "budget_mean",
+    "classifier.", "prompt_gdro.", "rollout_gdro.", "grpo.", "sim.", "learner.", "weight_sync.",
+    "checkpoint.", "metrics.", "cluster.", "eval.every", "eval.base_from", "reward.on_error",
+    "sampler.num_samplers", "sampler.max_samplers", "sampler.max_restarts", "sampler.temperature",
+    "sampler.top_p", "sampler.reward_timeout_s", "sampler.reward_chunk", "sampler.num_cpus", "sampler.num_gpus",
+    "sampler.gpu_memory_utilization", "sampler.max_prompt_tokens", "sampler.shard_size", "sampler.ray_resource",
+)
+
+
+def changeable_on_resume(key: str) -> bool:
+    return any(key == c or (c.endswith(".") and key.startswith(c)) for c in CHANGEABLE_ON_RESUME)
 
 
 def resolve_run_dir(cfg: Config) -> Path:
@@ -44,19 +61,84 @@ def _check_writable(run_dir: Path, key: str) -> None:
         raise UserError(f"{key}: cannot write in {probe} (permission denied)")
 
 
-def check_new_run_dir(run_dir: Path, overwrite: bool = False) -> None:
-    """Refuse a folder a new run cannot own: a file, unwritable, or holding anything already."""
+def is_run_folder(run_dir: Path) -> bool:
+    """A folder a gdro-ray run wrote: it holds our lock file, or (runs from before the lock file)
+    a config.yaml of ours beside metrics.jsonl or checkpoints/."""
+    if (run_dir / LOCK_NAME).is_file():
+        return True
+    cfg = run_dir / "config.yaml"
+    if not cfg.is_file() or not ((run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir()):
+        return False
+    import yaml
+
+    try:
+        raw = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and {"algorithm", "sampler", "learner", "checkpoint"} <= set(raw)
+
+
+def _named_files(cfg: Config | None, config_path: str | None) -> list[tuple[str, Path]]:
+    """The local files a start reads: what `--overwrite` must never delete."""
+    named = [("the config file", Path(config_path))] if config_path else []
+    if cfg is not None:
+        where, sep, _ = cfg.reward.function.rpartition(":")
+        if sep and where.endswith(".py"):
+            named.append(("reward.function", Path(where)))
+        for key, value in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
+            if value and Path(value).exists():
+                named.append((key, Path(value)))
+    return named
+
+
+def _refuse_protected(run_dir: Path, cfg: Config | None, config_path: str | None) -> None:
+    target = run_dir.resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise UserError(f"out: --overwrite would delete {run_dir}, which holds the current folder; "
+                        "give the run folder itself as out=")
+    if target in (Path("/"), Path.home().resolve()):
+        raise UserError(f"out: --overwrite never clears {target}")
+    for what, path in _named_files(cfg, config_path):
+        p = path.resolve()
+        if p == target or target in p.parents:
+            raise UserError(f"out: --overwrite would delete {path} ({what} of this start), which is inside {run_dir}")
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool = False, config_path: str | None = None,
+                      cfg: Config | None = None) -> bool:
+    """Refuse a folder a new run cannot own: a file, a link, unwritable, or holding anything already.
+
+    Returns True when `--overwrite` is to clear an earlier run there: `clear_run_dir` does it once
+    the run holds the folder's lock and its start checks have passed."""
     run_dir = Path(run_dir)
+    for part in run_dir.parts:
+        if len(os.fsencode(part)) > 255:
+            raise UserError(f"out: the folder name {part[:40]}… is {len(os.fsencode(part))} bytes; names stop at 255")
+    if run_dir.is_symlink():
+        raise UserError(f"out: {run_dir} is a symbolic link; give the folder it points to ({os.path.realpath(run_dir)})")
     _check_writable(run_dir, "out")
-    if not run_dir.is_dir() or not any(run_dir.iterdir()):
-        return
-    is_run = any((run_dir / m).exists() for m in RUN_MARKERS)
+    if not run_dir.is_dir() or not [p for p in run_dir.iterdir() if p.name != LOCK_NAME]:
+        return False
+    is_run = is_run_folder(run_dir)
     if not overwrite:
         hint = f"--resume {run_dir} to continue it, --overwrite to start over, or" if is_run else "use"
         raise UserError(f"out: {run_dir} is not empty; {hint} another out=")
     if not is_run:
         raise UserError(f"out: {run_dir} is not empty and not a gdro-ray run folder; --overwrite clears only run folders")
-    shutil.rmtree(run_dir)
+    _refuse_protected(run_dir, cfg, config_path)
+    return True
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Empty an earlier run's folder for `--overwrite`, keeping the lock this run holds."""
+    for child in Path(run_dir).iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _adversary_takes(cfg: Config, state: dict) -> str | None:
@@ -96,10 +178,16 @@ def _check_overrides(run_dir: Path, cfg: Config, overrides: list[str], ckpt: Pat
     from gdro_ray.service.checkpoint import read_json
 
     old, new = _saved_values(run_dir), _flat(to_dict(cfg))
-    for key in FROZEN_ON_RESUME:
-        if key in old and old[key] != new.get(key):
-            raise ConfigError(f"{key}: cannot change on resume ({old.get(key)!r} in {run_dir / 'config.yaml'}); "
-                              "start a new run instead")
+    for was, now in MOVED_KEYS.items():  # a config.yaml written before a key moved
+        if was in old and now not in old:
+            old[now] = old.pop(was)
+    if new.get("out") != old.get("out") and Path(new["out"]).resolve() != run_dir.resolve():
+        raise ConfigError(f"out: a resumed run writes where it lives ({run_dir}), got out={new['out']!r}; "
+                          "drop out= or start a new run")
+    for key, value in new.items():  # schema order: the first frozen key that differs is named
+        if key != "out" and key in old and old[key] != value and not changeable_on_resume(key):
+            raise ConfigError(f"{key}: cannot change on resume ({old[key]!r} in {run_dir / 'config.yaml'}, "
+                              f"{value!r} now); start a new run instead")
     drv = read_json(ckpt / "driver.json")
     if cfg.steps < int(drv["step"]):
         raise ConfigError(f"steps: {cfg.steps} is before the checkpoint's step {drv['step']} ({ckpt.name})")
@@ -135,5 +223,9 @@ def prepare_resume(resume: str, config_path: str | None, overrides: list[str]) -
         cfg = load_config(run_dir / "config.yaml", overrides)
     except ConfigError as e:
         raise ConfigError(f"{e} (resuming {run_dir / 'config.yaml'}; an override key=value replaces a saved value)") from None
+    if any(parse_override(item)[0] == "reward.function" for item in overrides):
+        from gdro_ray.service.start_checks import record_reward_path
+
+        cfg = record_reward_path(cfg)  # a relative file compares as the absolute one config.yaml records
     _check_overrides(run_dir, cfg, list(overrides), ckpt)
     return cfg, run_dir, ckpt

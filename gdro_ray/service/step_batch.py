@@ -5,13 +5,22 @@ Dynamic sampling (`grpo.filter_all_equal`). A group whose rewards are all equal 
 advantages, so it only costs compute. After the step's B prompts are sampled, while fewer than B
 groups are informative and fewer than `grpo.max_refill_rounds` extra rounds were run, the
 adversary is asked to `extend` the pending schedule by enough prompts to fill the gap at the
-informative rate seen so far (capped at B), and those are sampled with the same weights. The
+informative rate seen so far (capped at B), and those are sampled with the same weights. Rounds
+also stop once the step has sampled as many prompts as the training pool holds (`refill_pool_spent`:
+more rounds would only draw the same prompts again); if that happens before any step of the run
+found an informative group — a constant reward — the run stops with one line, later it is a
+warning and the step trains nothing. The
 adversary later observes the whole grown schedule at once (every prompt it scheduled, so its
 statistics stay compute-honest); the learner trains the first B informative groups in slot order
 (or all of them when the rounds ran out: `refill_short`). In reweight mode the Prompt-GDRO
 weights were normalised to mean 1 over the scheduled responses; they are normalised again over
 the trained ones. The record separates `rollouts_sampled` (what was generated) from
 `rollouts_trained`.
+
+Failed rewards (`RewardHealth`). A step in which every reward call failed (a custom function's
+calls raised, timed out or returned bad values; math-verify's comparisons all timed out) trains on
+zero rewards: it prints a warning line, and `ALL_FAILED_STOP` such steps in a row — or every step
+of a shorter run — stop the run with one line naming the function and the time limit.
 
 Off-policy behaviour log-probs. In `cluster.off_policy` a step's rollouts were drawn by weights
 one version older than the learner's; the PPO ratio must be taken against the policy that drew
@@ -23,13 +32,17 @@ again with the current weights (`stale_resampled` in the record).
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
 
+from gdro_ray.errors import UserError
+
 # The informative rate used to size a refill round is floored here, so one unlucky round
 # (say 1 informative group in 32) does not ask for 30× the batch; the round is capped at B anyway.
 _MIN_RATE = 0.1
+ALL_FAILED_STOP = 3  # consecutive steps whose reward calls all failed before the run stops
 
 
 def informative(rewards: list[np.ndarray]) -> np.ndarray:
@@ -59,14 +72,23 @@ def renormalised_weights(adv_weights, rollouts, slots: list[int]) -> np.ndarray:
     return w * (float(n.sum()) / total) if total > 0 else np.ones_like(w)
 
 
-def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], sampler_logprobs: bool) -> dict:
+def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], sampler_logprobs: bool,
+                   informative_cap: float | None = None) -> dict:
     """The learner batch of the trained `slots` (advantages × adversary weights, renormalised
     over the trained responses when some slots are left out; all slots keep the adversary's
-    weights as they are, whose ω_max cap may hold their mean just under 1)."""
+    weights as they are, whose ω_max cap may hold their mean just under 1). With
+    `informative_cap` (`prompt_gdro.informative_norm`: the cap ω_max) the weights are rescaled to
+    mean 1 over the responses of groups with a non-zero advantage only, then capped."""
     if len(slots) == len(sched["prompt_ids"]):
         weights = np.asarray(sched["adv_weights"], dtype=np.float64)[slots]
     else:
         weights = renormalised_weights(sched["adv_weights"], sched["rollouts"], slots)
+    if informative_cap is not None:
+        from gdro_ray.algorithms.prompt_gdro import informative_mean_one
+
+        mask = [bool(np.any(np.asarray(adv[i]) != 0)) for i in slots]
+        weights = informative_mean_one(weights, np.asarray(sched["rollouts"], dtype=np.float64)[slots], mask,
+                                       informative_cap)
     if slots and "rollouts" in by_slot[slots[0]]:  # compact: references and lengths only
         return _compact_batch(by_slot, adv, slots, weights, sampler_logprobs)
     batch = {"prompt_token_ids": [], "response_token_ids": [], "advantages": [], "signal_advantages": [],
@@ -128,13 +150,15 @@ def sample_refills(trainer, sched: dict, shard_out: list[dict], t: dict) -> tupl
     """Run dynamic sampling's extra rounds (synchronous mode); returns the grown schedule, all
     shard outputs and the record fields `refill_rounds`, `refill_short`."""
     g, B = trainer.cfg.grpo, trainer.cfg.batch_size
+    pool = len(trainer.train)
     rounds, t0 = 0, time.perf_counter()
     while True:
         rewards = _rewards_of(shard_out)
         useful = int(informative([rewards[i] for i in sorted(rewards)]).sum())
-        if useful >= B or rounds >= g.max_refill_rounds:
+        spent = len(rewards) >= pool  # the pool has had its chance: further rounds repeat its prompts
+        if useful >= B or rounds >= g.max_refill_rounds or spent:
             break
-        count = refill_count(B - useful, len(rewards), useful, B)
+        count = min(refill_count(B - useful, len(rewards), useful, B), pool - len(rewards))
         old = len(sched["prompt_ids"])
         sched = _call(trainer.adversary, "extend", count)
         part = {"step": sched["step"], "prompt_ids": sched["prompt_ids"][old:], "rollouts": sched["rollouts"][old:]}
@@ -146,7 +170,73 @@ def sample_refills(trainer, sched: dict, shard_out: list[dict], t: dict) -> tupl
             s["seed"] = (s["seed"] + 7919 * rounds) % (2**31)
         shard_out = shard_out + trainer.pool.run(shards)
     t["refill"] = time.perf_counter() - t0
-    return sched, shard_out, {"refill_rounds": rounds, "refill_short": useful < B}
+    return sched, shard_out, {"refill_rounds": rounds, "refill_short": useful < B,
+                              "refill_pool_spent": spent and useful < B}
+
+
+def check_rewards(trainer, shard_out: list[dict], rewards: list, refill: dict, slots: list[int]) -> None:
+    """Before a step learns: warn or stop when every reward call failed (`RewardHealth`, counted
+    from the step this process started at) or, with dynamic sampling, no group is informative."""
+    if getattr(trainer, "_reward_health", None) is None:
+        trainer._reward_health = RewardHealth(trainer.cfg, trainer.step)
+    all_failed = trainer._reward_health.check(trainer.step + 1, shard_out, rewards)
+    trained_before = getattr(trainer, "_trained_any", False)
+    if trainer.cfg.grpo.filter_all_equal and not all_failed:  # a failing reward has had its own line
+        check_refill(refill, len(slots), trained_before, trainer.step + 1, len(rewards), len(trainer.train))
+    trainer._trained_any = trained_before or bool(slots)
+
+
+def check_refill(refill: dict, trained: int, trained_before: bool, step: int, sampled: int, pool: int) -> None:
+    """After dynamic sampling: stop the run, or warn, when the step trains no group (see the module doc)."""
+    if trained or not refill:
+        return
+    why = (f"every group of the {sampled} prompts sampled at step {step} had equal rewards "
+           f"(grpo.filter_all_equal=true)")
+    if refill.get("refill_pool_spent") and not trained_before:
+        raise UserError(f"{why}, which covers the training pool ({pool} prompts) without one informative group "
+                        f"and no earlier step had one: the reward looks constant (check reward.function)")
+    print(f"warning: {why}; this step trains nothing", file=sys.stderr, flush=True)
+
+
+class RewardHealth:
+    """Counts steps in a row whose reward calls all failed; warns on each, stops at the limit.
+
+    `first_step`/`steps`: the step this process started at and the run's last, so a run shorter
+    than `stop_after` that fails on every step still ends with an error."""
+
+    def __init__(self, cfg, first_step: int, stop_after: int = ALL_FAILED_STOP):
+        self.cfg, self.streak = cfg, 0
+        self.stop_after = max(1, min(stop_after, cfg.steps - first_step))
+
+    def failures(self, shard_out: list[dict], rewards: list) -> tuple[int, int, int]:
+        """(failed calls, calls, of which timed out) of one step. A custom function is called once
+        per prompt; math-verify once per rollout, where only timeouts are failures."""
+        timeouts = sum(o.get("reward_timeouts", 0) for o in shard_out)
+        if self.cfg.reward.function:
+            return sum(o.get("reward_errors", 0) for o in shard_out), len(rewards), timeouts
+        return timeouts, int(sum(len(r) for r in rewards)), timeouts
+
+    def check(self, step: int, shard_out: list[dict], rewards: list) -> bool:
+        """True when every call of the step failed (after its warning line); raises at the limit."""
+        failed, calls, timeouts = self.failures(shard_out, rewards)
+        if calls == 0 or failed < calls:
+            self.streak = 0
+            return False
+        self.streak += 1
+        fn = self.cfg.reward.function or "math-verify"
+        limit = f"sampler.reward_timeout_s={self.cfg.sampler.reward_timeout_s:g} s per response"
+        if timeouts >= failed:
+            what, fix = f"{failed}/{calls} timed out at {limit}", "raise sampler.reward_timeout_s or fix the function"
+        else:  # raised or returned bad values; reward.on_error=stop shows the first one with its row
+            what = f"{failed}/{calls} failed, {timeouts} of them timed out at {limit}"
+            fix = "fix the function (reward.on_error=stop names the first failure)"
+        what += f"; reward.function={fn}"
+        if self.streak >= self.stop_after:
+            steps = "in every step of the run" if self.streak < ALL_FAILED_STOP else f"in {self.streak} steps in a row"
+            raise UserError(f"every reward call failed {steps} (step {step}: {what}): {fix}")
+        print(f"warning: step {step}: every reward call failed ({what}); the step trains on zero rewards",
+              file=sys.stderr, flush=True)
+        return True
 
 
 def refuse_stale(trainer, sched: dict, shard_out: list[dict], t: dict) -> tuple[list[dict], bool]:

@@ -20,15 +20,18 @@ def data_columns(cfg: Config):
 def reward_sampler_kwargs(cfg: Config) -> dict:
     """Sampler constructor arguments for scoring: `sampler.reward_chunk`, and `reward.function`.
 
-    The function is imported once here, in the driver, so a module that does not import or a
-    missing name stops the run at start with one line instead of in every sampler."""
+    The function is imported once here, in a worker process like the samplers' (never in the
+    driver itself, whose sys.exit or hang would be the run's), so a module that does not import,
+    hangs past `reward.import_timeout_s`, exits or is interrupted while importing, or lacks the
+    name stops the run at start with one line instead of in every sampler."""
     if not cfg.reward.function:
         return {"reward_chunk": cfg.sampler.reward_chunk}
-    from gdro_ray.rewards.custom import load_function, resolve_spec
+    from gdro_ray.rewards.custom import check_import, resolve_spec
 
     try:
         spec = resolve_spec(cfg.reward.function)
-        load_function(spec)
+        spec.update(import_timeout_s=cfg.reward.import_timeout_s, memory_limit_mb=cfg.reward.memory_limit_mb)
+        check_import(spec)
     except ValueError as e:
         raise ConfigError(f"reward.function: {e}") from None
     return {"reward_function": spec, "reward_on_error": cfg.reward.on_error, "reward_chunk": cfg.sampler.reward_chunk}

@@ -68,24 +68,49 @@ def base_signature(cfg, model_path: str, eval_set: list[dict]) -> dict:
             "engine": cfg.sampler.engine, "dtype": cfg.model.dtype, "seed": cfg.seed}
 
 
-def load_base_from(path: str, signature: dict) -> dict:
-    """The base evaluation named by `eval.base_from` (a file or a run folder), checked against
-    this run's signature; a one-line UserError names the first field that differs."""
-    src = Path(path)
+def read_base_from(path: str) -> tuple[Path, dict]:
+    """(file, result) of the base evaluation `eval.base_from` names (a file or a run folder), checked
+    for being one: the driver calls it before Ray starts, `--dry-run` too. One-line UserError."""
+    src = Path(path).expanduser()
     src = src / "eval_base.json" if src.is_dir() else src
     if not src.is_file():
-        raise UserError(f"eval.base_from: no base evaluation at {src}")
+        what = "no such file or folder" if not src.exists() else "not a regular file"
+        raise UserError(f"eval.base_from: no base evaluation at {src} ({what}); "
+                        "give a run folder or its eval_base.json")
     try:
-        res = json.loads(src.read_text())
+        res = json.loads(src.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise UserError(f"eval.base_from: {src} is not a readable evaluation ({e})") from None
-    theirs = res.get("signature")
-    if not isinstance(theirs, dict):
+        raise UserError(f"eval.base_from: {src} is not a readable evaluation ({str(e).splitlines()[0]})") from None
+    if not isinstance(res, dict) or not isinstance(res.get("pooled"), dict):
+        got = f"a JSON {type(res).__name__}" if not isinstance(res, dict) else "an object without 'pooled'"
+        raise UserError(f"eval.base_from: {src} is not a run's base evaluation (eval_base.json), it is {got}")
+    if not isinstance(res.get("signature"), dict):
         raise UserError(f"eval.base_from: {src} has no signature (written before base reuse existed); evaluate again")
+    return src, res
+
+
+def load_base_from(path: str, signature: dict) -> dict:
+    """The base evaluation named by `eval.base_from`, checked against this run's signature; a
+    one-line UserError names the first field that differs."""
+    src, res = read_base_from(path)
+    theirs = res["signature"]
     for key, value in signature.items():
         if theirs.get(key) != value:
             raise UserError(f"eval.base_from: {src} was evaluated with {key}={theirs.get(key)!r}, this run has {value!r}")
     return res
+
+
+def check_keep_best_on(metric: str, k: int, eval_set: list[dict]) -> None:
+    """Refuse a `checkpoint.keep_best` the held-out set cannot have (a tier it lacks) before any
+    evaluation: the metric names an evaluation of this set would have, as the evaluation makes them."""
+    if not metric or not eval_set:
+        return
+    from gdro_ray.eval.evaluate import aggregate
+
+    shape = aggregate(eval_set, [[False] * k for _ in eval_set], k)
+    if metric_value(shape, metric, k) is None:
+        have = ", ".join(sorted(flat_metrics(shape))) or "none"
+        raise UserError(f"checkpoint.keep_best: the held-out set has no {metric} (it has: {have})")
 
 
 class ValidationLoop:
@@ -137,6 +162,17 @@ class ValidationLoop:
         self._check_metric(res)
         return res
 
+    def catch_up(self) -> dict | None:
+        """On resume, the periodic evaluation of the checkpoint's own step when metrics.jsonl has no
+        record of it (the run was killed during it): without it the eval curve has a hole there and
+        `keep_best` never compares that step's checkpoint."""
+        t, every = self.trainer, self.cfg.eval.every
+        if not (t.resume and every and 0 < t.step < self.cfg.steps and t.step % every == 0):
+            return None
+        if t.step in _evaluated_steps(t.run_dir / "metrics.jsonl"):
+            return None
+        return self.after_step()
+
     def after_step(self) -> dict | None:
         """Evaluate if `eval.every` says so after the step just done; the end of training is
         left to `final()` so the last step is not evaluated twice."""
@@ -145,6 +181,9 @@ class ValidationLoop:
             return None
         self._sync_weights()
         res, secs = self._run_eval()
+        # per-prompt detail of each periodic evaluation (metrics.jsonl keeps the summary only): a
+        # peak picked on one half of the held-out prompts and reported on the other half needs it
+        atomic_write_json(t.run_dir / "evals" / f"step{t.step:06d}.json", res)
         self.emit(res, "periodic", t.step, secs, best=self._keep_best(res))
         return res
 
@@ -193,6 +232,22 @@ class ValidationLoop:
             self.best = {"name": checkpoint_name(t.step), "step": t.step, "metric": self.metric, "value": value}
         return {"metric": self.metric, "value": value, "best_value": float(self.best["value"]),
                 "best_step": int(self.best["step"]), "improved": improved}
+
+
+def _evaluated_steps(path: Path) -> set[int]:
+    """steps_done of the evaluations after training steps that metrics.jsonl records (a final one
+    counts: a run extended by `steps=` resumes from its last step); a line torn by a kill is skipped."""
+    done = set()
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and is_eval_record(rec) and rec.get("label") in ("periodic", "final") \
+                    and isinstance(rec.get("steps_done"), int):
+                done.add(rec["steps_done"])
+    return done
 
 
 def _summary_line(record: dict) -> str:

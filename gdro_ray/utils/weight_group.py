@@ -163,22 +163,30 @@ def start_within(pg, start, timeout_s: float, what: str) -> None:
         raise errors[0]
 
 
-def bound_store(host: str, timeout_s: float):
-    """A TCPStore server listening only on `host` (a free port); returns (store, port)."""
+def bound_store(host: str, timeout_s: float, port: int = 0, world_size: int | None = None):
+    """A TCPStore server listening only on `host` (`port`, or a free one); returns (store, port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
+        sock.bind((host, int(port)))
         sock.listen(128)
         port = sock.getsockname()[1]
     except OSError:
         sock.close()
         raise
     # The store owns the listening socket from here on (it closes it when it is destroyed).
-    store = dist.TCPStore(host, port, None, True, timedelta(seconds=timeout_s), wait_for_workers=False,
+    store = dist.TCPStore(host, port, world_size, True, timedelta(seconds=timeout_s), wait_for_workers=False,
                           master_listen_fd=sock.detach())
     return store, int(port)
+
+
+def rendezvous_store(host: str, port: int, rank: int, world_size: int, timeout_s: float):
+    """The store a process group meets through: rank 0 serves it on `host` only (a `tcp://`
+    init method would listen on every interface), the other ranks connect to it."""
+    if rank == 0:
+        return bound_store(host, timeout_s, port=port, world_size=world_size)[0]
+    return dist.TCPStore(host, int(port), world_size, False, timedelta(seconds=timeout_s), wait_for_workers=False)
 
 
 def close_group(pg) -> None:
