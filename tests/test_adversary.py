@@ -1,7 +1,6 @@
 """The Adversary round trip: schedule/observe invariants, records, state, bad input."""
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -462,3 +461,104 @@ def test_pool_base_at_equal_scores_draws_like_the_pool():
     assert np.allclose(adv.schedule().q, shares, atol=1e-12)
     with pytest.raises(ValueError, match="resample_base"):
         make(resample_base="natural")
+
+
+# ------------------------------------------------------------------ profiles' machinery through the adversary
+def from_profile(profile: str, *over: str, num_prompts: int = 240) -> Adversary:
+    from gdro_ray.config.loader import load_config
+
+    cfg = load_config(None, ["preset=toy", f"profile={profile}", "batch_size=32", *over])
+    return Adversary.from_config(cfg, num_prompts=num_prompts)
+
+
+@pytest.mark.parametrize("profile,algorithm", [("paper", "prompt_gdro"), ("paper", "rollout_gdro"),
+                                               ("learnability", "prompt_gdro"), ("learnability", "both"),
+                                               ("project", "rollout_gdro")])
+def test_profiles_run_round_trip_and_report_their_strength(profile, algorithm):
+    def run_with_surrogate(a: Adversary, steps: int, seed: int) -> list[dict]:
+        rng, p = np.random.default_rng(seed), true_p(a.num_prompts)
+        out = []
+        for _ in range(steps):
+            sch = a.schedule()
+            assert int(sch.rollouts.sum()) == 32 * 8
+            out.append(a.observe(sch, rewards_for(sch, p, rng), rng.normal(0, 0.01, sch.batch_size)))
+        return out
+
+    adv = from_profile(profile, f"algorithm={algorithm}")
+    records = run_with_surrogate(adv, 12, seed=2)
+    for rec in records:
+        json.dumps(rec, allow_nan=False)
+        assert rec["q_ratio"] >= 1.0 and len(rec["bin_progress"]) == adv.num_groups
+        assert len(rec["bin_edges"]) == adv.num_groups - 2 and 0.0 <= rec["expected_useful_fraction"] <= 1.0
+    adv.schedule()
+    state = json.loads(json.dumps(to_jsonable(adv.state_dict())))
+    twin = from_profile(profile, f"algorithm={algorithm}")
+    twin.load_state_dict(state)
+    ra, rb = run_with_surrogate(adv, 5, seed=9), run_with_surrogate(twin, 5, seed=9)
+    for x, y in zip(ra, rb):
+        x.pop("adversary_ms"), y.pop("adversary_ms")
+        assert x == y
+
+
+def test_knapsack_gives_hard_but_solvable_prompts_more_and_raises_the_expected_useful_share():
+    adv = from_profile("project", "algorithm=rollout_gdro", "rollout_gdro.mode=knapsack", "rollout_gdro.n_min=4",
+                       "rollout_gdro.n_max=24")
+    base = from_profile("project", "algorithm=grpo")
+    for a in (adv, base):
+        run(a, 15)
+    sch, ref = adv.schedule(), base.schedule()
+    p_hat = adv.classifier.success_rates(sch.prompt_ids)
+    assert sch.rollouts.sum() == 32 * 8 and sch.rollouts.min() >= 4 and sch.rollouts.max() <= 24
+    from gdro_ray.algorithms.knapsack import gradient_probability
+
+    assert gradient_probability(sch.rollouts, p_hat).sum() >= gradient_probability(np.full(32, 8), p_hat).sum()
+    assert ref.rollouts.tolist() == [8] * 32
+
+
+def test_progress_signal_with_the_pool_tilt_draws_like_grpo_before_any_measurement():
+    adv = from_profile("learnability", "algorithm=prompt_gdro", "prompt_gdro.worst_eta=0")
+    run(adv, 1)  # 32 of 240 prompts seen once: no prompt has a second visit, nothing is measured
+    assert not adv.prompt_gdro._initialized.any()
+    counts = adv.classifier.group_counts()
+    assert np.allclose(adv.schedule().q, counts / counts.sum())
+
+
+def test_states_saved_before_the_new_controllers_still_load():
+    adv = make("both")
+    run(adv, 4)
+    state = to_jsonable(adv.state_dict())
+    del state["progress"], state["prompt_gdro"]["last_success"]
+    del state["classifier"]["count_edges"], state["classifier"]["refreshed"]
+    state["classifier"]["config"].pop("binning")
+    twin = make("both")
+    twin.load_state_dict(json.loads(json.dumps(state)))
+    assert np.array_equal(twin.schedule().prompt_ids, adv.schedule().prompt_ids)
+    assert all(v is None for v in run(twin, 1)[0]["bin_progress"])  # progress starts afresh
+
+
+def test_reweight_record_reports_how_hard_q_leans_and_the_weight_on_informative_groups():
+    adv = make("prompt_gdro", mode="reweight", prompt_kw={"eta": 3.0})
+    rec = run(adv, 6)[-1]
+    sch_w = np.asarray(rec["bin_adv_weight"])
+    assert rec["adv_weight_ratio"] >= 1.0 and rec["q_ratio"] >= 1.0
+    assert rec["adv_weight_informative_mean"] is None or rec["adv_weight_informative_mean"] > 0
+    assert sch_w.max() > 0
+
+
+def test_progress_signal_scores_are_the_trackers_group_progress():
+    adv = from_profile("learnability", "algorithm=prompt_gdro")
+    run(adv, 15)
+    init = adv.prompt_gdro._initialized
+    assert init.any() and np.array_equal(init, np.isfinite(adv.progress.group_progress()))
+    assert np.allclose(adv.prompt_gdro.scores[init], adv.progress.group_progress()[init])
+
+
+@settings(max_examples=15, deadline=None)
+@given(steps=st.integers(1, 8), seed=st.integers(0, 50), score=st.floats(0.0, 1.0))
+def test_linear_weights_at_equal_scores_draw_like_the_pool(steps, seed, score):
+    adv = from_profile("learnability", "algorithm=prompt_gdro", "prompt_gdro.worst_eta=0", f"seed={seed}")
+    run(adv, steps, seed=seed)
+    adv.prompt_gdro.scores[:] = score
+    adv.prompt_gdro._initialized[:] = True
+    counts = adv.classifier.group_counts()
+    assert np.allclose(adv.schedule().q, counts / counts.sum(), atol=1e-12)

@@ -312,3 +312,94 @@ def test_batch_share_in_resample_mode_feeds_q_back_and_flattens_it():
     assert spread(none) > 1.4 and np.all(np.diff(none) > 0)
     assert spread(pool) > 1.3
     assert spread(fed_back) < spread(none) - 0.1  # its own choice came back as evidence
+
+
+# ------------------------------------------------------------------ linear weights, the paper's raw share, strength
+@settings(deadline=None, max_examples=80)
+@given(st.lists(st.floats(-1, 1), min_size=1, max_size=12), st.floats(0, 0.9), st.floats(0, 5), st.data())
+def test_linear_q_is_a_distribution_with_the_floor_and_zero_scores_at_the_floor(scores, gamma, worst_eta, data):
+    B = len(scores)
+    ctl = PromptGDRO(B, gamma=gamma, weights="linear", worst_eta=worst_eta)
+    ctl.scores = np.array(scores)
+    ctl._initialized[:] = True
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=B, max_size=B)))
+    mask[0] = True
+    success = np.array(data.draw(st.lists(st.floats(0, 1), min_size=B, max_size=B)))
+    q = ctl.distribution(mask, success)
+    assert q.sum() == pytest.approx(1.0) and (q >= 0).all() and (q[~mask] == 0).all()
+    floor = gamma / mask.sum()
+    assert (q[mask] >= floor - 1e-12).all()
+    if (np.array(scores)[mask] > 0).any():  # some positive score: a group scoring ≤ 0 gets exactly the floor
+        assert np.allclose(q[mask & (np.array(scores) <= 0)], floor, atol=1e-12)
+    else:  # nothing positive anywhere: no preference
+        assert np.allclose(q[mask], 1.0 / mask.sum())
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.integers(1, 12), st.floats(0.0, 2.0), st.floats(0, 0.9))
+def test_linear_equal_scores_and_no_worst_weight_give_a_uniform_q(B, score, gamma):
+    """Equal scores: q uniform over the groups in play, so a pool-tilted draw is GRPO's."""
+    ctl = PromptGDRO(B, gamma=gamma, weights="linear")
+    ctl.scores = np.full(B, score)
+    ctl._initialized[:] = True
+    assert np.allclose(ctl.distribution(), 1.0 / B)
+
+
+def test_linear_weights_are_proportional_to_score_times_worst_group_weight():
+    ctl = PromptGDRO(3, gamma=0.0, weights="linear", worst_eta=2.0)
+    ctl.scores = np.array([0.1, 0.1, 0.3])
+    ctl._initialized[:] = True
+    success = np.array([0.1, 0.6, 0.6])
+    v = np.exp(-2.0 * success) * ctl.scores
+    assert np.allclose(ctl.distribution(None, success), v / v.sum())
+    assert np.allclose(ctl.distribution(), v / v.sum())  # the last success rates are remembered
+    fresh = PromptGDRO(3, gamma=0.0, weights="linear")
+    fresh.scores, fresh._initialized[:] = np.array([0.2, 0.0, 0.0]), np.array([True, True, False])
+    # an unscored group in play weighs as the mean of the scored ones (0.1)
+    assert np.allclose(fresh.distribution(), np.array([0.2, 0.0, 0.1]) / 0.3)
+
+
+def test_weighted_observe_gives_a_ratio_of_sums():
+    ctl = PromptGDRO(2, normalize_by_share=False, weights="linear")
+    ctl.observe(np.array([0, 0, 1]), np.array([0.1, 0.4, 0.2]), weights=np.array([1.0, 3.0, 2.0]))
+    assert ctl.scores.tolist() == pytest.approx([(0.1 * 1 + 0.4 * 3) / 4, 0.2])
+    with pytest.raises(ValueError, match="weights"):
+        ctl.observe(np.array([0]), np.array([0.1]), weights=np.array([0.0]))
+
+
+def test_raw_share_is_the_papers_division_with_its_floor():
+    ctl = PromptGDRO(2, share_floor=0.02, score_clip=math.inf, share_raw=True)
+    ids = np.array([0] * 99 + [1])
+    ctl.observe(ids, np.full(100, 0.5))  # raw shares 0.99 and 0.01 → floor 0.02
+    assert ctl.scores.tolist() == pytest.approx([0.5 / 0.99, 0.5 / 0.02])
+
+
+def test_q_ratio_is_reported_and_is_max_over_min_of_q_in_play():
+    from gdro_ray.algorithms.prompt_gdro import q_ratio
+
+    assert q_ratio([0.2, 0.0, 0.8]) == pytest.approx(4.0) and q_ratio([0.5, 0.5]) == 1.0
+    ctl = PromptGDRO(3, eta=3.0, gamma=0.0)
+    ctl.scores = np.array([0.0, 1.0, 2.0])
+    assert ctl.metrics()["q_ratio"] == pytest.approx(math.exp(6.0))
+
+
+@settings(deadline=None, max_examples=80)
+@given(st.lists(st.tuples(st.floats(0.01, 15), st.integers(2, 24), st.booleans()), min_size=1, max_size=30),
+       st.floats(1, 15))
+def test_informative_mean_one_holds_the_mean_over_informative_responses(rows, cap):
+    from gdro_ray.algorithms.prompt_gdro import informative_mean_one
+
+    w, n, info = (np.array(x) for x in zip(*rows))
+    out = informative_mean_one(w, n, info, cap)
+    assert np.array_equal(out[~info], w[~info])  # all-equal groups: untouched, they carry no advantage
+    assert (out <= np.maximum(w, cap) + 1e-12).all()
+    if info.any():
+        mean = (out[info] * n[info]).sum() / n[info].sum()
+        # exactly 1 unless the cap bit; ratios between informative prompts are kept below the cap
+        assert mean <= 1 + 1e-9
+        if (out[info] < cap).all():
+            assert mean == pytest.approx(1.0)
+        below = info & (out < cap)
+        if below.sum() >= 2:
+            r = out[below] / w[below]
+            assert np.allclose(r, r[0])

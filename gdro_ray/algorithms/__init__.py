@@ -2,7 +2,8 @@
 
 - `DifficultyClassifier`: prompt id → difficulty bin by a windowed pass@k (SPEC §2.1).
 - `PromptGDRO`: exponential-weights data adversary over the groups (SPEC §2.2).
-- `RolloutGDRO`: shadow-price rollout allocator under a fixed mean budget (SPEC §2.3).
+- `RolloutGDRO`: shadow-price (or knapsack, `knapsack.py`) rollout allocator under a fixed mean budget (SPEC §2.3).
+- `ProgressTracker` (`progress.py`): signed learning progress per prompt and group.
 - `difficulty_signal`: per-prompt signals that feed Prompt-GDRO.
 - `pass_at_k`, `pass_at_k_array`, `beta_pass_at_k`, `mean_at_k`: estimators.
 - `to_jsonable`: a controller's state_dict as plain JSON-able Python.

@@ -10,13 +10,17 @@ One training step is a round trip:
      `resample` mode draws each slot's group from q over the groups in play, then a prompt
      uniformly inside that group (see `_resample`).
    - how many rollouts each prompt gets: Rollout-GDRO's integer allocation (Σ n_i = B·n̄
-     exactly) when it is on, n̄ each otherwise.
+     exactly) when it is on, n̄ each otherwise; in `knapsack` mode from each prompt's own
+     posterior-mean success rate (`knapsack.py`).
    - the advantage multiplier per prompt: Prompt-GDRO's q of the prompt's group, normalised to
      mean 1 over the step's responses and capped (reweight mode), 1.0 otherwise.
    Calling it again before `observe` returns the same pending schedule.
 2. `observe(schedule, rewards)` validates everything first (so bad input changes nothing),
-   then feeds the visits to the classifier, the per-prompt difficulty signal to Prompt-GDRO,
-   the (n, c) counts to Rollout-GDRO, and returns the per-step record (`docs/metrics.md`).
+   then feeds the visits to the classifier and the learning-progress tracker (`progress.py`),
+   the per-prompt difficulty signal to Prompt-GDRO (with `signal="progress"`: the tracker's
+   per-step change of re-visited prompts), the (n, c) counts to Rollout-GDRO, and returns the
+   per-step record (`docs/metrics.md`), which also says how hard q leans (`q_ratio`) and what
+   share of groups the schedule expected to carry a gradient.
 
 Controllers that the algorithm does not use still run in *shadow*: they observe every step, so
 a GRPO run reports the scores and variances the adversary would have acted on, but their
@@ -26,72 +30,25 @@ cursor that is the pool's group shares (what uniform prompt sampling amounts to)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gdro_ray.algorithms.classifier import DifficultyClassifier
-from gdro_ray.algorithms.prompt_gdro import PromptGDRO
+from gdro_ray.algorithms.knapsack import gradient_probability
+from gdro_ray.algorithms.progress import ProgressTracker
+from gdro_ray.algorithms.prompt_gdro import PromptGDRO, q_ratio
 from gdro_ray.algorithms.resample import resample_prompts
 from gdro_ray.algorithms.rollout_gdro import RolloutGDRO
-from gdro_ray.algorithms.signals import difficulty_signal
+from gdro_ray.algorithms.schedule import StepSchedule, group_sums, json_list, validate_observation
+from gdro_ray.algorithms.signals import SIGNAL_KINDS, difficulty_signal
 
 ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
 MODES = ("reweight", "resample")
 ROLLOUT_PROXIES = ("reward_variance", "passk_variance")
-SHARE_NORMALIZATIONS = ("auto", "batch", "pool", "none")
+SHARE_NORMALIZATIONS = ("auto", "batch", "batch_raw", "pool", "none")
+SIGNALS = (*SIGNAL_KINDS, "progress")  # progress: the ProgressTracker's per-step change of success
 RESAMPLE_BASES = ("uniform", "pool")
-
-
-@dataclass
-class StepSchedule:
-    """What one step trains on; fixed from `schedule()` until `observe()`."""
-
-    step: int
-    prompt_ids: np.ndarray  # int64, length B; may repeat a prompt in resample mode with repeats
-    group_ids: np.ndarray  # group of each prompt at schedule time
-    rollouts: np.ndarray  # int64 n_i per prompt
-    adv_weights: np.ndarray  # float advantage multiplier per prompt; mean over responses 1
-    q: np.ndarray  # distribution over groups applied this step
-    lag: int = 0  # steps of results not yet observed when this schedule was made (off-policy: 1)
-
-    def to_dict(self) -> dict:
-        return {
-            "step": int(self.step),
-            "prompt_ids": self.prompt_ids.tolist(),
-            "group_ids": self.group_ids.tolist(),
-            "rollouts": self.rollouts.tolist(),
-            "adv_weights": self.adv_weights.tolist(),
-            "q": self.q.tolist(),
-            "lag": int(self.lag),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StepSchedule":
-        return cls(
-            step=int(d["step"]),
-            prompt_ids=np.asarray(d["prompt_ids"], dtype=np.int64),
-            group_ids=np.asarray(d["group_ids"], dtype=np.int64),
-            rollouts=np.asarray(d["rollouts"], dtype=np.int64),
-            adv_weights=np.asarray(d["adv_weights"], dtype=np.float64),
-            q=np.asarray(d["q"], dtype=np.float64),
-            lag=int(d.get("lag", 0)),
-        )
-
-    @property
-    def batch_size(self) -> int:
-        return int(self.prompt_ids.size)
-
-
-def _json_list(values) -> list:
-    """Floats as a JSON-safe list: NaN (an empty or unseen group's unknown value) becomes None."""
-    arr = np.asarray(values, dtype=np.float64)
-    return [None if not np.isfinite(v) else float(v) for v in arr]
-
-
-def _group_sums(group_ids: np.ndarray, values: np.ndarray, num_groups: int) -> np.ndarray:
-    return np.bincount(group_ids, weights=values, minlength=num_groups)[:num_groups]
 
 
 class Adversary:
@@ -114,6 +71,8 @@ class Adversary:
                              f"got {share_normalization!r}")
         if resample_base not in RESAMPLE_BASES:
             raise ValueError(f"resample_base: must be one of {', '.join(RESAMPLE_BASES)}, got {resample_base!r}")
+        if signal not in SIGNALS:
+            raise ValueError(f"signal: must be one of {', '.join(SIGNALS)}, got {signal!r}")
         if num_prompts < 1:
             raise ValueError(f"num_prompts: must be ≥ 1, got {num_prompts}")
         if batch_size < 1:
@@ -148,8 +107,11 @@ class Adversary:
         self.num_groups = int(self.classifier.num_groups)
         prompt_kw = dict(prompt_kw or {})
         prompt_kw.setdefault("normalize_by_share", share_normalization != "none")
+        prompt_kw.setdefault("share_raw", share_normalization == "batch_raw")
         self.prompt_gdro = PromptGDRO(self.num_groups, **prompt_kw)
         self.rollout_gdro = RolloutGDRO(self.num_groups, budget_mean=self.budget_mean, **(rollout_kw or {}))
+        # Learning progress runs for every algorithm (reported as bin_progress), like the shadow controllers.
+        self.progress = ProgressTracker(self.num_prompts, self.num_groups, beta=self.prompt_gdro.beta)
 
         self.step = 0
         self.epoch = 0  # data-cursor epoch: its permutation is a function of (seed, epoch)
@@ -171,9 +133,11 @@ class Adversary:
             num_prompts=num_prompts, algorithm=cfg.algorithm, batch_size=cfg.batch_size,
             budget_mean=cfg.budget_mean,
             classifier_kw=dict(k=c.k, window=c.window, edges=tuple(c.edges), hysteresis=c.hysteresis,
-                               prior_refit_every=c.prior_refit_every, prior_strength_max=c.prior_strength_max),
+                               prior_refit_every=c.prior_refit_every, prior_strength_max=c.prior_strength_max,
+                               binning=c.binning, refresh_every=c.refresh_every),
             prompt_kw=dict(eta=p.eta, gamma=p.gamma, beta=p.beta, share_floor=p.share_floor,
-                           score_clip=p.score_clip, omega_max=p.omega_max),
+                           score_clip=p.score_clip if p.score_clip > 0 else float("inf"),  # 0 = no clip
+                           omega_max=p.omega_max, weights=p.weights, worst_eta=p.worst_eta),
             rollout_kw=dict(n_min=r.n_min, n_max=r.n_max, dual_lr=r.dual_lr, v_min=r.v_min,
                             variance_beta=r.variance_beta, mode=r.mode),
             signal=p.signal, mode=p.mode, allow_repeats=p.allow_repeats, seed=cfg.seed,
@@ -258,7 +222,7 @@ class Adversary:
                 q = np.where(in_play, q_fixed, 0.0)
                 q = q / q.sum() if q.sum() > 0 else in_play / in_play.sum()
             else:
-                q = np.asarray(self.prompt_gdro.distribution(in_play), dtype=np.float64)
+                q = self._q(in_play)
                 q = np.where(in_play, q, 0.0)  # an empty group can never be asked for a prompt
                 if self.resample_base == "pool":  # q tilts the pool's own mix: equal scores = uniform prompts
                     q = q * counts
@@ -267,11 +231,12 @@ class Adversary:
         else:
             q = counts / max(int(counts.sum()), 1)
             if self.reweight:
-                q = np.asarray(self.prompt_gdro.distribution(in_play), dtype=np.float64)
+                q = self._q(in_play)
             prompt_ids = self._take_cursor(size)
         group_ids = np.asarray(self.classifier.groups(prompt_ids), dtype=np.int64)
         if self.use_rollout:
-            rollouts = np.asarray(self.rollout_gdro.allocate(group_ids), dtype=np.int64)
+            success = self.classifier.success_rates(prompt_ids) if self.rollout_gdro.mode == "knapsack" else None
+            rollouts = np.asarray(self.rollout_gdro.allocate(group_ids, success), dtype=np.int64)
         else:
             rollouts = np.full(prompt_ids.size, self.budget_mean, dtype=np.int64)
         if self.reweight:
@@ -283,6 +248,12 @@ class Adversary:
             adv_weights = np.ones(prompt_ids.size, dtype=np.float64)
         return q, prompt_ids, group_ids, rollouts, adv_weights
 
+    def _q(self, in_play: np.ndarray) -> np.ndarray:
+        """Prompt-GDRO's q; linear weights that lean to the worst group read the groups' success."""
+        pg = self.prompt_gdro
+        success = self.classifier.group_success_rates() if pg.weights == "linear" and pg.worst_eta > 0 else None
+        return np.asarray(pg.distribution(in_play, success), dtype=np.float64)
+
     def _make_schedule(self) -> StepSchedule:
         t0 = time.perf_counter()
         q, prompt_ids, group_ids, rollouts, adv_weights = self._draw(self.batch_size)
@@ -293,50 +264,8 @@ class Adversary:
         return sched
 
     def _validate(self, schedule: StepSchedule, rewards, surrogate) -> tuple[np.ndarray, np.ndarray]:
-        """All checks of `observe`, vectorised; returns the flat rewards and each prompt's start."""
-        pending = self._pending[0] if self._pending else None
-        if pending is None:
-            raise ValueError(f"observe: no pending schedule (call schedule() first; step {self.step})")
-        if int(schedule.step) != pending.step:
-            raise ValueError(f"observe: schedule is for step {schedule.step}, the pending step is {pending.step}")
-        if not np.array_equal(np.asarray(schedule.prompt_ids), pending.prompt_ids) or \
-                not np.array_equal(np.asarray(schedule.rollouts), pending.rollouts):
-            raise ValueError(f"observe: schedule for step {pending.step} does not match the one handed out "
-                             "(prompt ids or rollout counts differ)")
-        B = pending.batch_size
-        if len(rewards) != B:
-            raise ValueError(f"observe: rewards has {len(rewards)} prompts, the schedule has {B}")
-        try:
-            sizes = np.fromiter(map(len, rewards), dtype=np.int64, count=B)
-        except TypeError:
-            raise ValueError("observe: each prompt's rewards must be a 1-D sequence") from None
-        bad = np.flatnonzero(sizes != pending.rollouts)
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"observe: prompt {int(pending.prompt_ids[i])} (slot {i}) has {int(sizes[i])} "
-                             f"rewards, scheduled {int(pending.rollouts[i])}")
-        try:
-            flat = np.concatenate(list(rewards)).astype(np.float64, copy=False) if B else np.zeros(0)
-        except (TypeError, ValueError):
-            raise ValueError("observe: rewards must be numbers, one 1-D sequence per prompt") from None
-        if flat.ndim != 1 or flat.size != int(sizes.sum()):
-            raise ValueError("observe: each prompt's rewards must be a 1-D sequence")
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        for problem, mask in (("a non-finite reward", ~np.isfinite(flat)),
-                              ("a reward outside [0,1]", (flat < 0.0) | (flat > 1.0))):
-            hit = np.flatnonzero(mask)
-            if hit.size:
-                i = int(np.searchsorted(starts, hit[0], side="right") - 1)
-                raise ValueError(f"observe: prompt {int(pending.prompt_ids[i])} (slot {i}) has {problem}")
-        if surrogate is None and self.signal == "surrogate":
-            raise ValueError("observe: signal 'surrogate' needs the per-prompt surrogate losses")
-        if surrogate is not None:
-            s = np.asarray(surrogate, dtype=np.float64).reshape(-1)
-            if s.size != B:
-                raise ValueError(f"observe: surrogate has {s.size} values, the schedule has {B} prompts")
-            if not np.all(np.isfinite(s)):
-                raise ValueError("observe: surrogate has a non-finite value")
-        return flat, starts
+        return validate_observation(self._pending[0] if self._pending else None, self.step, schedule, rewards,
+                                    surrogate, self.signal == "surrogate")
 
     def observe(self, schedule: StepSchedule, rewards: list[np.ndarray],
                 surrogate: np.ndarray | None = None) -> dict:
@@ -354,15 +283,23 @@ class Adversary:
         correct = np.add.reduceat((flat > 0.5).astype(np.int64), starts) if n.size else np.zeros(0, np.int64)
         reward_total = float(flat.sum())
         sur = None if surrogate is None else np.asarray(surrogate, dtype=np.float64).reshape(-1)
-        signals = np.asarray(difficulty_signal(self.signal, rewards, sur), dtype=np.float64)
+        # the chance each group carries a gradient, from the success rates the schedule saw
+        expected_useful = gradient_probability(n, self.classifier.success_rates(sch.prompt_ids))
 
         # The pool's group shares as they were when the step was grouped (before this visit).
         pool_shares = (np.asarray(self.classifier.group_counts(), dtype=np.float64)
                        if self.share_normalization == "pool" else None)
         self.classifier.observe(sch.prompt_ids, n, correct)
         self.classifier.end_step()
-        self.prompt_gdro.observe(sch.group_ids, signals,
-                                 pool_shares)
+        delta, gap = self.progress.observe(sch.step, sch.prompt_ids, sch.group_ids, n, correct)
+        if self.signal == "progress":
+            # per-step progress of the re-visited prompts; a group's mean is Σ Δ / Σ steps (progress.py)
+            hit = gap > 0
+            signals = delta[hit] / gap[hit]
+            self.prompt_gdro.observe(sch.group_ids[hit], signals, pool_shares, weights=gap[hit].astype(np.float64))
+        else:
+            signals = np.asarray(difficulty_signal(self.signal, rewards, sur), dtype=np.float64)
+            self.prompt_gdro.observe(sch.group_ids, signals, pool_shares)
         proxy = None
         if self.rollout_proxy == "passk_variance":
             # π(1 − π) of each prompt's pass@k estimate after this visit (empirical-Bayes shrunk, so a
@@ -373,6 +310,7 @@ class Adversary:
 
         useful = (correct > 0) & (correct < n)
         B = sch.batch_size
+        on_useful = float((sch.adv_weights * n)[useful].sum() / max(int(n[useful].sum()), 1)) if useful.any() else None
         bin_prompts = np.bincount(sch.group_ids, minlength=G)[:G]
         pm, rm = self.prompt_gdro.metrics(), self.rollout_gdro.metrics()
         record = {
@@ -386,20 +324,27 @@ class Adversary:
             "repeated_slots": int(B - np.unique(sch.prompt_ids).size),
             "bin_prompts": np.asarray(self.classifier.group_counts(), dtype=int).tolist(),
             "bin_batch_prompts": bin_prompts.astype(int).tolist(),
-            "bin_rollouts": _group_sums(sch.group_ids, n.astype(np.float64), G).astype(int).tolist(),
+            "bin_rollouts": group_sums(sch.group_ids, n.astype(np.float64), G).astype(int).tolist(),
             "bin_share": (bin_prompts / max(B, 1)).tolist(),
-            "bin_weights": _json_list(sch.q),
-            "bin_scores": _json_list(self.prompt_gdro.scores),
-            "bin_variance": _json_list(rm.get("variance", np.zeros(G))),
-            "bin_pass_at_k": _json_list(self.classifier.group_pass_at_k()),
-            "bin_clip_fraction": _json_list(pm.get("clip_fraction", np.zeros(G))),
-            "bin_adv_weight": (_group_sums(sch.group_ids, sch.adv_weights, G)
+            "bin_weights": json_list(sch.q),
+            "bin_scores": json_list(self.prompt_gdro.scores),
+            "bin_variance": json_list(rm.get("variance", np.zeros(G))),
+            "bin_pass_at_k": json_list(self.classifier.group_pass_at_k()),
+            "bin_clip_fraction": json_list(pm.get("clip_fraction", np.zeros(G))),
+            "bin_adv_weight": (group_sums(sch.group_ids, sch.adv_weights, G)
                                / np.maximum(bin_prompts, 1)).tolist(),
             "shadow_price": float(self.rollout_gdro.shadow_price),
             "reward_mean": reward_total / max(int(n.sum()), 1),
             "useful_rollout_fraction": float(n[useful].sum() / max(int(n.sum()), 1)),
             "useful_prompt_fraction": float(useful.sum() / max(int((n > 0).sum()), 1)),
             "signal_mean": float(signals.mean()) if signals.size else 0.0,
+            "expected_useful_fraction": float(expected_useful.mean()) if B else 0.0,
+            "q_ratio": q_ratio(sch.q),
+            "adv_weight_ratio": float(sch.adv_weights.max() / sch.adv_weights.min()) if B and sch.adv_weights.min() > 0
+            else None,
+            "adv_weight_informative_mean": on_useful,
+            "bin_progress": json_list(self.progress.group_progress()),
+            "bin_edges": self.classifier.live_edges().tolist(),
         }
         self.step += 1
         self._pending.pop(0)
@@ -431,6 +376,7 @@ class Adversary:
             "classifier": self.classifier.state_dict(),
             "prompt_gdro": self.prompt_gdro.state_dict(),
             "rollout_gdro": self.rollout_gdro.state_dict(),
+            "progress": self.progress.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -442,6 +388,11 @@ class Adversary:
         self.classifier.load_state_dict(state["classifier"])
         self.prompt_gdro.load_state_dict(state["prompt_gdro"])
         self.rollout_gdro.load_state_dict(state["rollout_gdro"])
+        # a state saved before progress was tracked starts it afresh: the first visit after the
+        # resume is each prompt's first measurement point
+        self.progress = ProgressTracker(self.num_prompts, self.num_groups, beta=self.prompt_gdro.beta)
+        if "progress" in state:
+            self.progress.load_state_dict(state["progress"])
         self.step, self.epoch, self.cursor = int(state["step"]), int(state["epoch"]), int(state["cursor"])
         self._perm = None
         self._rng = np.random.default_rng()
@@ -453,9 +404,9 @@ class Adversary:
         self._pending_ms = [float(x) for x in (ms if isinstance(ms, list) else [ms] * len(pending))]
 
     def state_bytes_per_prompt(self) -> float:
-        """Memory per prompt: the classifier's arrays plus the cached epoch permutation."""
+        """Memory per prompt: the classifier's and progress tracker's arrays plus the cached epoch permutation."""
         perm_bytes = 4.0 if (not self.resample) else 0.0
-        return float(self.classifier.state_bytes_per_prompt()) + perm_bytes
+        return float(self.classifier.state_bytes_per_prompt()) + self.progress.state_bytes_per_prompt() + perm_bytes
 
     def metrics(self) -> dict:
         """Current gauges for Prometheus: the last step record plus controller metrics."""
@@ -465,5 +416,6 @@ class Adversary:
             "classifier": self.classifier.metrics(),
             "prompt_gdro": self.prompt_gdro.metrics(),
             "rollout_gdro": self.rollout_gdro.metrics(),
+            "progress": self.progress.metrics(),
             "last_step": dict(self._last),
         }

@@ -33,6 +33,15 @@ recomputed only when it is observed.
   moving down only if est ≤ edges[o−1] − δ (the edge adjacent to the old bin, also for jumps of
   several bins), and then lands in its raw bin.
 
+`binning="equal_count"` replaces the fixed pass@k edges by len(edges) + 1 bins of equal counts:
+edges at quantiles of each seen prompt's posterior-mean per-rollout success rate
+p̂ = (α + C)/(α + β + N) (`binning.py`), re-placed every `refresh_every` steps (and at the end of
+the first step), when every seen prompt takes the bin of its current p̂. Between refreshes an
+observed prompt takes its bin under the current edges, without hysteresis: the edges live on the
+pool's own scale, where a fixed margin δ has no common meaning, and each refresh regroups the
+whole pool anyway. Why p̂ and not pass@k: pass@8 is within 0.1 of 1 for every p ≥ 0.25, so
+quantiles of it cannot separate the middle of the pool.
+
 Group membership (`GroupMembership`) is a member array per group with swap-remove (O(1) per
 move, done in batches with numpy), so uniform sampling inside a group is O(count) at any pool size.
 
@@ -45,6 +54,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gdro_ray.algorithms.binning import assign_bins, quantile_edges
 from gdro_ray.algorithms.membership import GroupMembership
 from gdro_ray.algorithms.passk import beta_pass_at_k
 from gdro_ray.algorithms.validation import as_int_array, check_ids
@@ -53,6 +63,7 @@ DEFAULT_EDGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FALLBACK_PRIOR = (0.5, 0.5)
 PRIOR_STRENGTH_MIN = 0.1
 PRIOR_MIN_PROMPTS = 30  # prompts seen before the pool prior is first fitted (default)
+BINNINGS = ("equal_width", "equal_count")
 
 
 class DifficultyClassifier:
@@ -60,7 +71,8 @@ class DifficultyClassifier:
 
     def __init__(self, num_prompts: int, k: int = 8, window: int = 50, edges=DEFAULT_EDGES,
                  hysteresis: float = 0.03, prior_refit_every: int = 1,
-                 prior_strength_max: float = 20.0, prior_min_prompts: int | None = None):
+                 prior_strength_max: float = 20.0, prior_min_prompts: int | None = None,
+                 binning: str = "equal_width", refresh_every: int = 10):
         edges_arr = np.asarray(list(edges), dtype=np.float64)
         if not 1 <= int(num_prompts) < 2**31:
             raise ValueError(f"num_prompts must be in [1, 2^31), got {num_prompts}")
@@ -82,6 +94,11 @@ class DifficultyClassifier:
             raise ValueError(f"prior_strength_max must be > {PRIOR_STRENGTH_MIN}, got {prior_strength_max}")
         if prior_min_prompts is not None and int(prior_min_prompts) < 2:
             raise ValueError(f"prior_min_prompts must be >= 2, got {prior_min_prompts}")
+        if binning not in BINNINGS:
+            raise ValueError(f"binning must be one of {BINNINGS}, got {binning!r}")
+        if int(refresh_every) < 1:
+            raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
+        self.binning, self.refresh_every = binning, int(refresh_every)
         self.num_prompts, self.k, self.window = int(num_prompts), int(k), int(window)
         self.edges, self.hysteresis = edges_arr, float(hysteresis)
         self.prior_refit_every, self.prior_strength_max = int(prior_refit_every), float(prior_strength_max)
@@ -110,6 +127,9 @@ class DifficultyClassifier:
         self._prior = FALLBACK_PRIOR
         self._prior_fitted = False
         self._steps = 0
+        # equal_count: the edges on p̂ in use; until the first refresh any valid placeholder
+        self._count_edges = self.edges.copy()
+        self._refreshed = False
 
     # ----------------------------------------------------------------- queries
     def groups(self, prompt_ids) -> np.ndarray:
@@ -119,6 +139,29 @@ class DifficultyClassifier:
     def estimates(self, prompt_ids) -> np.ndarray:
         ids = check_ids(prompt_ids, self.num_prompts, "prompt_ids")
         return self._estimate[ids].copy()
+
+    def success_rates(self, prompt_ids) -> np.ndarray:
+        """Posterior mean of each prompt's per-rollout success rate under the pool prior,
+        (α + C)/(α + β + N); the prior mean for a prompt never seen."""
+        ids = check_ids(prompt_ids, self.num_prompts, "prompt_ids")
+        alpha, beta = self._prior
+        return (alpha + self._pooled_c[ids]) / (alpha + beta + self._pooled_n[ids].astype(np.float64))
+
+    def group_success_rates(self) -> np.ndarray:
+        """Mean p̂ of each group's members (`success_rates`); NaN for an empty group."""
+        seen = np.flatnonzero(self._visits > 0)
+        group = self._membership.group.astype(np.int64)
+        sums = np.bincount(group[seen], weights=self.success_rates(seen), minlength=self.num_groups)
+        sizes = self._membership.sizes
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(sizes > 0, sums / np.maximum(sizes, 1), np.nan)
+        if sizes[self.unseen] > 0:
+            out[self.unseen] = self._prior[0] / (self._prior[0] + self._prior[1])
+        return out
+
+    def live_edges(self) -> np.ndarray:
+        """The interior edges in use: `edges` on pass@k, or the equal-count edges on p̂."""
+        return (self._count_edges if self.binning == "equal_count" else self.edges).copy()
 
     def group_counts(self) -> np.ndarray:
         return self._membership.sizes.copy()
@@ -191,7 +234,10 @@ class DifficultyClassifier:
         # float error of 1 − 18/20; the stored value is the one the grouping used.
         est = np.round(self._estimate_from(new_n.astype(np.float64), new_c.astype(np.float64)), 12)
         old_group = self._membership.group[uniq].astype(np.int64)
-        new_group = self._regroup(old_group, est)
+        if self.binning == "equal_count":
+            new_group = assign_bins(self.success_rates(uniq), self._count_edges)
+        else:
+            new_group = self._regroup(old_group, est)
         was_seen = old_group != self.unseen
         self._group_est_sum -= np.bincount(old_group[was_seen], minlength=self.num_groups,
                                            weights=self._estimate[uniq][was_seen])
@@ -204,6 +250,20 @@ class DifficultyClassifier:
         self._steps += 1
         if self._steps % self.prior_refit_every == 0 and self._moments[0] >= self.prior_min_prompts:
             self._refit_prior()
+        if self.binning == "equal_count" and (not self._refreshed or self._steps % self.refresh_every == 0):
+            self._refresh_count_bins()
+
+    def _refresh_count_bins(self) -> None:
+        """Re-place the equal-count edges on the seen prompts' p̂ and regroup all of them."""
+        seen = np.flatnonzero(self._visits > 0)
+        if seen.size == 0:
+            return
+        rates = self.success_rates(seen)
+        self._count_edges = quantile_edges(rates, self.num_bins)
+        self._membership.move(seen, assign_bins(rates, self._count_edges))
+        group = self._membership.group[seen].astype(np.int64)
+        self._group_est_sum = np.bincount(group, weights=self._estimate[seen], minlength=self.num_groups)
+        self._refreshed = True
 
     def _write_ring(self, uniq, inverse, counts, n, c) -> None:
         H = self.window
@@ -263,7 +323,8 @@ class DifficultyClassifier:
 
     # ------------------------------------------------------------- state
     def _config(self) -> dict:
-        return {"num_prompts": self.num_prompts, "k": self.k, "window": self.window, "edges": self.edges.tolist()}
+        return {"num_prompts": self.num_prompts, "k": self.k, "window": self.window, "edges": self.edges.tolist(),
+                "binning": self.binning}
 
     def state_dict(self) -> dict:
         state = {"config": self._config(), "pooled_n": self._pooled_n.copy(), "pooled_c": self._pooled_c.copy(),
@@ -271,7 +332,8 @@ class DifficultyClassifier:
                  "estimate": self._estimate.copy(), "members": self._membership.flat_members(),
                  "sizes": self._membership.sizes.copy(), "group_est_sum": self._group_est_sum.copy(),
                  "moments": self._moments.copy(), "prior": list(self._prior),
-                 "prior_fitted": self._prior_fitted, "steps": self._steps}
+                 "prior_fitted": self._prior_fitted, "steps": self._steps,
+                 "count_edges": self._count_edges.copy(), "refreshed": self._refreshed}
         if self.window:
             state["ring_n"], state["ring_c"] = self._ring_n.copy(), self._ring_c.copy()
         return state
@@ -280,6 +342,7 @@ class DifficultyClassifier:
         """Restore from `state_dict()` output (arrays may come back as lists, e.g. via JSON)."""
         config = dict(state["config"])
         config["edges"] = [float(e) for e in config["edges"]]
+        config.setdefault("binning", "equal_width")  # states saved before equal-count bins existed
         if config != self._config():
             raise ValueError(f"classifier state was saved with {config}, this classifier has {self._config()}")
         P, H = self.num_prompts, self.window
@@ -305,3 +368,8 @@ class DifficultyClassifier:
         self._membership = membership
         self._prior = (float(state["prior"][0]), float(state["prior"][1]))
         self._prior_fitted, self._steps = bool(state["prior_fitted"]), int(state["steps"])
+        if "count_edges" in state:
+            self._count_edges = arr("count_edges", np.float64, (self.num_bins - 1,))
+            self._refreshed = bool(state["refreshed"])
+        else:
+            self._count_edges, self._refreshed = self.edges.copy(), False

@@ -40,8 +40,24 @@ the running sum S_b ← S_b + value_b; with normalize_by_share=False, score_clip
 for a maximising player, with regret ≤ √(T ln B / 2) for losses in [0, 1]. Fed importance-
 weighted loss estimates (the bandit form, see tests) it is EXP3. The tests check both.
 
+`share_raw=True` divides by the raw share itself, max(share_b, floor), the paper's form (its
+`batch_raw` normalisation, floor 0.02): kept for the paper profile, with the scale flaw above.
+
+Linear weights (`weights="linear"`): q_b = (1 − γ) v_b / Σ_U v + γ/|U| with v_b = w_b · max(S_b, 0),
+so q is proportional to the score and a group whose score is 0 (no learning progress, say) gets
+exactly the γ floor, which exponential weights never give (exp(0) is not small). The clip to 0
+acts on the EMA, after averaging. w_b = softmax_U(−worst_eta · p̄_b), p̄_b the group's mean success
+rate, is the worst-group weight of the entropic surrogate (the paper's Eq. 22–26 with the loss
+1 − p̄): 1 for every group when worst_eta = 0. A group in play with no score yet (the `unseen`
+group, or a bin not yet measured) is given the mean v of the scored groups: no evidence is not
+evidence of no progress. With no positive v anywhere q is uniform over U. η and the clip C are not
+used by linear weights.
+
 Reweight mode (`advantage_weights`): each response gets q of its group, rescaled to mean 1 over
 the given responses and capped at ω_max, so the average update scale equals plain GRPO's.
+`informative_mean_one` rescales such weights to mean 1 over the responses of informative groups
+only (groups whose rewards differ): an all-fail or all-pass group has advantage 0, so the weight
+it holds would otherwise shrink every other group's update.
 """
 from __future__ import annotations
 
@@ -52,6 +68,26 @@ import numpy as np
 from gdro_ray.algorithms.validation import as_float_array, check_ids
 
 SCORE_MODES = ("ema", "cumulative")
+WEIGHTINGS = ("exp", "linear")
+
+
+def informative_mean_one(weights, rollouts, informative, cap: float = math.inf) -> np.ndarray:
+    """Per-prompt weights rescaled to mean 1 over the responses of the informative prompts, capped.
+
+    The other prompts' weights are left as they are (their advantages are 0). With no informative
+    prompt, or no weight on them, the weights are returned unchanged.
+    """
+    w = np.asarray(weights, dtype=np.float64).copy()
+    n = np.asarray(rollouts, dtype=np.float64)
+    mask = np.asarray(informative, dtype=bool)
+    if not (w.shape == n.shape == mask.shape):
+        raise ValueError(f"weights, rollouts and informative need equal lengths, got {w.shape}, {n.shape}, "
+                         f"{mask.shape}")
+    total = float((w[mask] * n[mask]).sum())
+    if total <= 0:
+        return w
+    w[mask] = np.minimum(w[mask] * (float(n[mask].sum()) / total), cap)
+    return w
 
 
 class PromptGDRO:
@@ -59,7 +95,8 @@ class PromptGDRO:
 
     def __init__(self, num_groups: int, eta: float = 0.65, gamma: float = 0.01, beta: float = 0.12,
                  share_floor: float = 0.5, normalize_by_share: bool = True, score_clip: float = 3.0,
-                 omega_max: float = 15.0, score_mode: str = "ema"):
+                 omega_max: float = 15.0, score_mode: str = "ema", share_raw: bool = False,
+                 weights: str = "exp", worst_eta: float = 0.0):
         if int(num_groups) < 1:
             raise ValueError(f"num_groups must be >= 1, got {num_groups}")
         if not eta > 0 or not math.isfinite(eta):
@@ -76,10 +113,17 @@ class PromptGDRO:
             raise ValueError(f"omega_max must be > 0, got {omega_max}")
         if score_mode not in SCORE_MODES:
             raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
+        if weights not in WEIGHTINGS:
+            raise ValueError(f"weights must be one of {WEIGHTINGS}, got {weights!r}")
+        if not 0 <= worst_eta < math.inf:
+            raise ValueError(f"worst_eta must be >= 0 and finite, got {worst_eta}")
         self.num_groups = int(num_groups)
         self.eta, self.gamma, self.beta = float(eta), float(gamma), float(beta)
         self.share_floor, self.normalize_by_share = float(share_floor), bool(normalize_by_share)
         self.score_clip, self.omega_max, self.score_mode = float(score_clip), float(omega_max), score_mode
+        self.share_raw, self.weights, self.worst_eta = bool(share_raw), weights, float(worst_eta)
+        # p̄ of the last `distribution` call that gave one; equal values (uniform worst-group weights) before
+        self._last_success = np.zeros(self.num_groups)
         self.scores = np.zeros(self.num_groups, np.float64)
         self._initialized = np.zeros(self.num_groups, bool)
         self._clip_steps = np.zeros(self.num_groups, np.int64)  # steps with |S_b| at the clip
@@ -98,14 +142,42 @@ class PromptGDRO:
             raise ValueError("in_play selects no group")
         return mask
 
-    def distribution(self, in_play: np.ndarray | None = None) -> np.ndarray:
-        """q over groups: exponential weights mixed with γ-uniform over the groups in play."""
+    def distribution(self, in_play: np.ndarray | None = None, group_success=None) -> np.ndarray:
+        """q over groups: exponential (or linear) weights mixed with γ-uniform over the groups in play.
+
+        `group_success` (linear weights with worst_eta > 0): each group's mean success rate p̄_b;
+        without it the last one given is used (NaN groups weigh as the worst in play).
+        """
         mask = self._in_play_mask(in_play)
+        if self.weights == "linear":
+            return self._linear(mask, group_success)
         logits = self.eta * np.clip(self.scores, -self.score_clip, self.score_clip)
         logits = np.where(mask, logits, -np.inf)
         weights = np.exp(logits - logits[mask].max())  # exp(-inf) = 0 outside U
         q = (1.0 - self.gamma) * weights / weights.sum() + np.where(mask, self.gamma / mask.sum(), 0.0)
         return q
+
+    def _linear(self, mask: np.ndarray, group_success) -> np.ndarray:
+        worst = np.ones(self.num_groups)
+        if self.worst_eta > 0:
+            if group_success is not None:
+                success = np.asarray(group_success, dtype=np.float64)
+                if success.shape != (self.num_groups,):
+                    raise ValueError(f"group_success must have {self.num_groups} values, got shape {success.shape}")
+                self._last_success = success.copy()
+            success = self._last_success
+            known = mask & np.isfinite(success)  # a group without a rate weighs as the worst one known
+            filled = np.where(np.isfinite(success), success, success[known].min() if known.any() else 0.0)
+            logits = np.where(mask, -self.worst_eta * filled, -np.inf)
+            worst = np.exp(logits - logits[mask].max())
+        value = worst * np.maximum(self.scores, 0.0)
+        scored = mask & self._initialized
+        if scored.any():
+            value = np.where(mask & ~self._initialized, value[scored].mean(), value)
+        value = np.where(mask, value, 0.0)
+        total = value.sum()
+        share = value / total if total > 0 else mask / mask.sum()
+        return (1.0 - self.gamma) * share + np.where(mask, self.gamma / mask.sum(), 0.0)
 
     def advantage_weights(self, response_group_ids, in_play: np.ndarray | None = None) -> np.ndarray:
         """Per-response weight q[group], rescaled to mean 1 over the responses, capped at ω_max.
@@ -124,16 +196,21 @@ class PromptGDRO:
         return np.minimum(weights * (len(weights) / weights.sum()), self.omega_max)
 
     # ----------------------------------------------------------------- updates
-    def observe(self, group_ids, signals, shares=None) -> None:
+    def observe(self, group_ids, signals, shares=None, weights=None) -> None:
         """Update the scores of the groups present from per-prompt difficulty signals.
 
         `shares` (optional, one non-negative value per group) is the reference share for the
-        normalisation; default: the batch's realised share of each group.
+        normalisation; default: the batch's realised share of each group. `weights` (optional,
+        one positive value per prompt) makes a group's mean signal a weighted mean.
         """
         ids = check_ids(group_ids, self.num_groups, "group_ids")
         values = as_float_array(signals, "signals")
         if ids.shape != values.shape:
             raise ValueError(f"group_ids and signals need equal lengths, got {ids.shape} and {values.shape}")
+        if weights is not None:
+            weights = as_float_array(weights, "weights")
+            if weights.shape != ids.shape or (weights.size and weights.min() <= 0):
+                raise ValueError(f"weights must be {ids.size} positive numbers")
         if shares is not None:
             shares = as_float_array(shares, "shares")
             if shares.shape != (self.num_groups,) or shares.min() < 0 or shares.sum() <= 0:
@@ -142,10 +219,13 @@ class PromptGDRO:
             return
         counts = np.bincount(ids, minlength=self.num_groups)
         present = counts > 0
-        mean_signal = np.bincount(ids, weights=values, minlength=self.num_groups)[present] / counts[present]
+        w = np.ones(ids.size) if weights is None else weights
+        mean_signal = (np.bincount(ids, weights=values * w, minlength=self.num_groups)[present]
+                       / np.bincount(ids, weights=w, minlength=self.num_groups)[present])
         if self.normalize_by_share:
             reference = counts / ids.size if shares is None else shares / shares.sum()
-            relative = reference * np.count_nonzero(reference)  # 1 at the uniform share
+            # relative to uniform (1 at the uniform share), or the raw share (the paper's form)
+            relative = reference if self.share_raw else reference * np.count_nonzero(reference)
             mean_signal = mean_signal / np.maximum(relative[present], self.share_floor)
         old = self.scores[present]
         first = ~self._initialized[present]
@@ -165,7 +245,8 @@ class PromptGDRO:
         return self._clip_steps / np.maximum(self._active_steps, 1)
 
     def metrics(self) -> dict:
-        return {"q": self.distribution().tolist(), "scores": self.scores.tolist(),
+        q = self.distribution()
+        return {"q": q.tolist(), "q_ratio": q_ratio(q), "scores": self.scores.tolist(),
                 "clip_fraction": self.clip_fraction().tolist(), "steps": self.steps}
 
     def _config(self) -> dict:
@@ -174,7 +255,7 @@ class PromptGDRO:
     def state_dict(self) -> dict:
         return {"config": self._config(), "scores": self.scores.copy(), "initialized": self._initialized.copy(),
                 "clip_steps": self._clip_steps.copy(), "active_steps": self._active_steps.copy(),
-                "steps": self.steps}
+                "steps": self.steps, "last_success": self._last_success.copy()}
 
     def load_state_dict(self, state: dict) -> None:
         if dict(state["config"]) != self._config():
@@ -189,3 +270,15 @@ class PromptGDRO:
         self.scores, self._initialized = loaded["scores"], loaded["initialized"]
         self._clip_steps, self._active_steps = loaded["clip_steps"], loaded["active_steps"]
         self.steps = int(state["steps"])
+        if "last_success" in state:  # states saved before linear weights lack it
+            success = np.array([np.nan if v is None else v for v in state["last_success"]], np.float64)
+            if success.shape != shape:
+                raise ValueError(f"Prompt-GDRO state field 'last_success' has shape {success.shape}, expected {shape}")
+            self._last_success = success
+
+
+def q_ratio(q) -> float:
+    """max/min of q over the groups it puts mass on (1.0 for a uniform q; how hard q leans)."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q[q > 0]
+    return float(q.max() / q.min()) if q.size else 1.0

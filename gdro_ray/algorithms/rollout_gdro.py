@@ -26,6 +26,11 @@ to the prompts with the largest fractional parts (ties: larger v_b, lower group 
 skipping prompts already at n_max. So Σ_i n_i = round(B·n̄) exactly, every n_i ∈ [n_min, n_max],
 each prompt gets ⌊n_b⌋ or ⌈n_b⌉, a group's fractional part is spread over its prompts, and a
 group with a larger n_b never gets a smaller minimum or maximum than one with a smaller n_b.
+
+`mode="knapsack"` allocates per prompt instead, from each prompt's own estimated success rate
+(passed to `allocate`): the greedy maximiser of the expected number of groups with a non-zero
+advantage (`knapsack.py`), with the same exact total and bounds. The variance proxies are still
+tracked (and reported) in that mode, but they do not decide anything.
 """
 from __future__ import annotations
 
@@ -33,9 +38,10 @@ import math
 
 import numpy as np
 
+from gdro_ray.algorithms.knapsack import knapsack_allocate
 from gdro_ray.algorithms.validation import as_float_array, as_int_array, check_ids
 
-MODES = ("shadow_price", "uniform")
+MODES = ("shadow_price", "uniform", "knapsack")
 _TOLERANCE = 1e-12
 _MAX_ITERATIONS = 200
 
@@ -118,13 +124,26 @@ class RolloutGDRO:
         self._last_continuous = np.clip(root_v * y, self.n_min, self.n_max)
         return self._last_continuous.copy()
 
-    def allocate(self, group_ids) -> np.ndarray:
-        """Integer rollouts per prompt of the current batch, Σ = round(B·n̄), each in [n_min, n_max]."""
+    def allocate(self, group_ids, success=None) -> np.ndarray:
+        """Integer rollouts per prompt of the current batch, Σ = round(B·n̄), each in [n_min, n_max].
+
+        `success` (knapsack mode only, where it is required): each prompt's estimated per-rollout
+        success rate in [0, 1].
+        """
         ids = check_ids(group_ids, self.num_groups, "group_ids")
         size = len(ids)
+        if self.mode == "knapsack" and success is None:
+            raise ValueError("knapsack mode needs each prompt's estimated success rate")
         if size == 0:
             return np.zeros(0, np.int64)
         counts = np.bincount(ids, minlength=self.num_groups)
+        if self.mode == "knapsack":
+            p = as_float_array(success, "success")
+            if p.shape != ids.shape:
+                raise ValueError(f"success has {p.size} values for {size} prompts")
+            base = knapsack_allocate(p, self.n_min, self.n_max, int(round(size * self.budget_mean)))
+            self._record_realized(ids, base, counts)
+            return base
         per_group = self.continuous_allocation(counts / size)
         wanted = per_group[ids]
         base = np.floor(wanted).astype(np.int64)
@@ -135,9 +154,12 @@ class RolloutGDRO:
             priority = np.lexsort((np.arange(size), ids, -self.variance[ids], -(wanted - base)))
             priority = priority[base[priority] < self.n_max]
             base[priority[:leftover]] += 1
-        self._last_realized = np.bincount(ids, weights=base, minlength=self.num_groups) / np.maximum(counts, 1)
-        self._last_realized[counts == 0] = np.nan
+        self._record_realized(ids, base, counts)
         return base
+
+    def _record_realized(self, ids, alloc, counts) -> None:
+        self._last_realized = np.bincount(ids, weights=alloc, minlength=self.num_groups) / np.maximum(counts, 1)
+        self._last_realized[counts == 0] = np.nan
 
     # ----------------------------------------------------------------- updates
     def observe(self, group_ids, n, c, proxy_values=None) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 # Per-group list fields that are plotted; the rest of the lists (group ids of a batch, …) are not
 # per-group quantities and are skipped.
 _GROUP_FIELDS = ("bin_weights", "bin_share", "bin_scores", "bin_variance", "bin_pass_at_k", "bin_prompts",
-                 "bin_batch_prompts", "bin_rollouts", "bin_clip_fraction", "bin_adv_weight")
+                 "bin_batch_prompts", "bin_rollouts", "bin_clip_fraction", "bin_adv_weight", "bin_progress")
 
 
 def group_names(n: int) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from gdro_ray.algorithms.adversary import Adversary
+from gdro_ray.algorithms.prompt_gdro import informative_mean_one
 from gdro_ray.config.loader import ConfigError
 from gdro_ray.config.schema import Config
 from gdro_ray.sim.learner import SyntheticLearner
@@ -67,9 +68,12 @@ def run_algorithm(cfg: Config, algorithm: str, out_dir: Path,
             surrogate = _synthetic_surrogate(rewards, rng) if cfg.prompt_gdro.signal == "surrogate" else None
             record = adversary.observe(sch, rewards, surrogate)
             reward_curve.append(float(flat.mean()) if flat.size else 0.0)
-            learner.learn(ids, n, correct, sch.adv_weights)
-
             useful = (correct > 0) & (correct < n)
+            weights = sch.adv_weights
+            if cfg.prompt_gdro.informative_norm:  # as the driver does (prompt_gdro.informative_mean_one)
+                weights = informative_mean_one(weights, n, useful, cfg.prompt_gdro.omega_max)
+            learner.learn(ids, n, correct, weights)
+
             totals["rollouts"] += int(n.sum())
             totals["useful"] += int(n[useful].sum())
             totals["hopeless"] += int(n[hopeless].sum())
