@@ -24,6 +24,10 @@ def process_state_restored(threads: int | None):
         for key in set(os.environ) - set(env):
             del os.environ[key]
         os.environ.update({k: v for k, v in env.items() if os.environ.get(k) != v})
+        if "ray" in sys.modules:  # a local run switched Ray to single-machine mode for this process
+            import ray._private.ray_constants as ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = not ray_constants.IS_WINDOWS_OR_OSX
         if "torch" in sys.modules:
             from gdro_ray.utils.threads import set_torch_threads, undo_vllm_thread_patch
 

@@ -48,6 +48,18 @@ def find_adversary(address: str | None, namespace: str = NAMESPACE):
     import ray
 
     addr = address or os.environ.get("RAY_ADDRESS") or "auto"
+    if addr == "auto":  # the newest cluster started here, as Ray's own lookup finds it
+        from ray._private.services import get_ray_address_from_environment
+
+        try:
+            addr = get_ray_address_from_environment("auto", None) or "auto"
+        except Exception:  # noqa: BLE001 - nothing recorded: Ray's own connect says so below
+            addr = "auto"
+    if addr.rpartition(":")[0] in ("127.0.0.1", "localhost", "[::1]"):
+        # a local run's Ray lives on loopback only (ray_start.py); a client must take the same address
+        from gdro_ray.service.ray_start import loopback_only
+
+        loopback_only()
     probed = addr != "auto" and not addr.startswith(("ray://", "http"))
     if probed and not _reachable(addr):
         raise NoJobError(f"no Ray cluster answers at {addr!r}; is a job running?")
