@@ -1,8 +1,8 @@
 """Worker subprocess that serves one user reward function (see `custom.py`).
 
 Protocol (length-prefixed pickle frames on stdin/stdout): the first frame in is the spec; the
-worker sets its memory limit (spec["memory_limit_mb"]), then answers ("ready",) once the function
-is imported, or ("error", reason) and exits — an import that raises SystemExit or
+worker sets its memory limit (spec["memory_limit_mb"]), answers ("started",), then ("ready",) once
+the function is imported, or ("error", reason) and exits — an import that raises SystemExit or
 KeyboardInterrupt included. Then each frame in is (prompts, responses, answers, metadata) and each
 frame out ("ok", scores), ("error", "Type: message") when the function raised, or ("returned",
 description) when it returned something that cannot cross the pipe (a generator). Scores are
@@ -67,6 +67,7 @@ def serve() -> None:
     spec = _read_frame(stdin)
     memory_mb = float(spec.get("memory_limit_mb", MEMORY_LIMIT_MB))
     set_memory_limit(memory_mb)  # before the import: a module that loads a model counts too
+    _write_frame(proto, ("started",))  # reward.import_timeout_s counts from here: the user's import only
     try:
         fn = load_function(spec)
     except ValueError as e:

@@ -46,6 +46,7 @@ from typing import Any, Callable
 from gdro_ray.errors import UserError
 from gdro_ray.rewards._worker_pool import start_worker, stop_process, worker_command
 
+WORKER_START_S = 120.0  # the worker's interpreter and our imports, before the user's module
 STARTUP_TIMEOUT_S = 120.0  # default of reward.import_timeout_s: importing torch or a judge model takes a while
 MEMORY_LIMIT_MB = 4096  # default of reward.memory_limit_mb
 MAX_ABS_REWARD = 1e6  # a larger score is a bad value: squares of 1e154 and up overflow float64
@@ -193,6 +194,11 @@ class _FunctionWorker:
         what = spec.get("path") or spec.get("module")
         try:
             _write_frame(self.proc.stdin, spec)
+            # the interpreter's own start-up (slow on a busy machine) is not the user's import
+            started = self._read(time.monotonic() + WORKER_START_S)
+            if started is None:
+                self.kill()
+                raise RuntimeError(f"the reward worker did not start within {WORKER_START_S:g} s (the machine is busy?)")
             hello = self._read(time.monotonic() + limit)
         except (EOFError, OSError, pickle.PickleError):  # os._exit, a crash or a kill while importing
             how = _how_it_ended(self.proc)
