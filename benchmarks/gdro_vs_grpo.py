@@ -43,12 +43,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gdro_ray.algorithms.adversary import ALGORITHMS
 from gdro_ray.algorithms.passk import pass_at_k_array
 from gdro_ray.eval.stats import paired_bootstrap
 
 OUT = Path(__file__).resolve().parent / "out"
 RESULTS = Path(__file__).resolve().parent / "results"
-ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
 K = 8
 
 # The arms pre-registered in RESULTS.md ("GDRO at full strength"), by name. The ranges 4 … 24 are

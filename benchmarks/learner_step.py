@@ -130,7 +130,7 @@ def _model_dir(name: str, tmp: Path, vocab: int) -> tuple[Path, int]:
     if name in ("toy", "smollm2"):
         from transformers import AutoConfig
 
-        from gdro_ray.models.smollm2 import resolve_model_path
+        from gdro_ray.models.registry import resolve_model_path
 
         path = resolve_model_path(name)
         cfg = AutoConfig.from_pretrained(path)

@@ -28,7 +28,7 @@ IMPLEMENTATIONS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fu
 def build_params(name: str) -> list[torch.nn.Parameter]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from gdro_ray.models.smollm2 import resolve_model_path
+    from gdro_ray.models.registry import resolve_model_path
 
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model_path(name)))
     params = list(model.parameters())

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
     import ray
 
-    from gdro_ray.models.smollm2 import resolve_model_path
+    from gdro_ray.models.registry import resolve_model_path
     from gdro_ray.service.learner_group import LearnerGroup
     from gdro_ray.service.sampler_pool import SamplerPool
     from gdro_ray.service.weight_transport import ObjectStoreTransport

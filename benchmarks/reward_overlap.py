@@ -50,7 +50,7 @@ def _problem(j: int) -> tuple[str, str, list[str]]:
 
 
 def _make_sampler(args):
-    from gdro_ray.models.smollm2 import resolve_model_path
+    from gdro_ray.models.registry import resolve_model_path
     from gdro_ray.service.sampler_actor import Sampler
 
     class BoxedSampler(Sampler):
@@ -74,7 +74,7 @@ def _shard(step: int, args, tokens: int) -> dict:
 
 
 def _step(sampler, shard: dict, chunk: int) -> dict:
-    from gdro_ray.rewards import extract_boxed, reset_reward_stats, reward_stats
+    from gdro_ray.rewards.math_reward import extract_boxed, reset_reward_stats, reward_stats
 
     reset_reward_stats()
     sampler.reward_chunk = chunk

@@ -16,7 +16,6 @@ stays a small fraction of a CPU sampler's generation time (seconds per response)
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import platform
 import random
@@ -24,10 +23,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gdro_ray.rewards import batch_math_reward, math_reward, reset_reward_stats, reward_stats
+from gdro_ray.rewards.math_reward import batch_math_reward, math_reward, reset_reward_stats, reward_stats
+from gdro_ray.rewards.verify import ensure_math_verify
 
 OUT = Path(__file__).resolve().parent / "out" / "reward_throughput.json"
-_mr = importlib.import_module("gdro_ray.rewards.math_reward")
 
 
 def _cases(n: int, rng: random.Random) -> dict[str, tuple[list[str], list[str]]]:
@@ -53,7 +52,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     args = ap.parse_args()
     rng = random.Random(0)
-    _mr._ensure_math_verify()  # import + warm-up are a one-off, not throughput
+    ensure_math_verify()  # import + warm-up are a one-off, not throughput
     rows = []
     for name, (responses, answers) in _cases(args.n, rng).items():
         reset_reward_stats()

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     base, final = (json.loads((run / f"eval_{x}.json").read_text()) for x in ("base", "final"))
     k = final["k"]
     sft = None
-    from gdro_ray.models.smollm2 import resolve_model_path
+    from gdro_ray.models.registry import resolve_model_path
 
     prep = Path(resolve_model_path(cfg.model.path)) / "prepare.json"
     if prep.is_file():

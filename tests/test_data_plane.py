@@ -8,7 +8,7 @@ import pytest
 import torch.multiprocessing as mp
 from safetensors.torch import load as st_load
 
-from gdro_ray.learner.batch import rank_slice
+from gdro_ray.algorithms.partition import rank_slice
 from gdro_ray.learner.worker import exit_rank_process
 from gdro_ray.rollout_arrays import (
     groups_of_rows,
@@ -64,7 +64,7 @@ def test_pack_group_round_trip_and_dtypes():
 @pytest.mark.parametrize("mini_batches", [1, 2, 3])
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_rank_rows_cover_every_row_once_and_follow_the_mini_batches(mini_batches, world):
-    from gdro_ray.algorithms.grpo import mini_batch_partition
+    from gdro_ray.algorithms.partition import mini_batch_partition
 
     prompt_index = [p for p in range(9) for _ in range(1 + p % 4)]
     rows = [rank_rows(prompt_index, mini_batches, r, world) for r in range(world)]

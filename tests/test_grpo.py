@@ -5,12 +5,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gdro_ray.algorithms.partition import mini_batch_partition
 from gdro_ray.algorithms.grpo import (
     filter_all_equal,
     group_advantages,
     grpo_loss,
     k3_kl,
-    mini_batch_partition,
     sequence_loss_weights,
     token_logprobs,
 )

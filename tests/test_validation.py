@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdro_ray.config import ConfigError, load_config
-from gdro_ray.eval.metric_names import flat_metrics, metric_value, parse_eval_metric
+from gdro_ray.metrics.eval_names import flat_metrics, metric_value, parse_eval_metric
 from gdro_ray.service.checkpoint import mark_best, read_best, write_checkpoint
 from gdro_ray.service.validation import ValidationLoop, is_eval_record
 

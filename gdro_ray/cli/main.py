@@ -15,7 +15,7 @@ from gdro_ray.errors import UserError
 # returns an exit code.
 COMMANDS = {
     "simulate": ("gdro_ray.sim.cli", "main"),
-    "prepare": ("gdro_ray.models.prepare", "cli_main"),
+    "prepare": ("gdro_ray.cli.prepare", "run"),
     "train": ("gdro_ray.service.driver", "cli_main"),
     "eval": ("gdro_ray.eval.evaluate", "cli_main"),
     "status": ("gdro_ray.metrics.status", "cli_main"),

@@ -81,11 +81,17 @@ def _nest(flat: dict[str, Any]) -> dict:
     return tree
 
 
+def deep_merge(base: dict, top: dict) -> dict:
+    """`base` with `top` laid over it, key by key into nested sections (the loader's layers too)."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def apply_profile(merged: dict, error) -> tuple[dict, dict[str, Any]]:
     """(the merged layers with the profile under them, the profile's bundle); `error(msg)` raises
     the loader's one-line ConfigError."""
-    from gdro_ray.config.loader import _merge
-
     name = merged.get("profile", "project")
     if not isinstance(name, str) or name not in PROFILES:
         error(f"profile: must be one of {', '.join(PROFILES)}, got {name!r}")
@@ -93,7 +99,7 @@ def apply_profile(merged: dict, error) -> tuple[dict, dict[str, Any]]:
     if isinstance(budget, bool) or not isinstance(budget, int):
         budget = DEFAULT_BUDGET_MEAN  # not an integer: the key's own check says so when the config is built
     bundle = profile_bundle(name, budget)
-    out = _merge(_nest(bundle), {k: v for k, v in merged.items() if k != "profile_values"})
+    out = deep_merge(_nest(bundle), {k: v for k, v in merged.items() if k != "profile_values"})
     return out, bundle
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
+# The one list of algorithms, owned by the adversary that runs them; the config checks against it.
+from gdro_ray.algorithms.adversary import ALGORITHMS
+
 MAX_REFILL_ROUNDS = 100  # grpo.max_refill_rounds: each round is another sampling pass of one step
 
 
@@ -455,7 +457,7 @@ class Config:
     profile_values: list[str] = doc(
         [], "Written by the loader: the key=value pairs of the profile that the resolved config holds (a value a "
             "preset, file or override changed is not listed). A value given here is replaced.")
-    algorithm: Literal["grpo", "prompt_gdro", "rollout_gdro", "both"] = doc(
+    algorithm: Literal[ALGORITHMS] = doc(
         "both", "Which adversaries run: none (GRPO), Prompt-GDRO, Rollout-GDRO, or both."
     )
     steps: int = doc(30, "Training steps (at most 10^7).")

@@ -153,7 +153,7 @@ def evaluate_engine(engine, examples: list[dict], k: int = 8, max_new_tokens: in
         raise UserError(f"evaluation: k must be >= 1, got {k}")
     _check_examples(examples)
     if reward_fn is None:
-        from gdro_ray.rewards import math_reward as reward_fn
+        from gdro_ray.rewards.math_reward import math_reward as reward_fn
     bar = _ProgressLine(len(examples), progress)
     correct: list[list[bool]] = []
     tokens = rollouts = hits = 0
@@ -183,7 +183,7 @@ def evaluate_engine(engine, examples: list[dict], k: int = 8, max_new_tokens: in
 def resolve_model(model: str) -> Path:
     """`toy`, `smollm2` or a folder → an HF model folder (through the models package when present)."""
     try:
-        from gdro_ray.models.smollm2 import resolve_model_path
+        from gdro_ray.models.registry import resolve_model_path
     except ImportError:
         resolve_model_path = None
     if resolve_model_path is not None:

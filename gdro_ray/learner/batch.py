@@ -63,11 +63,6 @@ def validate_batch(batch: dict) -> int:
     return n
 
 
-def rank_slice(n: int, rank: int, world_size: int) -> range:
-    """Contiguous, balanced slice of n items for `rank` (sizes differ by at most one)."""
-    return range(rank * n // world_size, (rank + 1) * n // world_size)
-
-
 def plan_micro_batches(batch: dict, rows: list[int], micro_batch: int, max_tokens: int = 0) -> list[list[int]]:
     """Split `rows` (in order) into micro-batches of at most `micro_batch` sequences and, when
     `max_tokens` > 0, at most `max_tokens` padded tokens (rows × longest sequence); a single

@@ -7,7 +7,7 @@ Algorithm of one `train_step` (`epochs` × `mini_batches` optimizer steps per ca
    ids are either in the batch for every row (list form) or, from the service, fetched by each
    rank from the object store for its own rows only (compact form, `gdro_ray.rollout_arrays`).
    The batch is split into `mini_batches` parts along prompt boundaries
-   (`grpo.mini_batch_partition`; every rank computes the same split) and each part is one
+   (`partition.mini_batch_partition`; every rank computes the same split) and each part is one
    optimizer step; the whole pass is repeated `epochs` times. Within a mini-batch each rank
    takes its contiguous slice of the part's responses (`rollout_arrays.rank_rows`).
 2. The loss of a mini-batch is Σ_r w_r Σ_t ℓ_rt with per-response weights from `loss_agg`
@@ -54,10 +54,10 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
+from gdro_ray.algorithms.partition import mini_batch_partition, rank_slice
 from gdro_ray.algorithms.grpo import (
     LOSS_AGGS,
     grpo_loss,
-    mini_batch_partition,
     sequence_loss_weights,
     token_logprobs,
 )
@@ -65,7 +65,6 @@ from gdro_ray.learner.batch import (
     build_micro_batch,
     dummy_micro_batch,
     plan_micro_batches,
-    rank_slice,
     validate_batch,
 )
 from gdro_ray.learner.phases import PhaseTimer

@@ -54,7 +54,7 @@ class Trainer:
         import ray
 
         from gdro_ray.data.eval_sets import load_eval_set, load_train_set, spread_subset
-        from gdro_ray.models.smollm2 import resolve_model_path
+        from gdro_ray.models.registry import resolve_model_path
         from gdro_ray.service.adversary_actor import ACTOR_NAME, AdversaryService
         from gdro_ray.service.learner_group import LearnerGroup
         from gdro_ray.service.sampler_pool import SamplerPool

@@ -127,7 +127,7 @@ class Sampler:
         (that dict with per slot only rewards and lengths, then each prompt's `pack_group` group
         and log-probs).
         """
-        from gdro_ray.rewards import reward_stats
+        from gdro_ray.rewards.math_reward import reward_stats
         from gdro_ray.rewards.overlap import ShardScoring, chunk_seed, chunk_spans
         from gdro_ray.rollout_arrays import group_nbytes, pack_group
 
@@ -195,7 +195,7 @@ class Sampler:
 
     def _score_prompt(self, shard: dict, i: int, rollouts: list) -> list[float]:
         """The rewards of prompt `i`'s rollouts (one custom-function call, or math-verify each)."""
-        from gdro_ray.rewards import math_reward
+        from gdro_ray.rewards.math_reward import math_reward
 
         answer = shard["answers"][i]
         if self.custom_reward is not None:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from gdro_ray.errors import UserError
-from gdro_ray.eval.metric_names import flat_metrics, metric_value
+from gdro_ray.metrics.eval_names import flat_metrics, metric_value
 from gdro_ray.utils.io import atomic_write_json
 
 #: Value of `type` that marks an evaluation record in metrics.jsonl; step records have no `type`.
