@@ -16,7 +16,7 @@ export VLLM_ENABLE_V1_MULTIPROCESSING := 0
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv system-deps run test test-quick simulate bench clean
+.PHONY: venv system-deps run test test-quick simulate docs clean
 
 $(STAMP): pyproject.toml
 	@mkdir -p .tmp/pip
@@ -49,6 +49,11 @@ test: venv system-deps
 
 test-quick: venv system-deps
 	$(BIN)/python -m pytest -q -m 'not slow' tests
+
+# Regenerate the generated reference docs (tests/test_dashboard.py checks they are current).
+docs: venv
+	$(BIN)/python -c "from gdro_ray.metrics.names import render_markdown; print(render_markdown(), end='')" \
+	  > docs/metrics-prometheus.md
 
 clean:
 	rm -rf .tmp runs .pytest_cache

@@ -39,7 +39,7 @@ import numpy as np
 
 from gdro_ray.algorithms.passk import pass_at_k_array
 from gdro_ray.config.loader import load_config
-from gdro_ray.sim.cli import resolve_sim_config
+from gdro_ray.sim.compare import resolve_sim_config
 from gdro_ray.sim.runner import run_algorithm
 
 OUT = Path(__file__).resolve().parent / "out"

@@ -187,9 +187,3 @@ def _markdown(runs: list[dict], files: list[Path]) -> str:
     lines += ["", "Δμ > 0: the adversary weights easier bins than the data holds (it leads); < 0: harder.", ""]
     lines += [f"![{p.stem}]({p.name})" for p in files]
     return "\n".join(lines) + "\n"
-
-
-def cli_main(args) -> int:
-    out = render(args.run_dirs, args.out)
-    print(f"report written to {out}/report.md")
-    return 0

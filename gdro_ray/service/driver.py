@@ -1,4 +1,4 @@
-"""`gdro-ray train`: the driver loop of GRPO with Group-DRO adversaries on Ray.
+"""The driver loop (`gdro-ray train`, `cli/train.py`) of GRPO with Group-DRO adversaries on Ray.
 
 One step (synchronous mode):
     1. schedule  the adversary actor picks B prompts (uniform epochs, or resampled by the
@@ -22,12 +22,11 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gdro_ray.config import Config, dump_config, load_config, to_dict
+from gdro_ray.config import Config, dump_config, to_dict
 from gdro_ray.errors import UserError
 from gdro_ray.service.ray_start import init_ray
 from gdro_ray.service.user_extensions import shard_extras, success_indicators
@@ -149,7 +148,7 @@ class Trainer:
 
         from gdro_ray.service.checkpoint import latest_checkpoint, read_json
 
-        ckpt = getattr(self, "resume_from", None) or latest_checkpoint(self.run_dir)  # verified by cli_main
+        ckpt = getattr(self, "resume_from", None) or latest_checkpoint(self.run_dir)  # verified by cli.train
         self.learner.load_checkpoint(str(ckpt / "learner"))
         ray.get(self.adversary.load_state_dict.remote(read_json(ckpt / "adversary.json")))
         drv = read_json(ckpt / "driver.json")
@@ -420,43 +419,3 @@ def _trim_metrics(path: Path, step: int) -> None:
         except (json.JSONDecodeError, AttributeError):  # a line torn by a kill mid-write
             pass
     atomic_write_text(path, "".join(kept))
-
-
-def cli_main(args) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    from gdro_ray.service.run_dir import check_new_run_dir, prepare_resume, resolve_run_dir
-
-    ckpt = None
-    if args.resume is not None:  # checkpoint verified, overrides tried on its state: before anything starts
-        cfg, run_dir, ckpt = prepare_resume(args.resume, args.config, args.overrides)
-    else:
-        from gdro_ray.service.start_checks import record_reward_path
-
-        cfg = record_reward_path(load_config(args.config, args.overrides))  # config.yaml names the file used
-        run_dir = resolve_run_dir(cfg)
-    from gdro_ray.service.start_checks import check_start
-
-    check_start(cfg, run_dir, resume=ckpt is not None, network=not args.dry_run)  # before Ray and the folder
-    if args.dry_run:
-        print(dump_config(cfg), end="")
-        return 0
-    clear = False
-    if ckpt is None:
-        clear = check_new_run_dir(run_dir, overwrite=getattr(args, "overwrite", False), config_path=args.config, cfg=cfg)
-    from gdro_ray.service.run_lock import RunLock
-
-    lock = RunLock(run_dir).acquire()  # one writer per run folder, until this process ends
-    try:
-        trainer = Trainer(cfg, run_dir, resume=ckpt is not None)
-        trainer.resume_from = ckpt
-        trainer.clear_first = clear
-        trainer.run()
-    finally:
-        lock.release(remove_if_unused=True)  # a start refused before writing leaves the folder as it was
-    return 0
-
-
-if __name__ == "__main__":
-    from gdro_ray.cli.main import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))
