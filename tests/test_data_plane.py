@@ -1,4 +1,4 @@
-"""The compact data plane (gdro_ray.rollout_arrays): samplers' per-prompt arrays, the driver's
+"""The compact data plane (gdro_ray.transfer.rollout_arrays): samplers' per-prompt arrays, the driver's
 reference-only batch, each learner rank fetching only the groups of its own rows, and a two-rank
 FSDP2 step on a compact batch equal to the same step on today's list batch."""
 import json
@@ -10,7 +10,7 @@ from safetensors.torch import load as st_load
 
 from gdro_ray.algorithms.partition import rank_slice
 from gdro_ray.learner.worker import exit_rank_process
-from gdro_ray.rollout_arrays import (
+from gdro_ray.transfer.rollout_arrays import (
     groups_of_rows,
     materialise,
     pack_group,

@@ -25,7 +25,7 @@ PACKAGE = ROOT / "gdro_ray"
 FLOORS: dict[int, tuple[str, ...]] = {
     0: ("errors",),
     1: ("utils", "algorithms"),                             # shared helpers; the pure controllers and math
-    2: ("rollout_arrays", "weight_arrays"),                 # the byte planes (rows by the algorithms' split)
+    2: ("transfer",),                                       # the byte planes (rows by the algorithms' split)
     3: ("data", "rewards", "engines", "metrics", "learner"),  # one concern each
     4: ("config", "models"),                                # the schema checks data/reward/metric names
     5: ("eval", "sim", "integrations"),                     # built from config, models and engines
@@ -126,7 +126,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_reader_sees_every_kind_of_import():
     """The parser finds top-level, function-level, relative and importlib imports (or the checks below prove nothing)."""
     assert "gdro_ray.service.driver" in GRAPH["gdro_ray.cli.train"]          # inside a function
-    assert "gdro_ray.algorithms.partition" in GRAPH["gdro_ray.rollout_arrays"]  # at the top
+    assert "gdro_ray.algorithms.partition" in GRAPH["gdro_ray.transfer.rollout_arrays"]  # at the top
     assert "gdro_ray.rewards._worker_pool" in GRAPH["gdro_ray.rewards.math_reward"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
@@ -165,7 +165,7 @@ def test_entry_points_live_in_cli():
 
 
 @pytest.mark.parametrize("module, banned", [
-    ("gdro_ray.rollout_arrays", ("torch", "ray")),  # the data plane is numpy: samplers and the driver load it
+    ("gdro_ray.transfer.rollout_arrays", ("torch", "ray")),  # the data plane is numpy: samplers and the driver load it
     ("gdro_ray.algorithms.partition", ("torch", "ray")),
     ("gdro_ray.cli.main", ("torch", "ray", "numpy", "vllm")),  # `gdro-ray --help` stays fast
 ])

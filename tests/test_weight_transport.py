@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gdro_ray.config import ConfigError, load_config
 from gdro_ray.errors import UserError
 from gdro_ray.service.weight_transport import choose_weight_sync
-from gdro_ray.utils.weight_group import (
+from gdro_ray.transfer.weight_group import (
     WeightReceiver,
     WeightSender,
     flatten_buckets,
@@ -234,7 +234,7 @@ def test_store_listens_only_on_the_given_address():
 def test_start_up_that_hangs_is_cut_at_the_time_limit():
     import time
 
-    from gdro_ray.utils.weight_group import start_within
+    from gdro_ray.transfer.weight_group import start_within
 
     class Group:
         closed = False

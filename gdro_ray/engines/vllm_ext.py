@@ -38,7 +38,7 @@ class WeightUpdateExtension:
         return len(named)
 
     def weight_group_join(self, spec: dict) -> bool:
-        from gdro_ray.utils.weight_group import WeightReceiver
+        from gdro_ray.transfer.weight_group import WeightReceiver
 
         self.weight_group_leave()
         device = next(self.model_runner.get_model().parameters()).device

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gdro_ray.rollout_arrays import row_lengths
+from gdro_ray.transfer.rollout_arrays import row_lengths
 
 REQUIRED_KEYS = ("prompt_token_ids", "response_token_ids", "advantages", "prompt_index")
 

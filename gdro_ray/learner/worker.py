@@ -5,7 +5,7 @@ Algorithm of one `train_step` (`epochs` × `mini_batches` optimizer steps per ca
 --------------------------------------------------------------------------------
 1. Every rank receives the SAME per-row scalars (advantages, prompt index, lengths); the token
    ids are either in the batch for every row (list form) or, from the service, fetched by each
-   rank from the object store for its own rows only (compact form, `gdro_ray.rollout_arrays`).
+   rank from the object store for its own rows only (compact form, `gdro_ray.transfer.rollout_arrays`).
    The batch is split into `mini_batches` parts along prompt boundaries
    (`partition.mini_batch_partition`; every rank computes the same split) and each part is one
    optimizer step; the whole pass is repeated `epochs` times. Within a mini-batch each rank
@@ -69,8 +69,8 @@ from gdro_ray.learner.batch import (
 )
 from gdro_ray.learner.phases import PhaseTimer
 from gdro_ray.learner.weights_out import LearnerWeights
-from gdro_ray.rollout_arrays import materialise, rank_rows, row_lengths
-from gdro_ray.utils.weight_group import rendezvous_store
+from gdro_ray.transfer.rollout_arrays import materialise, rank_rows, row_lengths
+from gdro_ray.transfer.weight_group import rendezvous_store
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Stats summed over ranks as token-weighted sums (then divided by the global token count).
@@ -138,7 +138,7 @@ class LearnerWorker(LearnerWeights):
             raise ValueError(f"learner: mini_batches={self.mini_batches} and epochs={self.epochs} must be ≥ 1, "
                              f"loss_agg={self.loss_agg!r} one of {LOSS_AGGS}")
         self._version = 0
-        self._sender = None  # gdro_ray.utils.weight_group.WeightSender, rank 0, made on first use
+        self._sender = None  # gdro_ray.transfer.weight_group.WeightSender, rank 0, made on first use
 
         if device is None:
             device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
@@ -267,7 +267,7 @@ class LearnerWorker(LearnerWeights):
 
     def train_step(self, batch: dict, groups: dict | None = None) -> dict:
         """GRPO on one batch: `epochs` passes of `mini_batches` optimizer steps (see the module
-        docstring). Collective. A compact batch (`gdro_ray.rollout_arrays`) comes with `groups`,
+        docstring). Collective. A compact batch (`gdro_ray.transfer.rollout_arrays`) comes with `groups`,
         the references of the rollout groups this rank's rows are in; only those are fetched."""
         t0, cpu0 = time.perf_counter(), time.process_time()
         phases = PhaseTimer(self.device)

@@ -75,8 +75,8 @@ class Sampler:
                 "torch_threads": torch.get_num_threads()}
 
     def update_weights(self, blob, version: int) -> int:
-        """`blob`: safetensors bytes, or `gdro_ray.weight_arrays` numpy arrays (read in place)."""
-        from gdro_ray import weight_arrays
+        """`blob`: safetensors bytes, or `gdro_ray.transfer.weight_arrays` numpy arrays (read in place)."""
+        from gdro_ray.transfer import weight_arrays
 
         if weight_arrays.is_weight_arrays(blob):
             self.engine.update_weights_from_tensors(weight_arrays.to_named_tensors(blob), version)
@@ -129,7 +129,7 @@ class Sampler:
         """
         from gdro_ray.rewards.math_reward import reward_stats
         from gdro_ray.rewards.overlap import ShardScoring, chunk_seed, chunk_spans
-        from gdro_ray.rollout_arrays import group_nbytes, pack_group
+        from gdro_ray.transfer.rollout_arrays import group_nbytes, pack_group
 
         if shard.get("weights_version") is not None and shard["weights_version"] != self.version:
             raise RuntimeError(

@@ -108,7 +108,7 @@ def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], samp
 
 
 def _compact_batch(by_slot: dict, adv: list, slots: list[int], weights, sampler_logprobs: bool) -> dict:
-    """The compact learner batch (`gdro_ray.rollout_arrays`): per response row only scalars, per
+    """The compact learner batch (`gdro_ray.transfer.rollout_arrays`): per response row only scalars, per
     trained slot one reference to its rollout arrays; the token ids never pass through here."""
     batch = {"groups": [], "logprob_groups": [], "group": [], "member": [], "prompt_lengths": [], "response_lengths": [],
              "advantages": [], "signal_advantages": [], "prompt_index": [], "old_logprobs": None,
