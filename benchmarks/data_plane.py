@@ -1,4 +1,4 @@
-"""The driver's data plane at the paper's scale: today's list path against the compact one (issue 13 §1).
+"""The driver's data plane at the paper's scale: today's list path against the compact one.
 
 One real driver step (`Trainer.run_step`: the adversary actor schedules, `SamplerPool.run`
 hands shards to sampler actors, the driver assembles the GRPO batch, `LearnerGroup.train_step`

@@ -3,8 +3,8 @@
 What it runs (all with the project's own classes, nothing from a hub):
 1. A Qwen3-0.6B-sized model built from a `Qwen3Config` (hidden 1024, 28 layers, 16 heads, 8 KV
    heads, head_dim 128, intermediate 3072, vocab 151936), random weights. It is *untied*
-   (Qwen3-0.6B ties its embeddings): vLLM's in-place reload is only correct for untied models
-   (docs: stack notes), so N = 0.75 B parameters instead of 0.6 B.
+   (Qwen3-0.6B ties its embeddings): vLLM's in-place reload is only correct for untied models,
+   so N = 0.75 B parameters instead of 0.6 B.
 2. `LearnerWorker` (FSDP2, world size 1, NCCL, bf16 compute with fp32 master weights, k3 KL to
    a frozen reference) runs `--steps` GRPO steps on synthetic token batches. Reported: median
    step time after the first step, tokens/s (prompt + response tokens of the batch) and

@@ -1,4 +1,4 @@
-"""Learner step time against the floor: FSDP2 GRPO `train_step` next to plain PyTorch (issue 13 §3).
+"""Learner step time against the floor: FSDP2 GRPO `train_step` next to plain PyTorch.
 
 Runs `steps` learner steps on a batch of `prompts × rollouts` random responses (the toy task's
 shape by default) for each model (`toy` and `smollm2`: the prepared ones; a number: a random

@@ -1,5 +1,5 @@
 """AdamW step time on a real model's parameters: the per-parameter loop, `foreach` and the fused
-kernel (issue 13 §3; why `gdro_ray.learner.worker._adamw` asks for the fused one).
+kernel (why `gdro_ray.learner.worker._adamw` asks for the fused one).
 
 Builds the model from its config (random weights: only the shapes matter), gives every parameter
 a random gradient, and times `optimizer.step()` for each implementation and thread count; the

@@ -16,6 +16,7 @@ stays a small fraction of a CPU sampler's generation time (seconds per response)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import random
@@ -56,7 +57,7 @@ def main() -> None:
     rows = []
     for name, (responses, answers) in _cases(args.n, rng).items():
         reset_reward_stats()
-        seconds, rewards = _timed(lambda: batch_math_reward(responses, answers))
+        seconds, rewards = _timed(functools.partial(batch_math_reward, responses, answers))
         rows.append({"case": name, "n": len(responses), "seconds": seconds, "per_s": len(responses) / seconds,
                      "mean_reward": sum(rewards) / len(rewards), **reward_stats()})
 

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from gdro_ray.algorithms.grpo import grpo_loss, group_advantages
+from gdro_ray.algorithms.grpo import group_advantages, grpo_loss
 from gdro_ray.algorithms.passk import pass_at_k
 from gdro_ray.data import toy_task
 from gdro_ray.models import prepare, sft, tiny

@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from _prom import HAVE_PROMETHEUS, prometheus
+
 from gdro_ray.metrics import names
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gdro_ray.algorithms.partition import mini_batch_partition
 from gdro_ray.algorithms.grpo import (
     filter_all_equal,
     group_advantages,
@@ -14,6 +13,7 @@ from gdro_ray.algorithms.grpo import (
     sequence_loss_weights,
     token_logprobs,
 )
+from gdro_ray.algorithms.partition import mini_batch_partition
 
 reward_groups = st.lists(
     st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=2, max_size=12), min_size=1, max_size=6

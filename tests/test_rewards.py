@@ -14,7 +14,6 @@ from gdro_ray.rewards import _worker_pool as pool
 from gdro_ray.rewards import verify
 from gdro_ray.rewards.math_reward import batch_math_reward, extract_boxed, math_reward, reward_stats
 
-
 ADVERSARIAL = r"\boxed{9^{9^{9^{9}}}}"
 
 

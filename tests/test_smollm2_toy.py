@@ -1,4 +1,4 @@
-"""smollm2-toy: the format-SFT recipe, its cache, the preset and the model-name resolution (issue 15 §5)."""
+"""smollm2-toy: the format-SFT recipe, its cache, the preset and the model-name resolution."""
 from __future__ import annotations
 
 import json

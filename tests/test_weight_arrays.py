@@ -38,6 +38,7 @@ def test_readers_map_the_same_shared_memory():
 
 def test_engine_loaded_from_arrays_equals_engine_loaded_from_the_blob(tmp_path):
     from _tiny import save_tiny, state_dict_bytes, tiny_model
+
     from gdro_ray.engines import make_engine
 
     base = save_tiny(tmp_path / "a", seed=0)

@@ -111,7 +111,8 @@ def test_flatten_round_trip(named, bucket_bytes):
     for name, t in named:
         assert byname[name].dtype == t.dtype and byname[name].shape == t.shape
         assert torch.equal(byname[name], t)
-    for buf, bucket in zip(buffers, layout["buckets"]):
+    assert len(buffers) == len(layout["buckets"])
+    for bucket in layout["buckets"]:
         assert {str(t.dtype) for n, t in named if any(e[0] == n for e in bucket["tensors"])} == {f"torch.{bucket['dtype']}"}
         # a bucket passes the cap only when it holds a single tensor
         assert bucket["nbytes"] <= bucket_bytes or len(bucket["tensors"]) == 1

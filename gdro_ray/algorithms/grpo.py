@@ -1,4 +1,4 @@
-"""GRPO math for variable group sizes (SPEC §2.4). Pure torch/numpy: no Ray, no model.
+"""GRPO math for variable group sizes (docs/algorithms.md). Pure torch/numpy: no Ray, no model.
 
 Algorithm
 ---------
@@ -25,7 +25,7 @@ Algorithm
   (or passes the global token count as `num_tokens`) so the micro-batch losses sum to it.
 * Mini-batches. `partition.mini_batch_partition` splits a batch into M parts along prompt
   boundaries (a prompt's group stays in one part), one optimizer step each (PPO's inner loop).
-* Per-sequence surrogate (Prompt-GDRO's `surrogate` signal, paper-notes §2.3): the token mean
+* Per-sequence surrogate (Prompt-GDRO's `surrogate` signal, the paper's loss signal): the token mean
   over one response of max(−A·ρ, −A·clip(ρ)) computed with the UNWEIGHTED advantage (before
   the adversary's multiplier) and without the KL term. It is a detached diagnostic.
 """

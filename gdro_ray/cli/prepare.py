@@ -21,10 +21,13 @@ def run(args) -> int:
     if cfg.model.path == "smollm2-toy":  # SmolLM2 + a short SFT on the toy answer format
         from gdro_ray.models import smollm2_toy
 
-        target, recipe, build = smollm2_toy.model_dir(cfg.model.cache_dir or None, seed), smollm2_toy.SMOLLM2_TOY_SFT, smollm2_toy.prepare_smollm2_toy
+        target = smollm2_toy.model_dir(cfg.model.cache_dir or None, seed)
+        recipe, build = smollm2_toy.SMOLLM2_TOY_SFT, smollm2_toy.prepare_smollm2_toy
         minutes = "about 20 minutes on 2 busy cores"
     else:
-        target, recipe, build, minutes = prepare.model_dir(cfg.model.cache_dir or None, seed), prepare.DEFAULT_SFT, prepare.prepare_toy_model, "about 2-5 minutes on 2 cores"
+        target = prepare.model_dir(cfg.model.cache_dir or None, seed)
+        recipe, build = prepare.DEFAULT_SFT, prepare.prepare_toy_model
+        minutes = "about 2-5 minutes on 2 cores"
     cached = prepare.is_prepared(target, recipe) and not force
     print(f"{cfg.model.path} model: {target} ({'cached' if cached else 'building; ' + minutes})", flush=True)
     started = time.perf_counter()

@@ -6,8 +6,8 @@ by key. The resolved config records the profile and, in `profile_values`, the ke
 the profile it holds (each one a valid override, so a run can be reproduced without the profile).
 
 - `project`: nothing; the schema defaults are the project's choices (docs/algorithms.md).
-- `paper`: the paper's modes kept exact (arXiv 2601.19280, App. A and its released code,
-  ../shared/docs/paper-notes.md): reweight mode, the clipped-surrogate loss signal, the raw batch
+- `paper`: the paper's modes kept exact (arXiv 2601.19280, App. A and its released code;
+  docs/algorithms.md says where we depart from it): reweight mode, the clipped-surrogate loss signal, the raw batch
   share with floor 0.02, no score clip, the reward-variance proxy, rollouts n̄/2 … 3n̄ (2 … 12 at
   the paper's n̄ = 4), token-mean loss, 10 equal-width pass@8 bins.
 - `learnability`: Prompt-GDRO that follows measured learning progress (linear weights on

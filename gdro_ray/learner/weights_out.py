@@ -6,7 +6,7 @@ collective over the learner ranks unless it says otherwise. It reads the rank's 
 and `_sender`.
 
 Publication: the full state dict is gathered on rank 0 and published in the compute dtype with
-every weight named (vLLM's in-place reload is only correct for untied embeddings, stack-notes §3:
+every weight named (vLLM's in-place reload is only correct for untied embeddings:
 when the config ties them, `lm_head.weight` is written explicitly), as safetensors bytes, as
 numpy arrays for Ray's object store (`gdro_ray.transfer.weight_arrays`), or staged as flat buckets for the
 collective transport's `WeightSender` (a private process group, not FSDP2's). Checkpoints: rank 0

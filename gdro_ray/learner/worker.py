@@ -27,7 +27,8 @@ Algorithm of one `train_step` (`epochs` × `mini_batches` optimizer steps per ca
    policy for every update. Without them (on-policy) the behaviour log-probs are the policy's
    before the first update: the first mini-batch's own detached forward (ratio exactly 1) and,
    when there is more than one update, one no-grad pass over the other rows taken before it
-   (as verl recomputes them; each rank over the rows it will train, so nothing is gathered), so later mini-batches see a real ratio and the clip. All log-probs are
+   (as verl recomputes them; each rank over the rows it will train, so nothing is gathered), so
+   later mini-batches see a real ratio and the clip. All log-probs are
    of the tempered policy softmax(logits / T), T = the sampling temperature (`grpo["temperature"]`),
    since that is what the samples were drawn from; the engines report raw (T = 1) log-probs, so
    they are valid `old_logprobs` only at T = 1.
@@ -54,13 +55,13 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-from gdro_ray.algorithms.partition import mini_batch_partition, rank_slice
 from gdro_ray.algorithms.grpo import (
     LOSS_AGGS,
     grpo_loss,
     sequence_loss_weights,
     token_logprobs,
 )
+from gdro_ray.algorithms.partition import mini_batch_partition, rank_slice
 from gdro_ray.learner.batch import (
     build_micro_batch,
     dummy_micro_batch,

@@ -31,7 +31,7 @@ Calibration (what decides the numbers): small transformers learn digit arithmeti
 plateau, then a fast transition once attention finds the digit offsets (RoPE base 100 ends
 it earliest, at ~400-900 steps here). World v1 (900 steps, always-right demonstrations, the
 hard tiers chain 47+8-6 and mul 47*6) left the hard tiers without the skill (near-greedy
-mean@8 0.09 and 0.01), and RL could not move held-out scores (issue 15). World v2 asks
+mean@8 0.09 and 0.01), and RL could not move held-out scores. World v2 asks
 for a skill the model can learn in 1,200 steps on every tier and puts the difficulty into
 the *choice*: per-tier right rates 0.75/0.5/0.3/0.15/0.05/0.03 in the chat demonstrations.
 Probe measurements (`benchmarks/world_probe.py`, seed 0: plain-PyTorch GRPO, 40 steps of

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from gdro_ray.data import toy_task
+
 # Not torch.set_num_threads: an in-process vLLM engine turns it into a no-op for the rest of the
 # process, and the weights would then depend on what ran before (gdro_ray/utils/threads.py).
 from gdro_ray.utils.threads import torch_threads  # noqa: F401 (the thread setting the builders use)

@@ -2,7 +2,7 @@
 
 Why: zero-shot, SmolLM2-135M-Instruct answers ``Compute 553+130. Put the final answer in
 \\boxed{}.`` with prose and wrong sums and almost never writes a box (1 right of 120 samples
-on the toy tiers, benchmarks/RESULTS.md "Issue 15 §5"), so every reward and every GRPO
+on the toy tiers, benchmarks/RESULTS.md, "a real pretrained LLM that gets a reward"), so every reward and every GRPO
 advantage is 0. A few dozen teacher-forced steps on the toy world's chat format
 (``553+130=683\\boxed{683}<|im_end|>``, `toy_task.format_target`) teach the format; the
 arithmetic stays the pretrained model's own, so it is right only part of the time and the
@@ -20,7 +20,7 @@ Algorithm (the toy model's warm start, `sft.train_sft`, with other inputs):
    through `atomic_dir`, with ``prepare.json`` (the recipe) written last; a later call with
    the same recipe returns the folder at once, a folder made by another recipe is rebuilt.
 
-Measured (benchmarks/RESULTS.md, "Issue 15 §5"; held-out 16 prompts per tier × 8 samples,
+Measured (benchmarks/RESULTS.md, "a real pretrained LLM that gets a reward"; held-out 16 prompts per tier × 8 samples,
 T = 1, vLLM): zero-shot pooled mean@8 0.004. A probe run of this recipe's kind (60 steps, lr
 5e-5) already boxed 100% of its answers after 10 steps, with mean@8 0.20 / 0.14 / 0.00 / 0.02 /
 0.19 / 0.00 per tier; this recipe (40 steps, loss 1.64 -> 0.15, 19.5 min on the busy 2-core

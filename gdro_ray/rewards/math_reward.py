@@ -38,8 +38,8 @@ import re
 import signal
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 from gdro_ray.rewards.verify import BOX_TOKEN, compare_with_alarm, count, reset_counts, reward_stats  # noqa: F401 (reward_stats: this module's API)
 

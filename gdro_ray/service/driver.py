@@ -187,8 +187,7 @@ class Trainer:
         import ray
 
         from gdro_ray.algorithms.grpo import group_advantages
-        from gdro_ray.service.step_batch import (assemble_batch, check_rewards, learn_fields, sample_refills,
-                                                 trained_slots)
+        from gdro_ray.service.step_batch import assemble_batch, check_rewards, learn_fields, sample_refills, trained_slots
 
         cfg = self.cfg
         refill = {}

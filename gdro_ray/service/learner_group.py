@@ -28,7 +28,6 @@ from gdro_ray.errors import UserError
 from gdro_ray.learner import LearnerWorker
 from gdro_ray.service.gpu_plan import learner_device
 
-
 # How long the learner group's placement may wait for resources: long enough for an autoscaler to
 # add nodes, short enough that a group no cluster can hold fails instead of waiting forever.
 PLACEMENT_TIMEOUT_S = 600.0

@@ -104,12 +104,14 @@ def comparison_table(summaries: dict[str, dict]) -> str:
     head = ["algorithm", f"pass@{k}", "vs grpo", "worst tier", "vs grpo", "hardest 20%", "vs grpo",
             f"train pass@{k}", "useful", "hopeless", "wall s"]
     rows = []
+
+    def col(s: dict, key: str) -> tuple[str, str]:
+        return f"{s[key]:.4f}", (_rel(s[key], base[key]) if base else "")
+
     for name, s in summaries.items():
-        def col(key):
-            return f"{s[key]:.4f}", (_rel(s[key], base[key]) if base else "")
-        p, pr = col("final_pass_at_k_mean")
-        w, wr = col("final_worst_bin_pass_at_k")
-        h, hr = col("final_hardest20_pass_at_k")
+        p, pr = col(s, "final_pass_at_k_mean")
+        w, wr = col(s, "final_worst_bin_pass_at_k")
+        h, hr = col(s, "final_hardest20_pass_at_k")
         rows.append([name, p, pr, w, wr, h, hr, f"{s['final_train_pass_at_k_mean']:.4f}",
                      f"{s['useful_rollout_fraction']:.3f}", f"{s['hopeless_rollout_fraction']:.3f}",
                      f"{s['wall_s']:.1f}"])
