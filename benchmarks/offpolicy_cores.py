@@ -75,7 +75,7 @@ def block(trainer, executor, off_policy: bool, steps: int, s_pids, l_pids) -> di
             stages.append(t)
             cpu.append((now[0] - marks[0], now[1] - marks[1]))
         marks = now
-    assert trainer._inflight is None
+    assert trainer.inflight is None
     med = lambda xs: statistics.median(xs)  # noqa: E731
     return {"step_s": (ends[-1] - ends[1]) / (steps - 1),
             "stages_s": {k: med([s.get(k, 0.0) for s in stages]) for k in ("sample", "learn", "publish", "observe")},

@@ -231,7 +231,7 @@ def block(trainer, executor, off_policy: bool, steps: int) -> tuple[float, float
         trainer.step += 1
         ends.append(time.perf_counter())
         cpu.append(time.process_time())
-    assert trainer._inflight is None
+    assert trainer.inflight is None
     # driver CPU s per step: what its overhead would be on an idle machine
     return (ends[-2] - ends[1]) / (steps - 2), (cpu[-2] - cpu[1]) / (steps - 2)
 
