@@ -16,7 +16,7 @@ export VLLM_ENABLE_V1_MULTIPROCESSING := 0
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv system-deps run test test-quick simulate bench clean
+.PHONY: venv system-deps run lint format test test-quick test-slow simulate docs clean
 
 $(STAMP): pyproject.toml
 	@mkdir -p .tmp/pip
@@ -44,11 +44,32 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
 	  echo "note: Debian's prometheus package is missing; its tests will be skipped"
 
-test: venv system-deps
-	$(BIN)/python -m pytest -q tests
+# The linter (pyproject's [tool.ruff]); also a pre-commit hook (.pre-commit-config.yaml).
+lint: venv
+	$(BIN)/python -m ruff check .
+
+# The formatter, on the files named (make format FILES="gdro_ray/x.py ..."): the tree as a whole
+# has not been reformatted, so a file is formatted when it is rewritten anyway.
+format: venv
+	@test -n "$(FILES)" || { echo "usage: make format FILES=\"path.py ...\""; exit 2; }
+	$(BIN)/python -m ruff format $(FILES)
+
+# The whole suite, cheapest first: lint (seconds), the fast tier (minutes), then the end-to-end
+# tests marked `slow` (Ray, vLLM, training). A failure stops the later stages.
+test: venv system-deps lint
+	$(BIN)/python -m pytest -q -m 'not slow' --durations=15 tests
+	$(BIN)/python -m pytest -q -m slow --durations=15 tests
 
 test-quick: venv system-deps
 	$(BIN)/python -m pytest -q -m 'not slow' tests
+
+test-slow: venv system-deps
+	$(BIN)/python -m pytest -q -m slow tests
+
+# Regenerate the generated reference docs (tests/test_dashboard.py checks they are current).
+docs: venv
+	$(BIN)/python -c "from gdro_ray.metrics.names import render_markdown; print(render_markdown(), end='')" \
+	  > docs/metrics-prometheus.md
 
 clean:
 	rm -rf .tmp runs .pytest_cache

@@ -1,4 +1,4 @@
-"""Load on the adversary actor and on the driver from many samplers (issue 6).
+"""Load on the adversary actor and on the driver from many samplers.
 
 Virtual samplers only sleep and return synthetic rollouts. They are not one process each (an
 idle Ray actor costs ~80 MB; 256 of them would not fit this machine): `--hosts` async Ray

@@ -6,7 +6,7 @@ that has gone through an epoch), then the `Adversary` runs warm-up steps and tim
 synthetic Bernoulli rewards from a fixed heavy-tailed pool. Only `schedule()` + `observe()` are
 timed, not the reward generation. Both ways of applying Prompt-GDRO are measured.
 
-Targets (issue 2): ≤ 2 ms median at 14.1k/B=256, ≤ 50 ms at 1M/B=4,096, ≤ 200 bytes of state
+Targets: ≤ 2 ms median at 14.1k/B=256, ≤ 50 ms at 1M/B=4,096, ≤ 200 bytes of state
 per prompt. Prints a table and writes benchmarks/out/adversary_overhead.json.
 
     python benchmarks/adversary_overhead.py [--steps 60] [--warmup 10] [--quick]

@@ -1,4 +1,4 @@
-"""The driver's data plane at the paper's scale: today's list path against the compact one (issue 13 §1).
+"""The driver's data plane at the paper's scale: today's list path against the compact one.
 
 One real driver step (`Trainer.run_step`: the adversary actor schedules, `SamplerPool.run`
 hands shards to sampler actors, the driver assembles the GRPO batch, `LearnerGroup.train_step`
@@ -97,7 +97,7 @@ class VirtualRank:
         self.rank, self.world, self.mini_batches = rank, world, mini_batches
 
     def train_step(self, batch: dict, groups: dict | None = None) -> dict:
-        from gdro_ray.rollout_arrays import materialise, rank_rows
+        from gdro_ray.transfer.rollout_arrays import materialise, rank_rows
 
         fetched = None
         if groups is not None:
@@ -115,7 +115,7 @@ class VirtualRank:
 def _bytes_per_rank(batch: dict, stats: dict, world: int, mini_batches: int) -> tuple[list[int], list[int]]:
     """(bytes moved to each rank, bytes of each rank's own rows as int32 ids, plus float32
     log-probs when it trains against them)."""
-    from gdro_ray.rollout_arrays import is_compact, rank_rows, row_lengths
+    from gdro_ray.transfer.rollout_arrays import is_compact, rank_rows, row_lengths
 
     plens, rlens = row_lengths(batch)
     per_token = 8 if batch.get("sampler_logprobs") or batch.get("old_logprobs") else 4  # + float32 log-probs

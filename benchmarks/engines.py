@@ -16,11 +16,11 @@ labelled `toy-random`), and SmolLM2-135M-Instruct (converted, untied) with `--sm
         [--max-new-tokens 32] [--repeats 2] [--dtype float32,bfloat16]
 
 Writes benchmarks/out/engines.json (machine, date, command, rows). Target: vLLM ≥ 1.8×
-transformers tokens/s on SmolLM2 (stack notes measured 1.7–1.8× in bf16).
+transformers tokens/s on SmolLM2 (1.7–1.8× in bf16 when this stack was set up).
 Measured on the shared 2-core box (2026-11-27, load average 4–9 from other work, so absolute
 numbers are several times below an idle machine): SmolLM2 fp32 2.5×, bf16 7.3× (vLLM bf16
 uses AMX; transformers bf16 was no faster than fp32 there); toy model 0.6–0.9× (per-step
-overhead dominates a 0.3 M-parameter model, as the stack notes found).
+overhead dominates a 0.3 M-parameter model, as found when this stack was set up).
 """
 from __future__ import annotations
 

@@ -38,17 +38,17 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from gdro_ray.algorithms.adversary import ALGORITHMS
 from gdro_ray.algorithms.passk import pass_at_k_array
 from gdro_ray.eval.stats import paired_bootstrap
 
 OUT = Path(__file__).resolve().parent / "out"
 RESULTS = Path(__file__).resolve().parent / "results"
-ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
 K = 8
 
 # The arms pre-registered in RESULTS.md ("GDRO at full strength"), by name. The ranges 4 … 24 are
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
         for name, spec in NAMED_ARMS.items():
             print(f"{name:36s} {spec}")
         return 0
-    result = {"machine": platform.platform(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    result = {"machine": platform.platform(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "command": " ".join(["python", "benchmarks/gdro_vs_grpo.py", *(argv or sys.argv[1:])])}
     if not args.sim_only:
         # One folder per setting, so a rerun with other overrides never reuses stale runs.

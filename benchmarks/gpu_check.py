@@ -3,8 +3,8 @@
 What it runs (all with the project's own classes, nothing from a hub):
 1. A Qwen3-0.6B-sized model built from a `Qwen3Config` (hidden 1024, 28 layers, 16 heads, 8 KV
    heads, head_dim 128, intermediate 3072, vocab 151936), random weights. It is *untied*
-   (Qwen3-0.6B ties its embeddings): vLLM's in-place reload is only correct for untied models
-   (docs: stack notes), so N = 0.75 B parameters instead of 0.6 B.
+   (Qwen3-0.6B ties its embeddings): vLLM's in-place reload is only correct for untied models,
+   so N = 0.75 B parameters instead of 0.6 B.
 2. `LearnerWorker` (FSDP2, world size 1, NCCL, bf16 compute with fp32 master weights, k3 KL to
    a frozen reference) runs `--steps` GRPO steps on synthetic token batches. Reported: median
    step time after the first step, tokens/s (prompt + response tokens of the batch) and
@@ -19,7 +19,7 @@ What it runs (all with the project's own classes, nothing from a hub):
    load); with two or more the sampler gets the second card and NCCL. The backend is chosen by
    the service's own rule (`choose_weight_sync` on the two cards' UUIDs).
 4. A one-rank NCCL weight group on card 0 (start-up, broadcast, abort): on one card the publish
-   uses gloo, so this is what runs the NCCL code of `gdro_ray.utils.weight_group` there.
+   uses gloo, so this is what runs the NCCL code of `gdro_ray.transfer.weight_group` there.
    vLLM that cannot be imported is an error on a GPU (pass --skip-vllm to check the learner only).
 
 Prints a table and writes benchmarks/out/gpu_check.json. Meant to finish in under 5 minutes.
@@ -219,7 +219,7 @@ def nccl_one_rank_smoke() -> dict:
     """A one-rank NCCL weight group on card 0: start-up, a broadcast, abort. API misuse shows here."""
     import torch
 
-    from gdro_ray.utils.weight_group import WeightSender
+    from gdro_ray.transfer.weight_group import WeightSender
 
     sender = WeightSender("cuda:0")
     t0 = time.perf_counter()

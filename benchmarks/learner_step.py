@@ -1,4 +1,4 @@
-"""Learner step time against the floor: FSDP2 GRPO `train_step` next to plain PyTorch (issue 13 §3).
+"""Learner step time against the floor: FSDP2 GRPO `train_step` next to plain PyTorch.
 
 Runs `steps` learner steps on a batch of `prompts × rollouts` random responses (the toy task's
 shape by default) for each model (`toy` and `smollm2`: the prepared ones; a number: a random
@@ -130,7 +130,7 @@ def _model_dir(name: str, tmp: Path, vocab: int) -> tuple[Path, int]:
     if name in ("toy", "smollm2"):
         from transformers import AutoConfig
 
-        from gdro_ray.models.smollm2 import resolve_model_path
+        from gdro_ray.models.registry import resolve_model_path
 
         path = resolve_model_path(name)
         cfg = AutoConfig.from_pretrained(path)

@@ -1,4 +1,4 @@
-"""Sync vs one-step off-policy with samplers and learner on disjoint cores (issue 13 §6, part 1).
+"""Sync vs one-step off-policy with samplers and learner on disjoint cores.
 
 One real training job (`preset=toy`: vLLM samplers, FSDP2 learner ranks on gloo, the adversary
 actor; `Trainer.setup()` then the driver's own `run_step` / `run_step_off_policy`), started with
@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def block(trainer, executor, off_policy: bool, steps: int, s_pids, l_pids) -> di
             stages.append(t)
             cpu.append((now[0] - marks[0], now[1] - marks[1]))
         marks = now
-    assert trainer._inflight is None
+    assert trainer.inflight is None
     med = lambda xs: statistics.median(xs)  # noqa: E731
     return {"step_s": (ends[-1] - ends[1]) / (steps - 1),
             "stages_s": {k: med([s.get(k, 0.0) for s in stages]) for k in ("sample", "learn", "publish", "observe")},
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
               f"pinned is faster)")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/offpolicy_cores.py", *(argv or sys.argv[1:])]),
         "machine": {"platform": platform.platform(), "cpus": cpus, "load_avg_end": os.getloadavg()},
         "sampler_cpus": [s_cpu], "learner_cpus": [l_cpu], "summary": summary, "ratios": ratios, "blocks": blocks,

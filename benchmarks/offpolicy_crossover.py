@@ -1,4 +1,4 @@
-"""Where one-step off-policy beats synchronous training: the crossover (issue 13 §6).
+"""Where one-step off-policy beats synchronous training: the crossover.
 
 The real driver schedules every step: `Trainer.run_step` (sync) and `Trainer.run_step_off_policy`
 (the next step's sampling launched on the driver's thread pool while the learner trains), with
@@ -44,7 +44,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import ray
@@ -231,7 +231,7 @@ def block(trainer, executor, off_policy: bool, steps: int) -> tuple[float, float
         trainer.step += 1
         ends.append(time.perf_counter())
         cpu.append(time.process_time())
-    assert trainer._inflight is None
+    assert trainer.inflight is None
     # driver CPU s per step: what its overhead would be on an idle machine
     return (ends[-2] - ends[1]) / (steps - 2), (cpu[-2] - cpu[1]) / (steps - 2)
 
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
         cpu = {m: statistics.median(r["driver_cpu_s"][m] for r in disjoint) for m in ("sync", "off")}
         print(f"driver CPU per step: sync {cpu['sync'] * 1e3:.0f} ms, off-policy {cpu['off'] * 1e3:.0f} ms "
               "(the overhead's floor; the rest of o is waiting for the CPU on a loaded machine)")
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    out = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
            "command": " ".join(["python", "benchmarks/offpolicy_crossover.py", *(argv or sys.argv[1:])]),
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                        "ray": ray.__version__},

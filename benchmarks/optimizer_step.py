@@ -1,5 +1,5 @@
 """AdamW step time on a real model's parameters: the per-parameter loop, `foreach` and the fused
-kernel (issue 13 §3; why `gdro_ray.learner.worker._adamw` asks for the fused one).
+kernel (why `gdro_ray.learner.worker._adamw` asks for the fused one).
 
 Builds the model from its config (random weights: only the shapes matter), gives every parameter
 a random gradient, and times `optimizer.step()` for each implementation and thread count; the
@@ -28,7 +28,7 @@ IMPLEMENTATIONS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fu
 def build_params(name: str) -> list[torch.nn.Parameter]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from gdro_ray.models.smollm2 import resolve_model_path
+    from gdro_ray.models.registry import resolve_model_path
 
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model_path(name)))
     params = list(model.parameters())

@@ -7,7 +7,7 @@ steady-state steps (the first `--skip` steps are start-up). Also measures the fl
 publication: serialising the learner's state dict to safetensors bytes once plus loading it
 into one engine once, outside Ray.
 
-Targets (issue 4): the adversary ≤ 0.5% of the step; publication ≤ 1.5× serialise+load;
+Targets: the adversary ≤ 0.5% of the step; publication ≤ 1.5× serialise+load;
 off-policy faster than synchronous. Prints a table and writes benchmarks/out/pipeline.json.
 
     python benchmarks/pipeline.py [--preset toy] [--steps 8] [--skip 2] [key=value ...]
@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     from gdro_ray.config import load_config
-    from gdro_ray.models.smollm2 import resolve_model_path
+    from gdro_ray.models.registry import resolve_model_path
     from gdro_ray.utils.env import setup_env
 
     setup_env()
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     out = OUT / f"pipeline_{args.preset}.json"
     out.write_text(json.dumps({
         "machine": platform.platform(), "cpus": __import__("os").cpu_count(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/pipeline.py", *(argv or sys.argv[1:])]),
         "preset": args.preset, "modes": modes, "publication_floor_s": floor,
         "off_policy_speedup": speedup, "publication_ratio": pub_ratio}, indent=2))

@@ -1,10 +1,10 @@
-"""Weight publication through the object store: safetensors bytes against shared numpy arrays (issue 13 §4).
+"""Weight publication through the object store: safetensors bytes against shared numpy arrays.
 
 A real FSDP2 learner group (world size 1, no reference model) and a real sampler pool
 (`--samplers` actors with the `--engine` engine) on one node, the model `--model` (default
 SmolLM2-135M, fp32 as its preset runs). Each repeat publishes a new version both ways,
 alternating which goes first:
-- `bytes`: today's path before issue 13 — rank 0 serialises the full state dict to safetensors
+- `bytes`: the earlier path — rank 0 serialises the full state dict to safetensors
   bytes, the driver receives them and `ray.put`s them, every sampler gets a private copy of the
   bytes, parses them and loads the tensors;
 - `arrays`: `ObjectStoreTransport.publish` now — rank 0 returns the state dict as numpy arrays
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
     import ray
 
-    from gdro_ray.models.smollm2 import resolve_model_path
+    from gdro_ray.models.registry import resolve_model_path
     from gdro_ray.service.learner_group import LearnerGroup
     from gdro_ray.service.sampler_pool import SamplerPool
     from gdro_ray.service.weight_transport import ObjectStoreTransport

@@ -1,4 +1,4 @@
-r"""Rewards beside generation (issue 13 §2): a SmolLM2 sampling step with symbolic answers, scored
+r"""Rewards beside generation: a SmolLM2 sampling step with symbolic answers, scored
 after generation (`sampler.reward_chunk=0`) against scored chunk by chunk while the next chunk
 generates (`sampler.reward_chunk=C`).
 
@@ -15,7 +15,8 @@ and a wrong one, distinct per rollout (no memo hits). Generation is untouched.
 
 Measured per step: wall time of `generate_shard`, engine time (`generate_s`), the scoring the
 step waited for (`reward_s`) and all scoring (`reward_busy_s`); sampler busy fraction = engine
-time / wall; speed-up = the off step's wall / the chunked step's wall, paired per repeat. Prints a table (min and median over repeats), writes benchmarks/out/reward_overlap.json.
+time / wall; speed-up = the off step's wall / the chunked step's wall, paired per repeat. Prints a table
+(min and median over repeats), writes benchmarks/out/reward_overlap.json.
 
     python benchmarks/reward_overlap.py [--repeats 3] [--tokens 128 32] [--chunks 4 2]
 """
@@ -28,7 +29,7 @@ import os
 import platform
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out" / "reward_overlap.json"
@@ -50,7 +51,7 @@ def _problem(j: int) -> tuple[str, str, list[str]]:
 
 
 def _make_sampler(args):
-    from gdro_ray.models.smollm2 import resolve_model_path
+    from gdro_ray.models.registry import resolve_model_path
     from gdro_ray.service.sampler_actor import Sampler
 
     class BoxedSampler(Sampler):
@@ -74,7 +75,7 @@ def _shard(step: int, args, tokens: int) -> dict:
 
 
 def _step(sampler, shard: dict, chunk: int) -> dict:
-    from gdro_ray.rewards import extract_boxed, reset_reward_stats, reward_stats
+    from gdro_ray.rewards.math_reward import extract_boxed, reset_reward_stats, reward_stats
 
     reset_reward_stats()
     sampler.reward_chunk = chunk
@@ -150,7 +151,7 @@ def main(argv=None) -> None:
           f"{statistics.median(r['slow_path'] for r in rows):.0f} (median), timeouts {sum(r['timeouts'] for r in rows)}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": args.machine or platform.platform(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": args.machine or platform.platform(),
         "cpus": os.cpu_count(), "args": vars(args), "model_boxed": boxed, "table": table, "rows": rows}, indent=2))
     print(f"wrote {OUT}")
 

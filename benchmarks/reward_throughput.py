@@ -16,7 +16,7 @@ stays a small fraction of a CPU sampler's generation time (seconds per response)
 from __future__ import annotations
 
 import argparse
-import importlib
+import functools
 import json
 import platform
 import random
@@ -24,10 +24,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gdro_ray.rewards import batch_math_reward, math_reward, reset_reward_stats, reward_stats
+from gdro_ray.rewards.math_reward import batch_math_reward, math_reward, reset_reward_stats, reward_stats
+from gdro_ray.rewards.verify import ensure_math_verify
 
 OUT = Path(__file__).resolve().parent / "out" / "reward_throughput.json"
-_mr = importlib.import_module("gdro_ray.rewards.math_reward")
 
 
 def _cases(n: int, rng: random.Random) -> dict[str, tuple[list[str], list[str]]]:
@@ -53,11 +53,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     args = ap.parse_args()
     rng = random.Random(0)
-    _mr._ensure_math_verify()  # import + warm-up are a one-off, not throughput
+    ensure_math_verify()  # import + warm-up are a one-off, not throughput
     rows = []
     for name, (responses, answers) in _cases(args.n, rng).items():
         reset_reward_stats()
-        seconds, rewards = _timed(lambda: batch_math_reward(responses, answers))
+        seconds, rewards = _timed(functools.partial(batch_math_reward, responses, answers))
         rows.append({"case": name, "n": len(responses), "seconds": seconds, "per_s": len(responses) / seconds,
                      "mean_reward": sum(rewards) / len(rewards), **reward_stats()})
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from gdro_ray.algorithms.passk import pass_at_k_array
 from gdro_ray.config.loader import load_config
-from gdro_ray.sim.cli import resolve_sim_config
+from gdro_ray.sim.compare import resolve_sim_config
 from gdro_ray.sim.runner import run_algorithm
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -237,12 +237,13 @@ def prediction_table(pred: dict) -> str:
     lines = ["| algorithm | pooled mean@8 | vs GRPO | pooled pass@8 | vs GRPO | hardest-2 mean@8 | vs GRPO | "
              "hardest-2 pass@8 | vs GRPO | worst (carry_out) pass@8 | vs GRPO | distinct prompts |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def c(a: str, r: dict, key: str) -> tuple[str, str]:
+        if a == "grpo":
+            return f"{r[key]:.3f}", "—"
+        return f"{r[key]:.3f}", f"{r[key + '_diff']:+.3f} ({100 * r[key + '_rel']:+.0f}%)"
+
     for a, r in pred.items():
-        def c(key):
-            if a == "grpo":
-                return f"{r[key]:.3f}", "—"
-            return f"{r[key]:.3f}", f"{r[key + '_diff']:+.3f} ({100 * r[key + '_rel']:+.0f}%)"
-        cells = [x for key in ("mean", "pass", "hard2_mean", "hard2_pass", "worst_pass") for x in c(key)]
+        cells = [x for key in ("mean", "pass", "hard2_mean", "hard2_pass", "worst_pass") for x in c(a, r, key)]
         lines.append(f"| {a} | " + " | ".join(cells) + f" | {r['distinct_prompts']:.0f} |")
     return "\n".join(lines)
 

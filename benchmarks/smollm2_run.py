@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     for label, res in (("before", base), ("after", final)):
         print(f"{label:6s} {res['pooled']['pass_at_k']:7.3f} {res['pooled']['mean_at_k']:7.3f}")
     result = {
-        "machine": platform.platform(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.platform(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/smollm2_run.py", *(argv or sys.argv[1:])]),
         "steps": args.steps, "wall_s": wall, "k": k,
         "reward_per_step": [r["reward_mean"] for r in records],

@@ -1,4 +1,4 @@
-"""A real pretrained LLM that gets a reward (issue 15 §5): SmolLM2-135M on the toy world.
+"""A real pretrained LLM that gets a reward: SmolLM2-135M on the toy world.
 
 Zero-shot, SmolLM2-135M-Instruct almost never answers a toy prompt right (it writes prose and
 no box), so every GRPO advantage is 0. `preset=smollm2-toy` starts from it after a short SFT on
@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         zs = zero_shot(cfg.data.toy_eval_per_tier, cfg.eval.k, cfg.sampler.max_new_tokens)
         zs.update({"wall_s": time.time() - t0, "per_tier_prompts": cfg.data.toy_eval_per_tier,
-                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                   "date": datetime.now(UTC).isoformat(timespec="seconds")})
         zs_file.write_text(json.dumps({k_: zs[k_] for k_ in ("k", "pooled", "per_tier", "meta", "wall_s",
                                                               "per_tier_prompts", "date")}, indent=2))
         print("zero-shot SmolLM2-135M-Instruct on the toy split: mean@k / pass@k")
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     base, final = (json.loads((run / f"eval_{x}.json").read_text()) for x in ("base", "final"))
     k = final["k"]
     sft = None
-    from gdro_ray.models.smollm2 import resolve_model_path
+    from gdro_ray.models.registry import resolve_model_path
 
     prep = Path(resolve_model_path(cfg.model.path)) / "prepare.json"
     if prep.is_file():
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     print(f"{'pooled':<14s}" + "".join(f"{r['pooled']['mean_at_k']:>10.3f} / {r['pooled']['pass_at_k']:.3f}"
                                        for _, r in pooled if r))
     result = {
-        "machine": platform.platform(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.platform(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/smollm2_toy.py", *(argv if argv is not None else sys.argv[1:])]),
         "steps": len(records), "wall_s": wall, "k": k, "sft": sft,
         "per_step": [{key: r.get(key) for key in ("step", "reward_mean", "useful_prompt_fraction",

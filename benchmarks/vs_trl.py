@@ -39,8 +39,8 @@ the same architecture (`gdro_ray.models.tiny.build_model("tiny")`, labelled `toy
     .venv/bin/python benchmarks/vs_trl.py [--smollm2] [--repeats 2] [--trl-threads 1,2] [--ours VARIANT ...]
         [--steps 8 --skip 2 --batch-size 8 --budget-mean 4 --max-new-tokens 24] [--resummarize JSON]
 
-Writes benchmarks/out/vs_trl.json (machine, date, exact commands, per-step records). Target
-(issue 13 §5): the minimum paired ratio over 5 repeats ≥ 2× TRL's tokens/s.
+Writes benchmarks/out/vs_trl.json (machine, date, exact commands, per-step records). Target:
+the minimum paired ratio over 5 repeats ≥ 2× TRL's tokens/s.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ TRL_VENV_PINS = ("torch==2.13.0", "transformers==5.19.0", "tokenizers==0.23.3", 
                  "accelerate==1.15.0", "datasets==5.2.0", "math-verify==0.9.0", "trl==1.16.0")
 WORK = ROOT / "benchmarks" / "out" / "vs_trl_work"
 OUT_JSON = ROOT / "benchmarks" / "out" / "vs_trl.json"
-TARGET = 2.0  # issue 13 §5: the minimum paired ratio over 5 repeats
+TARGET = 2.0  # the project's speed target: the minimum paired ratio over 5 repeats
 # Both cores on our side in every default layout, as TRL's 2-thread row has them (ratios are taken
 # against the faster TRL row): 2 samplers + 2 one-thread ranks (best on the toy model), and one
 # sampler + one rank with 2 threads each (best on SmolLM2; RESULTS "both cores on both sides").

@@ -58,7 +58,7 @@ def main() -> int:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from gdro_ray.rewards import math_reward
+    from gdro_ray.rewards.math_reward import math_reward
 
     with open(args.prompts) as f:
         rows = [json.loads(line) for line in f if line.strip()]

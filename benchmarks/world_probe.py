@@ -26,10 +26,10 @@ import time
 import numpy as np
 import torch
 
-from gdro_ray.algorithms.grpo import grpo_loss, group_advantages
+from gdro_ray.algorithms.grpo import group_advantages, grpo_loss
 from gdro_ray.algorithms.passk import pass_at_k
 from gdro_ray.data import toy_task
-from gdro_ray.models import prepare, tiny
+from gdro_ray.models import prepare, sft, tiny
 
 
 def chat_ids(tok, prompts: list[str]) -> list[list[int]]:
@@ -108,7 +108,7 @@ def choice_sft(model, tok, c: list[float], steps: int, seed: int, lr: float, mix
         if rng.random() >= c[ex["tier"]]:
             ex["answer"] = str(toy_task.slip(int(ex["answer"])))
     bare = toy_task.make_sft_set(toy_task.tier_counts(steps * bare_batch, mix), seed=seed, stream="probe-bare")
-    streams = [(prepare.encode_sft(tok, chat), batch), (prepare.encode_sft(tok, bare, bare=True), bare_batch)]
+    streams = [(sft.encode_sft(tok, chat), batch), (sft.encode_sft(tok, bare, bare=True), bare_batch)]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     model.train()
     for step in range(steps):

@@ -5,7 +5,7 @@ no-op for the rest of the process, and writes LD_PRELOAD (tcmalloc, torch's libg
 LOCAL_WORLD_SIZE and thread variables into os.environ, which every later subprocess (Ray,
 spawned learner ranks, `gdro-ray` runs) would inherit; in-process learners set 1 torch thread.
 Without a reset, what a later module computes (a learner's reduction order, prepare's weights)
-would depend on which modules ran before it (issue #16 §6, gdro_ray/utils/threads.py).
+would depend on which modules ran before it (gdro_ray/utils/threads.py).
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ def main() -> int:
     from trl import GRPOConfig
 
     from gdro_ray.integrations.trl import STATE_FILE, GDROGRPOTrainer, add_row_ids
-    from gdro_ray.rewards import math_reward
+    from gdro_ray.rewards.math_reward import math_reward
 
     with open(args.prompts) as f:
         rows = [json.loads(line) for line in f if line.strip()]

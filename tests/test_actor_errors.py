@@ -1,4 +1,4 @@
-"""An actor that dies at creation is reported by its root cause in one line (#16 §5)."""
+"""An actor that dies at creation is reported by its root cause in one line."""
 import socket
 
 import pytest

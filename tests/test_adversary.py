@@ -99,7 +99,7 @@ def test_fixed_rollouts_without_rollout_gdro(algorithm):
 def test_cursor_visits_every_prompt_once_per_epoch():
     adv = make("grpo", num_prompts=100, batch_size=32)
     seen = []
-    for rec_step in range(3):
+    for _ in range(3):
         sch = adv.schedule()
         seen.extend(sch.prompt_ids.tolist())
         adv.observe(sch, [np.zeros(int(n)) for n in sch.rollouts])
@@ -250,7 +250,8 @@ def test_weights_are_one_outside_reweight_mode():
 
 def test_same_seed_same_schedules_and_other_seed_differs():
     a, b, c = make("both", seed=4), make("both", seed=4), make("both", seed=5)
-    ra, rb, rc = run(a, 5), run(b, 5), run(c, 5)
+    ra, rb = run(a, 5), run(b, 5)
+    run(c, 5)  # the same steps on the other seed, so its next schedule is comparable
     assert [r["bin_batch_prompts"] for r in ra] == [r["bin_batch_prompts"] for r in rb]
     assert np.array_equal(a.schedule().prompt_ids, b.schedule().prompt_ids)
     assert not np.array_equal(a.schedule().prompt_ids, c.schedule().prompt_ids)

@@ -1,4 +1,4 @@
-"""cluster.sampler_cpus / cluster.learner_cpus (issue 13 §6): the keys are validated with one line
+"""cluster.sampler_cpus / cluster.learner_cpus: the keys are validated with one line
 naming the key, and a run's real sampler and learner actors end up pinned, every thread of them,
 to their own CPUs (read back with os.sched_getaffinity inside each actor)."""
 from __future__ import annotations
@@ -62,7 +62,6 @@ def test_pin_process_moves_every_thread_and_names_the_key():
 def test_trainer_pins_samplers_and_learner_apart(tmp_path):
     """Trainer.setup() with the keys set: every thread of every sampler and learner rank sits on its CPU."""
     import ray
-
     from _tiny import save_tiny
 
     from gdro_ray.service.driver import Trainer
@@ -93,9 +92,8 @@ def test_trainer_pins_samplers_and_learner_apart(tmp_path):
 @pytest.mark.slow
 def test_trainer_gives_samplers_and_ranks_a_thread_per_reserved_cpu(tmp_path):
     """sampler.num_cpus and learner.num_cpus set the torch threads inside the actors (the sampler
-    ran 1 thread whatever it reserved until issue 13: a 2-CPU sampler generated at 1-core speed)."""
+    once ran 1 thread whatever it reserved: a 2-CPU sampler generated at 1-core speed)."""
     import ray
-
     from _tiny import save_tiny
 
     from gdro_ray.service.driver import Trainer

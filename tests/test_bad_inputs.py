@@ -1,4 +1,4 @@
-"""Bad inputs fail at start with one line naming the key (#16 §5, #12 item 7; the table is docs/bad-inputs.md)."""
+"""Bad inputs fail at start with one line naming the key (the table is docs/bad-inputs.md)."""
 import os
 import subprocess
 import sys

@@ -3,7 +3,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gdro_ray.algorithms import DifficultyClassifier, to_jsonable
 from gdro_ray.algorithms.binning import assign_bins, quantile_edges

@@ -3,7 +3,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gdro_ray.algorithms import DifficultyClassifier, beta_pass_at_k, pass_at_k, to_jsonable
 
@@ -59,7 +60,7 @@ def test_small_pool_fits_its_prior_once_half_of_it_is_seen():
 
 
 def test_flat_prior_would_call_zero_of_four_easy():
-    # The reason for the pool prior (SPEC §2.1): under Beta(1, 1), 0 of 4 has pass@8 > 0.5.
+    # The reason for the pool prior: under Beta(1, 1), 0 of 4 has pass@8 > 0.5.
     assert float(beta_pass_at_k(1.0, 1.0 + 4, 8)) > 0.5
 
 
@@ -258,7 +259,7 @@ def test_inconsistent_membership_state_is_refused_and_nothing_changes():
 
 
 # ---------------------------------------------------------------- the estimate's three properties
-# (issue 12 §1) The posterior mean of pass@k is used for every N: monotone in every observation,
+# The posterior mean of pass@k is used for every N: monotone in every observation,
 # continuous across N = k, shrunk toward the pool prior at small N and consistent at large N.
 
 priors = st.tuples(st.floats(0.1, 20.0), st.floats(0.1, 20.0))

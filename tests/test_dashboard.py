@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from _prom import HAVE_PROMETHEUS, prometheus
+
 from gdro_ray.metrics import names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_metric_spec_rejects_bad_names():
 
 def test_metrics_doc_in_sync():
     doc = (ROOT / "docs" / "metrics-prometheus.md").read_text()
-    assert doc == names.render_markdown(), "run: python -m gdro_ray.metrics.names > docs/metrics-prometheus.md"
+    assert doc == names.render_markdown(), "run: make docs"
     for m in names.METRICS:
         assert f"`{m.name}`" in doc
 

@@ -16,7 +16,7 @@ from gdro_ray.data import dapo
 from gdro_ray.data.champ import CHAMP_CATEGORIES, load_champ
 from gdro_ray.data.eval_sets import load_eval_set, load_train_set
 from gdro_ray.errors import DataError, UserError
-from gdro_ray.rewards import math_reward
+from gdro_ray.rewards.math_reward import math_reward
 
 CONTRACT_KEYS = {"id", "prompt", "answer", "tier", "source"}
 

@@ -1,4 +1,4 @@
-"""The compact data plane (gdro_ray.rollout_arrays): samplers' per-prompt arrays, the driver's
+"""The compact data plane (gdro_ray.transfer.rollout_arrays): samplers' per-prompt arrays, the driver's
 reference-only batch, each learner rank fetching only the groups of its own rows, and a two-rank
 FSDP2 step on a compact batch equal to the same step on today's list batch."""
 import json
@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch.multiprocessing as mp
 from safetensors.torch import load as st_load
+from test_learner import LR, _assert_state_close, _free_port, _worker, model_dir  # noqa: F401 - fixture
 
-from gdro_ray.learner.batch import rank_slice
+from gdro_ray.algorithms.partition import rank_slice
 from gdro_ray.learner.worker import exit_rank_process
-from gdro_ray.rollout_arrays import (
+from gdro_ray.service.step_batch import assemble_batch
+from gdro_ray.transfer.rollout_arrays import (
     groups_of_rows,
     materialise,
     pack_group,
@@ -18,8 +20,6 @@ from gdro_ray.rollout_arrays import (
     response_of,
     split_for_ranks,
 )
-from gdro_ray.service.step_batch import assemble_batch
-from test_learner import LR, _assert_state_close, _free_port, _worker, model_dir  # noqa: F401 - fixture
 
 PROMPTS = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [3, 4]]
 RESPONSES = [[[10, 11, 12], [13], [14, 15, 16, 17, 18]], [[19, 20], [21, 22, 23]], [[24], [25, 26]],
@@ -64,7 +64,7 @@ def test_pack_group_round_trip_and_dtypes():
 @pytest.mark.parametrize("mini_batches", [1, 2, 3])
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_rank_rows_cover_every_row_once_and_follow_the_mini_batches(mini_batches, world):
-    from gdro_ray.algorithms.grpo import mini_batch_partition
+    from gdro_ray.algorithms.partition import mini_batch_partition
 
     prompt_index = [p for p in range(9) for _ in range(1 + p % 4)]
     rows = [rank_rows(prompt_index, mini_batches, r, world) for r in range(world)]
@@ -102,8 +102,8 @@ def test_compact_batch_materialises_to_the_list_batch_on_own_rows(sampler_logpro
         assert (got["old_logprobs"] is None) != sampler_logprobs
 
 
-def _compact_rank_main(rank, port, model_dir, out_dir, meta, per_rank, grpo):
-    w = _worker(model_dir, rank=rank, world=2, port=port, grpo=grpo)
+def _compact_rank_main(rank, port, model_path, out_dir, meta, per_rank, grpo):
+    w = _worker(model_path, rank=rank, world=2, port=port, grpo=grpo)
     try:
         stats = w.train_step(meta, per_rank[rank])
         blob = w.state_dict_bytes()
@@ -119,7 +119,7 @@ def _compact_rank_main(rank, port, model_dir, out_dir, meta, per_rank, grpo):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler_logprobs", [False, True], ids=["on_policy", "off_policy"])
-def test_two_ranks_on_the_compact_batch_match_one_rank_on_the_list_batch(model_dir, tmp_path, sampler_logprobs):
+def test_two_ranks_on_the_compact_batch_match_one_rank_on_the_list_batch(model_dir, tmp_path, sampler_logprobs):  # noqa: F811 - fixture
     grpo = {"mini_batches": 2}  # on-policy: the behaviour pass over the second mini-batch runs per rank
     compact, lists = _batches([0, 1, 2, 3], sampler_logprobs)
     meta, per_rank = split_for_ranks(compact, grpo["mini_batches"], 2)

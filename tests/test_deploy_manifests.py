@@ -93,7 +93,7 @@ _formats.checks("int64")(lambda v: not isinstance(v, int) or -2**63 <= v < 2**63
 K8sValidator = jsonschema.validators.extend(jsonschema.Draft7Validator, {"x-kubernetes-list-type": _list_type})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crd_validator(kind: str):
     crd = _yaml(CRD_DIR / CRD_FILES[kind])
     assert crd["spec"]["names"]["kind"] == kind

@@ -1,4 +1,4 @@
-"""Elastic samplers and fault tolerance on one local Ray instance (issue 6).
+"""Elastic samplers and fault tolerance on one local Ray instance.
 
 - the pool: a faster sampler takes more shards; a sampler added after a weight update (or
   built while one was published) holds the current weights before it takes work; killed

@@ -1,6 +1,6 @@
 """Generation engines: weight publication is exact, variable n, log-prob conventions, bad input.
 
-The weight-publication test is the one issue 4 asks for: start an engine on random model A,
+The weight-publication test: start an engine on random model A,
 push different weights B as safetensors bytes, and require fp32 greedy output equal to plain
 transformers' greedy output on B (and different from A's).
 """
@@ -97,7 +97,9 @@ def test_seeded_sampling_repeats_and_seeds_differ(engine):
     first = engine.generate(PROMPTS[:2], n, MAX_NEW, 1.0, 1.0, seed=5)
     again = engine.generate(PROMPTS[:2], n, MAX_NEW, 1.0, 1.0, seed=5)
     other = engine.generate(PROMPTS[:2], n, MAX_NEW, 1.0, 1.0, seed=6)
-    ids = lambda out: [[r.token_ids for r in rolls] for rolls in out]
+    def ids(out):
+        return [[r.token_ids for r in rolls] for rolls in out]
+
     assert ids(first) == ids(again)
     assert ids(first) != ids(other)
     # rollouts of one prompt are not all copies of each other

@@ -129,11 +129,12 @@ def test_vllm_request_falls_back_to_transformers(tiny_dir, monkeypatch, caplog):
 
 def test_cli_writes_json_and_table(tiny_dir, tmp_path, monkeypatch, capsys):
     import gdro_ray.eval.evaluate as ev
+    from gdro_ray.cli import eval as eval_cmd
 
     monkeypatch.setattr(ev, "load_examples", lambda data: list(EXAMPLES))
     out = tmp_path / "res" / "eval.json"
     args = Namespace(model_dir=str(tiny_dir), data="hand", k=2, engine="hf", limit=3, max_new_tokens=6, out=str(out), seed=0)
-    assert ev.cli_main(args) == 0
+    assert eval_cmd.run(args) == 0
     res = json.loads(out.read_text())
     assert res["pooled"]["n_prompts"] == 3 and res["meta"]["limit"] == 3
     assert "pass@2" in capsys.readouterr().out

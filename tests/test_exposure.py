@@ -1,4 +1,4 @@
-"""Nothing listens beyond loopback unless a deploy file opts in explicitly (#16 §2)."""
+"""Nothing listens beyond loopback unless a deploy file opts in explicitly."""
 from pathlib import Path
 
 import yaml
@@ -36,7 +36,7 @@ def _shell_blocks(text: str) -> list[list[str]]:
 
 
 def test_every_documented_cluster_command_uses_token_auth():
-    """#16 §1: each `ray start` / `ray job submit` a user is told to run has RAY_AUTH_MODE=token,
+    """Each `ray start` / `ray job submit` a user is told to run has RAY_AUTH_MODE=token,
     set on its line or exported earlier in its block; none opts out."""
     checked = 0
     for doc in (ROOT / "README.md", ROOT / "docs" / "deploy.md"):
@@ -63,9 +63,9 @@ def test_kuberay_clusters_require_the_token_from_a_named_secret():
 
 def test_status_refused_by_a_token_cluster_says_so_in_one_line(monkeypatch):
     """`gdro-ray status/scale` against a token-auth cluster without the token: one line, not Ray's traceback."""
+    import pytest
     import ray
     import ray.exceptions
-    import pytest
 
     from gdro_ray.errors import UserError
     from gdro_ray.service.connect import find_adversary

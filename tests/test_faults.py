@@ -1,4 +1,4 @@
-"""Driver loss and node loss (issue 6), each on its own Ray.
+"""Driver loss and node loss, each on its own Ray.
 
 - The driver process (`gdro-ray train`, joined to a running Ray) is SIGKILLed after a
   checkpoint; `--resume` restores exactly the checkpoint's adversary state, the data order

@@ -10,10 +10,10 @@ from gdro_ray.algorithms.grpo import (
     group_advantages,
     grpo_loss,
     k3_kl,
-    mini_batch_partition,
     sequence_loss_weights,
     token_logprobs,
 )
+from gdro_ray.algorithms.partition import mini_batch_partition
 
 reward_groups = st.lists(
     st.lists(st.floats(-3, 3, allow_nan=False, width=32), min_size=2, max_size=12), min_size=1, max_size=6

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _verl_env import ROOT, is_built, verl_python
 
 

@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from gdro_ray.algorithms import RolloutGDRO, to_jsonable
 from gdro_ray.algorithms.knapsack import gradient_probability, knapsack_allocate, marginal_value

@@ -9,11 +9,12 @@ import torch.multiprocessing as mp
 from safetensors.torch import load as st_load
 
 from gdro_ray.algorithms.grpo import grpo_loss
+from gdro_ray.algorithms.partition import rank_slice
 from gdro_ray.errors import CheckpointError
 from gdro_ray.learner import LearnerWorker
-from gdro_ray.learner.batch import build_micro_batch, plan_micro_batches, rank_slice, validate_batch
-from gdro_ray.learner.worker import exit_rank_process
+from gdro_ray.learner.batch import build_micro_batch, plan_micro_batches, validate_batch
 from gdro_ray.learner.checkpoint import publishable
+from gdro_ray.learner.worker import exit_rank_process
 
 LR = 1e-2
 

@@ -1,4 +1,4 @@
-"""benchmarks/offpolicy_crossover.py (issue 13 §6): its shared device really shares (overlapping
+"""benchmarks/offpolicy_crossover.py: its shared device really shares (overlapping
 work never finishes sooner than its sum, a lone job is not slowed), and the benchmark drives the
 real sync and off-policy steps end to end. Timing is checked only by lower bounds, which a loaded
 machine cannot break."""

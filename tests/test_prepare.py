@@ -10,13 +10,14 @@ from safetensors.torch import load_file
 
 from gdro_ray.data import toy_task as T
 from gdro_ray.models import prepare as P
+from gdro_ray.models import sft as S
 from gdro_ray.models import tiny
 
 
 def test_encode_sft_masks_everything_but_the_response():
     tok = tiny.build_tokenizer()
     examples = T.make_sft_set([1] * T.NUM_TIERS, seed=0)
-    ids, mask, labels = P.encode_sft(tok, examples)
+    ids, mask, labels = S.encode_sft(tok, examples)
     for row, ex in enumerate(examples):
         target = T.format_target(ex) + tok.eos_token
         kept = labels[row][labels[row] != -100].tolist()
@@ -29,7 +30,7 @@ def test_encode_sft_masks_everything_but_the_response():
 def test_encode_bare_labels_only_the_result():
     tok = tiny.build_tokenizer()
     examples = T.make_sft_set([1] * T.NUM_TIERS, seed=0, stream="bare")
-    ids, mask, labels = P.encode_sft(tok, examples, bare=True)
+    ids, mask, labels = S.encode_sft(tok, examples, bare=True)
     for row, ex in enumerate(examples):
         target = T.format_target(ex)
         n = int(mask[row].sum())
@@ -50,7 +51,7 @@ def test_stale_cache_is_not_reused(tmp_path):
 
 def test_lr_schedule_warms_up_then_decays():
     r = P.SFTRecipe(steps=100, warmup=10, lr=1.0)
-    lrs = [P._lr_at(s, r) for s in range(100)]
+    lrs = [S._lr_at(s, r) for s in range(100)]
     assert lrs[0] < lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:])) and lrs[-1] > 0
 
@@ -121,7 +122,9 @@ def test_cli_prints_per_tier_table(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(P, "DEFAULT_SFT", recipe)  # keep the CLI fast: a 2-step warm start
     args = types.SimpleNamespace(config=None, overrides=[f"model.cache_dir={tmp_path}", "data.toy_eval_per_tier=2"],
                                  force=False, seed=0)
-    assert P.cli_main(args) == 0
+    from gdro_ray.cli import prepare as prepare_cmd
+
+    assert prepare_cmd.run(args) == 0
     out = capsys.readouterr().out
     assert "pass@8" in out and "pooled" in out and "4 carry_out" in out and "5 sub_neg" in out
     saved = json.loads((P.model_dir(tmp_path, 0) / "base_eval.json").read_text())

@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gdro_ray.algorithms import PromptGDRO, difficulty_signal, group_advantages, to_jsonable
 
@@ -218,10 +219,10 @@ def test_signals_match_a_per_prompt_reference(groups):
     rewards = [np.array(g) for g in groups]
     failure = difficulty_signal("failure", rewards)
     learn = difficulty_signal("learnability", rewards)
-    for r, f, l, a in zip(rewards, failure, learn, group_advantages(rewards)):
+    for r, f, lrn, a in zip(rewards, failure, learn, group_advantages(rewards)):
         assert f == pytest.approx(1 - r.mean())
         expected = (r - r.mean()) / (r.std() + 1e-6)
-        assert np.allclose(a, expected) and l == pytest.approx(np.abs(expected).mean())
+        assert np.allclose(a, expected) and lrn == pytest.approx(np.abs(expected).mean())
 
 
 def test_learnability_of_binary_rewards_is_two_sqrt_p_one_minus_p():
@@ -242,7 +243,7 @@ def test_signal_errors():
     assert difficulty_signal("surrogate", [np.ones(2)], surrogate=np.array([0.3])).tolist() == [0.3]
 
 
-# ------------------------------------------------- no feedback of q's own choice (issue 12 §2)
+# ------------------------------------------------- no feedback of q's own choice
 
 @settings(deadline=None, max_examples=60)
 @given(st.integers(2, 10), st.integers(0, 10**6), st.sampled_from(["batch", "pool"]))

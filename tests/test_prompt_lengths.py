@@ -1,4 +1,4 @@
-"""A prompt longer than the samplers can take is refused at start in one line (#16 §5)."""
+"""A prompt longer than the samplers can take is refused at start in one line."""
 import pytest
 from _tiny import save_tiny
 

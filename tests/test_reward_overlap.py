@@ -10,8 +10,8 @@ import time
 import pytest
 
 from gdro_ray.engines.base import Rollout
-from gdro_ray.rewards import reset_reward_stats
 from gdro_ray.rewards.custom import RewardFunctionError, RewardFunctionRunner, resolve_spec
+from gdro_ray.rewards.math_reward import reset_reward_stats
 from gdro_ray.rewards.overlap import ShardScoring, chunk_seed, chunk_spans
 from gdro_ray.service.sampler_actor import Sampler
 

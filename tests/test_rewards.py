@@ -1,7 +1,6 @@
 """The verifier reward: equivalence, box extraction, caps, time limits, threads, stats."""
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 import time
@@ -11,10 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gdro_ray.rewards import batch_math_reward, extract_boxed, math_reward, reward_stats
-
-mr = importlib.import_module("gdro_ray.rewards.math_reward")
-pool = importlib.import_module("gdro_ray.rewards._worker_pool")
+from gdro_ray.rewards import _worker_pool as pool
+from gdro_ray.rewards import verify
+from gdro_ray.rewards.math_reward import batch_math_reward, extract_boxed, math_reward, reward_stats
 
 ADVERSARIAL = r"\boxed{9^{9^{9^{9}}}}"
 
@@ -90,7 +88,7 @@ def test_time_limit_on_main_thread_counts_timeout():
 
 
 def test_simulated_slow_comparison_times_out(monkeypatch):
-    monkeypatch.setattr(mr, "_math_verify_equal", lambda pred, gold: time.sleep(30) or True)
+    monkeypatch.setattr(verify, "_math_verify_equal", lambda pred, gold: time.sleep(30) or True)
     before = reward_stats()
     start = time.monotonic()
     assert math_reward(r"\boxed{\frac{2}{4}}", "0.5", timeout_s=0.2) == 0.0
@@ -104,7 +102,7 @@ def test_caller_alarm_is_restored():
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.5)
         assert math_reward(r"\boxed{\sqrt{4}}", "2") == 1.0
-        assert signal.getsignal(signal.SIGALRM) is not mr._on_alarm
+        assert signal.getsignal(signal.SIGALRM) is not verify._on_alarm
         assert signal.getitimer(signal.ITIMER_REAL)[0] > 0  # the caller's timer still pending
         time.sleep(0.7)
         assert fired == [1]
@@ -129,7 +127,7 @@ def test_stuck_worker_is_killed(monkeypatch):
     pool.shutdown()
     hang = "import sys,time; print('ready', flush=True); sys.stdin.readline(); time.sleep(60)"
     monkeypatch.setattr(pool, "WORKER_CMD", [sys.executable, "-c", hang])
-    monkeypatch.setattr(mr, "WORKER_GRACE_S", 0.2)
+    monkeypatch.setattr(pool, "WORKER_GRACE_S", 0.2)
     before = reward_stats()
     try:
         with ThreadPoolExecutor(max_workers=1) as ex:

@@ -1,4 +1,4 @@
-"""Run folders and --resume checked before anything starts (#16 §3): one line, nothing written."""
+"""Run folders and --resume checked before anything starts: one line, nothing written."""
 import os
 import subprocess
 import sys

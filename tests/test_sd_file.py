@@ -1,4 +1,4 @@
-"""The Prometheus file-SD target file is written only where the job's user alone can write (#16 §2)."""
+"""The Prometheus file-SD target file is written only where the job's user alone can write."""
 import json
 import os
 import stat

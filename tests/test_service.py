@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from _prom import HAVE_PROMETHEUS, prometheus
 
 pytestmark = pytest.mark.slow
@@ -202,10 +201,9 @@ def test_published_weights_drive_the_samplers(live, tmp_path):
 
     import ray
     import torch
+    from _tiny import hf_greedy
     from safetensors.torch import load as st_load
     from safetensors.torch import load_file
-
-    from _tiny import hf_greedy
 
     trainer, _ = live
     blob = trainer.learner.state_dict_bytes()

@@ -65,7 +65,7 @@ def test_bad_sim_value_names_the_key(tmp_path, capsys):
 
 
 def test_sim_defaults_apply_unless_top_level_is_explicit(tmp_path):
-    from gdro_ray.sim.cli import resolve_sim_config
+    from gdro_ray.sim.compare import resolve_sim_config
 
     cfg = load_config(None, [])  # the toy preset sets batch_size 32 for training
     assert resolve_sim_config(cfg, set()).batch_size == SimConfig().batch_size
@@ -78,9 +78,9 @@ def test_sim_defaults_apply_unless_top_level_is_explicit(tmp_path):
     class Args:
         config, overrides = str(yaml_file), []
 
-    from gdro_ray.sim.cli import _explicit_top_keys
+    from gdro_ray.sim.compare import explicit_top_keys
 
-    assert _explicit_top_keys(Args) >= {"steps"}
+    assert explicit_top_keys(Args) >= {"steps"}
 
 
 def test_learner_base_headroom_and_tier_order():

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from gdro_ray.errors import UserError
-from gdro_ray.models import smollm2
+from gdro_ray.models import registry, smollm2
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_converted_folder_is_untied_and_loads(converted):
 def test_conversion_is_cached(converted):
     stamp = (converted / "model.safetensors").stat().st_mtime_ns
     assert smollm2.convert_smollm2() == converted
-    assert smollm2.resolve_model_path("smollm2") == converted
+    assert registry.resolve_model_path("smollm2") == converted
     assert (converted / "model.safetensors").stat().st_mtime_ns == stamp
 
 
@@ -62,12 +62,12 @@ def test_gguf_is_found_without_importing_the_package():
 def test_resolve_model_path_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "config.json").write_text("{}")
-    assert smollm2.resolve_model_path(str(tmp_path)) == tmp_path
+    assert registry.resolve_model_path(str(tmp_path)) == tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UserError, match="config.json"):
-        smollm2.resolve_model_path(str(empty))
+        registry.resolve_model_path(str(empty))
     with pytest.raises(UserError, match="offline|not found"):
-        smollm2.resolve_model_path("no-such-owner/no-such-model-xyz")
+        registry.resolve_model_path("no-such-owner/no-such-model-xyz")
     with pytest.raises(UserError, match="not a folder"):
-        smollm2.resolve_model_path(str(tmp_path / "missing" / "dir"))
+        registry.resolve_model_path(str(tmp_path / "missing" / "dir"))

@@ -1,4 +1,4 @@
-"""smollm2-toy: the format-SFT recipe, its cache, the preset and the model-name resolution (issue 15 §5)."""
+"""smollm2-toy: the format-SFT recipe, its cache, the preset and the model-name resolution."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import pytest
 
 from gdro_ray.config.loader import load_config
 from gdro_ray.data import toy_task
-from gdro_ray.models import smollm2, smollm2_toy
-from gdro_ray.models.prepare import is_prepared
+from gdro_ray.models import registry, smollm2_toy
+from gdro_ray.models.sft import is_prepared
 
 
 def test_recipe_is_tier_balanced_all_right_and_chat_only():
@@ -43,7 +43,7 @@ def test_preset_trains_smollm2_toy_on_the_toy_world():
 def test_resolve_builds_through_prepare(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(smollm2_toy, "prepare_smollm2_toy", lambda: calls.append(1) or tmp_path)
-    assert smollm2.resolve_model_path("smollm2-toy") == tmp_path and calls == [1]
+    assert registry.resolve_model_path("smollm2-toy") == tmp_path and calls == [1]
 
 
 def _fake_build(final: Path, recipe, seed, verbose):

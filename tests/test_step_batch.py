@@ -11,8 +11,9 @@ from gdro_ray.algorithms.grpo import group_advantages
 from gdro_ray.config import load_config, to_dict
 from gdro_ray.errors import UserError
 from gdro_ray.service.adversary_actor import AdversaryService
-from gdro_ray.service.driver import Trainer
+from gdro_ray.service.shards import build_shards
 from gdro_ray.service.step_batch import (
+    RewardChecks,
     RewardHealth,
     assemble_batch,
     check_refill,
@@ -53,25 +54,39 @@ class FakePool:
         return out
 
 
-def _trainer(tmp_path, *overrides):
-    cfg = load_config(None, ["batch_size=8", "grpo.filter_all_equal=true", "algorithm=grpo",
-                             "sampler.shard_size=4", *overrides])
-    tr = Trainer(cfg, tmp_path)
-    tr.train = [{"prompt": f"p{i}", "answer": "1"} for i in range(NUM_PROMPTS)]
-    tr.adversary = AdversaryService(to_dict(cfg), NUM_PROMPTS, enable_metrics=False)
-    tr.pool = FakePool()
-    return tr
+class _Step:
+    """The collaborators of a step, as the driver passes them: config, pool of prompts, the
+    adversary (in process) and a stand-in sampler pool."""
+
+    def __init__(self, *overrides):
+        self.cfg = load_config(None, ["batch_size=8", "grpo.filter_all_equal=true", "algorithm=grpo",
+                                      "sampler.shard_size=4", *overrides])
+        self.train = [{"prompt": f"p{i}", "answer": "1"} for i in range(NUM_PROMPTS)]
+        self.adversary = AdversaryService(to_dict(self.cfg), NUM_PROMPTS, enable_metrics=False)
+        self.pool = FakePool()
+        self.version = 0
+
+    def first_round(self, sched):
+        return self.pool.run(build_shards(self.cfg, self.train, sched))
+
+    def refills(self, sched, t):
+        return sample_refills(sched, self.first_round(sched), t, cfg=self.cfg, train=self.train,
+                              adversary=self.adversary, sampler_pool=self.pool)
+
+    def refuse_stale(self, sched, shard_out, t):
+        return refuse_stale(sched, shard_out, t, version=self.version, max_staleness=self.cfg.cluster.max_staleness,
+                            sample=lambda s: (self.first_round(s), 0.0))
 
 
 def _by_slot(shard_out):
     return {r["slot"]: r for o in shard_out for r in o["results"]}
 
 
-def test_refill_collects_b_informative_groups_and_the_adversary_observes_all(tmp_path):
-    tr = _trainer(tmp_path, "grpo.max_refill_rounds=5")
+def test_refill_collects_b_informative_groups_and_the_adversary_observes_all():
+    tr = _Step("grpo.max_refill_rounds=5")
     sched = tr.adversary.schedule()
     t = {}
-    sched, shard_out, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), t)
+    sched, shard_out, info = tr.refills(sched, t)
     by_slot = _by_slot(shard_out)
     B = len(sched["prompt_ids"])
     assert sorted(by_slot) == list(range(B)) and B > 8  # the rounds grew the step
@@ -87,23 +102,23 @@ def test_refill_collects_b_informative_groups_and_the_adversary_observes_all(tmp
     assert record["prompts"] == B and record["rollouts"] == sum(len(r) for r in rewards)
 
 
-def test_refill_stops_after_max_rounds_and_says_so(tmp_path):
-    tr = _trainer(tmp_path, "grpo.max_refill_rounds=0")
+def test_refill_stops_after_max_rounds_and_says_so():
+    tr = _Step("grpo.max_refill_rounds=0")
     sched = tr.adversary.schedule()
-    sched, shard_out, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), {})
+    sched, shard_out, info = tr.refills(sched, {})
     assert info == {"refill_rounds": 0, "refill_short": True, "refill_pool_spent": False}
     assert len(sched["prompt_ids"]) == 8
-    tr = _trainer(tmp_path, "grpo.max_refill_rounds=1")
+    tr = _Step("grpo.max_refill_rounds=1")
     sched = tr.adversary.schedule()
-    _, _, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), {})
+    _, _, info = tr.refills(sched, {})
     assert info["refill_rounds"] <= 1 and len(tr.pool.calls) == 1 + info["refill_rounds"]
 
 
-def test_a_constant_reward_ends_the_refills_when_the_pool_is_spent(tmp_path, capsys):
-    tr = _trainer(tmp_path, f"grpo.max_refill_rounds={100}")
+def test_a_constant_reward_ends_the_refills_when_the_pool_is_spent(capsys):
+    tr = _Step(f"grpo.max_refill_rounds={100}")
     tr.pool = FakePool(constant=1.0)
     sched = tr.adversary.schedule()
-    sched, shard_out, info = sample_refills(tr, sched, tr.pool.run(tr._shards(sched)), {})
+    sched, shard_out, info = tr.refills(sched, {})
     sampled = len(sched["prompt_ids"])
     # B=8 per round over a pool of 60: 7 rounds reach it; none asks past it
     assert info == {"refill_rounds": 7, "refill_short": True, "refill_pool_spent": True} and sampled == NUM_PROMPTS
@@ -152,6 +167,21 @@ def test_steps_whose_reward_calls_all_fail_warn_then_stop(capsys):
     resumed = RewardHealth(load_config(None, ["steps=10"]), first_step=9)  # the last step of a resumed run
     with pytest.raises(UserError, match="every step of the run"):
         resumed.check(10, _outs(timeouts=12), rewards)
+
+
+
+def test_reward_checks_remember_that_an_earlier_step_trained(capsys):
+    """An empty step after the pool is spent stops the run only if no earlier step trained a group."""
+    cfg = load_config(None, ["grpo.filter_all_equal=true"])
+    spent = {"refill_rounds": 7, "refill_short": True, "refill_pool_spent": True}
+    rewards = [np.ones(4)] * 3
+    checks = RewardChecks(cfg, first_step=0, pool_size=60)
+    with pytest.raises(UserError, match="the reward looks constant"):
+        checks.check(1, _outs(), rewards, spent, [])
+    checks = RewardChecks(cfg, first_step=0, pool_size=60)
+    checks.check(1, _outs(), rewards, {}, [0, 2])  # a step that trains two groups
+    checks.check(2, _outs(), rewards, spent, [])  # then an empty one: a warning, not a stop
+    assert checks.trained_any and "warning: every group of the 3 prompts sampled at step 2" in capsys.readouterr().err
 
 
 @settings(max_examples=300, deadline=None)
@@ -212,18 +242,18 @@ def test_trained_slots_and_batch_by_hand():
     assert every["advantages"] == [9.0] * 2 + [2.0] * 3 + [9.0] * 2 + [1.0] * 2  # nothing left out: as scheduled
 
 
-def test_stale_rollouts_are_refused_and_sampled_again(tmp_path):
-    tr = _trainer(tmp_path, "grpo.filter_all_equal=false", "cluster.off_policy=true", "cluster.max_staleness=1")
+def test_stale_rollouts_are_refused_and_sampled_again():
+    tr = _Step("grpo.filter_all_equal=false", "cluster.off_policy=true", "cluster.max_staleness=1")
     sched = tr.adversary.schedule()
     tr.version, tr.pool = 3, FakePool(version=2)  # one version behind: allowed
-    old = tr.pool.run(tr._shards(sched))
-    out, refused = refuse_stale(tr, sched, old, {})
+    old = tr.first_round(sched)
+    out, refused = tr.refuse_stale(sched, old, {})
     assert out is old and not refused
     tr.pool.version = 1  # two versions behind, and the pool now holds a fresh version
-    old = tr.pool.run(tr._shards(sched))
+    old = tr.first_round(sched)
     tr.pool.version = 3
     t = {"sample": 1.0}
-    out, refused = refuse_stale(tr, sched, old, t)
+    out, refused = tr.refuse_stale(sched, old, t)
     assert refused and all(o["weights_version"] == 3 for o in out) and t["sample"] >= 1.0
 
 

@@ -1,4 +1,4 @@
-"""Thread set-up survives an in-process vLLM engine (#16 §6): prepare and the learner get the
+"""Thread set-up survives an in-process vLLM engine: prepare and the learner get the
 thread count they ask for, whatever ran before them in the process."""
 import pytest
 import torch

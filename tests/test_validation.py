@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdro_ray.config import ConfigError, load_config
-from gdro_ray.eval.metric_names import flat_metrics, metric_value, parse_eval_metric
+from gdro_ray.metrics.eval_names import flat_metrics, metric_value, parse_eval_metric
 from gdro_ray.service.checkpoint import mark_best, read_best, write_checkpoint
+from gdro_ray.service.run_log import RunLog
 from gdro_ray.service.validation import ValidationLoop, is_eval_record
 
 
@@ -146,32 +147,38 @@ class _Pool:
 
 
 class _Trainer:
-    """What ValidationLoop reads of gdro_ray.service.driver.Trainer, with a synchronous step."""
+    """The driver's side of a run as ValidationLoop sees it, with a synchronous step."""
 
     def __init__(self, run_dir, cfg, results, resume=False):
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.step = self.version = 0
-        self.pool, self.eval_set, self._inflight, self.adversary = _Pool(results), [{"prompt": "p"}], None, None
+        self.pool, self.eval_set = _Pool(results), [{"prompt": "p"}]
         self.checkpoints = []
+        self.base_signature = self.base_reuse = None
 
-    def _publish(self, t):
+    def sync_weights(self):
         self.pool.version = self.version
 
-    def _checkpoint(self):
+    def checkpoint(self):
         self.checkpoints.append(self.step)
         write_checkpoint(self.run_dir, self.step, _fake_learner, {}, {"step": self.step}, keep=self.cfg.checkpoint.keep)
+
+    def validation(self):
+        return ValidationLoop(self.cfg, self.run_dir, pool=self.pool, eval_set=self.eval_set, log=RunLog(self.run_dir),
+                              sync_weights=self.sync_weights, checkpoint=self.checkpoint, start_step=self.step,
+                              resume=self.resume, base_reuse=self.base_reuse, base_signature=self.base_signature)
 
     def train(self, evals, steps):
         """The driver's loop: step, regular checkpoint, periodic evaluation; then final."""
         while self.step < steps:
             self.step += 1
             self.version += 1
-            self._publish({})
+            self.sync_weights()
             if self.cfg.checkpoint.every and self.step % self.cfg.checkpoint.every == 0 and self.step < steps:
-                self._checkpoint()
-            evals.after_step()
-        self._checkpoint()
-        return evals.final()
+                self.checkpoint()
+            evals.after_step(self.step)
+        self.checkpoint()
+        return evals.final(self.step)
 
 
 def _records(d):
@@ -185,8 +192,8 @@ def test_loop_evaluates_at_the_right_steps_and_keeps_the_best(tmp_path, capsys):
     # base, after 2, 4, 6, final (7): the best mean@4 is after step 4
     means = [0.1, 0.3, 0.6, 0.2, 0.4]
     tr = _Trainer(d, cfg, [_result(0.5, m) for m in means])
-    evals = ValidationLoop(tr)
-    evals.base()
+    evals = tr.validation()
+    evals.base(tr.step)
     tr.train(evals, cfg.steps)
     recs = _records(d)
     assert all(is_eval_record(r) for r in recs)
@@ -213,8 +220,8 @@ def test_loop_without_periodic_eval_only_base_and_final(tmp_path):
     d = _run_dir(tmp_path)
     cfg = load_config(overrides=["steps=3", "checkpoint.every=0"])
     tr = _Trainer(d, cfg, [_result(0.1, 0.1), _result(0.2, 0.2)])
-    evals = ValidationLoop(tr)
-    evals.base()
+    evals = tr.validation()
+    evals.base(tr.step)
     tr.train(evals, cfg.steps)
     assert [(r["label"], r["steps_done"]) for r in _records(d)] == [("base", 0), ("final", 3)]
     assert read_best(d) is None and tr.checkpoints == [3]
@@ -226,21 +233,21 @@ def test_resume_continues_the_best_and_does_not_redo_base(tmp_path):
             "checkpoint.keep_best=pooled/pass_at_k"]
     cfg = load_config(overrides=over)
     tr = _Trainer(d, cfg, [_result(0.0, 0), _result(0.5, 0), _result(0.3, 0)])
-    evals = ValidationLoop(tr)
-    evals.base()
+    evals = tr.validation()
+    evals.base(tr.step)
     tr.step = tr.version = 0
     for _ in range(2):  # two steps, then the process dies after the checkpoint of step 2
         tr.step += 1
         tr.version += 1
-        tr._publish({})
+        tr.sync_weights()
         if tr.step == 2:
-            tr._checkpoint()
-        evals.after_step()
+            tr.checkpoint()
+        evals.after_step(tr.step)
     assert read_best(d)["step"] == 1
     again = _Trainer(d, cfg, [_result(0.4, 0), _result(0.9, 0)], resume=True)
     again.step = again.version = 2
-    evals = ValidationLoop(again)
-    assert evals.base()["pooled"]["pass_at_k"] == 0.0 and not again.pool.calls  # read back, not re-run
+    evals = again.validation()
+    assert evals.base(again.step)["pooled"]["pass_at_k"] == 0.0 and not again.pool.calls  # read back, not re-run
     assert evals.best["value"] == 0.5
     again.train(evals, 4)
     assert read_best(d)["step"] == 4 and read_best(d)["value"] == 0.9
@@ -255,13 +262,13 @@ def test_a_best_from_redone_steps_or_another_metric_is_not_carried_over(tmp_path
     cfg = load_config(overrides=["eval.every=1", "eval.k=4", "checkpoint.keep_best=pooled/pass_at_k"])
     tr = _Trainer(d, cfg, [], resume=True)
     tr.step = 4  # resumed from an earlier checkpoint: step 6 is redone
-    assert ValidationLoop(tr).best is None
+    assert tr.validation().best is None
     tr.step = 6
-    assert ValidationLoop(tr).best["value"] == 0.9
+    assert tr.validation().best["value"] == 0.9
     other = load_config(overrides=["eval.every=1", "eval.k=4", "checkpoint.keep_best=pooled/mean_at_k"])
     tr2 = _Trainer(d, other, [], resume=True)
     tr2.step = 6
-    assert ValidationLoop(tr2).best is None
+    assert tr2.validation().best is None
 
 
 def test_keep_best_on_a_group_the_held_out_set_lacks_fails_in_one_line(tmp_path):
@@ -271,24 +278,35 @@ def test_keep_best_on_a_group_the_held_out_set_lacks_fails_in_one_line(tmp_path)
     cfg = load_config(overrides=["eval.every=1", "eval.k=4", "checkpoint.keep_best=tier9/pass_at_k"])
     tr = _Trainer(d, cfg, [_result(0.1, 0.1, {"0": 0.2})])
     with pytest.raises(UserError) as e:
-        ValidationLoop(tr).base()
+        tr.validation().base(tr.step)
     assert str(e.value).startswith("checkpoint.keep_best: the held-out set has no tier9/pass_at_k")
 
 
 def test_off_policy_sync_waits_for_the_sampling_ahead_then_publishes(tmp_path):
+    """Trainer.sync_weights, what the loop calls before an evaluation: the sampling launched ahead
+    finishes first (its result stays for the next step), then the current weights are published."""
     from concurrent.futures import Future
+
+    from gdro_ray.service.driver import Trainer
 
     d = _run_dir(tmp_path)
     cfg = load_config(overrides=["steps=4", "eval.every=2"])
-    tr = _Trainer(d, cfg, [_result(0.1, 0.1)])
+    trainer = Trainer(cfg, d)
+    published = []
+
+    class Weights:
+        def publish(self, version):
+            assert fut.done()  # the sampling ahead has finished before the samplers change weights
+            published.append(version)
+
+    class Pool:
+        version = 0
+
     fut = Future()
     fut.set_result(("rollouts", 1.0))
-    tr._inflight = ({"step": 2}, fut)
-    tr.step, tr.version = 2, 2
-    assert tr.pool.version == 0
-    ValidationLoop(tr).after_step()
-    assert tr.pool.version == 2 and tr._inflight[1].result() == ("rollouts", 1.0)  # left for the next step
-    assert _records(d)[0]["weights_version"] == 2
+    trainer.weights, trainer.pool, trainer.version, trainer.inflight = Weights(), Pool(), 2, ({"step": 2}, fut)
+    trainer.sync_weights()
+    assert published == [2] and trainer.inflight[1].result() == ("rollouts", 1.0)  # left for the next step
 
 
 # ---- readers of metrics.jsonl ----------------------------------------------------------------
@@ -393,7 +411,7 @@ def test_base_from_is_checked_and_reused_instead_of_evaluating(tmp_path):
     m, rows = _model(tmp_path), [{"prompt": "p"}]
     first = _Trainer(_run_dir(_sub(tmp_path, "a")), load_config(overrides=["steps=1"]), [_result(0.5, 0.25)])
     first.base_signature = base_signature(first.cfg, str(m), rows)
-    ValidationLoop(first).base()
+    first.validation().base(first.step)
     written = json.loads((first.run_dir / "eval_base.json").read_text())
     assert written["signature"] == first.base_signature
 
@@ -401,7 +419,7 @@ def test_base_from_is_checked_and_reused_instead_of_evaluating(tmp_path):
     second = _Trainer(_run_dir(_sub(tmp_path, "b")), cfg, [_result(0.9, 0.9)])
     second.base_signature = base_signature(cfg, str(m), rows)
     second.base_reuse = load_base_from(cfg.eval.base_from, second.base_signature)
-    res = ValidationLoop(second).base()
+    res = second.validation().base(second.step)
     assert second.pool.calls == [] and res["pooled"]["mean_at_k"] == 0.25  # not evaluated again
     assert json.loads((second.run_dir / "eval_base.json").read_text())["reused_from"] == str(first.run_dir)
     assert [(r["label"], r["metrics"]["pooled/mean_at_k"]) for r in _records(second.run_dir)] == [("base", 0.25)]
@@ -475,17 +493,17 @@ def test_an_evaluation_a_kill_interrupted_is_redone_on_resume(tmp_path):
     cfg = load_config(overrides=["steps=4", "eval.every=2", "eval.k=4", "checkpoint.every=2", "checkpoint.keep=1",
                                  "checkpoint.keep_best=pooled/pass_at_k"])
     tr = _Trainer(d, cfg, [_result(0.1, 0)])
-    ValidationLoop(tr).base()
+    tr.validation().base(tr.step)
     for _ in range(2):
         tr.step += 1
         tr.version += 1
-        tr._publish({})
-    tr._checkpoint()  # step 2's checkpoint; the kill came during the evaluation that follows
+        tr.sync_weights()
+    tr.checkpoint()  # step 2's checkpoint; the kill came during the evaluation that follows
     again = _Trainer(d, cfg, [_result(0.7, 0), _result(0.2, 0), _result(0.3, 0)], resume=True)
     again.step = again.version = 2
-    evals = ValidationLoop(again)
-    evals.base()
-    assert evals.catch_up()["pooled"]["pass_at_k"] == 0.7
+    evals = again.validation()
+    evals.base(again.step)
+    assert evals.catch_up(again.step)["pooled"]["pass_at_k"] == 0.7
     assert read_best(d)["step"] == 2 and read_best(d)["value"] == 0.7
     again.train(evals, 4)
     labels = [(r["label"], r["steps_done"]) for r in _records(d)]
@@ -493,9 +511,10 @@ def test_an_evaluation_a_kill_interrupted_is_redone_on_resume(tmp_path):
     # a further resume from step 2 finds that evaluation recorded and does not redo it
     third = _Trainer(d, cfg, [], resume=True)
     third.step = third.version = 2
-    assert ValidationLoop(third).catch_up() is None and third.pool.calls == []
+    assert third.validation().catch_up(third.step) is None and third.pool.calls == []
     # a new run: nothing to catch up; a run extended past its final evaluation does not redo it
-    assert ValidationLoop(_Trainer(d, cfg, [])).catch_up() is None
+    fresh = _Trainer(d, cfg, [])
+    assert fresh.validation().catch_up(fresh.step) is None
     longer = _Trainer(d, load_config(overrides=["steps=6", "eval.every=2", "eval.k=4"]), [], resume=True)
     longer.step = longer.version = 4
-    assert ValidationLoop(longer).catch_up() is None and longer.pool.calls == []
+    assert longer.validation().catch_up(longer.step) is None and longer.pool.calls == []

@@ -12,7 +12,6 @@ pytestmark = pytest.mark.slow
 
 def test_eval_records_at_their_steps_and_the_best_checkpoint_is_kept(tmp_path):
     import ray
-
     from _tensorboard import read_scalars
 
     from gdro_ray.config import load_config

@@ -1,11 +1,11 @@
-"""Published weights as numpy arrays (gdro_ray.weight_arrays): exact round trip in fp32 and bf16,
+"""Published weights as numpy arrays (gdro_ray.transfer.weight_arrays): exact round trip in fp32 and bf16,
 read in place from Ray's object store (no copy per reader), and an engine loaded from them
 generating exactly as one loaded from today's safetensors blob."""
 import numpy as np
 import pytest
 import torch
 
-from gdro_ray import weight_arrays
+from gdro_ray.transfer import weight_arrays
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -38,6 +38,7 @@ def test_readers_map_the_same_shared_memory():
 
 def test_engine_loaded_from_arrays_equals_engine_loaded_from_the_blob(tmp_path):
     from _tiny import save_tiny, state_dict_bytes, tiny_model
+
     from gdro_ray.engines import make_engine
 
     base = save_tiny(tmp_path / "a", seed=0)

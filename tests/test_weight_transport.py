@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gdro_ray.config import ConfigError, load_config
 from gdro_ray.errors import UserError
 from gdro_ray.service.weight_transport import choose_weight_sync
-from gdro_ray.utils.weight_group import (
+from gdro_ray.transfer.weight_group import (
     WeightReceiver,
     WeightSender,
     flatten_buckets,
@@ -111,7 +111,8 @@ def test_flatten_round_trip(named, bucket_bytes):
     for name, t in named:
         assert byname[name].dtype == t.dtype and byname[name].shape == t.shape
         assert torch.equal(byname[name], t)
-    for buf, bucket in zip(buffers, layout["buckets"]):
+    assert len(buffers) == len(layout["buckets"])
+    for bucket in layout["buckets"]:
         assert {str(t.dtype) for n, t in named if any(e[0] == n for e in bucket["tensors"])} == {f"torch.{bucket['dtype']}"}
         # a bucket passes the cap only when it holds a single tensor
         assert bucket["nbytes"] <= bucket_bytes or len(bucket["tensors"]) == 1
@@ -234,7 +235,7 @@ def test_store_listens_only_on_the_given_address():
 def test_start_up_that_hangs_is_cut_at_the_time_limit():
     import time
 
-    from gdro_ray.utils.weight_group import start_within
+    from gdro_ray.transfer.weight_group import start_within
 
     class Group:
         closed = False

@@ -127,7 +127,7 @@ def test_nccl_weight_group_of_one_rank():
     """Start-up, broadcast and abort of an NCCL weight group on one card (API misuse shows here)."""
     import torch
 
-    from gdro_ray.utils.weight_group import WeightSender, unflatten_buckets
+    from gdro_ray.transfer.weight_group import WeightSender, unflatten_buckets
 
     sender = WeightSender("cuda:0")
     host, port = sender.host("127.0.0.1", 60.0)
@@ -144,7 +144,7 @@ def test_nccl_weight_group_of_one_rank():
 def _nccl_member(rank, to_receiver, results):
     import torch
 
-    from gdro_ray.utils.weight_group import WeightReceiver, WeightSender
+    from gdro_ray.transfer.weight_group import WeightReceiver, WeightSender
 
     torch.cuda.set_device(rank)
     g = torch.Generator().manual_seed(0)

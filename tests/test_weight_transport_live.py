@@ -129,7 +129,7 @@ def test_vllm_worker_receives_the_broadcast(tmp_path):
     from safetensors.torch import save_file
 
     from gdro_ray.engines.vllm_engine import VLLMEngine
-    from gdro_ray.utils.weight_group import WeightSender
+    from gdro_ray.transfer.weight_group import WeightSender
 
     base = save_tiny(tmp_path / "base", seed=0)
     new = {k: v.detach().contiguous().clone() for k, v in tiny_model(seed=1).state_dict().items()}

@@ -1,8 +1,10 @@
 """Pure controllers and math of GDRO (numpy only: importing this package never imports ray or torch).
 
-- `DifficultyClassifier`: prompt id → difficulty bin by a windowed pass@k (SPEC §2.1).
-- `PromptGDRO`: exponential-weights data adversary over the groups (SPEC §2.2).
-- `RolloutGDRO`: shadow-price (or knapsack, `knapsack.py`) rollout allocator under a fixed mean budget (SPEC §2.3).
+- `DifficultyClassifier`: prompt id → difficulty bin by a windowed pass@k.
+- `PromptGDRO`: exponential-weights data adversary over the groups.
+- `RolloutGDRO`: shadow-price (or knapsack, `knapsack.py`) rollout allocator under a fixed mean budget.
+
+Each is described, with where it departs from the paper's released code, in docs/algorithms.md.
 - `ProgressTracker` (`progress.py`): signed learning progress per prompt and group.
 - `difficulty_signal`: per-prompt signals that feed Prompt-GDRO.
 - `pass_at_k`, `pass_at_k_array`, `beta_pass_at_k`, `mean_at_k`: estimators.

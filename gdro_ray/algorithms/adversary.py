@@ -126,7 +126,7 @@ class Adversary:
         self._last: dict[str, Any] = {}
 
     @classmethod
-    def from_config(cls, cfg, num_prompts: int) -> "Adversary":
+    def from_config(cls, cfg, num_prompts: int) -> Adversary:
         """Build from a `gdro_ray.config.Config` (sections classifier, prompt_gdro, rollout_gdro)."""
         c, p, r = cfg.classifier, cfg.prompt_gdro, cfg.rollout_gdro
         return cls(

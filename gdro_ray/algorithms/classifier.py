@@ -1,4 +1,4 @@
-"""Online difficulty classifier: prompt id → difficulty bin by a windowed pass@k (SPEC §2.1).
+"""Online difficulty classifier: prompt id → difficulty bin by a windowed pass@k (docs/algorithms.md).
 
 Per prompt we keep the last H visits' (rollouts n_i, correct c_i) in a ring buffer (H = 0
 keeps running totals of all history instead) and pool them: N = Σn, C = Σc.

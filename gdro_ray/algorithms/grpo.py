@@ -1,4 +1,4 @@
-"""GRPO math for variable group sizes (SPEC §2.4). Pure torch/numpy: no Ray, no model.
+"""GRPO math for variable group sizes (docs/algorithms.md). Pure torch/numpy: no Ray, no model.
 
 Algorithm
 ---------
@@ -23,9 +23,9 @@ Algorithm
       prompt's rollouts, then over prompts, so a prompt's weight does not grow with its n_i.
   A caller that splits a batch into micro-batches computes the weights over the whole batch
   (or passes the global token count as `num_tokens`) so the micro-batch losses sum to it.
-* Mini-batches. `mini_batch_partition` splits a batch into M parts along prompt boundaries
-  (a prompt's group stays in one part), one optimizer step each (PPO's inner loop).
-* Per-sequence surrogate (Prompt-GDRO's `surrogate` signal, paper-notes §2.3): the token mean
+* Mini-batches. `partition.mini_batch_partition` splits a batch into M parts along prompt
+  boundaries (a prompt's group stays in one part), one optimizer step each (PPO's inner loop).
+* Per-sequence surrogate (Prompt-GDRO's `surrogate` signal, the paper's loss signal): the token mean
   over one response of max(−A·ρ, −A·clip(ρ)) computed with the UNWEIGHTED advantage (before
   the adversary's multiplier) and without the KL term. It is a detached diagnostic.
 """
@@ -116,27 +116,6 @@ def sequence_loss_weights(lengths: Sequence[int], prompt_index: Sequence[int], l
         _, inverse, per_prompt = np.unique(prompts[live], return_inverse=True, return_counts=True)
         w[live] = 1.0 / (lengths_arr[live] * per_prompt[inverse] * per_prompt.size)
     return w
-
-
-def mini_batch_partition(prompt_index: Sequence[int], mini_batches: int) -> list[list[int]]:
-    """Split response rows into at most `mini_batches` non-empty parts along prompt boundaries.
-
-    Prompts keep their order of first appearance and are dealt out as balanced contiguous runs
-    (sizes differ by at most one prompt), so a GRPO group is never split between two optimizer
-    steps and every learner rank, given the same batch, computes the same partition.
-    """
-    if int(mini_batches) < 1:
-        raise ValueError(f"mini_batches: must be ≥ 1, got {mini_batches}")
-    order: dict[int, list[int]] = {}
-    for row, p in enumerate(prompt_index):
-        order.setdefault(int(p), []).append(row)
-    groups = list(order.values())
-    parts = min(int(mini_batches), len(groups))
-    out = []
-    for m in range(parts):
-        lo, hi = m * len(groups) // parts, (m + 1) * len(groups) // parts
-        out.append(sorted(r for g in groups[lo:hi] for r in g))
-    return out
 
 
 # Elements of fp32 scratch per block in token_logprobs (64 MiB): bounded whatever B, T and V.

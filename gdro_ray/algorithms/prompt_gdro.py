@@ -1,4 +1,4 @@
-"""Prompt-GDRO: the data adversary, exponential weights over difficulty groups (SPEC §2.2).
+"""Prompt-GDRO: the data adversary, exponential weights over difficulty groups (docs/algorithms.md).
 
 Score (default `score_mode="ema"`, the paper's EMA-debiased form): for each group b present in
 a batch, with ℓ̄_b the mean per-prompt difficulty signal of its prompts,

@@ -1,4 +1,4 @@
-"""Rollout-GDRO: the compute adversary, rollouts per prompt under a fixed mean budget (SPEC §2.3).
+"""Rollout-GDRO: the compute adversary, rollouts per prompt under a fixed mean budget (docs/algorithms.md).
 
 Each group b has a variance proxy v_b: an EMA (rate `variance_beta`) of the batch mean of
 p̂(1 − p̂) over its prompts, p̂ = c/n, floored at v_min; never-seen groups start at 0.25 (the

@@ -35,7 +35,7 @@ class StepSchedule:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StepSchedule":
+    def from_dict(cls, d: dict) -> StepSchedule:
         return cls(
             step=int(d["step"]),
             prompt_ids=np.asarray(d["prompt_ids"], dtype=np.int64),
@@ -61,7 +61,7 @@ def group_sums(group_ids: np.ndarray, values: np.ndarray, num_groups: int) -> np
     return np.bincount(group_ids, weights=values, minlength=num_groups)[:num_groups]
 
 
-def validate_observation(pending: "StepSchedule | None", step: int, schedule: "StepSchedule", rewards, surrogate,
+def validate_observation(pending: StepSchedule | None, step: int, schedule: StepSchedule, rewards, surrogate,
                          needs_surrogate: bool) -> tuple[np.ndarray, np.ndarray]:
     """All checks of `Adversary.observe`, vectorised; returns the flat rewards and each prompt's start.
 

@@ -1,4 +1,4 @@
-"""Per-prompt difficulty signals that feed Prompt-GDRO's scores (SPEC §2.2).
+"""Per-prompt difficulty signals that feed Prompt-GDRO's scores (docs/algorithms.md).
 
 * ``failure``: 1 − mean reward of the prompt's rollouts (rewards in [0, 1]).
 * ``learnability``: mean |A| over the prompt's rollouts with the GRPO advantage

@@ -11,18 +11,11 @@ import sys
 
 from gdro_ray.errors import UserError
 
-# subcommand -> (module, function). Each function takes the parsed argparse namespace and
-# returns an exit code.
-COMMANDS = {
-    "simulate": ("gdro_ray.sim.cli", "main"),
-    "prepare": ("gdro_ray.models.prepare", "cli_main"),
-    "train": ("gdro_ray.service.driver", "cli_main"),
-    "eval": ("gdro_ray.eval.evaluate", "cli_main"),
-    "status": ("gdro_ray.metrics.status", "cli_main"),
-    "report": ("gdro_ray.metrics.report", "cli_main"),
-    "scale": ("gdro_ray.service.scale", "cli_main"),
-    "config": ("gdro_ray.cli.config_cmd", "cli_main"),
-}
+# subcommand -> (module, function): every command lives in this package as `cli/<name>.py`, whose
+# `run` takes the parsed argparse namespace and returns an exit code. The domain packages below
+# export functions, never a command.
+COMMANDS = {name: (f"gdro_ray.cli.{name}", "run")
+            for name in ("simulate", "prepare", "train", "eval", "status", "report", "scale", "config")}
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ import yaml
 from gdro_ray.config.checks import check_service
 from gdro_ray.config.checks_extensions import check_extensions
 from gdro_ray.config.gpu_checks import check_gpu_keys
+from gdro_ray.config.profiles import apply_profile, deep_merge, recorded_values
 from gdro_ray.config.schema import MAX_REFILL_ROUNDS, Config
 from gdro_ray.errors import UserError
 
@@ -124,13 +125,6 @@ def _move_legacy_keys(tree: dict, source: str) -> dict:
             tree = dict(tree, **{sec: {k: v for k, v in section.items() if k != key}})
             tree[new_sec] = dict(target, **{new_key: section[key]})
     return tree
-
-
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -273,7 +267,7 @@ def validate(cfg: Config) -> Config:
     need(ev.temperature >= 0, "eval.temperature", f"must be ≥ 0, got {ev.temperature}")
     need(0 < ev.top_p <= 1, "eval.top_p", f"must be in (0,1], got {ev.top_p}")
     if cfg.checkpoint.keep_best:
-        from gdro_ray.eval.metric_names import parse_eval_metric
+        from gdro_ray.metrics.eval_names import parse_eval_metric
 
         try:
             parse_eval_metric(cfg.checkpoint.keep_best, ev.k)
@@ -309,10 +303,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         raise ConfigError(f"preset: must be a string, got {name!r}")
     layers = [_move_legacy_keys(load_preset(name), f"preset {name}"), _move_legacy_keys(user, str(path)),
               _move_legacy_keys(over, "the overrides")]
-    merged = _merge(_merge(layers[0], layers[1]), layers[2])
+    merged = deep_merge(deep_merge(layers[0], layers[1]), layers[2])
     merged["preset"] = name
     # the profile goes under every layer above (profiles.py); what it set is recorded in the config
-    from gdro_ray.config.profiles import apply_profile, recorded_values
 
     def _fail(msg: str):
         raise ConfigError(msg)

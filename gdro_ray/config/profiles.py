@@ -6,8 +6,8 @@ by key. The resolved config records the profile and, in `profile_values`, the ke
 the profile it holds (each one a valid override, so a run can be reproduced without the profile).
 
 - `project`: nothing; the schema defaults are the project's choices (docs/algorithms.md).
-- `paper`: the paper's modes kept exact (arXiv 2601.19280, App. A and its released code,
-  ../shared/docs/paper-notes.md): reweight mode, the clipped-surrogate loss signal, the raw batch
+- `paper`: the paper's modes kept exact (arXiv 2601.19280, App. A and its released code;
+  docs/algorithms.md says where we depart from it): reweight mode, the clipped-surrogate loss signal, the raw batch
   share with floor 0.02, no score clip, the reward-variance proxy, rollouts n̄/2 … 3n̄ (2 … 12 at
   the paper's n̄ = 4), token-mean loss, 10 equal-width pass@8 bins.
 - `learnability`: Prompt-GDRO that follows measured learning progress (linear weights on
@@ -81,11 +81,17 @@ def _nest(flat: dict[str, Any]) -> dict:
     return tree
 
 
+def deep_merge(base: dict, top: dict) -> dict:
+    """`base` with `top` laid over it, key by key into nested sections (the loader's layers too)."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def apply_profile(merged: dict, error) -> tuple[dict, dict[str, Any]]:
     """(the merged layers with the profile under them, the profile's bundle); `error(msg)` raises
     the loader's one-line ConfigError."""
-    from gdro_ray.config.loader import _merge
-
     name = merged.get("profile", "project")
     if not isinstance(name, str) or name not in PROFILES:
         error(f"profile: must be one of {', '.join(PROFILES)}, got {name!r}")
@@ -93,7 +99,7 @@ def apply_profile(merged: dict, error) -> tuple[dict, dict[str, Any]]:
     if isinstance(budget, bool) or not isinstance(budget, int):
         budget = DEFAULT_BUDGET_MEAN  # not an integer: the key's own check says so when the config is built
     bundle = profile_bundle(name, budget)
-    out = _merge(_nest(bundle), {k: v for k, v in merged.items() if k != "profile_values"})
+    out = deep_merge(_nest(bundle), {k: v for k, v in merged.items() if k != "profile_values"})
     return out, bundle
 
 

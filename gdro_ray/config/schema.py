@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-ALGORITHMS = ("grpo", "prompt_gdro", "rollout_gdro", "both")
+# The one list of algorithms, owned by the adversary that runs them; the config checks against it.
+from gdro_ray.algorithms.adversary import ALGORITHMS
+
 MAX_REFILL_ROUNDS = 100  # grpo.max_refill_rounds: each round is another sampling pass of one step
 
 
@@ -28,7 +30,7 @@ def doc(default, help: str, **kw):
 
 @dataclass
 class ClassifierConfig:
-    """Online difficulty classifier (SPEC §2.1): dynamic pass@k bins per prompt."""
+    """Online difficulty classifier: dynamic pass@k bins per prompt (docs/algorithms.md)."""
 
     k: int = doc(8, "k of pass@k that defines difficulty; independent of rollouts per visit.")
     window: int = doc(50, "Visits H kept per prompt for the estimate; 0 keeps all history.")
@@ -51,7 +53,7 @@ class ClassifierConfig:
 
 @dataclass
 class PromptGDROConfig:
-    """Prompt-GDRO (SPEC §2.2): EMA-debiased EXP3P distribution q over bins."""
+    """Prompt-GDRO: EMA-debiased EXP3P distribution q over bins (docs/algorithms.md)."""
 
     eta: float = doc(0.65, "Learning rate η of the exponential weights (sharpness of q).")
     gamma: float = doc(0.01, "Uniform exploration mix γ in [0,1).")
@@ -101,7 +103,7 @@ class PromptGDROConfig:
 
 @dataclass
 class RolloutGDROConfig:
-    """Rollout-GDRO (SPEC §2.3): shadow-price allocation of rollouts under a fixed mean budget."""
+    """Rollout-GDRO: shadow-price allocation of rollouts under a fixed mean budget (docs/algorithms.md)."""
 
     n_min: int = doc(2, "Fewest rollouts a prompt may get (≥ 2 so a GRPO group has a baseline).")
     n_max: int = doc(12, "Most rollouts a prompt may get.")
@@ -125,7 +127,7 @@ class RolloutGDROConfig:
 
 @dataclass
 class GRPOConfig:
-    """The GRPO update with variable group sizes (SPEC §2.4)."""
+    """The GRPO update with variable group sizes (docs/algorithms.md)."""
 
     clip_low: float = doc(0.2, "Lower PPO clip ε_low: ratio ≥ 1 − ε_low.")
     clip_high: float = doc(0.28, "Upper PPO clip ε_high (clip-higher): ratio ≤ 1 + ε_high.")
@@ -436,7 +438,7 @@ class ClusterConfig:
         [], "CPU ids every sampler process is pinned to (os.sched_setaffinity, threads and subprocesses included), "
             "e.g. `[0]`; empty = no pinning. With cluster.learner_cpus disjoint from it, sampling and learning stop "
             "competing for cores, which is what one-step off-policy needs on one CPU node (README, benchmarks/"
-            "RESULTS.md issue 13 §6). Ray's logical CPUs do not pin anything by themselves.")
+            "RESULTS.md, \"Off-policy where it can pay\"). Ray's logical CPUs do not pin anything by themselves.")
     learner_cpus: list[int] = doc(
         [], "CPU ids every learner rank is pinned to, as cluster.sampler_cpus (all ranks share the set; "
             "learner.num_cpus still sets each rank's torch threads); empty = no pinning.")
@@ -455,7 +457,7 @@ class Config:
     profile_values: list[str] = doc(
         [], "Written by the loader: the key=value pairs of the profile that the resolved config holds (a value a "
             "preset, file or override changed is not listed). A value given here is replaced.")
-    algorithm: Literal["grpo", "prompt_gdro", "rollout_gdro", "both"] = doc(
+    algorithm: Literal[ALGORITHMS] = doc(
         "both", "Which adversaries run: none (GRPO), Prompt-GDRO, Rollout-GDRO, or both."
     )
     steps: int = doc(30, "Training steps (at most 10^7).")

@@ -41,10 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gdro_ray.data.readers import DATA_SUFFIXES, read_table_rows
 from gdro_ray.errors import DataError, UserError
 
-TABLE_SUFFIXES = (".parquet", ".jsonl", ".json")
-DATA_SUFFIXES = TABLE_SUFFIXES + (".arrow",)
 DAPO_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
 _WRAP_HEAD = re.compile(r"^\s*Solve the following math problem step by step\..*?"
                         r"where \$Answer is the answer to the problem\.\s*", re.DOTALL)
@@ -152,8 +151,6 @@ def _read_folder(folder: Path, split: str) -> list[tuple[str, list[tuple[int, di
 
 def load_parts(source: str, split: str = "train", hub_config: str = "") -> list[tuple[str, list[tuple[int, dict]]]]:
     """[(where, [(row number, row)])]: one part per file read (one for a hub split)."""
-    from gdro_ray.data.dapo import read_table_rows  # the direct .parquet/.jsonl/.json readers
-
     path = Path(source).expanduser()
     if path.is_dir():
         parts = _read_folder(path, split)

@@ -21,7 +21,7 @@ Conventions both engines follow, so that they are interchangeable:
 - Collective weight transport (both engines; not part of the `Engine` protocol):
   `update_weights_from_tensors(named, version)` loads (name, tensor) pairs;
   `join_weight_group(spec)` / `receive_weights(layout, version)` / `leave_weight_group()` make
-  the engine a member of learner rank 0's broadcast group (`gdro_ray.utils.weight_group`);
+  the engine a member of learner rank 0's broadcast group (`gdro_ray.transfer.weight_group`);
   `weights_checksum()` sums the parameters (a probe that an update landed).
 """
 from __future__ import annotations

@@ -189,7 +189,7 @@ class HFEngine(ChatEngineBase):
 
     # -- collective weight transport: the group lives in this process -------------------------
     def join_weight_group(self, spec: dict) -> None:
-        from gdro_ray.utils.weight_group import WeightReceiver
+        from gdro_ray.transfer.weight_group import WeightReceiver
 
         self.leave_weight_group()
         self._receiver = WeightReceiver(spec, self.device)

@@ -10,7 +10,7 @@ plain `bytes` argument and hold no code. The worker's `reload_weights` maps chec
 names onto vLLM's fused layers (qkv, gate_up), the same path as a checkpoint load.
 
 Only untied models are safe: for `tie_word_embeddings=True` vLLM's reload leaves the LM head
-wrong without raising (see docs/stack notes); the engine refuses such models.
+wrong without raising (found when this stack was set up); the engine refuses such models.
 
 Collective weight transport: the private process group lives in the worker itself
 (`weight_group_join`), which is where the weights are, also when vLLM runs its engine core in
@@ -38,7 +38,7 @@ class WeightUpdateExtension:
         return len(named)
 
     def weight_group_join(self, spec: dict) -> bool:
-        from gdro_ray.utils.weight_group import WeightReceiver
+        from gdro_ray.transfer.weight_group import WeightReceiver
 
         self.weight_group_leave()
         device = next(self.model_runner.get_model().parameters()).device

@@ -18,7 +18,7 @@ Result (JSON-ready dict):
 Top-level tiers are keyed "<tier>" when one dataset has tiers, "<source>/<tier>" otherwise.
 
 `evaluate_engine` scores an engine already loaded (sampler actors use it on their current
-weights); `evaluate` loads a model folder first; `cli_main` is `gdro-ray eval`.
+weights); `evaluate` loads a model folder first; the command `gdro-ray eval` is `cli/eval.py`.
 """
 from __future__ import annotations
 
@@ -153,7 +153,7 @@ def evaluate_engine(engine, examples: list[dict], k: int = 8, max_new_tokens: in
         raise UserError(f"evaluation: k must be >= 1, got {k}")
     _check_examples(examples)
     if reward_fn is None:
-        from gdro_ray.rewards import math_reward as reward_fn
+        from gdro_ray.rewards.math_reward import math_reward as reward_fn
     bar = _ProgressLine(len(examples), progress)
     correct: list[list[bool]] = []
     tokens = rollouts = hits = 0
@@ -183,7 +183,7 @@ def evaluate_engine(engine, examples: list[dict], k: int = 8, max_new_tokens: in
 def resolve_model(model: str) -> Path:
     """`toy`, `smollm2` or a folder → an HF model folder (through the models package when present)."""
     try:
-        from gdro_ray.models.smollm2 import resolve_model_path
+        from gdro_ray.models.registry import resolve_model_path
     except ImportError:
         resolve_model_path = None
     if resolve_model_path is not None:
@@ -266,23 +266,3 @@ def format_table(result: dict) -> str:
         w = result["worst_tier"]
         text += f"\nworst tier: {w['tier']} (pass@{k} {w['pass_at_k']:.3f}, mean@{k} {w['mean_at_k']:.3f})"
     return text
-
-
-def cli_main(args) -> int:
-    from gdro_ray.utils.io import atomic_write_json
-
-    if args.k < 1:
-        raise UserError(f"--k must be >= 1, got {args.k}")
-    if args.limit < 0:
-        raise UserError(f"--limit must be >= 0, got {args.limit}")
-    examples = load_examples(args.data)
-    if args.limit:
-        examples = examples[: args.limit]
-    out = Path(args.out) if args.out else Path(f"eval-{Path(str(args.model_dir)).name}-{Path(args.data).stem}-k{args.k}.json")
-    result = evaluate(args.model_dir, examples, k=args.k, engine=args.engine, max_new_tokens=args.max_new_tokens,
-                      seed=args.seed, progress=True)
-    result["meta"].update({"data": args.data, "limit": args.limit, "command": " ".join(sys.argv)})
-    atomic_write_json(out, result)
-    print(format_table(result))
-    print(f"wrote {out}")
-    return 0

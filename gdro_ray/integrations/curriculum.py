@@ -59,7 +59,7 @@ class PromptCurriculum:
 
     @classmethod
     def create(cls, num_prompts: int, batch_size: int, group_size: int, overrides: Sequence[str] = (),
-               algorithm: str = "prompt_gdro", seed: int = 0, success_threshold: float = 0.5) -> "PromptCurriculum":
+               algorithm: str = "prompt_gdro", seed: int = 0, success_threshold: float = 0.5) -> PromptCurriculum:
         adv = adversary_from_overrides(num_prompts, batch_size, group_size, overrides, algorithm, seed)
         return cls(adv, success_threshold)
 

@@ -36,7 +36,8 @@ from gdro_ray.integrations.curriculum import PromptCurriculum
 ROW_COLUMN = "gdro_row"
 STATE_FILE = "gdro_curriculum.json"
 
-__all__ = ["ROW_COLUMN", "GDROGRPOTrainer", "GDROPromptSampler", "GDRORewardObserver", "PromptCurriculum",
+# GDROGRPOTrainer subclasses TRL's trainer, so it is built on first access (`__getattr__` below).
+__all__ = ["ROW_COLUMN", "GDROGRPOTrainer", "GDROPromptSampler", "GDRORewardObserver", "PromptCurriculum",  # noqa: F822
            "add_row_ids"]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gdro_ray.rollout_arrays import row_lengths
+from gdro_ray.transfer.rollout_arrays import row_lengths
 
 REQUIRED_KEYS = ("prompt_token_ids", "response_token_ids", "advantages", "prompt_index")
 
@@ -61,11 +61,6 @@ def validate_batch(batch: dict) -> int:
         if p == 0:
             raise ValueError(f"learner batch: response {i} has an empty prompt (need ≥ 1 token to predict from)")
     return n
-
-
-def rank_slice(n: int, rank: int, world_size: int) -> range:
-    """Contiguous, balanced slice of n items for `rank` (sizes differ by at most one)."""
-    return range(rank * n // world_size, (rank + 1) * n // world_size)
 
 
 def plan_micro_batches(batch: dict, rows: list[int], micro_batch: int, max_tokens: int = 0) -> list[list[int]]:

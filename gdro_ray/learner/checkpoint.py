@@ -36,7 +36,7 @@ def publishable(state: dict[str, torch.Tensor], config, dtype: torch.dtype) -> d
 
     safetensors refuses tensors that share storage (tied embeddings), so shared ones are
     copied; a tied config still gets `lm_head.weight` written, because vLLM's in-place reload
-    needs every weight named (stack-notes §3).
+    needs every weight named (it leaves a tied LM head wrong without raising).
     """
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()

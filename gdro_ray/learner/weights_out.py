@@ -6,9 +6,9 @@ collective over the learner ranks unless it says otherwise. It reads the rank's 
 and `_sender`.
 
 Publication: the full state dict is gathered on rank 0 and published in the compute dtype with
-every weight named (vLLM's in-place reload is only correct for untied embeddings, stack-notes §3:
+every weight named (vLLM's in-place reload is only correct for untied embeddings:
 when the config ties them, `lm_head.weight` is written explicitly), as safetensors bytes, as
-numpy arrays for Ray's object store (`gdro_ray.weight_arrays`), or staged as flat buckets for the
+numpy arrays for Ray's object store (`gdro_ray.transfer.weight_arrays`), or staged as flat buckets for the
 collective transport's `WeightSender` (a private process group, not FSDP2's). Checkpoints: rank 0
 writes an HF-loadable folder plus the optimizer state atomically, and reads it back for all.
 """
@@ -54,9 +54,9 @@ class LearnerWeights:
 
     def weight_arrays(self) -> tuple[int, dict | None]:
         """Collective: the full weights as numpy arrays in the published dtype on rank 0
-        (`gdro_ray.weight_arrays`; returned into Ray's object store, read in place by the
+        (`gdro_ray.transfer.weight_arrays`; returned into Ray's object store, read in place by the
         samplers), with their byte count; (0, None) on other ranks."""
-        from gdro_ray import weight_arrays
+        from gdro_ray.transfer import weight_arrays
 
         state = self.publishable_state()
         if state is None:
@@ -79,7 +79,7 @@ class LearnerWeights:
         if self.rank != 0:
             raise RuntimeError("the weight sender lives on learner rank 0")
         if self._sender is None:
-            from gdro_ray.utils.weight_group import WeightSender
+            from gdro_ray.transfer.weight_group import WeightSender
 
             self._sender = WeightSender(self.device)
         return getattr(self._sender, method)(*args)

@@ -5,9 +5,9 @@ Algorithm of one `train_step` (`epochs` × `mini_batches` optimizer steps per ca
 --------------------------------------------------------------------------------
 1. Every rank receives the SAME per-row scalars (advantages, prompt index, lengths); the token
    ids are either in the batch for every row (list form) or, from the service, fetched by each
-   rank from the object store for its own rows only (compact form, `gdro_ray.rollout_arrays`).
+   rank from the object store for its own rows only (compact form, `gdro_ray.transfer.rollout_arrays`).
    The batch is split into `mini_batches` parts along prompt boundaries
-   (`grpo.mini_batch_partition`; every rank computes the same split) and each part is one
+   (`partition.mini_batch_partition`; every rank computes the same split) and each part is one
    optimizer step; the whole pass is repeated `epochs` times. Within a mini-batch each rank
    takes its contiguous slice of the part's responses (`rollout_arrays.rank_rows`).
 2. The loss of a mini-batch is Σ_r w_r Σ_t ℓ_rt with per-response weights from `loss_agg`
@@ -27,7 +27,8 @@ Algorithm of one `train_step` (`epochs` × `mini_batches` optimizer steps per ca
    policy for every update. Without them (on-policy) the behaviour log-probs are the policy's
    before the first update: the first mini-batch's own detached forward (ratio exactly 1) and,
    when there is more than one update, one no-grad pass over the other rows taken before it
-   (as verl recomputes them; each rank over the rows it will train, so nothing is gathered), so later mini-batches see a real ratio and the clip. All log-probs are
+   (as verl recomputes them; each rank over the rows it will train, so nothing is gathered), so
+   later mini-batches see a real ratio and the clip. All log-probs are
    of the tempered policy softmax(logits / T), T = the sampling temperature (`grpo["temperature"]`),
    since that is what the samples were drawn from; the engines report raw (T = 1) log-probs, so
    they are valid `old_logprobs` only at T = 1.
@@ -57,21 +58,20 @@ from torch.distributed.tensor import DTensor
 from gdro_ray.algorithms.grpo import (
     LOSS_AGGS,
     grpo_loss,
-    mini_batch_partition,
     sequence_loss_weights,
     token_logprobs,
 )
+from gdro_ray.algorithms.partition import mini_batch_partition, rank_slice
 from gdro_ray.learner.batch import (
     build_micro_batch,
     dummy_micro_batch,
     plan_micro_batches,
-    rank_slice,
     validate_batch,
 )
 from gdro_ray.learner.phases import PhaseTimer
 from gdro_ray.learner.weights_out import LearnerWeights
-from gdro_ray.rollout_arrays import materialise, rank_rows, row_lengths
-from gdro_ray.utils.weight_group import rendezvous_store
+from gdro_ray.transfer.rollout_arrays import materialise, rank_rows, row_lengths
+from gdro_ray.transfer.weight_group import rendezvous_store
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Stats summed over ranks as token-weighted sums (then divided by the global token count).
@@ -139,7 +139,7 @@ class LearnerWorker(LearnerWeights):
             raise ValueError(f"learner: mini_batches={self.mini_batches} and epochs={self.epochs} must be ≥ 1, "
                              f"loss_agg={self.loss_agg!r} one of {LOSS_AGGS}")
         self._version = 0
-        self._sender = None  # gdro_ray.utils.weight_group.WeightSender, rank 0, made on first use
+        self._sender = None  # gdro_ray.transfer.weight_group.WeightSender, rank 0, made on first use
 
         if device is None:
             device = f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
@@ -268,7 +268,7 @@ class LearnerWorker(LearnerWeights):
 
     def train_step(self, batch: dict, groups: dict | None = None) -> dict:
         """GRPO on one batch: `epochs` passes of `mini_batches` optimizer steps (see the module
-        docstring). Collective. A compact batch (`gdro_ray.rollout_arrays`) comes with `groups`,
+        docstring). Collective. A compact batch (`gdro_ray.transfer.rollout_arrays`) comes with `groups`,
         the references of the rollout groups this rank's rows are in; only those are fetched."""
         t0, cpu0 = time.perf_counter(), time.process_time()
         phases = PhaseTimer(self.device)

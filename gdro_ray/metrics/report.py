@@ -101,6 +101,10 @@ def _heatmap(plt, mat: np.ndarray, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def render(run_dirs: list[str], out: str | None = None) -> Path:
     import matplotlib
 
@@ -151,7 +155,7 @@ def render(run_dirs: list[str], out: str | None = None) -> Path:
 
     if any(r["eval_curve"] for r in runs):
         fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
-        for i, r in enumerate(runs):
+        for r in runs:
             if r["eval_curve"]:
                 steps, pooled, worst = (np.array(c, dtype=float) for c in zip(*r["eval_curve"]))
                 line, = ax.plot(steps, pooled, marker="o", label=f"{r['name']} pooled")
@@ -179,17 +183,10 @@ def _markdown(runs: list[dict], files: list[Path]) -> str:
         ev = r["evals"]
         base = (ev.get("base") or {}).get("pooled", {}).get("pass_at_k")
         final = (ev.get("final") or {}).get("pooled", {}).get("pass_at_k")
-        fmt = (lambda v: "-" if v is None else f"{v:.3f}")
         best = max(r["eval_curve"], key=lambda c: c[1], default=None)  # earliest of equal values
         best_txt = "-" if best is None else f"{best[1]:.3f} ({best[0]})"
         lines.append(f"| {r['name']} | {r['algorithm']} | {len(rec)} | {sum(x['rollouts'] for x in rec)} | "
-                     f"{rec[-1].get('reward_mean', float('nan')):.3f} | {fmt(base)} → {fmt(final)} | {best_txt} |")
+                     f"{rec[-1].get('reward_mean', float('nan')):.3f} | {_fmt(base)} → {_fmt(final)} | {best_txt} |")
     lines += ["", "Δμ > 0: the adversary weights easier bins than the data holds (it leads); < 0: harder.", ""]
     lines += [f"![{p.stem}]({p.name})" for p in files]
     return "\n".join(lines) + "\n"
-
-
-def cli_main(args) -> int:
-    out = render(args.run_dirs, args.out)
-    print(f"report written to {out}/report.md")
-    return 0

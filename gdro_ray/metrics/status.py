@@ -1,4 +1,4 @@
-"""`gdro-ray status`: the running job's adversary state as a table."""
+"""The running job's adversary state as a table (`gdro-ray status`, `cli/status.py`)."""
 from __future__ import annotations
 
 from gdro_ray.metrics.exporter import group_labels
@@ -25,13 +25,3 @@ def render_status(st: dict) -> str:
     rows = [[lab, rec["bin_weights"][i], rec["bin_scores"][i], rec["bin_prompts"][i], rec["bin_rollouts"][i],
              rec["bin_pass_at_k"][i]] for i, lab in enumerate(labels)]
     return head + "\n" + table(["bin", "weight q", "score S", "prompts", "rollouts", "pass@k"], rows)
-
-
-def cli_main(args) -> int:
-    import ray
-
-    from gdro_ray.service.connect import find_adversary
-
-    actor = find_adversary(args.address, args.namespace)
-    print(render_status(ray.get(actor.status.remote())))
-    return 0

@@ -56,7 +56,7 @@ def record_scalars(record: dict) -> dict[str, float]:
 def eval_scalars(result: dict) -> dict[str, float]:
     """Tags for one evaluation result (gdro_ray.eval.evaluate): every numeric field of its
     `pooled`, `worst_tier` and `per_tier` groups, e.g. `eval/pooled/pass_at_k`, `eval/tier3/mean_at_k`."""
-    from gdro_ray.eval.metric_names import flat_metrics
+    from gdro_ray.metrics.eval_names import flat_metrics
 
     return {f"eval/{name}": v for name, v in flat_metrics(result, stats=None).items()}
 

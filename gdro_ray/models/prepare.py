@@ -31,7 +31,7 @@ Calibration (what decides the numbers): small transformers learn digit arithmeti
 plateau, then a fast transition once attention finds the digit offsets (RoPE base 100 ends
 it earliest, at ~400-900 steps here). World v1 (900 steps, always-right demonstrations, the
 hard tiers chain 47+8-6 and mul 47*6) left the hard tiers without the skill (near-greedy
-mean@8 0.09 and 0.01), and RL could not move held-out scores (issue 15). World v2 asks
+mean@8 0.09 and 0.01), and RL could not move held-out scores. World v2 asks
 for a skill the model can learn in 1,200 steps on every tier and puts the difficulty into
 the *choice*: per-tier right rates 0.75/0.5/0.3/0.15/0.05/0.03 in the chat demonstrations.
 Probe measurements (`benchmarks/world_probe.py`, seed 0: plain-PyTorch GRPO, 40 steps of
@@ -62,50 +62,26 @@ cores at load 6; at v1's idle-machine rate (0.16 s/step, 141 s for 900 steps) th
 """
 from __future__ import annotations
 
-import json
-import math
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from gdro_ray.data import toy_task
 from gdro_ray.models import tiny
+from gdro_ray.models.sft import (
+    PREPARE_THREADS,
+    SFTRecipe,
+    build_lock,
+    is_prepared,
+    recipe_digest,
+    torch_threads,
+    train_sft,
+)
 from gdro_ray.utils.io import atomic_dir, atomic_write_json
 
 VERSION_TAG = "toy-model-v2"
-PREPARE_THREADS = 1
-
-
-@dataclass(frozen=True)
-class SFTRecipe:
-    """The warm-start recipe; every field changes the result (and is saved with the model)."""
-
-    size: str = "tiny"
-    steps: int = 1200
-    batch_size: int = 32  # chat examples per step
-    lr: float = 3e-3
-    warmup: int = 50
-    weight_decay: float = 0.01
-    init_range: float = 0.02
-    # RoPE base: contexts are < 128 tokens, and with the usual 10^4 most rotary frequencies
-    # are too slow to tell offset 7 from 6; 100 ended the digit-alignment plateau earliest (measured)
-    rope_theta: float = 100.0
-    # share of each tier in the chat stream (steps × batch_size fresh examples, each seen once)
-    tier_mix: tuple[float, ...] = (0.20, 0.20, 0.15, 0.15, 0.15, 0.15)
-    # bare-arithmetic examples per step beside the chat batch (``347+251=598\\boxed{598}``
-    # without the chat prompt: 4x shorter, so cheap extra practice of the same skill); always right
-    bare_batch: int = 64
-    bare_mix: tuple[float, ...] = (0.15, 0.15, 0.15, 0.15, 0.20, 0.20)
-    # per tier, the share of chat demonstrations that show the right answer; the rest show the
-    # systematic slip (last digit + 1, `toy_task.slip`). The difficulty knob of the world: the
-    # model holds the right procedure (bare practice is always right) but picks it in the chat
-    # format only this often, so RL has a tier-wide behaviour to strengthen.
-    right_rate: tuple[float, ...] = (0.75, 0.5, 0.3, 0.15, 0.05, 0.03)
-
-
 DEFAULT_SFT = SFTRecipe()
 
 
@@ -115,125 +91,6 @@ def model_dir(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
 
     root = Path(cache_dir) if cache_dir else default_cache()
     return root / f"{VERSION_TAG}-s{int(seed)}"
-
-
-def is_prepared(path: Path, recipe: SFTRecipe | None = None) -> bool:
-    """A complete prepared model is at `path` (made with `recipe`, when one is given).
-
-    Checking the recipe means a cache left by an older calibration is rebuilt, not reused.
-    """
-    meta_file = path / "prepare.json"
-    if not (meta_file.is_file() and (path / "model.safetensors").is_file()):
-        return False
-    if recipe is None:
-        return True
-    try:
-        saved = json.loads(meta_file.read_text()).get("recipe")
-    except (OSError, ValueError):
-        return False
-    return saved == json.loads(json.dumps(asdict(recipe)))
-
-
-@contextmanager
-def _torch_threads(n: int):
-    # Not torch.set_num_threads: an in-process vLLM engine turns it into a no-op for the rest of
-    # the process, and the weights would then depend on what ran before (gdro_ray/utils/threads.py).
-    from gdro_ray.utils.threads import torch_threads
-
-    with torch_threads(n):
-        yield
-
-
-def encode_sft(tok, examples: list[dict], bare: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, labels), right padded; labels are -100 outside the target.
-
-    Chat form: the chat-templated prompt, then ``format_target + <|im_end|>`` (the labelled
-    part). Bare form (the arithmetic "pretraining" phase): just the target text, labelled
-    from the result on (the operands before '=' are random, there is nothing to learn).
-    """
-    if bare:
-        targets = [toy_task.format_target(e) for e in examples]
-        cut = [t.index("=") + 1 for t in targets]
-        prefixes = [t[:c] for t, c in zip(targets, cut)]
-        responses = [t[c:] + tok.eos_token for t, c in zip(targets, cut)]
-    else:
-        prefixes = [tok.apply_chat_template([{"role": "user", "content": e["prompt"]}], add_generation_prompt=True, tokenize=False) for e in examples]
-        responses = [toy_task.format_target(e) + tok.eos_token for e in examples]
-    p_ids = tok(prefixes, add_special_tokens=False)["input_ids"]
-    r_ids = tok(responses, add_special_tokens=False)["input_ids"]
-    width = max(len(p) + len(r) for p, r in zip(p_ids, r_ids))
-    ids = torch.full((len(examples), width), tok.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    for row, (p, r) in enumerate(zip(p_ids, r_ids)):
-        seq = p + r
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-        labels[row, len(p) : len(seq)] = torch.tensor(r)
-    return ids, mask, labels
-
-
-def _lr_at(step: int, recipe: SFTRecipe) -> float:
-    if step < recipe.warmup:
-        return recipe.lr * (step + 1) / recipe.warmup
-    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-    return recipe.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _streams(tok, recipe: SFTRecipe, seed: int):
-    """(chat tensors, chat batch), (bare tensors, bare batch): each example used once."""
-    out = []
-    for name, batch, mix in (("chat", recipe.batch_size, recipe.tier_mix), ("bare", recipe.bare_batch, recipe.bare_mix)):
-        if batch <= 0:
-            out.append((None, 0))
-            continue
-        rates = recipe.right_rate if name == "chat" else None
-        examples = toy_task.make_sft_set(toy_task.tier_counts(recipe.steps * batch, mix), seed=seed, stream=name,
-                                         right_rate=rates)
-        out.append((encode_sft(tok, examples, bare=name == "bare"), batch))
-    return out
-
-
-def train_sft(model, tok, recipe: SFTRecipe, seed: int, log_every: int = 0, on_step=None) -> list[float]:
-    """Teacher-forced warm start in place; returns every step's (chat + bare) loss.
-
-    Each step sums the token-mean loss of a chat batch and of a bare-arithmetic batch.
-    Every example is used once; `make_sft_set` already shuffled them, so batch i is rows
-    [i·B, (i+1)·B) of its stream: no other randomness is involved.
-    """
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr, betas=(0.9, 0.98),
-    )
-    streams = _streams(tok, recipe, seed)
-    model.train()
-    losses: list[float] = []
-    started = time.perf_counter()
-    for step in range(recipe.steps):
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, recipe)
-        total = 0.0
-        for tensors, batch in streams:
-            if tensors is None:
-                continue
-            ids, mask, labels = tensors
-            rows = slice(step * batch, (step + 1) * batch)
-            width = int(mask[rows].sum(1).max())  # drop all-padding columns (right padding)
-            loss = model(input_ids=ids[rows, :width], attention_mask=mask[rows, :width], labels=labels[rows, :width]).loss
-            loss.backward()
-            total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(total)
-        if on_step is not None:
-            on_step(step, model)
-        if log_every and (step % log_every == 0 or step == recipe.steps - 1):
-            print(f"  sft step {step + 1:5d}/{recipe.steps}  loss {total:.4f}  {time.perf_counter() - started:5.0f} s", flush=True)
-    model.eval()
-    return losses
 
 
 def prepare_toy_model(cache_dir: str | Path | None = None, seed: int = 0, force: bool = False,
@@ -248,32 +105,18 @@ def prepare_toy_model(cache_dir: str | Path | None = None, seed: int = 0, force:
         recipe = SFTRecipe(**{**asdict(recipe), "steps": int(sft_steps)})
     final = model_dir(cache_dir, seed)
     if recipe != DEFAULT_SFT:
-        final = final.with_name(final.name + f"-custom{_recipe_digest(recipe)}")
+        final = final.with_name(final.name + f"-custom{recipe_digest(recipe)}")
     if is_prepared(final, recipe) and not force:
         return final
-    with _build_lock(final):
+    with build_lock(final):
         if not force and is_prepared(final, recipe):  # built by another process while we waited
             return final
         return _build(final, recipe, seed, verbose)
 
 
-@contextmanager
-def _build_lock(final: Path):
-    """One builder per cache entry across processes (samplers and learners may all ask)."""
-    import fcntl
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _build(final: Path, recipe: SFTRecipe, seed: int, verbose: bool) -> Path:
     started = time.perf_counter()
-    with _torch_threads(PREPARE_THREADS):
+    with torch_threads(PREPARE_THREADS):
         tok = tiny.build_tokenizer()
         model = tiny.build_model(recipe.size, seed=seed, tokenizer=tok, init_range=recipe.init_range,
                                  rope_theta=recipe.rope_theta)
@@ -290,16 +133,10 @@ def _build(final: Path, recipe: SFTRecipe, seed: int, verbose: bool) -> Path:
     return final
 
 
-def _recipe_digest(recipe: SFTRecipe) -> str:
-    import hashlib
-
-    return hashlib.blake2b(json.dumps(asdict(recipe), sort_keys=True).encode(), digest_size=4).hexdigest()
-
-
 def _reward_fn():
     """The project's verifier when present, else the exact-integer check (toy answers are integers)."""
     try:
-        from gdro_ray.rewards import math_reward
+        from gdro_ray.rewards.math_reward import math_reward
     except ImportError:
         return toy_task.integer_reward
     return math_reward
@@ -345,7 +182,7 @@ def evaluate_base(model_path: str | Path, per_tier: int = 40, k: int = 8, temper
     model, tok = tiny.load(model_path)
     model.eval()
     split = toy_task.make_eval_split(per_tier=per_tier, seed=0)
-    with _torch_threads(PREPARE_THREADS):
+    with torch_threads(PREPARE_THREADS):
         responses = sample_responses(model, tok, [e["prompt"] for e in split], k=k, temperature=temperature,
                                      max_new_tokens=max_new_tokens, seed=seed)
     table = per_tier_pass(split, responses)
@@ -364,37 +201,3 @@ def format_table(result: dict) -> str:
     pooled = result["tiers"]["pooled"]
     lines.append(f"{'pooled':<14}{'':>5}{pooled['pass@1']:>9.3f}{pooled['pass@k']:>9.3f}")
     return "\n".join(lines)
-
-
-def cli_main(args) -> int:
-    """`gdro-ray prepare [CONFIG] [key=value ...] [--force]`: build the toy (or smollm2-toy) model, print its skill."""
-    from gdro_ray.config.loader import load_config
-
-    cfg = load_config(getattr(args, "config", None), getattr(args, "overrides", None) or [])
-    if cfg.model.path not in ("toy", "smollm2-toy"):
-        print(f"model.path={cfg.model.path!r}: only `toy` and `smollm2-toy` need `prepare` (others are used as they are)")
-        return 0
-    force = bool(getattr(args, "force", False))
-    seed = int(getattr(args, "seed", 0) or 0)
-    if cfg.model.path == "smollm2-toy":  # SmolLM2 + a short SFT on the toy answer format (issue 15 §5)
-        from gdro_ray.models import smollm2_toy
-
-        target, recipe, build = smollm2_toy.model_dir(cfg.model.cache_dir or None, seed), smollm2_toy.SMOLLM2_TOY_SFT, smollm2_toy.prepare_smollm2_toy
-        minutes = "about 20 minutes on 2 busy cores"
-    else:
-        target, recipe, build, minutes = model_dir(cfg.model.cache_dir or None, seed), DEFAULT_SFT, prepare_toy_model, "about 2-5 minutes on 2 cores"
-    cached = is_prepared(target, recipe) and not force
-    print(f"{cfg.model.path} model: {target} ({'cached' if cached else 'building; ' + minutes})", flush=True)
-    started = time.perf_counter()
-    path = build(cfg.model.cache_dir or None, seed=seed, force=force, verbose=not cached)
-    if not cached:
-        print(f"warm start done in {time.perf_counter() - started:.0f} s", flush=True)
-    report = path / "base_eval.json"
-    max_new = int(cfg.sampler.max_new_tokens)
-    result = json.loads(report.read_text()) if report.is_file() and not force else None
-    if result is None or result.get("max_new_tokens") != max_new or result.get("per_tier") != cfg.data.toy_eval_per_tier:
-        print(f"evaluating on the held-out split ({cfg.data.toy_eval_per_tier} prompts per tier, 8 samples each, T=1.0)", flush=True)
-        result = evaluate_base(path, per_tier=cfg.data.toy_eval_per_tier, k=8, temperature=1.0, max_new_tokens=max_new)
-        atomic_write_json(report, result)
-    print(format_table(result))
-    return 0

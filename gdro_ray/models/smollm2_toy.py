@@ -2,25 +2,25 @@
 
 Why: zero-shot, SmolLM2-135M-Instruct answers ``Compute 553+130. Put the final answer in
 \\boxed{}.`` with prose and wrong sums and almost never writes a box (1 right of 120 samples
-on the toy tiers, benchmarks/RESULTS.md "Issue 15 §5"), so every reward and every GRPO
+on the toy tiers, benchmarks/RESULTS.md, "a real pretrained LLM that gets a reward"), so every reward and every GRPO
 advantage is 0. A few dozen teacher-forced steps on the toy world's chat format
 (``553+130=683\\boxed{683}<|im_end|>``, `toy_task.format_target`) teach the format; the
 arithmetic stays the pretrained model's own, so it is right only part of the time and the
 tiers differ (no-carry additions are easier than borrows and negative results). That partial
 skill is what gives GRPO groups non-zero advantages.
 
-Algorithm (the toy model's warm start, `prepare.train_sft`, with other inputs):
+Algorithm (the toy model's warm start, `sft.train_sft`, with other inputs):
 1. Start from the converted SmolLM2 folder (`smollm2.convert_smollm2`; no hub access).
 2. Draw ``steps × batch_size`` chat examples from the toy task's SFT bucket
    (`make_sft_set`, never in the RL pool or the held-out split), tier-balanced, every
    demonstration right; no bare-arithmetic stream.
 3. AdamW with linear warm-up and cosine decay, loss on the response tokens only, one torch
-   thread (`prepare.PREPARE_THREADS`, the determinism argument of `prepare`).
+   thread (`sft.PREPARE_THREADS`, the determinism argument of `prepare`).
 4. Save model, tokenizer and generation config into ``cache_dir()/smollm2-toy-v1-s{seed}``
    through `atomic_dir`, with ``prepare.json`` (the recipe) written last; a later call with
    the same recipe returns the folder at once, a folder made by another recipe is rebuilt.
 
-Measured (benchmarks/RESULTS.md, "Issue 15 §5"; held-out 16 prompts per tier × 8 samples,
+Measured (benchmarks/RESULTS.md, "a real pretrained LLM that gets a reward"; held-out 16 prompts per tier × 8 samples,
 T = 1, vLLM): zero-shot pooled mean@8 0.004. A probe run of this recipe's kind (60 steps, lr
 5e-5) already boxed 100% of its answers after 10 steps, with mean@8 0.20 / 0.14 / 0.00 / 0.02 /
 0.19 / 0.00 per tier; this recipe (40 steps, loss 1.64 -> 0.15, 19.5 min on the busy 2-core
@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from gdro_ray.models.prepare import SFTRecipe, _build_lock, _torch_threads, is_prepared, train_sft, PREPARE_THREADS
+from gdro_ray.models.sft import PREPARE_THREADS, SFTRecipe, build_lock, is_prepared, recipe_digest, torch_threads, train_sft
 from gdro_ray.utils.io import atomic_dir, atomic_write_json
 
 NAME = "smollm2-toy"
@@ -74,12 +74,10 @@ def prepare_smollm2_toy(cache_dir: str | Path | None = None, seed: int = 0, forc
         raise ValueError("smollm2-toy: the recipe has no bare-arithmetic stream (bare_batch must be 0)")
     final = model_dir(cache_dir, seed)
     if recipe != SMOLLM2_TOY_SFT:
-        from gdro_ray.models.prepare import _recipe_digest
-
-        final = final.with_name(final.name + f"-custom{_recipe_digest(recipe)}")
+        final = final.with_name(final.name + f"-custom{recipe_digest(recipe)}")
     if is_prepared(final, recipe) and not force:
         return final
-    with _build_lock(final):
+    with build_lock(final):
         if not force and is_prepared(final, recipe):
             return final
         return _build(final, recipe, seed, verbose)
@@ -95,7 +93,7 @@ def _build(final: Path, recipe: SFTRecipe, seed: int, verbose: bool) -> Path:
     started = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(str(base))
     tok.padding_side = "right"  # encode_sft pads on the right itself; generation pads left
-    with _torch_threads(PREPARE_THREADS):
+    with torch_threads(PREPARE_THREADS):
         model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
         torch.manual_seed(seed)
         losses = train_sft(model, tok, recipe, seed, log_every=5 if verbose else 0)

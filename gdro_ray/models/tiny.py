@@ -9,7 +9,7 @@ Tokenizer: one token per printable ASCII character (100) plus four specials,
 printable text, chat markup included.
 
 Model: `Qwen3ForCausalLM` with **untied** input and output embeddings: vLLM's in-place
-weight reload silently corrupts tied ones (stack notes §3). The vocabulary is padded to
+weight reload silently corrupts tied ones. The vocabulary is padded to
 128 rows. Sizes: `tiny` (hidden 128, 2 layers, 328k parameters) is the toy default.
 Defaults that differ from Qwen's: RoPE base 100 (contexts here are < 128 tokens; with 10^4
 most rotary frequencies are too slow to matter and the warm start learned digit alignment

@@ -96,6 +96,3 @@ def serve() -> None:
             reply = ("ok", value) if _picklable(value) else ("returned", _describe(value))
         _write_frame(proto, reply)
 
-
-if __name__ == "__main__":
-    serve()

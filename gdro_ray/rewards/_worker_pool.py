@@ -22,7 +22,6 @@ of taking the machine's memory.
 from __future__ import annotations
 
 import atexit
-import importlib
 import json
 import os
 import select
@@ -33,11 +32,11 @@ import threading
 import time
 from pathlib import Path
 
-# The package re-exports the function `math_reward` under the submodule's name: fetch the module.
-_mr = importlib.import_module("gdro_ray.rewards.math_reward")
+from gdro_ray.rewards.verify import compare_with_alarm, count, ensure_math_verify
 
 MAX_WORKERS = max(1, min(4, os.cpu_count() or 1))
 STARTUP_TIMEOUT_S = 60.0
+WORKER_GRACE_S = 1.0  # extra wait for a worker's answer before it is killed
 # Address-space limit of a math-verify worker: sympy on a capped box needs well under 200 MiB.
 MEMORY_LIMIT_MB = 2048
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # a checkout that is not pip-installed
@@ -138,7 +137,7 @@ class _Worker:
     def __init__(self) -> None:
         self.proc = start_worker(WORKER_CMD, stderr=subprocess.DEVNULL)
         self.buf = bytearray()
-        _mr._count("worker_starts")
+        count("worker_starts")
         if _read_line(self.proc, self.buf, time.monotonic() + STARTUP_TIMEOUT_S) != b"ready":
             self.kill()
             raise _WorkerDied("worker did not start")
@@ -147,10 +146,10 @@ class _Worker:
         msg = json.dumps({"pred": pred, "gold": gold, "timeout_s": timeout_s}) + "\n"
         self.proc.stdin.write(msg.encode())
         self.proc.stdin.flush()
-        line = _read_line(self.proc, self.buf, time.monotonic() + timeout_s + _mr.WORKER_GRACE_S)
+        line = _read_line(self.proc, self.buf, time.monotonic() + timeout_s + WORKER_GRACE_S)
         if line is None:
             self.kill()
-            _mr._count("worker_kills")
+            count("worker_kills")
             return "timeout"
         return json.loads(line)["r"]
 
@@ -235,18 +234,15 @@ def serve() -> None:
     proto = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
     set_memory_limit(MEMORY_LIMIT_MB)  # a comparison that outgrows it is an "error", not a dead machine
-    _mr._ensure_math_verify()
+    ensure_math_verify()
     proto.write(b"ready\n")
     proto.flush()
     for line in sys.stdin.buffer:
         try:
             req = json.loads(line)
-            outcome = _mr.compare_with_alarm(str(req["pred"]), str(req["gold"]), float(req["timeout_s"]))
+            outcome = compare_with_alarm(str(req["pred"]), str(req["gold"]), float(req["timeout_s"]))
         except Exception:
             outcome = "error"
         proto.write((json.dumps({"r": outcome}) + "\n").encode())
         proto.flush()
 
-
-if __name__ == "__main__":
-    serve()

@@ -40,8 +40,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gdro_ray.errors import UserError
 from gdro_ray.rewards._worker_pool import start_worker, stop_process, worker_command

@@ -12,8 +12,8 @@ Algorithm, per call:
 3. Fast path, no sympy: equal after removing whitespace and thin spaces -> 1; two plain
    decimal numbers compared exactly as fractions (equal -> 1; two different integers -> 0).
    On the toy task and DAPO's integer answers most calls end here.
-4. Slow path, math-verify ``parse`` + ``verify`` (gold wrapped as ``$answer$``), with one time
-   limit ``timeout_s`` for parse and verify together:
+4. Slow path (`verify.py`), math-verify ``parse`` + ``verify`` (gold wrapped as ``$answer$``),
+   with one time limit ``timeout_s`` for parse and verify together:
    - on the main thread: in process, under a ``SIGALRM`` interval timer (float seconds). The
      timer is re-armed every 50 ms after it first fires, so a library ``except:`` that swallows
      the interrupt cannot outrun it. math-verify's own alarms are switched off
@@ -23,7 +23,7 @@ Algorithm, per call:
    - on any other thread (signals only reach the main thread, and math-verify refuses threads
      when its alarms are on): a small pool of worker subprocesses (``gdro_ray.rewards._worker_pool``,
      started without the current folder on their path) that run step 4 on *their* main thread;
-     the caller waits ``timeout_s + WORKER_GRACE_S`` and SIGKILLs a worker that does not answer
+     the caller waits ``timeout_s + _worker_pool.WORKER_GRACE_S`` and SIGKILLs a worker that does not answer
      (C code that never checks signals), then starts a fresh one on the next call.
    Set ``GDRO_RAY_REWARD_BACKEND=subprocess`` to use the workers on the main thread too.
 5. Definitive comparisons are memoised (LRU): the rollouts of one prompt repeat final answers.
@@ -33,52 +33,26 @@ Never raises on any response or answer string; timeouts and errors score 0 (or -
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
+
+from gdro_ray.rewards.verify import BOX_TOKEN, compare_with_alarm, count, reset_counts, reward_stats  # noqa: F401 (reward_stats: this module's API)
 
 MAX_RESPONSE_CHARS = 200_000   # only the tail of a longer response is scanned for boxes
 MAX_BOX_CHARS = 1_000          # a longer box (or answer) is not parsed: scores 0
-WORKER_GRACE_S = 1.0           # extra wait for a worker before it is killed
 MEMO_SIZE = 8192
 
-_BOX_TOKEN = "\\boxed"
-_STAT_KEYS = ("calls", "correct", "no_box", "too_long", "fast_path", "slow_path", "memo_hits",
-              "timeouts", "errors", "worker_starts", "worker_kills")
-_stats = dict.fromkeys(_STAT_KEYS, 0)
-_stats_lock = threading.Lock()
 _memo: OrderedDict[tuple[str, str], bool] = OrderedDict()
 _memo_lock = threading.Lock()
-_mv_ready = False
-_mv_lock = threading.Lock()
-
-
-class VerifyTimeout(BaseException):
-    """Raised by the interval timer inside a comparison (BaseException: `except Exception`
-    in the libraries must not swallow it)."""
-
-
-def _count(key: str, n: int = 1) -> None:
-    with _stats_lock:
-        _stats[key] += n
-
-
-def reward_stats() -> dict[str, int]:
-    """Counters since start (or the last reset): calls, correct, no_box, too_long, fast_path,
-    slow_path, memo_hits, timeouts, errors, worker_starts, worker_kills."""
-    with _stats_lock:
-        return dict(_stats)
 
 
 def reset_reward_stats() -> None:
-    with _stats_lock:
-        for k in _stats:
-            _stats[k] = 0
+    reset_counts()
     with _memo_lock:
         _memo.clear()
 
@@ -108,10 +82,10 @@ def _unwrap_box(content: str) -> str:
     """`\\boxed{\\boxed{x}}` -> `x`: strip boxes that make up the whole content."""
     while True:
         s = content.strip()
-        if not s.startswith(_BOX_TOKEN):
+        if not s.startswith(BOX_TOKEN):
             return s
-        brace = s.find("{", len(_BOX_TOKEN))
-        if brace < 0 or s[len(_BOX_TOKEN):brace].strip():
+        brace = s.find("{", len(BOX_TOKEN))
+        if brace < 0 or s[len(BOX_TOKEN):brace].strip():
             return s
         end = _match_brace(s, brace)
         if end != len(s) - 1:
@@ -130,10 +104,10 @@ def extract_boxed(text: str) -> str | None:
     last: str | None = None
     pos = 0
     while True:
-        at = text.find(_BOX_TOKEN, pos)
+        at = text.find(BOX_TOKEN, pos)
         if at < 0:
             break
-        after = at + len(_BOX_TOKEN)
+        after = at + len(BOX_TOKEN)
         brace = after
         while brace < len(text) and text[brace] in " \t":
             brace += 1
@@ -172,78 +146,6 @@ def _fast_compare(pred: str, gold: str) -> bool | None:
 
 
 # ---------------------------------------------------------------------------- slow path
-class _DropTimeoutDisabledWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Timeout is disabled")
-
-
-def _ensure_math_verify() -> None:
-    """Import math-verify and warm its LaTeX parser once, outside any time limit."""
-    global _mv_ready
-    if _mv_ready:
-        return
-    with _mv_lock:
-        if _mv_ready:
-            return
-        for name in ("math_verify.parser", "math_verify.grader"):
-            logging.getLogger(name).addFilter(_DropTimeoutDisabledWarning())
-        import math_verify
-
-        # The first symbolic simplification loads much of sympy (~0.4 s): pay it here, not
-        # inside the first caller's time limit.
-        for gold, pred in (("$1$", "\\boxed{1}"), ("$(x+1)^2$", "\\boxed{x^2+2x+1}")):
-            math_verify.verify(math_verify.parse(gold, parsing_timeout=None),
-                               math_verify.parse(pred, parsing_timeout=None), timeout_seconds=None)
-        _mv_ready = True
-
-
-def _gold_text(answer: str) -> str:
-    return answer if ("$" in answer or _BOX_TOKEN in answer) else f"${answer}$"
-
-
-def _math_verify_equal(pred: str, gold: str) -> bool:
-    """math-verify with its own alarms off; the caller bounds the time."""
-    import math_verify
-
-    gold_parsed = math_verify.parse(_gold_text(gold), parsing_timeout=None)
-    pred_parsed = math_verify.parse(f"\\boxed{{{pred}}}", parsing_timeout=None)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(math_verify.verify(gold_parsed, pred_parsed, timeout_seconds=None))
-
-
-def _on_alarm(signum, frame):  # noqa: ARG001
-    signal.setitimer(signal.ITIMER_REAL, 0.05)  # fire again if a bare `except:` eats this one
-    raise VerifyTimeout()
-
-
-def compare_with_alarm(pred: str, gold: str, timeout_s: float) -> str:
-    """Main-thread comparison under an interval timer: "1", "0", "timeout" or "error".
-
-    Restores any SIGALRM handler and pending timer the caller had. Used in process and by the
-    worker subprocesses."""
-    import time
-
-    _ensure_math_verify()
-    start = time.monotonic()
-    old_handler = signal.signal(signal.SIGALRM, _on_alarm)
-    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 0.001))
-    try:
-        try:
-            return "1" if _math_verify_equal(pred, gold) else "0"
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-    except VerifyTimeout:
-        return "timeout"
-    except Exception:  # garbage LaTeX that the library did not catch itself
-        return "error"
-    finally:
-        signal.signal(signal.SIGALRM, old_handler)
-        if old_delay > 0:
-            left = max(old_delay - (time.monotonic() - start), 0.001)
-            signal.setitimer(signal.ITIMER_REAL, left, old_interval)
-
-
 def _use_in_process() -> bool:
     if os.environ.get("GDRO_RAY_REWARD_BACKEND", "auto") == "subprocess":
         return False
@@ -277,20 +179,20 @@ def _memo_put(key: tuple[str, str], value: bool) -> None:
 def _is_equal(pred: str, gold: str, timeout_s: float) -> bool:
     fast = _fast_compare(pred, gold)
     if fast is not None:
-        _count("fast_path")
+        count("fast_path")
         return fast
     key = (pred, gold)
     hit = _memo_get(key)
     if hit is not None:
-        _count("memo_hits")
+        count("memo_hits")
         return hit
-    _count("slow_path")
+    count("slow_path")
     outcome = _slow_compare(pred, gold, timeout_s)
     if outcome == "timeout":
-        _count("timeouts")
+        count("timeouts")
         return False
     if outcome == "error":
-        _count("errors")
+        count("errors")
         return False
     _memo_put(key, outcome == "1")
     return outcome == "1"
@@ -301,27 +203,27 @@ def math_reward(response: str, answer: str, scale: str = "01", timeout_s: float 
 
     `scale="pm1"` maps to +1/-1. `timeout_s` bounds the symbolic comparison. Never raises."""
     hit, miss = (1.0, -1.0) if scale == "pm1" else (1.0, 0.0)
-    _count("calls")
+    count("calls")
     try:
         if not isinstance(answer, str):
             answer = "" if answer is None else str(answer)
         gold = extract_boxed(answer) or answer.strip()
         pred = extract_boxed(response)
         if pred is None:
-            _count("no_box")
+            count("no_box")
             return miss
         if not pred or not gold:  # an empty box, or an example without an answer
-            _count("no_box" if not pred else "errors")
+            count("no_box" if not pred else "errors")
             return miss
         if len(pred) > MAX_BOX_CHARS or len(gold) > MAX_BOX_CHARS:
-            _count("too_long")
+            count("too_long")
             return miss
         if _is_equal(pred, gold, float(timeout_s)):
-            _count("correct")
+            count("correct")
             return hit
         return miss
     except Exception:  # never let a reward bug kill a sampler
-        _count("errors")
+        count("errors")
         return miss
 
 

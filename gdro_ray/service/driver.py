@@ -1,4 +1,4 @@
-"""`gdro-ray train`: the driver loop of GRPO with Group-DRO adversaries on Ray.
+"""The driver loop (`gdro-ray train`, `cli/train.py`) of GRPO with Group-DRO adversaries on Ray.
 
 One step (synchronous mode):
     1. schedule  the adversary actor picks B prompts (uniform epochs, or resampled by the
@@ -22,18 +22,27 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
-from gdro_ray.config import Config, dump_config, load_config, to_dict
+from gdro_ray.config import Config, dump_config, to_dict
 from gdro_ray.errors import UserError
 from gdro_ray.service.ray_start import init_ray
-from gdro_ray.service.user_extensions import shard_extras, success_indicators
+from gdro_ray.service.run_log import RunLog
+from gdro_ray.service.user_extensions import success_indicators
 from gdro_ray.utils.io import atomic_write_text
 
 log = logging.getLogger("gdro_ray.driver")
+
+
+class StepOutcome(NamedTuple):
+    """What one step hands to the loop, before `_finish_record` adds the step's timing to the record."""
+
+    record: dict  # the step record so far (adversary, learner and sampling fields)
+    stage_s: dict[str, float]  # seconds per stage: schedule, sample, learn, observe, publish, ...
+    started: float  # perf_counter() at the step's start
 
 
 class Trainer:
@@ -44,17 +53,19 @@ class Trainer:
         self.step = 0
         self.version = 0
         self.reward_timeouts = 0
-        self._inflight = None  # off-policy: (schedule, future of its sampling)
+        self.inflight = None  # off-policy: (schedule, future of its sampling) launched ahead
+        self.log = RunLog(self.run_dir)  # metrics.jsonl: step records here, eval records from ValidationLoop
         self._stale_resampled = False  # off-policy: this step's rollouts were refused as too stale
         self.weights = None  # the weight transport, chosen in setup()
         self.last_publish = None  # what the last weight publish reported (goes into the step record)
+        self.reward_checks = None  # the failed-reward and empty-refill checks, made at the first step
 
     # ---- set-up ------------------------------------------------------------------------------
     def setup(self) -> None:
         import ray
 
         from gdro_ray.data.eval_sets import load_eval_set, load_train_set, spread_subset
-        from gdro_ray.models.smollm2 import resolve_model_path
+        from gdro_ray.models.registry import resolve_model_path
         from gdro_ray.service.adversary_actor import ACTOR_NAME, AdversaryService
         from gdro_ray.service.learner_group import LearnerGroup
         from gdro_ray.service.sampler_pool import SamplerPool
@@ -149,37 +160,23 @@ class Trainer:
 
         from gdro_ray.service.checkpoint import latest_checkpoint, read_json
 
-        ckpt = getattr(self, "resume_from", None) or latest_checkpoint(self.run_dir)  # verified by cli_main
+        ckpt = getattr(self, "resume_from", None) or latest_checkpoint(self.run_dir)  # verified by cli.train
         self.learner.load_checkpoint(str(ckpt / "learner"))
         ray.get(self.adversary.load_state_dict.remote(read_json(ckpt / "adversary.json")))
         drv = read_json(ckpt / "driver.json")
         self.step, self.version = int(drv["step"]), int(drv["weights_version"])
-        _trim_metrics(self.run_dir / "metrics.jsonl", self.step)  # steps after the checkpoint are redone
+        self.log.trim(self.step)  # steps after the checkpoint are redone
         self.pool.blob_ref = ray.put(self.learner.state_dict_bytes())
         self.pool.version = self.pool.blob_version = self.version
         atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))  # with its overrides, now they took
         print(f"resumed {self.run_dir} from {ckpt.name} (step {self.step})", flush=True)
 
     # ---- one step ------------------------------------------------------------------------------
-    def _shards(self, sched: dict) -> list[dict]:
-        s, size = self.cfg.sampler, max(1, self.cfg.sampler.shard_size)
-        slots = list(range(len(sched["prompt_ids"])))
-        shards = []
-        for i in range(0, len(slots), size):
-            part = slots[i:i + size]
-            ex = [self.train[sched["prompt_ids"][j]] for j in part]
-            shards.append({
-                "shard_id": len(shards), "slots": part, "prompts": [e["prompt"] for e in ex],
-                "answers": [e["answer"] for e in ex], "n": [int(sched["rollouts"][j]) for j in part],
-                "max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p,
-                "seed": (self.cfg.seed * 1_000_003 + sched["step"] * 1009 + len(shards)) % (2**31),
-                **shard_extras(self.cfg, ex),  # custom reward: row ids and metadata
-            })
-        return shards
-
     def _sample(self, sched: dict) -> tuple[list[dict], float]:
+        from gdro_ray.service.shards import build_shards
+
         t0 = time.perf_counter()
-        out = self.pool.run(self._shards(sched))
+        out = self.pool.run(build_shards(self.cfg, self.train, sched))
         return out, time.perf_counter() - t0
 
     def _learn_observe(self, sched: dict, shard_out: list[dict], t: dict) -> dict:
@@ -188,13 +185,13 @@ class Trainer:
         import ray
 
         from gdro_ray.algorithms.grpo import group_advantages
-        from gdro_ray.service.step_batch import (assemble_batch, check_rewards, learn_fields, sample_refills,
-                                                 trained_slots)
+        from gdro_ray.service.step_batch import RewardChecks, assemble_batch, learn_fields, sample_refills, trained_slots
 
         cfg = self.cfg
         refill = {}
         if cfg.grpo.filter_all_equal:  # DAPO dynamic sampling: extra rounds until B informative groups
-            sched, shard_out, refill = sample_refills(self, sched, shard_out, t)
+            sched, shard_out, refill = sample_refills(sched, shard_out, t, cfg=cfg, train=self.train,
+                                                      adversary=self.adversary, sampler_pool=self.pool)
         t["generate"] = max((o["generate_s"] for o in shard_out), default=0.0)
         t["reward"] = max((o["reward_s"] for o in shard_out), default=0.0)
         by_slot = {r["slot"]: r for o in shard_out for r in o["results"]}
@@ -207,7 +204,9 @@ class Trainer:
         t2 = time.perf_counter()
         adv = group_advantages(rewards, eps=cfg.grpo.eps, adv_clip=cfg.grpo.adv_clip)
         slots = trained_slots(rewards, cfg.grpo.filter_all_equal, cfg.batch_size)
-        check_rewards(self, shard_out, rewards, refill, slots)  # all calls failed, nothing informative: warn or stop
+        if self.reward_checks is None:  # counted from the step this process starts at (after a resume)
+            self.reward_checks = RewardChecks(cfg, self.step, len(self.train))
+        self.reward_checks.check(self.step + 1, shard_out, rewards, refill, slots)  # all calls failed, nothing informative: warn or stop
         # off-policy rollouts are trained against the policy that drew them: the samplers' log-probs
         batch = assemble_batch(sched, by_slot, adv, slots, sampler_logprobs=cfg.cluster.off_policy,
                                informative_cap=cfg.prompt_gdro.omega_max if cfg.prompt_gdro.informative_norm else None)
@@ -217,7 +216,7 @@ class Trainer:
 
         t3 = time.perf_counter()
         sur = learn.get("per_prompt_surrogate", {})
-        surrogate = [float(sur.get(i, sur.get(str(i), 0.0))) for i in range(B)]
+        surrogate = [float(sur.get(i, 0.0)) for i in range(B)]  # keyed by slot (int); a prompt no rank trained: 0
         record = ray.get(self.adversary.observe.remote(sched, [c.tolist() for c in correct], surrogate, self.version))
         t["observe"] = time.perf_counter() - t3
 
@@ -241,6 +240,14 @@ class Trainer:
             **({"reward_mean": float(np.mean(np.concatenate(rewards)))} if cfg.reward.function else {}),
         })
         return record
+
+    def sync_weights(self) -> None:
+        """Make the samplers hold the learner's current weights, between steps (an evaluation's
+        and its checkpoint's weights are then the same). Off-policy: the sampling launched ahead
+        on the previous weights is let finish first; its result stays for the next step."""
+        if self.inflight is not None:
+            self.inflight[1].result()
+        self._publish({})
 
     def _publish(self, t: dict) -> None:
         t4 = time.perf_counter()
@@ -273,7 +280,7 @@ class Trainer:
             print(f"scaling samplers {self.pool.size()} → {want}", flush=True)
             self.pool.resize(want)
 
-    def run_step(self) -> dict:
+    def run_step(self) -> StepOutcome:
         """One synchronous step: schedule → sample → learn → observe → publish."""
         import ray
 
@@ -284,9 +291,9 @@ class Trainer:
         shard_out, t["sample"] = self._sample(sched)
         record = self._learn_observe(sched, shard_out, t)
         self._publish(t)
-        return record, t, t0
+        return StepOutcome(record, t, t0)
 
-    def run_step_off_policy(self, executor) -> dict:
+    def run_step_off_policy(self, executor) -> StepOutcome:
         """One-step off-policy: step t+1 samples (with the weights before this update) while step t learns.
 
         Samplers never switch weights inside a step: weights are published only between the
@@ -295,26 +302,27 @@ class Trainer:
         import ray
 
         t, t0 = {}, time.perf_counter()
-        if self._inflight is None:  # the first step of the run (or after resume)
+        if self.inflight is None:  # the first step of the run (or after resume)
             self._maybe_resize()
             sched = ray.get(self.adversary.schedule.remote())
-            self._inflight = (sched, executor.submit(self._sample, sched))
-        sched, fut = self._inflight
+            self.inflight = (sched, executor.submit(self._sample, sched))
+        sched, fut = self.inflight
         shard_out, t["sample"] = fut.result()
         t["schedule"] = 0.0
         self._publish(t)
         from gdro_ray.service.step_batch import refuse_stale  # resample rollouts past cluster.max_staleness
 
-        shard_out, self._stale_resampled = refuse_stale(self, sched, shard_out, t)
-        self._inflight = None
+        shard_out, self._stale_resampled = refuse_stale(sched, shard_out, t, version=self.version,
+                                                        max_staleness=self.cfg.cluster.max_staleness, sample=self._sample)
+        self.inflight = None
         self._maybe_resize()
         if self.step + 1 < self.cfg.steps:
             ts = time.perf_counter()
             nxt = ray.get(self.adversary.schedule_ahead.remote())
             t["schedule"] = time.perf_counter() - ts
-            self._inflight = (nxt, executor.submit(self._sample, nxt))
+            self.inflight = (nxt, executor.submit(self._sample, nxt))
         record = self._learn_observe(sched, shard_out, t)
-        return record, t, t0
+        return StepOutcome(record, t, t0)
 
     # ---- the loop ------------------------------------------------------------------------------
     def _checkpoint(self) -> None:
@@ -340,32 +348,34 @@ class Trainer:
             tb = open_run_loggers(cfg, self.run_dir, to_dict(cfg))  # metrics.loggers (tensorboard, wandb, mlflow) or None
             from gdro_ray.service.validation import ValidationLoop
 
-            evals = ValidationLoop(self, tb)  # base, every eval.every steps, final; keeps the best checkpoint
-            base = evals.base()
-            evals.catch_up()  # resumed: the checkpoint step's evaluation, if a kill interrupted it
+            # base, every eval.every steps, final; keeps the best checkpoint
+            evals = ValidationLoop(cfg, self.run_dir, pool=self.pool, eval_set=self.eval_set, log=self.log,
+                                   sync_weights=self.sync_weights, checkpoint=self._checkpoint, start_step=self.step,
+                                   resume=self.resume, adversary=self.adversary, base_reuse=self.base_reuse,
+                                   base_signature=self.base_signature, tensorboard=tb)
+            base = evals.base(self.step)
+            evals.catch_up(self.step)  # resumed: the checkpoint step's evaluation, if a kill interrupted it
             progress = Progress(cfg.steps, start=self.step)
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdro-sample")
-            with open(self.run_dir / "metrics.jsonl", "a") as mf:
-                while self.step < cfg.steps:
-                    if cfg.cluster.off_policy:
-                        record, t, t0 = self.run_step_off_policy(executor)
-                    else:
-                        record, t, t0 = self.run_step()
-                    self.reward_timeouts += record["reward_timeouts"]
-                    record = self._finish_record(record, t, t0)
-                    self.step += 1
-                    mf.write(json.dumps(record) + "\n")
-                    mf.flush()
-                    if tb is not None:
-                        tb.log_step(record)
-                    progress.update(self.step, record)
-                    if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
-                        self._checkpoint()
-                    evals.after_step()
+            while self.step < cfg.steps:
+                if cfg.cluster.off_policy:
+                    record, t, t0 = self.run_step_off_policy(executor)
+                else:
+                    record, t, t0 = self.run_step()
+                self.reward_timeouts += record["reward_timeouts"]
+                record = self._finish_record(record, t, t0)
+                self.step += 1
+                self.log.append(record)
+                if tb is not None:
+                    tb.log_step(record)
+                progress.update(self.step, record)
+                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
+                    self._checkpoint()
+                evals.after_step(self.step)
             executor.shutdown(wait=True)
             self._publish({})
             self._checkpoint()
-            final = evals.final()
+            final = evals.final(self.step)
             if tb is not None:
                 tb.close()
             progress.summary(base, final)
@@ -393,6 +403,8 @@ class Trainer:
     def shutdown(self) -> None:
         import ray
 
+        self.log.close()
+
         for name in ("weights", "pool", "learner"):
             obj = getattr(self, name, None)
             if obj is not None:
@@ -406,57 +418,3 @@ class Trainer:
                 ray.kill(self.adversary)
             except Exception:
                 pass
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Keep the records of steps before `step` (a resumed run appends the later ones again)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) < step:
-                kept.append(line + "\n")
-        except (json.JSONDecodeError, AttributeError):  # a line torn by a kill mid-write
-            pass
-    atomic_write_text(path, "".join(kept))
-
-
-def cli_main(args) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    from gdro_ray.service.run_dir import check_new_run_dir, prepare_resume, resolve_run_dir
-
-    ckpt = None
-    if args.resume is not None:  # checkpoint verified, overrides tried on its state: before anything starts
-        cfg, run_dir, ckpt = prepare_resume(args.resume, args.config, args.overrides)
-    else:
-        from gdro_ray.service.start_checks import record_reward_path
-
-        cfg = record_reward_path(load_config(args.config, args.overrides))  # config.yaml names the file used
-        run_dir = resolve_run_dir(cfg)
-    from gdro_ray.service.start_checks import check_start
-
-    check_start(cfg, run_dir, resume=ckpt is not None, network=not args.dry_run)  # before Ray and the folder
-    if args.dry_run:
-        print(dump_config(cfg), end="")
-        return 0
-    clear = False
-    if ckpt is None:
-        clear = check_new_run_dir(run_dir, overwrite=getattr(args, "overwrite", False), config_path=args.config, cfg=cfg)
-    from gdro_ray.service.run_lock import RunLock
-
-    lock = RunLock(run_dir).acquire()  # one writer per run folder, until this process ends
-    try:
-        trainer = Trainer(cfg, run_dir, resume=ckpt is not None)
-        trainer.resume_from = ckpt
-        trainer.clear_first = clear
-        trainer.run()
-    finally:
-        lock.release(remove_if_unused=True)  # a start refused before writing leaves the folder as it was
-    return 0
-
-
-if __name__ == "__main__":
-    from gdro_ray.cli.main import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

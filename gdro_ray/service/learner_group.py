@@ -1,7 +1,7 @@
 """The FSDP2 learner group: one Ray actor per rank around `gdro_ray.learner.LearnerWorker`.
 
 Every rank receives the step batch's per-row scalars and fetches the rollout arrays of only its
-own rows from the object store (`gdro_ray.rollout_arrays`), and trains on its slice; the
+own rows from the object store (`gdro_ray.transfer.rollout_arrays`), and trains on its slice; the
 collectives (gradient reduce-scatter, the full-state-dict gather for publication, checkpoint
 writes) run inside the workers. A rank that dies ends the job: the driver reports it and the
 run resumes from its last complete checkpoint.
@@ -27,7 +27,6 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from gdro_ray.errors import UserError
 from gdro_ray.learner import LearnerWorker
 from gdro_ray.service.gpu_plan import learner_device
-
 
 # How long the learner group's placement may wait for resources: long enough for an autoscaler to
 # add nodes, short enough that a group no cluster can hold fails instead of waiting forever.
@@ -121,9 +120,9 @@ class LearnerGroup:
 
     def train_step(self, batch: dict) -> dict:
         """A list-form batch goes to every rank whole (one object-store copy); a compact one
-        (`gdro_ray.rollout_arrays`) as its small per-row part, the same for all, plus to each
+        (`gdro_ray.transfer.rollout_arrays`) as its small per-row part, the same for all, plus to each
         rank the references of only the rollout groups its own rows are in."""
-        from gdro_ray.rollout_arrays import is_compact, split_for_ranks
+        from gdro_ray.transfer.rollout_arrays import is_compact, split_for_ranks
 
         if not is_compact(batch):
             return _with_rank_timing(self._run("train_step", ray.put(batch)))

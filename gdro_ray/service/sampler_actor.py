@@ -75,8 +75,8 @@ class Sampler:
                 "torch_threads": torch.get_num_threads()}
 
     def update_weights(self, blob, version: int) -> int:
-        """`blob`: safetensors bytes, or `gdro_ray.weight_arrays` numpy arrays (read in place)."""
-        from gdro_ray import weight_arrays
+        """`blob`: safetensors bytes, or `gdro_ray.transfer.weight_arrays` numpy arrays (read in place)."""
+        from gdro_ray.transfer import weight_arrays
 
         if weight_arrays.is_weight_arrays(blob):
             self.engine.update_weights_from_tensors(weight_arrays.to_named_tensors(blob), version)
@@ -127,9 +127,9 @@ class Sampler:
         (that dict with per slot only rewards and lengths, then each prompt's `pack_group` group
         and log-probs).
         """
-        from gdro_ray.rewards import reward_stats
+        from gdro_ray.rewards.math_reward import reward_stats
         from gdro_ray.rewards.overlap import ShardScoring, chunk_seed, chunk_spans
-        from gdro_ray.rollout_arrays import group_nbytes, pack_group
+        from gdro_ray.transfer.rollout_arrays import group_nbytes, pack_group
 
         if shard.get("weights_version") is not None and shard["weights_version"] != self.version:
             raise RuntimeError(
@@ -195,7 +195,7 @@ class Sampler:
 
     def _score_prompt(self, shard: dict, i: int, rollouts: list) -> list[float]:
         """The rewards of prompt `i`'s rollouts (one custom-function call, or math-verify each)."""
-        from gdro_ray.rewards import math_reward
+        from gdro_ray.rewards.math_reward import math_reward
 
         answer = shard["answers"][i]
         if self.custom_reward is not None:

@@ -242,7 +242,7 @@ class SamplerPool:
     def _dispatch(self, m: _Member, shard: dict):
         """Hand one shard to one idle sampler; returns the ObjectRef of the call's summary.
 
-        Real sampler actors answer in compact form (`gdro_ray.rollout_arrays`): the summary,
+        Real sampler actors answer in compact form (`gdro_ray.transfer.rollout_arrays`): the summary,
         then two return values per prompt holding its rollouts' arrays, which this process owns
         but never fetches; `run` attaches them to their slot as `rollouts` (token ids) and
         `logprobs_ref`. Stand-in handles

@@ -1,4 +1,4 @@
-"""`gdro-ray scale --samplers N`: grow or shrink a running job's sampler pool.
+"""Grow or shrink a running job's sampler pool (`gdro-ray scale --samplers N`, `cli/scale.py`).
 
 The request goes to the job's adversary actor (found by name); the driver reads it before it
 hands out the next step and resizes the pool then. New samplers are built with the current
@@ -31,9 +31,3 @@ def request_scale(n: int, address: str | None = None, namespace: str = "gdro_ray
         return ray.get(actor.request_samplers.remote(int(n)))
     except ray.exceptions.RayTaskError as e:
         raise UserError(str(e.cause) if getattr(e, "cause", None) else str(e).splitlines()[-1]) from None
-
-
-def cli_main(args) -> int:
-    n = request_scale(args.samplers, args.address, args.namespace)
-    print(f"requested {n} samplers; the driver applies it before the next step")
-    return 0

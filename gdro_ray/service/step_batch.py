@@ -34,10 +34,12 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from gdro_ray.errors import UserError
+from gdro_ray.service.shards import build_shards
 
 # The informative rate used to size a refill round is floored here, so one unlucky round
 # (say 1 informative group in 32) does not ask for 30× the batch; the round is capped at B anyway.
@@ -108,7 +110,7 @@ def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], samp
 
 
 def _compact_batch(by_slot: dict, adv: list, slots: list[int], weights, sampler_logprobs: bool) -> dict:
-    """The compact learner batch (`gdro_ray.rollout_arrays`): per response row only scalars, per
+    """The compact learner batch (`gdro_ray.transfer.rollout_arrays`): per response row only scalars, per
     trained slot one reference to its rollout arrays; the token ids never pass through here."""
     batch = {"groups": [], "logprob_groups": [], "group": [], "member": [], "prompt_lengths": [], "response_lengths": [],
              "advantages": [], "signal_advantages": [], "prompt_index": [], "old_logprobs": None,
@@ -146,11 +148,13 @@ def _call(actor, method: str, *args):
     return fn(*args)
 
 
-def sample_refills(trainer, sched: dict, shard_out: list[dict], t: dict) -> tuple[dict, list[dict], dict]:
-    """Run dynamic sampling's extra rounds (synchronous mode); returns the grown schedule, all
-    shard outputs and the record fields `refill_rounds`, `refill_short`."""
-    g, B = trainer.cfg.grpo, trainer.cfg.batch_size
-    pool = len(trainer.train)
+def sample_refills(sched: dict, shard_out: list[dict], t: dict, *, cfg, train: list[dict], adversary,
+                   sampler_pool) -> tuple[dict, list[dict], dict]:
+    """Run dynamic sampling's extra rounds (synchronous mode): the `adversary` extends the
+    schedule, the `sampler_pool` samples the new prompts of `train`. Returns the grown schedule,
+    all shard outputs and the record fields `refill_rounds`, `refill_short`, `refill_pool_spent`."""
+    g, B = cfg.grpo, cfg.batch_size
+    pool = len(train)
     rounds, t0 = 0, time.perf_counter()
     while True:
         rewards = _rewards_of(shard_out)
@@ -160,30 +164,36 @@ def sample_refills(trainer, sched: dict, shard_out: list[dict], t: dict) -> tupl
             break
         count = min(refill_count(B - useful, len(rewards), useful, B), pool - len(rewards))
         old = len(sched["prompt_ids"])
-        sched = _call(trainer.adversary, "extend", count)
+        sched = _call(adversary, "extend", count)
         part = {"step": sched["step"], "prompt_ids": sched["prompt_ids"][old:], "rollouts": sched["rollouts"][old:]}
         rounds += 1
-        shards = trainer._shards(part)
+        shards = build_shards(cfg, train, part)
         for s in shards:  # other slots, other shard ids and other seeds than the step's first round
             s["slots"] = [old + k for k in s["slots"]]
             s["shard_id"] += 1000 * rounds
             s["seed"] = (s["seed"] + 7919 * rounds) % (2**31)
-        shard_out = shard_out + trainer.pool.run(shards)
+        shard_out = shard_out + sampler_pool.run(shards)
     t["refill"] = time.perf_counter() - t0
     return sched, shard_out, {"refill_rounds": rounds, "refill_short": useful < B,
                               "refill_pool_spent": spent and useful < B}
 
 
-def check_rewards(trainer, shard_out: list[dict], rewards: list, refill: dict, slots: list[int]) -> None:
+class RewardChecks:
     """Before a step learns: warn or stop when every reward call failed (`RewardHealth`, counted
-    from the step this process started at) or, with dynamic sampling, no group is informative."""
-    if getattr(trainer, "_reward_health", None) is None:
-        trainer._reward_health = RewardHealth(trainer.cfg, trainer.step)
-    all_failed = trainer._reward_health.check(trainer.step + 1, shard_out, rewards)
-    trained_before = getattr(trainer, "_trained_any", False)
-    if trainer.cfg.grpo.filter_all_equal and not all_failed:  # a failing reward has had its own line
-        check_refill(refill, len(slots), trained_before, trainer.step + 1, len(rewards), len(trainer.train))
-    trainer._trained_any = trained_before or bool(slots)
+    from the step this process started at) or, with dynamic sampling, no group is informative
+    (`check_refill`). One per run: it remembers whether any earlier step trained a group."""
+
+    def __init__(self, cfg, first_step: int, pool_size: int):
+        self.cfg, self.pool_size = cfg, pool_size
+        self.health = RewardHealth(cfg, first_step)
+        self.trained_any = False
+
+    def check(self, step: int, shard_out: list[dict], rewards: list, refill: dict, slots: list[int]) -> None:
+        """`step` counts from 1 (the step about to learn)."""
+        all_failed = self.health.check(step, shard_out, rewards)
+        if self.cfg.grpo.filter_all_equal and not all_failed:  # a failing reward has had its own line
+            check_refill(refill, len(slots), self.trained_any, step, len(rewards), self.pool_size)
+        self.trained_any = self.trained_any or bool(slots)
 
 
 def check_refill(refill: dict, trained: int, trained_before: bool, step: int, sampled: int, pool: int) -> None:
@@ -239,13 +249,15 @@ class RewardHealth:
         return True
 
 
-def refuse_stale(trainer, sched: dict, shard_out: list[dict], t: dict) -> tuple[list[dict], bool]:
-    """Off-policy: if the rollouts lag the learner by more than `cluster.max_staleness`
-    versions, sample the step again with the current weights (published just before)."""
-    sampled_with = min((o["weights_version"] for o in shard_out), default=trainer.version)
-    if trainer.version - sampled_with <= trainer.cfg.cluster.max_staleness:
+def refuse_stale(sched: dict, shard_out: list[dict], t: dict, *, version: int, max_staleness: int,
+                 sample: Callable[[dict], tuple[list[dict], float]]) -> tuple[list[dict], bool]:
+    """Off-policy: if the rollouts lag the learner's weights `version` by more than
+    `max_staleness` versions, `sample` the step again with the current weights (published just
+    before); returns the shard outputs and whether they were refused."""
+    sampled_with = min((o["weights_version"] for o in shard_out), default=version)
+    if version - sampled_with <= max_staleness:
         return shard_out, False
-    fresh, seconds = trainer._sample(sched)
+    fresh, seconds = sample(sched)
     t["sample"] = t.get("sample", 0.0) + seconds
     return fresh, True
 

@@ -5,7 +5,7 @@ that moment (in off-policy mode the sampling launched ahead is let finish first 
 weights are published, so an evaluation and the checkpoint of its step hold the same weights).
 
 Every evaluation leaves through `ValidationLoop.emit`, the single place that fans a result out:
-an `eval` record appended to metrics.jsonl (docs/metrics.md), the adversary actor's gdro_eval_*
+an `eval` record appended to metrics.jsonl through the run's `RunLog` (docs/metrics.md), the adversary actor's gdro_eval_*
 gauges, TensorBoard's eval/* scalars. A further sink (wandb, MLflow) is one more line there.
 
 With `checkpoint.keep_best` the loop also tracks the best value of that metric over the
@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gdro_ray.errors import UserError
-from gdro_ray.eval.metric_names import flat_metrics, metric_value
+from gdro_ray.metrics.eval_names import flat_metrics, metric_value
+from gdro_ray.service.run_log import RunLog
 from gdro_ray.utils.io import atomic_write_json
 
 #: Value of `type` that marks an evaluation record in metrics.jsonl; step records have no `type`.
@@ -114,98 +116,94 @@ def check_keep_best_on(metric: str, k: int, eval_set: list[dict]) -> None:
 
 
 class ValidationLoop:
-    """The evaluations of one `Trainer` run (gdro_ray/service/driver.py)."""
+    """The evaluations of one run, given what they need: the sampler pool that evaluates, the
+    run's log, and two actions of the driver's (`sync_weights`: make the samplers hold the
+    learner's current weights; `checkpoint`: write the checkpoint of the step just done). Each
+    method takes `step`, the number of training steps done."""
 
-    def __init__(self, trainer, tensorboard=None):
+    def __init__(self, cfg, run_dir: Path, *, pool, eval_set: list[dict], log: RunLog,
+                 sync_weights: Callable[[], None], checkpoint: Callable[[], None], start_step: int = 0,
+                 resume: bool = False, adversary=None, base_reuse: dict | None = None,
+                 base_signature: str | None = None, tensorboard=None):
         from gdro_ray.service.checkpoint import read_best
 
-        self.trainer, self.tb = trainer, tensorboard
-        self.cfg = trainer.cfg
+        self.cfg, self.run_dir, self.pool, self.eval_set, self.log = cfg, Path(run_dir), pool, eval_set, log
+        self.sync_weights, self.checkpoint, self.resume, self.adversary = sync_weights, checkpoint, resume, adversary
+        self.base_reuse, self.base_signature, self.tb = base_reuse, base_signature, tensorboard
         self.metric = self.cfg.checkpoint.keep_best
-        prev = read_best(trainer.run_dir) if self.metric else None
+        prev = read_best(self.run_dir) if self.metric else None
         # a resumed run continues the comparison it was making (the same metric only, and not a
         # best from steps after the checkpoint it resumed from: those steps are redone)
-        ok = prev and prev.get("metric") == self.metric and int(prev.get("step", 0)) <= trainer.step
+        ok = prev and prev.get("metric") == self.metric and int(prev.get("step", 0)) <= start_step
         self.best = prev if ok else None
 
     # ---- evaluation -----------------------------------------------------------------------
     def _run_eval(self) -> tuple[dict, float]:
-        e, t = self.cfg.eval, self.trainer
+        e = self.cfg.eval
         t0 = time.perf_counter()
-        res = t.pool.evaluate(t.eval_set, k=e.k, max_new_tokens=self.cfg.sampler.max_new_tokens,
-                              temperature=e.temperature, top_p=e.top_p, seed=self.cfg.seed)
+        res = self.pool.evaluate(self.eval_set, k=e.k, max_new_tokens=self.cfg.sampler.max_new_tokens,
+                                 temperature=e.temperature, top_p=e.top_p, seed=self.cfg.seed)
         return res, time.perf_counter() - t0
 
-    def _sync_weights(self) -> None:
-        """Make the samplers hold the learner's current weights (a no-op in synchronous mode)."""
-        t = self.trainer
-        if t._inflight is not None:  # off-policy: the next step's sampling, on the previous weights
-            t._inflight[1].result()  # its result stays in the future for the next step to take
-        t._publish({})
-
-    def base(self) -> dict:
+    def base(self, step: int) -> dict:
         """The base model's evaluation: evaluated and emitted once, read back on resume."""
-        t = self.trainer
-        path = t.run_dir / "eval_base.json"
-        if t.resume and path.is_file():
+        path = self.run_dir / "eval_base.json"
+        if self.resume and path.is_file():
             res = json.loads(path.read_text())
-        elif getattr(t, "base_reuse", None) is not None:  # eval.base_from: checked at start
-            res = dict(t.base_reuse, reused_from=self.cfg.eval.base_from)
+        elif self.base_reuse is not None:  # eval.base_from: checked at start
+            res = dict(self.base_reuse, reused_from=self.cfg.eval.base_from)
             atomic_write_json(path, res)
-            self.emit(res, "base", t.step, 0.0)
+            self.emit(res, "base", step, 0.0)
         else:
             res, secs = self._run_eval()
-            if getattr(t, "base_signature", None):
-                res["signature"] = t.base_signature
+            if self.base_signature:
+                res["signature"] = self.base_signature
             atomic_write_json(path, res)
-            self.emit(res, "base", t.step, secs)
+            self.emit(res, "base", step, secs)
         self._check_metric(res)
         return res
 
-    def catch_up(self) -> dict | None:
+    def catch_up(self, step: int) -> dict | None:
         """On resume, the periodic evaluation of the checkpoint's own step when metrics.jsonl has no
         record of it (the run was killed during it): without it the eval curve has a hole there and
         `keep_best` never compares that step's checkpoint."""
-        t, every = self.trainer, self.cfg.eval.every
-        if not (t.resume and every and 0 < t.step < self.cfg.steps and t.step % every == 0):
+        every = self.cfg.eval.every
+        if not (self.resume and every and 0 < step < self.cfg.steps and step % every == 0):
             return None
-        if t.step in _evaluated_steps(t.run_dir / "metrics.jsonl"):
+        if step in _evaluated_steps(self.log.records()):
             return None
-        return self.after_step()
+        return self.after_step(step)
 
-    def after_step(self) -> dict | None:
+    def after_step(self, step: int) -> dict | None:
         """Evaluate if `eval.every` says so after the step just done; the end of training is
         left to `final()` so the last step is not evaluated twice."""
-        t, every = self.trainer, self.cfg.eval.every
-        if not every or t.step % every or t.step >= self.cfg.steps:
+        every = self.cfg.eval.every
+        if not every or step % every or step >= self.cfg.steps:
             return None
-        self._sync_weights()
+        self.sync_weights()
         res, secs = self._run_eval()
         # per-prompt detail of each periodic evaluation (metrics.jsonl keeps the summary only): a
         # peak picked on one half of the held-out prompts and reported on the other half needs it
-        atomic_write_json(t.run_dir / "evals" / f"step{t.step:06d}.json", res)
-        self.emit(res, "periodic", t.step, secs, best=self._keep_best(res))
+        atomic_write_json(self.run_dir / "evals" / f"step{step:06d}.json", res)
+        self.emit(res, "periodic", step, secs, best=self._keep_best(res, step))
         return res
 
-    def final(self) -> dict:
+    def final(self, step: int) -> dict:
         """The final evaluation (after the last checkpoint is written)."""
-        t = self.trainer
         res, secs = self._run_eval()
-        atomic_write_json(t.run_dir / "eval_final.json", res)
-        self.emit(res, "final", t.step, secs, best=self._keep_best(res) if self.cfg.eval.every else None)
+        atomic_write_json(self.run_dir / "eval_final.json", res)
+        self.emit(res, "final", step, secs, best=self._keep_best(res, step) if self.cfg.eval.every else None)
         return res
 
     # ---- the one place results leave -------------------------------------------------------
     def emit(self, result: dict, label: str, steps_done: int, seconds: float, best: dict | None = None) -> dict:
-        t = self.trainer
-        # the version the samplers evaluated (after _sync_weights: the learner's current one)
-        record = eval_record(result, label, steps_done, t.pool.version, seconds, best)
-        with open(t.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        # the version the samplers evaluated (after sync_weights: the learner's current one)
+        record = eval_record(result, label, steps_done, self.pool.version, seconds, best)
+        self.log.append(record)
         if self.tb is not None:  # TensorBoardWriter.write_eval, or a metrics.loggers set's log_eval
             (getattr(self.tb, "log_eval", None) or self.tb.write_eval)(result, steps_done)
-        if getattr(t, "adversary", None) is not None:
-            t.adversary.report_eval.remote(record)  # fire-and-forget: gauges only
+        if self.adversary is not None:
+            self.adversary.report_eval.remote(record)  # fire-and-forget: gauges only
         print(_summary_line(record), flush=True)
         return record
 
@@ -215,39 +213,29 @@ class ValidationLoop:
             have = ", ".join(sorted(flat_metrics(result))) or "none"
             raise UserError(f"checkpoint.keep_best: the held-out set has no {self.metric} (it has: {have})")
 
-    def _keep_best(self, result: dict) -> dict | None:
+    def _keep_best(self, result: dict, step: int) -> dict | None:
         from gdro_ray.service.checkpoint import checkpoint_name, checkpoint_root, mark_best
 
         if not self.metric:
             return None
-        t = self.trainer
         value = metric_value(result, self.metric, self.cfg.eval.k)
         if value is None:
             return None
         improved = self.best is None or value > float(self.best["value"])
         if improved:
-            if not (checkpoint_root(t.run_dir) / checkpoint_name(t.step)).is_dir():
-                t._checkpoint()  # a new best between checkpoint steps: write one here
-            mark_best(t.run_dir, t.step, self.metric, value, self.cfg.checkpoint.keep)
-            self.best = {"name": checkpoint_name(t.step), "step": t.step, "metric": self.metric, "value": value}
+            if not (checkpoint_root(self.run_dir) / checkpoint_name(step)).is_dir():
+                self.checkpoint()  # a new best between checkpoint steps: write one here
+            mark_best(self.run_dir, step, self.metric, value, self.cfg.checkpoint.keep)
+            self.best = {"name": checkpoint_name(step), "step": step, "metric": self.metric, "value": value}
         return {"metric": self.metric, "value": value, "best_value": float(self.best["value"]),
                 "best_step": int(self.best["step"]), "improved": improved}
 
 
-def _evaluated_steps(path: Path) -> set[int]:
-    """steps_done of the evaluations after training steps that metrics.jsonl records (a final one
-    counts: a run extended by `steps=` resumes from its last step); a line torn by a kill is skipped."""
-    done = set()
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and is_eval_record(rec) and rec.get("label") in ("periodic", "final") \
-                    and isinstance(rec.get("steps_done"), int):
-                done.add(rec["steps_done"])
-    return done
+def _evaluated_steps(records: list[dict]) -> set[int]:
+    """steps_done of the evaluations after training steps among `records` (a final one counts: a
+    run extended by `steps=` resumes from its last step)."""
+    return {rec["steps_done"] for rec in records
+            if is_eval_record(rec) and rec.get("label") in ("periodic", "final") and isinstance(rec.get("steps_done"), int)}
 
 
 def _summary_line(record: dict) -> str:

@@ -2,11 +2,11 @@
 
 - `ObjectStoreTransport` (CPU default, and the fallback): all FSDP2 ranks gather the full
   state dict, rank 0 returns it as numpy arrays in the published dtype into the object store
-  (`gdro_ray.weight_arrays`: the driver passes the reference on, every sampler on that node
+  (`gdro_ray.transfer.weight_arrays`: the driver passes the reference on, every sampler on that node
   reads the same shared memory and copies only into its own weights) and every live sampler
   loads them (`SamplerPool.publish`). Joiners are built with that reference.
 - `CollectiveTransport` (GPU default): learner rank 0 and the live samplers form a private
-  process group (`gdro_ray.utils.weight_group`; NCCL on GPUs, gloo on CPU). All FSDP2 ranks
+  process group (`gdro_ray.transfer.weight_group`; NCCL on GPUs, gloo on CPU). All FSDP2 ranks
   still take part in the gather; rank 0 stages the weights as flat per-dtype buckets and
   broadcasts them; samplers load the received tensors without a bytes round trip. The layout
   (names, shapes, dtypes, offsets) rides along in each publish's Ray call.
@@ -103,7 +103,7 @@ class ObjectStoreTransport:
 
     def publish(self, version: int) -> dict:
         t0 = time.perf_counter()
-        if hasattr(self.learner, "weight_arrays_ref"):  # numpy arrays read in place (gdro_ray/weight_arrays.py)
+        if hasattr(self.learner, "weight_arrays_ref"):  # numpy arrays read in place (gdro_ray/transfer/weight_arrays.py)
             blob, size = self.learner.weight_arrays_ref()
         else:  # a stand-in learner: safetensors bytes
             blob = self.learner.state_dict_bytes()

@@ -11,8 +11,8 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -29,7 +29,7 @@ def _synthetic_surrogate(rewards: list[np.ndarray], rng: np.random.Generator) ->
     """Stand-in for the learner's per-prompt clipped-surrogate loss (no real policy here).
 
     The paper's surrogate is a noisy residual of policy drift, zero for groups without an
-    advantage (paper-notes §2); model it as the group's reward std times |noise|.
+    advantage (the paper's loss signal, docs/algorithms.md); model it as the group's reward std times |noise|.
     """
     std = np.fromiter((r.std() for r in rewards), dtype=np.float64, count=len(rewards))
     return std * np.abs(rng.standard_normal(len(rewards)))

@@ -2,7 +2,7 @@
 
 Ray's logical CPUs are bookkeeping only: on one node every actor still runs on every core, so
 samplers and learner ranks that overlap in time (one-step off-policy) fight for the same cores
-(benchmarks/RESULTS.md, issue 13 §6). Pinning them to disjoint cores is what makes the overlap
+(benchmarks/RESULTS.md, "Off-policy where it can pay"). Pinning them to disjoint cores is what makes the overlap
 pay on a single node. On several nodes the placement keys (`sampler.ray_resource`,
 `learner.ray_resource`) already separate them.
 

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gdro_ray.algorithms.partition import mini_batch_partition, rank_slice
+
 # Keys of the compact batch besides the ones the list-form batch also has.
 COMPACT_KEYS = ("groups", "logprob_groups", "group", "member", "prompt_lengths", "response_lengths")
 
@@ -58,9 +60,6 @@ def is_compact(batch: dict) -> bool:
 def rank_rows(prompt_index: Sequence[int], mini_batches: int, rank: int, world_size: int) -> list[int]:
     """The rows learner `rank` trains: its contiguous share (`rank_slice`) of every mini-batch of
     `mini_batch_partition`, in order. The worker slices exactly so (`LearnerWorker._micro_batches`)."""
-    from gdro_ray.algorithms.grpo import mini_batch_partition
-    from gdro_ray.learner.batch import rank_slice
-
     out: list[int] = []
     for part in mini_batch_partition(prompt_index, mini_batches):
         out.extend(part[i] for i in rank_slice(len(part), rank, world_size))

@@ -1,29 +1,24 @@
-"""`gdro-ray simulate [CONFIG.yaml] [key=value…] [--algorithms a,b,…]`.
-
-Runs each algorithm against the same synthetic pool, writes `<out>/<algorithm>/metrics.jsonl`,
-`<out>/summary.json` (atomically) and `<out>/config.yaml`, and prints a comparison table
-with gains relative to GRPO when GRPO is among the algorithms.
+"""The simulator's comparison: the config rule of `gdro-ray simulate` and its table.
 
 Steps, batch size and rollout budget: `sim.steps` / `sim.batch_size` / `sim.budget_mean`
 (1,000 × 256 × 4, the DAPO scale) unless the top-level `steps` / `batch_size` / `budget_mean` is
-given explicitly on the command line or in the user's YAML file; a preset's training value (e.g.
-the toy preset's batch_size 64 and n̄ 8) does not count as explicit.
+given explicitly on the command line or in the user's YAML file (`explicit_top_keys`); a preset's
+training value (e.g. the toy preset's batch_size 64 and n̄ 8) does not count as explicit.
+`comparison_table` shows each algorithm's final scores with gains relative to GRPO.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 
 import yaml
 
-from gdro_ray.config.loader import ConfigError, dump_config, load_config
+from gdro_ray.config.loader import ConfigError
 from gdro_ray.config.schema import ALGORITHMS, Config
-from gdro_ray.utils.io import atomic_write_json, atomic_write_text
 
 
-def _explicit_top_keys(args) -> set[str]:
+def explicit_top_keys(args) -> set[str]:
     keys = {item.split("=", 1)[0].strip() for item in (getattr(args, "overrides", None) or []) if "=" in item}
     if getattr(args, "config", None):
         try:
@@ -109,12 +104,14 @@ def comparison_table(summaries: dict[str, dict]) -> str:
     head = ["algorithm", f"pass@{k}", "vs grpo", "worst tier", "vs grpo", "hardest 20%", "vs grpo",
             f"train pass@{k}", "useful", "hopeless", "wall s"]
     rows = []
+
+    def col(s: dict, key: str) -> tuple[str, str]:
+        return f"{s[key]:.4f}", (_rel(s[key], base[key]) if base else "")
+
     for name, s in summaries.items():
-        def col(key):
-            return f"{s[key]:.4f}", (_rel(s[key], base[key]) if base else "")
-        p, pr = col("final_pass_at_k_mean")
-        w, wr = col("final_worst_bin_pass_at_k")
-        h, hr = col("final_hardest20_pass_at_k")
+        p, pr = col(s, "final_pass_at_k_mean")
+        w, wr = col(s, "final_worst_bin_pass_at_k")
+        h, hr = col(s, "final_hardest20_pass_at_k")
         rows.append([name, p, pr, w, wr, h, hr, f"{s['final_train_pass_at_k_mean']:.4f}",
                      f"{s['useful_rollout_fraction']:.3f}", f"{s['hopeless_rollout_fraction']:.3f}",
                      f"{s['wall_s']:.1f}"])
@@ -122,29 +119,3 @@ def comparison_table(summaries: dict[str, dict]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def main(args) -> int:
-    from gdro_ray.sim.runner import run_algorithm  # numpy-heavy; keep `--help` fast
-
-    cfg = load_config(getattr(args, "config", None), list(getattr(args, "overrides", None) or []))
-    cfg = resolve_sim_config(cfg, _explicit_top_keys(args))
-    algorithms = parse_algorithms(getattr(args, "algorithms", None), cfg.algorithm)
-    out = Path(cfg.out) if cfg.out else Path("runs") / f"sim-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
-    print(f"gdro-ray simulate: {', '.join(algorithms)} | {cfg.steps} steps × B={cfg.batch_size}, n̄={cfg.budget_mean}, "
-          f"{cfg.sim.num_prompts} prompts, seed {cfg.seed} → {out}")
-    summaries: dict[str, dict] = {}
-    for algorithm in algorithms:
-        summaries[algorithm] = run_algorithm(cfg, algorithm, out / algorithm)
-    if "grpo" in summaries:
-        base = summaries["grpo"]
-        for s in summaries.values():
-            for key in ("final_pass_at_k_mean", "final_worst_bin_pass_at_k", "final_hardest20_pass_at_k"):
-                b = base[key]
-                s[f"{key}_rel_vs_grpo"] = (s[key] / b - 1.0) if b > 0 else None
-    atomic_write_json(out / "summary.json", {"seed": cfg.seed, "algorithms": summaries})
-    print(comparison_table(summaries))
-    print(f"wrote {out / 'summary.json'}")
-    return 0

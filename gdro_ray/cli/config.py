@@ -5,7 +5,7 @@ from gdro_ray.config import dump_config, load_config
 from gdro_ray.config.loader import describe_keys
 
 
-def cli_main(args) -> int:
+def run(args) -> int:
     if args.keys:
         for key, default, help in describe_keys():
             print(f"{key:32s} {default:>14s}  {help}")
