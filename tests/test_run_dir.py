@@ -43,9 +43,9 @@ def _snapshot(folder):
     return {str(p): (p.stat().st_size, p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
 
 
-def _cli(*args):
+def _cli(*args, timeout=180):
     return subprocess.run([sys.executable, "-m", "gdro_ray.cli.main", "train", *args], capture_output=True, text=True,
-                          timeout=180, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT)
 
 
 def test_compatible_override_is_taken(tmp_path):
@@ -339,7 +339,7 @@ def test_overwrite_refused_at_start_keeps_the_earlier_run(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         p = _cli(f"out={run}", "--overwrite", f"metrics.port={port}", "steps=2", "batch_size=4", "budget_mean=4",
-                 "data.max_prompts=32", "sampler.num_samplers=1", "learner.world_size=1")
+                 "data.max_prompts=32", "sampler.num_samplers=1", "learner.world_size=1", timeout=900)
     assert p.returncode == 2, p.stderr[-2000:]
     assert f"metrics.port: {port}" in p.stderr.strip().splitlines()[-1]
     after = sorted(str(x.relative_to(run)) for x in run.rglob("*"))
