@@ -20,6 +20,30 @@ def _reachable(addr: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
+_LOOPBACK_HEX = ("0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000")
+
+
+def _listens_on_loopback_only(addr: str) -> bool:
+    """The GCS at a loopback `addr` is a local run's single-machine Ray (bound to 127.0.0.1 only),
+    not a `ray start` cluster listening on every interface: read from the kernel's socket tables."""
+    host, _, port = addr.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "[::1]") or not port.isdigit():
+        return False
+    kinds = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            ip, _, hexport = local.rpartition(":")
+            if state == "0A" and int(hexport, 16) == int(port):
+                kinds.add("loopback" if ip in _LOOPBACK_HEX else "other")
+    return kinds == {"loopback"}
+
+
 @contextmanager
 def _stderr_held():
     """Hold what native code writes to fd 2 during the block: replayed if the block succeeds,
@@ -55,7 +79,7 @@ def find_adversary(address: str | None, namespace: str = NAMESPACE):
             addr = get_ray_address_from_environment("auto", None) or "auto"
         except Exception:  # noqa: BLE001 - nothing recorded: Ray's own connect says so below
             addr = "auto"
-    if addr.rpartition(":")[0] in ("127.0.0.1", "localhost", "[::1]"):
+    if _listens_on_loopback_only(addr):
         # a local run's Ray lives on loopback only (ray_start.py); a client must take the same address
         from gdro_ray.service.ray_start import loopback_only
 
