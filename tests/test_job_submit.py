@@ -77,8 +77,9 @@ def test_ray_job_submit_runs_training_with_token_auth(tmp_path):
     home.mkdir()
     from gdro_ray.utils.env import short_private_tmp
 
+    short = short_private_tmp("rj")  # Ray's head and its dashboard put Unix sockets in both temp roots
     env = dict(os.environ, HOME=str(home), RAY_AUTH_MODE="token", PATH=f"{BIN}:{os.environ['PATH']}",
-               RAY_TMPDIR=short_private_tmp("rj"))  # Unix sockets: short whatever the checkout's path
+               RAY_TMPDIR=short, TMPDIR=short)
     gcs, dash, client, metrics, agent, agent_grpc, rt_agent = _ports(7)
     subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     assert (home / ".ray" / "auth_token").is_file()
