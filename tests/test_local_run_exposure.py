@@ -206,3 +206,20 @@ def test_a_driver_killed_hard_leaves_no_ray_process_behind(tmp_path):
     while _marked(token) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _marked(token), "Ray processes outlived their driver by 30 s"
+
+
+def test_status_takes_single_machine_mode_only_for_a_loopback_only_gcs():
+    """A port bound to 127.0.0.1 alone is a local run's Ray; one bound to every interface is a
+    `ray start` cluster that a client must reach in Ray's normal mode."""
+    import socket
+
+    from gdro_ray.service.connect import _listens_on_loopback_only
+
+    with socket.socket() as lo, socket.socket() as anyif:
+        lo.bind(("127.0.0.1", 0))
+        lo.listen()
+        anyif.bind(("", 0))
+        anyif.listen()
+        assert _listens_on_loopback_only(f"127.0.0.1:{lo.getsockname()[1]}")
+        assert not _listens_on_loopback_only(f"127.0.0.1:{anyif.getsockname()[1]}")
+        assert not _listens_on_loopback_only(f"10.1.2.3:{lo.getsockname()[1]}")
