@@ -99,11 +99,11 @@ class VirtualSamplerHost:
         t0 = time.time()
         sched = await self.adversary.schedule.remote()
         t1 = time.time()
-        B = len(sched["prompt_ids"])
+        B = sched.batch_size
         lo, hi = round(lo_frac * B), round(hi_frac * B)
         await asyncio.sleep(gen_s)
-        step = sched["step"]
-        rewards = {s: [synthetic_reward(step, sched["prompt_ids"][s], s, j) for j in range(sched["rollouts"][s])]
+        step = sched.step
+        rewards = {s: [synthetic_reward(step, int(sched.prompt_ids[s]), s, j) for j in range(int(sched.rollouts[s]))]
                    for s in range(lo, hi)}
         return {"vid": vid, "step": step, "rewards": rewards, "t_call": t0, "latency_s": t1 - t0}
 
@@ -181,17 +181,17 @@ def part_a(samplers: int, hosts: int, batch: int, steps: int, gen_s: float, sat_
                 bad["slot_twice"] += s in by_slot
                 by_slot[s] = r
         sched = ray.get(adv.schedule.remote())
-        B = len(sched["prompt_ids"])
+        B = sched.batch_size
         bad["slot_dropped"] += len(set(range(B)) - set(by_slot))
         rewards = [by_slot.get(s, []) for s in range(B)]
         for s in range(B):  # every value where it belongs, in slot order
-            bad["wrong_value"] += rewards[s] != [synthetic_reward(step, sched["prompt_ids"][s], s, j)
-                                                 for j in range(sched["rollouts"][s])]
+            bad["wrong_value"] += rewards[s] != [synthetic_reward(step, int(sched.prompt_ids[s]), s, j)
+                                                 for j in range(int(sched.rollouts[s]))]
             checks += len(rewards[s])
         if any(bad.values()):
             raise AssertionError(f"step {step}: results lost, repeated or misplaced: {bad}")
         t1 = time.perf_counter()
-        rec = ray.get(adv.observe.remote(sched, rewards, None, step + 1))  # validates counts per slot too
+        rec = ray.get(adv.observe.remote(sched.step, rewards, None, step + 1))  # validates counts per slot too
         observe_s.append(time.perf_counter() - t1)
         assert rec["step"] == step and rec["rollouts"] == B * cfg.budget_mean, "the adversary's steps went out of order"
         step_s.append(time.perf_counter() - t0)

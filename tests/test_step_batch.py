@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdro_ray.algorithms.grpo import group_advantages
+from gdro_ray.algorithms.schedule import StepSchedule
 from gdro_ray.config import load_config, to_dict
 from gdro_ray.errors import UserError
 from gdro_ray.service.adversary_actor import AdversaryService
@@ -78,6 +79,12 @@ class _Step:
                             sample=lambda s: (self.first_round(s), 0.0))
 
 
+def _schedule(adv_weights, rollouts, prompt_ids) -> StepSchedule:
+    ids = np.asarray(prompt_ids, dtype=np.int64)
+    return StepSchedule(0, ids, np.zeros_like(ids), np.asarray(rollouts, dtype=np.int64),
+                        np.asarray(adv_weights, dtype=np.float64), np.ones(1))
+
+
 def _by_slot(shard_out):
     return {r["slot"]: r for o in shard_out for r in o["results"]}
 
@@ -88,17 +95,17 @@ def test_refill_collects_b_informative_groups_and_the_adversary_observes_all():
     t = {}
     sched, shard_out, info = tr.refills(sched, t)
     by_slot = _by_slot(shard_out)
-    B = len(sched["prompt_ids"])
+    B = sched.batch_size
     assert sorted(by_slot) == list(range(B)) and B > 8  # the rounds grew the step
     rewards = [np.asarray(by_slot[i]["rewards"]) for i in range(B)]
     assert info["refill_rounds"] >= 1 and not info["refill_short"]
     assert informative(rewards).sum() >= 8
     slots = trained_slots(rewards, True, 8)
-    assert len(slots) == 8 and all(sched["prompt_ids"][i] % 3 == 2 for i in slots)
+    assert len(slots) == 8 and all(sched.prompt_ids[i] % 3 == 2 for i in slots)
     # every refill shard has its own seed and shard id: a repeated prompt is not sampled identically
     seeds = [s["seed"] for call in tr.pool.calls for s in call]
     assert len(set(seeds)) == len(seeds)
-    record = tr.adversary.observe(sched, [r.tolist() for r in rewards], [0.0] * B, 1)
+    record = tr.adversary.observe(sched.step, [r.tolist() for r in rewards], [0.0] * B, 1)
     assert record["prompts"] == B and record["rollouts"] == sum(len(r) for r in rewards)
 
 
@@ -107,7 +114,7 @@ def test_refill_stops_after_max_rounds_and_says_so():
     sched = tr.adversary.schedule()
     sched, shard_out, info = tr.refills(sched, {})
     assert info == {"refill_rounds": 0, "refill_short": True, "refill_pool_spent": False}
-    assert len(sched["prompt_ids"]) == 8
+    assert sched.batch_size == 8
     tr = _Step("grpo.max_refill_rounds=1")
     sched = tr.adversary.schedule()
     _, _, info = tr.refills(sched, {})
@@ -119,7 +126,7 @@ def test_a_constant_reward_ends_the_refills_when_the_pool_is_spent(capsys):
     tr.pool = FakePool(constant=1.0)
     sched = tr.adversary.schedule()
     sched, shard_out, info = tr.refills(sched, {})
-    sampled = len(sched["prompt_ids"])
+    sampled = sched.batch_size
     # B=8 per round over a pool of 60: 7 rounds reach it; none asks past it
     assert info == {"refill_rounds": 7, "refill_short": True, "refill_pool_spent": True} and sampled == NUM_PROMPTS
     with pytest.raises(UserError, match=r"^every group of the 60 prompts sampled at step 1 had equal rewards .*"
@@ -228,7 +235,7 @@ def test_trained_slots_and_batch_by_hand():
     rewards = [np.array([1.0, 1.0]), np.array([0.0, 1.0, 1.0]), np.array([0.0, 0.0]), np.array([1.0, 0.0])]
     assert trained_slots(rewards, False, 2) == [0, 1, 2, 3]
     assert trained_slots(rewards, True, 8) == [1, 3] and trained_slots(rewards, True, 1) == [1]
-    sched = {"adv_weights": [9.0, 2.0, 9.0, 1.0], "rollouts": [2, 3, 2, 2], "prompt_ids": [5, 6, 7, 8]}
+    sched = _schedule(adv_weights=[9.0, 2.0, 9.0, 1.0], rollouts=[2, 3, 2, 2], prompt_ids=[5, 6, 7, 8])
     by_slot = {i: {"prompt_token_ids": [i], "response_token_ids": [[7]] * len(r),
                    "logprobs": [[-float(j)] for j in range(len(r))]} for i, r in enumerate(rewards)}
     adv = [np.ones(len(r)) for r in rewards]
@@ -270,7 +277,7 @@ def test_learn_fields_carry_the_ratio_statistics():
 
 def test_informative_norm_rescales_weights_over_groups_with_an_advantage_only():
     """prompt_gdro.informative_norm: the all-fail group's weight 9 no longer holds the mean at 1."""
-    sched = {"adv_weights": [9.0, 0.5, 0.5], "rollouts": [2, 2, 4], "prompt_ids": [5, 6, 7]}
+    sched = _schedule(adv_weights=[9.0, 0.5, 0.5], rollouts=[2, 2, 4], prompt_ids=[5, 6, 7])
     by_slot = {i: {"prompt_token_ids": [i], "response_token_ids": [[7]] * n} for i, n in enumerate([2, 2, 4])}
     adv = [np.zeros(2), np.array([1.0, -1.0]), np.array([1.0, -1.0, 1.0, -1.0])]
     plain = assemble_batch(sched, by_slot, adv, [0, 1, 2], sampler_logprobs=False)
@@ -279,3 +286,15 @@ def test_informative_norm_rescales_weights_over_groups_with_an_advantage_only():
     assert norm["advantages"] == pytest.approx([0.0, 0.0] + [1.0, -1.0] + [1.0, -1.0] * 2)
     capped = assemble_batch(sched, by_slot, adv, [0, 1, 2], sampler_logprobs=False, informative_cap=0.8)
     assert max(abs(a) for a in capped["advantages"]) == pytest.approx(0.8)
+
+
+def test_the_actor_observes_its_pending_schedule_by_step_and_refuses_another_step():
+    tr = _Step()
+    sched = tr.adversary.schedule()
+    assert isinstance(sched, StepSchedule) and tr.adversary.schedule() is sched  # pending: the same object
+    rewards = [[1.0] * int(n) for n in sched.rollouts]
+    with pytest.raises(ValueError, match=r"^observe: results for step 1, the pending schedule is step 0$"):
+        tr.adversary.observe(sched.step + 1, rewards, None, 1)
+    assert tr.adversary.observe(sched.step, rewards, None, 1)["step"] == sched.step
+    with pytest.raises(ValueError, match=r"the pending schedule is none$"):
+        tr.adversary.observe(sched.step, rewards, None, 2)

@@ -180,6 +180,10 @@ class Adversary:
             return self._pending[0]
         return self._make_schedule()
 
+    def pending_schedule(self) -> StepSchedule | None:
+        """The oldest schedule handed out and not yet observed (the one `observe` takes next)."""
+        return self._pending[0] if self._pending else None
+
     def schedule_ahead(self, max_pending: int = 2) -> StepSchedule:
         """A schedule for the step after the newest pending one (one-step off-policy mode).
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+from gdro_ray.algorithms.schedule import StepSchedule
+
 ACTOR_NAME = "gdro_adversary"
 NAMESPACE = "gdro_ray"
 
@@ -51,24 +53,28 @@ class AdversaryService:
                 self.sd_file = _write_service_discovery(self.exporter, self.cfg.metrics.sd_dir)
 
     # ---- the schedule/observe protocol ----------------------------------------------------
-    def schedule(self) -> dict:
-        return self.adv.schedule().to_dict()
+    # The schedule object itself crosses Ray (numpy arrays pickle as buffers). It stays pending
+    # here, so `observe` names the step it answers rather than sending the schedule back.
+    def schedule(self) -> StepSchedule:
+        return self.adv.schedule()
 
-    def schedule_ahead(self) -> dict:
+    def schedule_ahead(self) -> StepSchedule:
         """The next step's schedule before the current one is observed (one-step off-policy)."""
-        return self.adv.schedule_ahead().to_dict()
+        return self.adv.schedule_ahead()
 
-    def extend(self, count: int) -> dict:
+    def extend(self, count: int) -> StepSchedule:
         """Grow the pending schedule by `count` prompts (a dynamic-sampling refill round)."""
-        return self.adv.extend(count).to_dict()
+        return self.adv.extend(count)
 
-    def observe(self, schedule: dict, rewards: list[list[float]], surrogate: list[float] | None,
-                weights_version: int) -> dict:
+    def observe(self, step: int, rewards: list, surrogate: list[float] | None, weights_version: int) -> dict:
+        """The results of pending step `step`: per prompt its rewards in [0, 1] (slot order), the
+        learner's per-prompt surrogate losses (or None), and the weights version they produced."""
         import numpy as np
 
-        from gdro_ray.algorithms.adversary import StepSchedule
-
-        sched = StepSchedule.from_dict(schedule)
+        sched = self.adv.pending_schedule()
+        if sched is None or sched.step != int(step):
+            pending = "none" if sched is None else f"step {sched.step}"
+            raise ValueError(f"observe: results for step {step}, the pending schedule is {pending}")
         record = self.adv.observe(sched, [np.asarray(r, dtype=float) for r in rewards],
                                   None if surrogate is None else np.asarray(surrogate, dtype=float))
         self.rollouts_total += int(record["rollouts"])

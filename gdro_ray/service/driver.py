@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from gdro_ray.algorithms.schedule import StepSchedule
 from gdro_ray.config import Config, dump_config, to_dict
 from gdro_ray.errors import UserError
 from gdro_ray.service.ray_start import init_ray
@@ -172,14 +173,14 @@ class Trainer:
         print(f"resumed {self.run_dir} from {ckpt.name} (step {self.step})", flush=True)
 
     # ---- one step ------------------------------------------------------------------------------
-    def _sample(self, sched: dict) -> tuple[list[dict], float]:
+    def _sample(self, sched: StepSchedule) -> tuple[list[dict], float]:
         from gdro_ray.service.shards import build_shards
 
         t0 = time.perf_counter()
         out = self.pool.run(build_shards(self.cfg, self.train, sched))
         return out, time.perf_counter() - t0
 
-    def _learn_observe(self, sched: dict, shard_out: list[dict], t: dict) -> dict:
+    def _learn_observe(self, sched: StepSchedule, shard_out: list[dict], t: dict) -> dict:
         """GRPO update on the step's rollouts, then the adversary's observe (steps 3–4)."""
         import numpy as np
         import ray
@@ -195,9 +196,9 @@ class Trainer:
         t["generate"] = max((o["generate_s"] for o in shard_out), default=0.0)
         t["reward"] = max((o["reward_s"] for o in shard_out), default=0.0)
         by_slot = {r["slot"]: r for o in shard_out for r in o["results"]}
-        B = len(sched["prompt_ids"])
+        B = sched.batch_size
         if sorted(by_slot) != list(range(B)):
-            raise RuntimeError(f"step {sched['step']}: a prompt was lost or duplicated in sampling")
+            raise RuntimeError(f"step {sched.step}: a prompt was lost or duplicated in sampling")
         rewards = [np.asarray(by_slot[i]["rewards"], dtype=float) for i in range(B)]
         correct = success_indicators(cfg, rewards)  # in [0,1] for the adversary; advantages use `rewards`
 
@@ -217,12 +218,13 @@ class Trainer:
         t3 = time.perf_counter()
         sur = learn.get("per_prompt_surrogate", {})
         surrogate = [float(sur.get(i, 0.0)) for i in range(B)]  # keyed by slot (int); a prompt no rank trained: 0
-        record = ray.get(self.adversary.observe.remote(sched, [c.tolist() for c in correct], surrogate, self.version))
+        record = ray.get(self.adversary.observe.remote(sched.step, [c.tolist() for c in correct], surrogate,
+                                                       self.version))
         t["observe"] = time.perf_counter() - t3
 
         sampled_with = min((o["weights_version"] for o in shard_out), default=self.version - 1)
         tokens = sum(o["tokens"] for o in shard_out)
-        digest = hashlib.sha1(json.dumps([sched["prompt_ids"], sched["rollouts"]]).encode()).hexdigest()[:16]
+        digest = hashlib.sha1(json.dumps([sched.prompt_ids.tolist(), sched.rollouts.tolist()]).encode()).hexdigest()[:16]
         record.update({
             "schedule_digest": digest,  # audit trail: equal digests = identical prompts and rollout counts
             "weights_version": self.version, "samplers": self.pool.live(), "tokens": tokens,

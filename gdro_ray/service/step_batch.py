@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gdro_ray.algorithms.schedule import StepSchedule
 from gdro_ray.errors import UserError
 from gdro_ray.service.shards import build_shards
 
@@ -74,22 +75,22 @@ def renormalised_weights(adv_weights, rollouts, slots: list[int]) -> np.ndarray:
     return w * (float(n.sum()) / total) if total > 0 else np.ones_like(w)
 
 
-def assemble_batch(sched: dict, by_slot: dict, adv: list, slots: list[int], sampler_logprobs: bool,
+def assemble_batch(sched: StepSchedule, by_slot: dict, adv: list, slots: list[int], sampler_logprobs: bool,
                    informative_cap: float | None = None) -> dict:
     """The learner batch of the trained `slots` (advantages × adversary weights, renormalised
     over the trained responses when some slots are left out; all slots keep the adversary's
     weights as they are, whose ω_max cap may hold their mean just under 1). With
     `informative_cap` (`prompt_gdro.informative_norm`: the cap ω_max) the weights are rescaled to
     mean 1 over the responses of groups with a non-zero advantage only, then capped."""
-    if len(slots) == len(sched["prompt_ids"]):
-        weights = np.asarray(sched["adv_weights"], dtype=np.float64)[slots]
+    if len(slots) == sched.batch_size:
+        weights = np.asarray(sched.adv_weights, dtype=np.float64)[slots]
     else:
-        weights = renormalised_weights(sched["adv_weights"], sched["rollouts"], slots)
+        weights = renormalised_weights(sched.adv_weights, sched.rollouts, slots)
     if informative_cap is not None:
         from gdro_ray.algorithms.prompt_gdro import informative_mean_one
 
         mask = [bool(np.any(np.asarray(adv[i]) != 0)) for i in slots]
-        weights = informative_mean_one(weights, np.asarray(sched["rollouts"], dtype=np.float64)[slots], mask,
+        weights = informative_mean_one(weights, np.asarray(sched.rollouts, dtype=np.float64)[slots], mask,
                                        informative_cap)
     if slots and "rollouts" in by_slot[slots[0]]:  # compact: references and lengths only
         return _compact_batch(by_slot, adv, slots, weights, sampler_logprobs)
@@ -148,8 +149,8 @@ def _call(actor, method: str, *args):
     return fn(*args)
 
 
-def sample_refills(sched: dict, shard_out: list[dict], t: dict, *, cfg, train: list[dict], adversary,
-                   sampler_pool) -> tuple[dict, list[dict], dict]:
+def sample_refills(sched: StepSchedule, shard_out: list[dict], t: dict, *, cfg, train: list[dict], adversary,
+                   sampler_pool) -> tuple[StepSchedule, list[dict], dict]:
     """Run dynamic sampling's extra rounds (synchronous mode): the `adversary` extends the
     schedule, the `sampler_pool` samples the new prompts of `train`. Returns the grown schedule,
     all shard outputs and the record fields `refill_rounds`, `refill_short`, `refill_pool_spent`."""
@@ -163,16 +164,10 @@ def sample_refills(sched: dict, shard_out: list[dict], t: dict, *, cfg, train: l
         if useful >= B or rounds >= g.max_refill_rounds or spent:
             break
         count = min(refill_count(B - useful, len(rewards), useful, B), pool - len(rewards))
-        old = len(sched["prompt_ids"])
+        old = sched.batch_size
         sched = _call(adversary, "extend", count)
-        part = {"step": sched["step"], "prompt_ids": sched["prompt_ids"][old:], "rollouts": sched["rollouts"][old:]}
         rounds += 1
-        shards = build_shards(cfg, train, part)
-        for s in shards:  # other slots, other shard ids and other seeds than the step's first round
-            s["slots"] = [old + k for k in s["slots"]]
-            s["shard_id"] += 1000 * rounds
-            s["seed"] = (s["seed"] + 7919 * rounds) % (2**31)
-        shard_out = shard_out + sampler_pool.run(shards)
+        shard_out = shard_out + sampler_pool.run(build_shards(cfg, train, sched, start=old, refill_round=rounds))
     t["refill"] = time.perf_counter() - t0
     return sched, shard_out, {"refill_rounds": rounds, "refill_short": useful < B,
                               "refill_pool_spent": spent and useful < B}
@@ -249,8 +244,8 @@ class RewardHealth:
         return True
 
 
-def refuse_stale(sched: dict, shard_out: list[dict], t: dict, *, version: int, max_staleness: int,
-                 sample: Callable[[dict], tuple[list[dict], float]]) -> tuple[list[dict], bool]:
+def refuse_stale(sched: StepSchedule, shard_out: list[dict], t: dict, *, version: int, max_staleness: int,
+                 sample: Callable[[StepSchedule], tuple[list[dict], float]]) -> tuple[list[dict], bool]:
     """Off-policy: if the rollouts lag the learner's weights `version` by more than
     `max_staleness` versions, `sample` the step again with the current weights (published just
     before); returns the shard outputs and whether they were refused."""
