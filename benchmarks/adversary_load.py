@@ -72,20 +72,20 @@ class VirtualSamplerHost:
         self.versions[vid] = version
         return version
 
-    async def generate_shard(self, vid: int, shard: dict) -> dict:
-        if shard.get("weights_version") not in (None, self.versions[vid]):
-            raise RuntimeError(f"virtual sampler {vid} holds v{self.versions[vid]}, shard wants v{shard['weights_version']}")
-        sleep = self.rollout_s * sum(shard["n"])
+    async def generate_shard(self, vid: int, shard):
+        from gdro_ray.protocol import ShardResult
+        from gdro_ray.transfer.rollout_arrays import prompt_rollouts
+
+        if shard.weights_version not in (None, self.versions[vid]):
+            raise RuntimeError(f"virtual sampler {vid} holds v{self.versions[vid]}, shard wants v{shard.weights_version}")
+        sleep = self.rollout_s * sum(shard.n)
         await asyncio.sleep(sleep)
         self.busy_s[vid] = self.busy_s.get(vid, 0.0) + sleep
         toks = list(range(3, 3 + self.tokens))
-        results = [{"slot": s, "prompt_token_ids": toks, "response_token_ids": [toks] * n,
-                    "logprobs": [[-1.0] * self.tokens] * n, "texts": [""] * n,
-                    "rewards": [synthetic_reward(0, 0, s, j) for j in range(n)]}
-                   for s, n in zip(shard["slots"], shard["n"])]
-        return {"shard_id": shard["shard_id"], "sampler_id": vid, "weights_version": self.versions[vid],
-                "results": results, "generate_s": sleep, "reward_s": 0.0, "reward_timeouts": 0,
-                "tokens": self.tokens * sum(shard["n"])}
+        results = [prompt_rollouts(s, [synthetic_reward(0, 0, s, j) for j in range(n)], toks, [toks] * n,
+                                   [[-1.0] * self.tokens] * n) for s, n in zip(shard.slots, shard.n)]
+        return ShardResult(shard_id=shard.shard_id, sampler_id=vid, weights_version=self.versions[vid],
+                           results=results, generate_s=sleep, tokens=self.tokens * sum(shard.n))
 
     async def set_rollout_ms(self, rollout_ms: float) -> None:
         self.rollout_s = rollout_ms / 1e3

@@ -1,4 +1,4 @@
-"""The driver's data plane at the paper's scale: today's list path against the compact one.
+"""The driver's data plane at the paper's scale: what one step costs the driver and moves to each rank.
 
 One real driver step (`Trainer.run_step`: the adversary actor schedules, `SamplerPool.run`
 hands shards to sampler actors, the driver assembles the GRPO batch, `LearnerGroup.train_step`
@@ -6,22 +6,22 @@ hands it to the ranks, the adversary observes, the weights are published) at B =
 × 8 rollouts × 4,096 response tokens. Only the model work is synthetic:
 - sampler actors are the real `Sampler` with a synthetic engine (random token ids and
   log-probs, 4,096 tokens per rollout, ~128-token prompts; the verifier scores a short text);
-- learner ranks are virtual: each takes its batch exactly as a real rank would (today: the
-  whole list batch resolved by Ray; compact: the per-row scalars plus the references of its
-  own groups, materialised with the worker's own `rollout_arrays.materialise`), then returns.
-Both paths run in one invocation, each in its own driver process (so peak memory is its own).
+- learner ranks are virtual: each takes its batch exactly as a real rank would (the per-row
+  scalars plus the references of its own groups, materialised with the worker's own
+  `rollout_arrays.materialise`), then returns.
+The measurement runs in its own driver process (so peak memory is its own). The list path this
+benchmark once compared against (every rank deserialising the whole batch) is gone from the
+code; its numbers stay in benchmarks/RESULTS.md.
 
 Per step, for the driver process: CPU seconds (all its threads, Ray's included) and the peak
 resident memory above the resident memory before the step (`VmHWM`, reset per step through
-`/proc/self/clear_refs`). Per rank: bytes moved to it (today: the serialised list batch; compact:
-the serialised scalars plus the arrays of the groups it fetched) against its slice (the arrays of
-its own rows). Targets: driver ≤ 0.5 s and ≤ 256 MiB extra per step; bytes per rank ≈ its slice.
+`/proc/self/clear_refs`). Per rank: bytes moved to it (the serialised scalars plus the arrays of
+the groups it fetched) against its slice (the arrays of its own rows). Targets: driver ≤ 0.5 s
+and ≤ 256 MiB extra per step; bytes per rank ≈ its slice.
 
     python benchmarks/data_plane.py [--ranks 4 8] [--steps 2] [--prompts 256] [--tokens 4096]
 
-Prints a table and writes benchmarks/out/data_plane.json. Rewards do not pass through either
-path's texts here (the synthetic text is short), so today's driver costs are underestimated by
-the texts (~16 KB per 4,096-token rollout) it also receives.
+Prints a table and writes benchmarks/out/data_plane.json.
 """
 from __future__ import annotations
 
@@ -90,19 +90,17 @@ def _sampler_class():
 
 
 class VirtualRank:
-    """Takes a rank's batch as `LearnerWorker.train_step` does (today: Ray resolved the whole
-    list batch before the call; compact: `materialise` fetches its own groups), then answers."""
+    """Takes a rank's batch as `LearnerWorker.train_step` does (`materialise` fetches its own
+    groups), then answers."""
 
     def __init__(self, rank: int, world: int, mini_batches: int):
         self.rank, self.world, self.mini_batches = rank, world, mini_batches
 
-    def train_step(self, batch: dict, groups: dict | None = None) -> dict:
+    def train_step(self, batch: dict, groups: dict) -> dict:
         from gdro_ray.transfer.rollout_arrays import materialise, rank_rows
 
-        fetched = None
-        if groups is not None:
-            own = rank_rows(batch["prompt_index"], self.mini_batches, self.rank, self.world)
-            batch, fetched = materialise(batch, groups, own)
+        own = rank_rows(batch["prompt_index"], self.mini_batches, self.rank, self.world)
+        batch, fetched = materialise(batch, groups, own)
         return {"fetched_bytes": fetched, "loss": 0.0, "per_prompt_surrogate": {}, "updates": []}
 
     def state_dict_bytes(self):
@@ -112,24 +110,21 @@ class VirtualRank:
         pass
 
 
-def _bytes_per_rank(batch: dict, stats: dict, world: int, mini_batches: int) -> tuple[list[int], list[int]]:
+def _bytes_per_rank(batch, stats: dict, world: int, mini_batches: int) -> tuple[list[int], list[int]]:
     """(bytes moved to each rank, bytes of each rank's own rows as int32 ids, plus float32
     log-probs when it trains against them)."""
-    from gdro_ray.transfer.rollout_arrays import is_compact, rank_rows, row_lengths
+    from gdro_ray.transfer.rollout_arrays import rank_rows
 
-    plens, rlens = row_lengths(batch)
-    per_token = 8 if batch.get("sampler_logprobs") or batch.get("old_logprobs") else 4  # + float32 log-probs
+    plens, rlens = batch.prompt_lengths, batch.response_lengths
+    per_token = 8 if batch.sampler_logprobs else 4  # + float32 log-probs
     slices = [sum(4 * plens[i] + per_token * rlens[i]
-                  for i in rank_rows(batch["prompt_index"], mini_batches, r, world)) for r in range(world)]
-    if not is_compact(batch):  # every rank deserialises the whole list batch
-        return [len(pickle.dumps(batch, protocol=5))] * world, slices
-    scalars = len(pickle.dumps({k: v for k, v in batch.items() if k not in ("groups", "logprob_groups")},
-                               protocol=5))
+                  for i in rank_rows(batch.prompt_index, mini_batches, r, world)) for r in range(world)]
+    scalars = len(pickle.dumps(batch.rows(), protocol=5))
     return [scalars + b for b in stats["fetched_bytes_per_rank"]], slices
 
 
 # ------------------------------------------------------------------------- one path, one process
-def run_path(path: str, ranks: list[int], steps: int, prompts: int, tokens: int) -> dict:
+def run_path(ranks: list[int], steps: int, prompts: int, tokens: int) -> dict:
     import ray
 
     from gdro_ray.config import load_config, to_dict
@@ -145,9 +140,6 @@ def run_path(path: str, ranks: list[int], steps: int, prompts: int, tokens: int)
     adv = ray.remote(AdversaryService).options(num_cpus=0).remote(to_dict(cfg), 10 * prompts, enable_metrics=False)
     sampler_cls = _sampler_class()
     kw = dict(sampler_cls=sampler_cls, sampler_kwargs={"tokens": tokens}, num_cpus=0.5)
-    if path == "today":  # stand-in handles get the list form: exactly today's path
-        actor = ray.remote(sampler_cls).options(num_cpus=0.5)
-        kw = dict(actor_factory=lambda sid, blob, version: actor.remote(sid, tokens=tokens, weights_version=version))
     pool = SamplerPool("synthetic", "synthetic", "float32", 0, "01", 2.0, max_samplers=2, **kw)
     pool.resize(2)
     assert pool.wait_ready(2, timeout_s=300) == 2
@@ -179,7 +171,7 @@ def run_path(path: str, ranks: list[int], steps: int, prompts: int, tokens: int)
             trainer.step += 1
             batch, stats = group.last_batch, group.last_stats
             per_rank, slices = _bytes_per_rank(batch, stats, world, cfg.grpo.mini_batches)
-            rows.append({"path": path, "ranks": world, "step": s, "driver_cpu_s": cpu, "step_wall_s": wall,
+            rows.append({"ranks": world, "step": s, "driver_cpu_s": cpu, "step_wall_s": wall,
                          "driver_extra_mib": (peak - base) / 1024, "stages_s": busy,
                          "bytes_per_rank_mib": [b / 2**20 for b in per_rank],
                          "slice_per_rank_mib": [b / 2**20 for b in slices],
@@ -200,37 +192,27 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=2, help="steps per (path, ranks); the table shows the last")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--tokens", type=int, default=4096, help="response tokens per rollout")
-    ap.add_argument("--one-path", choices=["today", "compact"], help=argparse.SUPPRESS)  # the child process
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the measuring process
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "data_plane.json"))
     a = ap.parse_args(argv)
-    if a.one_path:
-        print(json.dumps(run_path(a.one_path, a.ranks, a.steps, a.prompts, a.tokens)))
+    if a.child:
+        print(json.dumps(run_path(a.ranks, a.steps, a.prompts, a.tokens)))
         return 0
-    results = []
-    for path in ("today", "compact"):
-        cmd = [sys.executable, __file__, "--one-path", path, "--steps", str(a.steps), "--prompts", str(a.prompts),
-               "--tokens", str(a.tokens), "--ranks", *map(str, a.ranks)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        results += json.loads(out.stdout.strip().splitlines()[-1])["rows"]
-    last = {}
-    for r in results:
-        last[(r["path"], r["ranks"])] = r
+    cmd = [sys.executable, __file__, "--child", "--steps", str(a.steps), "--prompts", str(a.prompts),
+           "--tokens", str(a.tokens), "--ranks", *map(str, a.ranks)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    results = json.loads(out.stdout.strip().splitlines()[-1])["rows"]
+    last = {r["ranks"]: r for r in results}
     print(f"B={a.prompts} prompts × 8 rollouts × {a.tokens} tokens; last of {a.steps} steps per row")
-    print(f"{'path':8} {'ranks':>5} {'driver CPU s':>12} {'extra MiB':>10} {'MiB/rank':>9} {'slice MiB':>9} "
+    print(f"{'ranks':>5} {'driver CPU s':>12} {'extra MiB':>10} {'MiB/rank':>9} {'slice MiB':>9} "
           f"{'moved/slice':>11} {'step s':>7}")
-    for (path, world), r in sorted(last.items(), key=lambda kv: (kv[0][1], kv[0][0] != "today")):
-        print(f"{path:8} {world:5d} {r['driver_cpu_s']:12.2f} {r['driver_extra_mib']:10.0f} "
+    for world, r in sorted(last.items()):
+        print(f"{world:5d} {r['driver_cpu_s']:12.2f} {r['driver_extra_mib']:10.0f} "
               f"{max(r['bytes_per_rank_mib']):9.1f} {max(r['slice_per_rank_mib']):9.1f} "
               f"{r['moved_over_slice_max']:11.2f} {r['step_wall_s']:7.1f}")
-    for world in a.ranks:
-        t, c = last[("today", world)], last[("compact", world)]
-        print(f"ranks={world}: compact/today driver CPU {c['driver_cpu_s'] / t['driver_cpu_s']:.3f}×, "
-              f"extra memory {c['driver_extra_mib'] / max(t['driver_extra_mib'], 1e-9):.3f}×, "
-              f"bytes per rank {max(c['bytes_per_rank_mib']) / max(t['bytes_per_rank_mib']):.3f}×")
-    compact = [r for k, r in last.items() if k[0] == "compact"]
-    meets = all(r["driver_cpu_s"] <= TARGET_CPU_S and r["driver_extra_mib"] <= TARGET_EXTRA_MIB for r in compact)
+    meets = all(r["driver_cpu_s"] <= TARGET_CPU_S and r["driver_extra_mib"] <= TARGET_EXTRA_MIB for r in last.values())
     print(f"targets (driver ≤ {TARGET_CPU_S} s CPU, ≤ {TARGET_EXTRA_MIB:.0f} MiB extra per step): "
-          f"{'met' if meets else 'NOT met'} by the compact path")
+          f"{'met' if meets else 'NOT met'}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"args": vars(a), "rows": results, "meets_targets": meets}, indent=1))
     print(f"wrote {a.out}")

@@ -154,18 +154,18 @@ class VirtualSampler:
     async def set_sample_s(self, sample_s: float, shards: int) -> None:
         self.per_shard = sample_s / shards
 
-    async def generate_shard(self, shard: dict) -> dict:
-        if shard.get("weights_version") not in (None, self.version):
-            raise RuntimeError(f"virtual sampler holds v{self.version}, shard wants v{shard['weights_version']}")
+    async def generate_shard(self, shard):
+        from gdro_ray.protocol import ShardResult
+        from gdro_ray.transfer.rollout_arrays import prompt_rollouts
+
+        if shard.weights_version not in (None, self.version):
+            raise RuntimeError(f"virtual sampler holds v{self.version}, shard wants v{shard.weights_version}")
         await self.device.run.remote(self.per_shard)
         toks = [3, 4, 5, 6]
-        results = [{"slot": s, "prompt_token_ids": toks, "response_token_ids": [toks] * n,
-                    "logprobs": [[-1.0] * len(toks)] * n, "texts": [""] * n,
-                    "rewards": [float((s + j) % 3 == 0) for j in range(n)]}
-                   for s, n in zip(shard["slots"], shard["n"])]
-        return {"shard_id": shard["shard_id"], "sampler_id": 0, "weights_version": self.version, "results": results,
-                "generate_s": self.per_shard, "reward_s": 0.0, "reward_timeouts": 0,
-                "tokens": len(toks) * sum(shard["n"])}
+        results = [prompt_rollouts(s, [float((s + j) % 3 == 0) for j in range(n)], toks, [toks] * n,
+                                   [[-1.0] * len(toks)] * n) for s, n in zip(shard.slots, shard.n)]
+        return ShardResult(shard_id=shard.shard_id, sampler_id=0, weights_version=self.version, results=results,
+                           generate_s=self.per_shard, tokens=len(toks) * sum(shard.n))
 
 
 class VirtualLearner:

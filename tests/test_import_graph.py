@@ -25,12 +25,13 @@ PACKAGE = ROOT / "gdro_ray"
 FLOORS: dict[int, tuple[str, ...]] = {
     0: ("errors",),
     1: ("utils", "algorithms"),                             # shared helpers; the pure controllers and math
-    2: ("transfer",),                                       # the byte planes (rows by the algorithms' split)
-    3: ("data", "rewards", "engines", "metrics", "learner"),  # one concern each
-    4: ("config", "models"),                                # the schema checks data/reward/metric names
-    5: ("eval", "sim", "integrations"),                     # built from config, models and engines
-    6: ("service",),                                        # the Ray actors and the driver
-    7: ("cli",),                                            # every entry point
+    2: ("protocol",),                                       # the messages of a step between the actors
+    3: ("transfer",),                                       # the byte planes (rows by the algorithms' split)
+    4: ("data", "rewards", "engines", "metrics", "learner"),  # one concern each
+    5: ("config", "models"),                                # the schema checks data/reward/metric names
+    6: ("eval", "sim", "integrations"),                     # built from config, models and engines
+    7: ("service",),                                        # the Ray actors and the driver
+    8: ("cli",),                                            # every entry point
 }
 FLOOR_OF = {room: floor for floor, rooms in FLOORS.items() for room in rooms}
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from gdro_ray.engines.base import Rollout
+from gdro_ray.protocol import Shard
 from gdro_ray.rewards.custom import RewardFunctionError, RewardFunctionRunner, resolve_spec
 from gdro_ray.rewards.math_reward import reset_reward_stats
 from gdro_ray.rewards.overlap import ShardScoring, chunk_seed, chunk_spans
@@ -55,15 +57,15 @@ def _sampler(chunk: int, engine: FakeEngine | None = None, custom: RewardFunctio
     return s
 
 
-def _shard(compact: bool = False) -> dict:
-    return {"shard_id": 3, "slots": [10 + i for i in range(len(PROMPTS))], "prompts": [f"p{i}" for i in range(len(PROMPTS))],
-            "answers": [a for _, a in PROMPTS], "n": [len(r) for r, _ in PROMPTS], "max_new_tokens": 8,
-            "temperature": 1.0, "top_p": 1.0, "seed": 5, "compact": compact}
+def _shard() -> Shard:
+    return Shard(shard_id=3, slots=[10 + i for i in range(len(PROMPTS))], prompts=[f"p{i}" for i in range(len(PROMPTS))],
+                 answers=[a for _, a in PROMPTS], n=[len(r) for r, _ in PROMPTS], max_new_tokens=8,
+                 temperature=1.0, top_p=1.0, seed=5)
 
 
 def _rewards(out) -> list[list[float]]:
     summary = out[0] if isinstance(out, tuple) else out
-    return [r["rewards"] for r in summary["results"]]
+    return [r.rewards for r in summary.results]
 
 
 def test_spans_and_seeds():
@@ -74,24 +76,27 @@ def test_spans_and_seeds():
     assert len(seeds) == 49 and 11 not in seeds and all(0 <= x < 2**31 for x in seeds)
 
 
-@pytest.mark.parametrize("chunk, compact", [(1, False), (2, True), (3, False)])
-def test_overlap_scores_like_serial(chunk, compact):
+@pytest.mark.parametrize("chunk, separate", [(1, False), (2, True), (3, False)])
+def test_overlap_scores_like_serial(chunk, separate):
     reset_reward_stats()  # the memo would let the second path skip math-verify
-    serial = _sampler(0).generate_shard(_shard(compact))
+    serial = _sampler(0).generate_shard(_shard(), separate)
     reset_reward_stats()
     engine = FakeEngine()
     s = _sampler(chunk, engine)
-    overlap = s.generate_shard(_shard(compact))
+    overlap = s.generate_shard(_shard(), separate)
     expected = [[1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]]
     assert _rewards(serial) == expected
     assert _rewards(overlap) == expected
-    summary = overlap[0] if compact else overlap
-    assert [r["slot"] for r in summary["results"]] == _shard()["slots"]
-    assert summary["reward_timeouts"] == (serial[0] if compact else serial)["reward_timeouts"] == 1
+    summary = overlap[0] if separate else overlap
+    assert [r.slot for r in summary.results] == _shard().slots
+    assert summary.reward_timeouts == (serial[0] if separate else serial).reward_timeouts == 1
     assert [c[0] for c in engine.calls] == [len(x) for x in (range(a, b) for a, b in chunk_spans(len(PROMPTS), chunk))]
     assert engine.calls[0][1] == 5  # the first chunk samples with the shard's own seed
-    if compact:
-        assert len(overlap) == 1 + 2 * len(PROMPTS)
+    if separate:  # the arrays as their own return values, none left in the result
+        assert len(overlap) == 1 + 2 * len(PROMPTS) and all(r.group is None for r in summary.results)
+        assert overlap[1]["tokens"].tolist() == [7, 7, 7]  # the first prompt's two responses, 1 + 2 tokens
+    else:
+        assert summary.results[0].group["tokens"].tolist() == [7, 7, 7]
 
 
 def test_scoring_runs_behind_generation(monkeypatch):
@@ -104,14 +109,14 @@ def test_scoring_runs_behind_generation(monkeypatch):
         return [0.0] * len(rollouts)
 
     monkeypatch.setattr(Sampler, "_score_prompt", slow_score)
-    shard = dict(_shard(), prompts=["p0"] * 4, answers=["42"] * 4, n=[2] * 4, slots=[0, 1, 2, 3])
+    shard = replace(_shard(), prompts=["p0"] * 4, answers=["42"] * 4, n=[2] * 4, slots=[0, 1, 2, 3])
     serial = _sampler(0, FakeEngine(0.2)).generate_shard(shard)
-    assert threads == [True] * 4 and serial["reward_s"] >= 0.75
+    assert threads == [True] * 4 and serial.reward_s >= 0.75
     threads.clear()
     overlap = _sampler(1, FakeEngine(0.2)).generate_shard(shard)
     assert threads == [False] * 4
-    assert overlap["reward_s"] < 0.45, overlap  # only the last chunk's scoring is waited for
-    assert overlap["reward_busy_s"] >= 0.75 and overlap["generate_s"] >= 0.75
+    assert overlap.reward_s < 0.45, overlap  # only the last chunk's scoring is waited for
+    assert overlap.reward_busy_s >= 0.75 and overlap.generate_s >= 0.75
 
 
 USER_MODULE = '''
@@ -131,7 +136,7 @@ def test_custom_reward_errors_accounted_the_same(tmp_path, on_error):
         runner = RewardFunctionRunner(resolve_spec(f"{path}:flaky"), on_error, 2.0)
         try:
             out = _sampler(chunk, custom=runner).generate_shard(_shard())
-            outcomes.append((_rewards(out), out["reward_errors"], dict(runner.stats)))
+            outcomes.append((_rewards(out), out.reward_errors, dict(runner.stats)))
         except RewardFunctionError as e:
             # the first failing row in shard order, and no call after it
             outcomes.append((str(e), runner.stats["calls"], runner.stats["errors"]))
@@ -243,7 +248,7 @@ def test_in_a_ray_actor_overlap_scores_like_serial(ray_session, tiny):
     limit give the same rewards and timeout count as scoring on the actor's main thread."""
     from gdro_ray.service.sampler_pool import SamplerPool
 
-    shard = dict(_shard(), prompts=[f"Prompt {i}" for i in range(len(PROMPTS))], max_new_tokens=2)
+    shard = replace(_shard(), prompts=[f"Prompt {i}" for i in range(len(PROMPTS))], max_new_tokens=2)
     got = {}
     for chunk in (0, 2):
         pool = SamplerPool(str(tiny), "hf", "float32", 0, "01", 0.3, num_cpus=0.5, max_samplers=1,
@@ -252,7 +257,7 @@ def test_in_a_ray_actor_overlap_scores_like_serial(ray_session, tiny):
             pool.resize(1)
             assert pool.wait_ready(1) == 1
             out = ray_session.get(pool.members[0].actor.generate_shard.remote(shard))
-            got[chunk] = (_rewards(out), out["reward_timeouts"], out["reward_busy_s"] > 0)
+            got[chunk] = (_rewards(out), out.reward_timeouts, out.reward_busy_s > 0)
         finally:
             pool.shutdown()
     assert got[0] == got[2] == ([[1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]], 1, True), got

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from _prom import HAVE_PROMETHEUS, prometheus
 
+from gdro_ray.protocol import Shard
+from gdro_ray.transfer.rollout_arrays import responses_of
+
 pytestmark = pytest.mark.slow
 
 
@@ -215,13 +218,14 @@ def test_published_weights_drive_the_samplers(live, tmp_path):
     (folder / "model.safetensors").write_bytes(blob)
     prompts = [trainer.train[i]["prompt"] for i in range(4)]
     want = hf_greedy(folder, prompts, max_new_tokens=16)
-    shards = [{"shard_id": i, "slots": [0, 1, 2, 3], "prompts": prompts, "answers": ["0"] * 4, "n": [1] * 4,
-               "max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "seed": 0} for i in range(2)]
+    shards = [Shard(shard_id=i, slots=[0, 1, 2, 3], prompts=prompts, answers=["0"] * 4, n=[1] * 4,
+                    max_new_tokens=16, temperature=0.0, top_p=1.0, seed=0) for i in range(2)]
     outs = trainer.pool.run(shards)
-    assert {o["weights_version"] for o in outs} == {trainer.version}
-    assert len({o["sampler_id"] for o in outs}) >= 1
+    assert {o.weights_version for o in outs} == {trainer.version}
+    assert len({o.sampler_id for o in outs}) >= 1
     for o in outs:
-        # compact data plane: the slot carries lengths and a reference to its arrays, not the tokens
-        res = sorted(o["results"], key=lambda r: r["slot"])
-        got = [ray.get(r["rollouts"])["tokens"][: r["response_lens"][0]].tolist() for r in res]
+        # the data plane: the slot carries lengths and a reference to its arrays, not the tokens
+        res = sorted(o.results, key=lambda r: r.slot)
+        assert all(isinstance(r.group, ray.ObjectRef) for r in res)
+        got = [responses_of(r)[0].tolist() for r in res]
         assert [g[:len(w)] for g, w in zip(got, want)] == want

@@ -11,6 +11,7 @@ from gdro_ray.algorithms.grpo import group_advantages
 from gdro_ray.algorithms.schedule import StepSchedule
 from gdro_ray.config import load_config, to_dict
 from gdro_ray.errors import UserError
+from gdro_ray.protocol import ShardResult
 from gdro_ray.service.adversary_actor import AdversaryService
 from gdro_ray.service.shards import build_shards
 from gdro_ray.service.step_batch import (
@@ -26,6 +27,7 @@ from gdro_ray.service.step_batch import (
     sample_refills,
     trained_slots,
 )
+from gdro_ray.transfer.rollout_arrays import materialise, prompt_rollouts, split_for_ranks
 
 NUM_PROMPTS = 60
 
@@ -42,16 +44,14 @@ class FakePool:
         out = []
         for s in shards:
             results = []
-            for slot, prompt, n in zip(s["slots"], s["prompts"], s["n"]):
+            for slot, prompt, n in zip(s.slots, s.prompts, s.n):
                 p = int(prompt[1:])
                 rewards = [1.0] * n if p % 3 == 0 else [0.0] * n if p % 3 == 1 else [float(j % 2) for j in range(n)]
                 if self.constant is not None:
                     rewards = [self.constant] * n
-                results.append({"slot": slot, "prompt_token_ids": [1, p + 2],
-                                "response_token_ids": [[5, 6][: 1 + j % 2] for j in range(n)],
-                                "logprobs": [[-0.5, -0.25][: 1 + j % 2] for j in range(n)], "rewards": rewards})
-            out.append({"shard_id": s["shard_id"], "weights_version": self.version, "results": results,
-                        "generate_s": 0.0, "reward_s": 0.0, "tokens": 0})
+                results.append(prompt_rollouts(slot, rewards, [1, p + 2], [[5, 6][: 1 + j % 2] for j in range(n)],
+                                               [[-0.5, -0.25][: 1 + j % 2] for j in range(n)]))
+            out.append(ShardResult(shard_id=s.shard_id, sampler_id=0, weights_version=self.version, results=results))
         return out
 
 
@@ -86,7 +86,7 @@ def _schedule(adv_weights, rollouts, prompt_ids) -> StepSchedule:
 
 
 def _by_slot(shard_out):
-    return {r["slot"]: r for o in shard_out for r in o["results"]}
+    return {r.slot: r for o in shard_out for r in o.results}
 
 
 def test_refill_collects_b_informative_groups_and_the_adversary_observes_all():
@@ -97,13 +97,13 @@ def test_refill_collects_b_informative_groups_and_the_adversary_observes_all():
     by_slot = _by_slot(shard_out)
     B = sched.batch_size
     assert sorted(by_slot) == list(range(B)) and B > 8  # the rounds grew the step
-    rewards = [np.asarray(by_slot[i]["rewards"]) for i in range(B)]
+    rewards = [np.asarray(by_slot[i].rewards) for i in range(B)]
     assert info["refill_rounds"] >= 1 and not info["refill_short"]
     assert informative(rewards).sum() >= 8
     slots = trained_slots(rewards, True, 8)
     assert len(slots) == 8 and all(sched.prompt_ids[i] % 3 == 2 for i in slots)
     # every refill shard has its own seed and shard id: a repeated prompt is not sampled identically
-    seeds = [s["seed"] for call in tr.pool.calls for s in call]
+    seeds = [s.seed for call in tr.pool.calls for s in call]
     assert len(set(seeds)) == len(seeds)
     record = tr.adversary.observe(sched.step, [r.tolist() for r in rewards], [0.0] * B, 1)
     assert record["prompts"] == B and record["rollouts"] == sum(len(r) for r in rewards)
@@ -140,7 +140,8 @@ def test_a_constant_reward_ends_the_refills_when_the_pool_is_spent(capsys):
 
 
 def _outs(errors=0, timeouts=0):
-    return [{"reward_errors": errors, "reward_timeouts": timeouts}]
+    return [ShardResult(shard_id=0, sampler_id=0, weights_version=0, results=[], reward_errors=errors,
+                        reward_timeouts=timeouts)]
 
 
 def test_steps_whose_reward_calls_all_fail_warn_then_stop(capsys):
@@ -236,17 +237,27 @@ def test_trained_slots_and_batch_by_hand():
     assert trained_slots(rewards, False, 2) == [0, 1, 2, 3]
     assert trained_slots(rewards, True, 8) == [1, 3] and trained_slots(rewards, True, 1) == [1]
     sched = _schedule(adv_weights=[9.0, 2.0, 9.0, 1.0], rollouts=[2, 3, 2, 2], prompt_ids=[5, 6, 7, 8])
-    by_slot = {i: {"prompt_token_ids": [i], "response_token_ids": [[7]] * len(r),
-                   "logprobs": [[-float(j)] for j in range(len(r))]} for i, r in enumerate(rewards)}
+    by_slot = {i: prompt_rollouts(i, r, [i], [[7, i]] * len(r), [[-float(j), 0.5] for j in range(len(r))])
+               for i, r in enumerate(rewards)}
     adv = [np.ones(len(r)) for r in rewards]
     batch = assemble_batch(sched, by_slot, adv, [1, 3], sampler_logprobs=True)
     # weights 2 and 1 over 3 + 2 responses: scaled by 5 / (2·3 + 1·2) = 5/8
-    assert batch["advantages"] == pytest.approx([1.25] * 3 + [0.625] * 2)
-    assert batch["signal_advantages"] == [1.0] * 5 and batch["prompt_index"] == [1, 1, 1, 3, 3]
-    assert batch["old_logprobs"] == [[0.0], [-1.0], [-2.0], [0.0], [-1.0]]
-    assert assemble_batch(sched, by_slot, adv, [1], sampler_logprobs=False)["old_logprobs"] is None
+    assert batch.advantages == pytest.approx([1.25] * 3 + [0.625] * 2)
+    assert batch.signal_advantages == [1.0] * 5 and batch.prompt_index == [1, 1, 1, 3, 3]
+    assert batch.group == [0, 0, 0, 1, 1] and batch.member == [0, 1, 2, 0, 1]
+    assert batch.prompt_lengths == [1] * 5 and batch.response_lengths == [2] * 5
+    # what a rank trains on: the token ids and the samplers' log-probs of its rows
+    meta, per_rank = split_for_ranks(batch, 1, 1)
+    rows, _ = materialise(meta, per_rank[0], range(len(batch)))
+    assert [r.tolist() for r in rows["response_token_ids"]] == [[7, 1]] * 3 + [[7, 3]] * 2
+    assert [lp.tolist() for lp in rows["old_logprobs"]] == [[0.0, 0.5], [-1.0, 0.5], [-2.0, 0.5], [0.0, 0.5],
+                                                            [-1.0, 0.5]]
+    on_policy = assemble_batch(sched, by_slot, adv, [1], sampler_logprobs=False)
+    meta, per_rank = split_for_ranks(on_policy, 1, 1)
+    assert per_rank[0] == {0: (by_slot[1].group, None)}  # an on-policy rank fetches no log-probs
+    assert materialise(meta, per_rank[0], range(3))[0]["old_logprobs"] is None
     every = assemble_batch(sched, by_slot, adv, [0, 1, 2, 3], sampler_logprobs=False)
-    assert every["advantages"] == [9.0] * 2 + [2.0] * 3 + [9.0] * 2 + [1.0] * 2  # nothing left out: as scheduled
+    assert every.advantages == [9.0] * 2 + [2.0] * 3 + [9.0] * 2 + [1.0] * 2  # nothing left out: as scheduled
 
 
 def test_stale_rollouts_are_refused_and_sampled_again():
@@ -261,7 +272,7 @@ def test_stale_rollouts_are_refused_and_sampled_again():
     tr.pool.version = 3
     t = {"sample": 1.0}
     out, refused = tr.refuse_stale(sched, old, t)
-    assert refused and all(o["weights_version"] == 3 for o in out) and t["sample"] >= 1.0
+    assert refused and all(o.weights_version == 3 for o in out) and t["sample"] >= 1.0
 
 
 def test_learn_fields_carry_the_ratio_statistics():
@@ -278,14 +289,14 @@ def test_learn_fields_carry_the_ratio_statistics():
 def test_informative_norm_rescales_weights_over_groups_with_an_advantage_only():
     """prompt_gdro.informative_norm: the all-fail group's weight 9 no longer holds the mean at 1."""
     sched = _schedule(adv_weights=[9.0, 0.5, 0.5], rollouts=[2, 2, 4], prompt_ids=[5, 6, 7])
-    by_slot = {i: {"prompt_token_ids": [i], "response_token_ids": [[7]] * n} for i, n in enumerate([2, 2, 4])}
+    by_slot = {i: prompt_rollouts(i, [0.0] * n, [i], [[7]] * n, [[0.0]] * n) for i, n in enumerate([2, 2, 4])}
     adv = [np.zeros(2), np.array([1.0, -1.0]), np.array([1.0, -1.0, 1.0, -1.0])]
     plain = assemble_batch(sched, by_slot, adv, [0, 1, 2], sampler_logprobs=False)
-    assert plain["advantages"][2:] == pytest.approx([0.5, -0.5] + [0.5, -0.5] * 2)
+    assert plain.advantages[2:] == pytest.approx([0.5, -0.5] + [0.5, -0.5] * 2)
     norm = assemble_batch(sched, by_slot, adv, [0, 1, 2], sampler_logprobs=False, informative_cap=15.0)
-    assert norm["advantages"] == pytest.approx([0.0, 0.0] + [1.0, -1.0] + [1.0, -1.0] * 2)
+    assert norm.advantages == pytest.approx([0.0, 0.0] + [1.0, -1.0] + [1.0, -1.0] * 2)
     capped = assemble_batch(sched, by_slot, adv, [0, 1, 2], sampler_logprobs=False, informative_cap=0.8)
-    assert max(abs(a) for a in capped["advantages"]) == pytest.approx(0.8)
+    assert max(abs(a) for a in capped.advantages) == pytest.approx(0.8)
 
 
 def test_the_actor_observes_its_pending_schedule_by_step_and_refuses_another_step():

@@ -268,8 +268,9 @@ class LearnerWorker(LearnerWeights):
 
     def train_step(self, batch: dict, groups: dict | None = None) -> dict:
         """GRPO on one batch: `epochs` passes of `mini_batches` optimizer steps (see the module
-        docstring). Collective. A compact batch (`gdro_ray.transfer.rollout_arrays`) comes with `groups`,
-        the references of the rollout groups this rank's rows are in; only those are fetched."""
+        docstring). Collective. From the learner group: a `LearnerBatch`'s per-row part with
+        `groups`, the references of the rollout groups this rank's rows are in (only those are
+        fetched); in process: a working batch with every row's token lists."""
         t0, cpu0 = time.perf_counter(), time.process_time()
         phases = PhaseTimer(self.device)
         fetched_bytes = None

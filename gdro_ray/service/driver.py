@@ -27,9 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from gdro_ray.algorithms.schedule import StepSchedule
 from gdro_ray.config import Config, dump_config, to_dict
 from gdro_ray.errors import UserError
+from gdro_ray.protocol import ShardResult, StepSchedule
 from gdro_ray.service.ray_start import init_ray
 from gdro_ray.service.run_log import RunLog
 from gdro_ray.service.user_extensions import success_indicators
@@ -173,14 +173,14 @@ class Trainer:
         print(f"resumed {self.run_dir} from {ckpt.name} (step {self.step})", flush=True)
 
     # ---- one step ------------------------------------------------------------------------------
-    def _sample(self, sched: StepSchedule) -> tuple[list[dict], float]:
+    def _sample(self, sched: StepSchedule) -> tuple[list[ShardResult], float]:
         from gdro_ray.service.shards import build_shards
 
         t0 = time.perf_counter()
         out = self.pool.run(build_shards(self.cfg, self.train, sched))
         return out, time.perf_counter() - t0
 
-    def _learn_observe(self, sched: StepSchedule, shard_out: list[dict], t: dict) -> dict:
+    def _learn_observe(self, sched: StepSchedule, shard_out: list[ShardResult], t: dict) -> dict:
         """GRPO update on the step's rollouts, then the adversary's observe (steps 3–4)."""
         import numpy as np
         import ray
@@ -193,13 +193,13 @@ class Trainer:
         if cfg.grpo.filter_all_equal:  # DAPO dynamic sampling: extra rounds until B informative groups
             sched, shard_out, refill = sample_refills(sched, shard_out, t, cfg=cfg, train=self.train,
                                                       adversary=self.adversary, sampler_pool=self.pool)
-        t["generate"] = max((o["generate_s"] for o in shard_out), default=0.0)
-        t["reward"] = max((o["reward_s"] for o in shard_out), default=0.0)
-        by_slot = {r["slot"]: r for o in shard_out for r in o["results"]}
+        t["generate"] = max((o.generate_s for o in shard_out), default=0.0)
+        t["reward"] = max((o.reward_s for o in shard_out), default=0.0)
+        by_slot = {r.slot: r for o in shard_out for r in o.results}
         B = sched.batch_size
         if sorted(by_slot) != list(range(B)):
             raise RuntimeError(f"step {sched.step}: a prompt was lost or duplicated in sampling")
-        rewards = [np.asarray(by_slot[i]["rewards"], dtype=float) for i in range(B)]
+        rewards = [np.asarray(by_slot[i].rewards, dtype=float) for i in range(B)]
         correct = success_indicators(cfg, rewards)  # in [0,1] for the adversary; advantages use `rewards`
 
         t2 = time.perf_counter()
@@ -211,7 +211,7 @@ class Trainer:
         # off-policy rollouts are trained against the policy that drew them: the samplers' log-probs
         batch = assemble_batch(sched, by_slot, adv, slots, sampler_logprobs=cfg.cluster.off_policy,
                                informative_cap=cfg.prompt_gdro.omega_max if cfg.prompt_gdro.informative_norm else None)
-        learn = self.learner.train_step(batch) if batch["advantages"] else {}
+        learn = self.learner.train_step(batch) if len(batch) else {}
         self.version += 1
         t["learn"] = time.perf_counter() - t2
 
@@ -222,8 +222,8 @@ class Trainer:
                                                        self.version))
         t["observe"] = time.perf_counter() - t3
 
-        sampled_with = min((o["weights_version"] for o in shard_out), default=self.version - 1)
-        tokens = sum(o["tokens"] for o in shard_out)
+        sampled_with = min((o.weights_version for o in shard_out), default=self.version - 1)
+        tokens = sum(o.tokens for o in shard_out)
         digest = hashlib.sha1(json.dumps([sched.prompt_ids.tolist(), sched.rollouts.tolist()]).encode()).hexdigest()[:16]
         record.update({
             "schedule_digest": digest,  # audit trail: equal digests = identical prompts and rollout counts
@@ -233,11 +233,11 @@ class Trainer:
             "pass_rate": float(np.mean([float(np.mean(c > 0.5)) for c in correct])),
             "loss": learn.get("loss"), "kl": learn.get("kl"), "clip_frac": learn.get("clip_frac"),
             "grad_norm": learn.get("grad_norm"), **learn_fields(learn), **refill,
-            "rollouts_sampled": int(sum(len(r) for r in rewards)), "rollouts_trained": len(batch["advantages"]),
+            "rollouts_sampled": int(sum(len(r) for r in rewards)), "rollouts_trained": len(batch),
             "prompts_trained": len(slots), "stale_resampled": self._stale_resampled,
             "shards_requeued": self.pool.stats.requeued, "sampler_restarts": self.pool.stats.restarts,
-            "reward_timeouts": sum(o.get("reward_timeouts", 0) for o in shard_out),
-            "reward_errors": sum(o.get("reward_errors", 0) for o in shard_out),
+            "reward_timeouts": sum(o.reward_timeouts for o in shard_out),
+            "reward_errors": sum(o.reward_errors for o in shard_out),
             # a custom reward's own mean (the adversary's reward_mean is then the success rate)
             **({"reward_mean": float(np.mean(np.concatenate(rewards)))} if cfg.reward.function else {}),
         })

@@ -26,6 +26,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from gdro_ray.errors import UserError
 from gdro_ray.learner import LearnerWorker
+from gdro_ray.protocol import LearnerBatch
 from gdro_ray.service.gpu_plan import learner_device
 
 # How long the learner group's placement may wait for resources: long enough for an autoscaler to
@@ -118,14 +119,12 @@ class LearnerGroup:
         """Each rank's `info()` (device, backend, card UUID ...)."""
         return ray.get([w.info.remote() for w in self.workers])
 
-    def train_step(self, batch: dict) -> dict:
-        """A list-form batch goes to every rank whole (one object-store copy); a compact one
-        (`gdro_ray.transfer.rollout_arrays`) as its small per-row part, the same for all, plus to each
-        rank the references of only the rollout groups its own rows are in."""
-        from gdro_ray.transfer.rollout_arrays import is_compact, split_for_ranks
+    def train_step(self, batch: LearnerBatch) -> dict:
+        """One GRPO update on every rank: each rank receives the batch's small per-row part (one
+        object-store copy for all) and the references of only the rollout groups its own rows
+        are in, which it fetches itself."""
+        from gdro_ray.transfer.rollout_arrays import split_for_ranks
 
-        if not is_compact(batch):
-            return _with_rank_timing(self._run("train_step", ray.put(batch)))
         meta, per_rank = split_for_ranks(batch, self.mini_batches, len(self.workers))
         meta_ref = ray.put(meta)
         self._calls += 1
@@ -133,7 +132,7 @@ class LearnerGroup:
             stats = ray.get([w.train_step.remote(meta_ref, refs) for w, refs in zip(self.workers, per_rank)])
         finally:
             self._calls -= 1
-        return dict(_with_rank_timing(stats), rollout_bytes=sum(batch.get("group_nbytes", [])),
+        return dict(_with_rank_timing(stats), rollout_bytes=sum(batch.group_nbytes),
                     fetched_bytes_per_rank=[s.get("fetched_bytes") for s in stats])
 
     def state_dict_bytes(self) -> bytes:

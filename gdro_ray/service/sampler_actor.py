@@ -18,6 +18,8 @@ import logging
 import os
 import time
 
+from gdro_ray.protocol import Shard, ShardResult
+
 log = logging.getLogger("gdro_ray.sampler")
 
 
@@ -116,28 +118,24 @@ class Sampler:
         """Float64 sum of the engine's parameters (see the engine for what it covers)."""
         return self.engine.weights_checksum()
 
-    def generate_shard(self, shard: dict) -> dict:
-        """shard: {"shard_id", "slots": [int], "prompts": [str], "answers": [str], "n": [int],
-        "max_new_tokens", "temperature", "top_p", "seed", "weights_version"}; with a custom reward
-        also "rows" (the dataset row of each prompt, named in reward errors) and "metadata" (each
-        prompt's other columns, passed to the function).
+    def generate_shard(self, shard: Shard, separate_arrays: bool = False):
+        """Each prompt's `shard.n[i]` rollouts, scored: a `ShardResult` whose `PromptRollouts` hold
+        each prompt's `pack_group` arrays and log-probs.
 
-        Returns per slot its rollouts: token ids, log-probs and rewards, plus timings. With
-        `shard["compact"]` (the pool calls it with two return values per prompt more) it returns
-        (that dict with per slot only rewards and lengths, then each prompt's `pack_group` group
-        and log-probs).
-        """
+        With `separate_arrays` (the pool calls it so, with two Ray return values per prompt more)
+        it returns the result without the arrays, then each prompt's arrays and log-probs: they
+        become their own objects in the store and never pass through the driver."""
         from gdro_ray.rewards.math_reward import reward_stats
         from gdro_ray.rewards.overlap import ShardScoring, chunk_seed, chunk_spans
-        from gdro_ray.transfer.rollout_arrays import group_nbytes, pack_group
+        from gdro_ray.transfer.rollout_arrays import prompt_rollouts
 
-        if shard.get("weights_version") is not None and shard["weights_version"] != self.version:
+        if shard.weights_version is not None and shard.weights_version != self.version:
             raise RuntimeError(
-                f"sampler {self.sampler_id} holds weights v{self.version}, shard wants v{shard['weights_version']}")
+                f"sampler {self.sampler_id} holds weights v{self.version}, shard wants v{shard.weights_version}")
         t0 = time.perf_counter()
         timeouts_before = reward_stats().get("timeouts", 0)
         custom_before = dict(self.custom_reward.stats) if self.custom_reward else {}
-        spans = chunk_spans(len(shard["prompts"]), self.reward_chunk)
+        spans = chunk_spans(len(shard.prompts), self.reward_chunk)
         scoring = ShardScoring(lambda i, rollouts: self._score_prompt(shard, i, rollouts),
                                self._scoring_thread() if len(spans) > 1 else None)
         outs, generate_s = [], 0.0
@@ -145,64 +143,46 @@ class Sampler:
             for c, (a, b) in enumerate(spans):
                 scoring.raise_if_failed()  # reward.on_error=stop: generate nothing more
                 tg = time.perf_counter()
-                part = self.engine.generate(shard["prompts"][a:b], shard["n"][a:b], shard["max_new_tokens"],
-                                            shard["temperature"], shard["top_p"], seed=chunk_seed(shard.get("seed"), c))
+                part = self.engine.generate(shard.prompts[a:b], shard.n[a:b], shard.max_new_tokens,
+                                            shard.temperature, shard.top_p, seed=chunk_seed(shard.seed, c))
                 generate_s += time.perf_counter() - tg
                 scoring.submit([(a + j, rollouts) for j, rollouts in enumerate(part)])
                 outs += part
             tg = time.perf_counter()
-            prompt_ids = self.engine.prompt_token_ids(shard["prompts"])
+            prompt_ids = self.engine.prompt_token_ids(shard.prompts)
             generate_s += time.perf_counter() - tg
         except BaseException:
             scoring.drain()
             raise
         all_rewards = scoring.results()
-        results, groups = [], []
-        compact = bool(shard.get("compact"))
-        for slot, pids, rollouts, rewards in zip(shard["slots"], prompt_ids, outs, all_rewards):
-            if compact:  # the arrays become their own return values; the driver sees lengths only
-                ids, lps = pack_group(pids, [r.token_ids for r in rollouts], [r.logprobs for r in rollouts])
-                groups += [ids, lps]
-                results.append({"slot": slot, "rewards": rewards, "prompt_len": len(pids),
-                                "response_lens": [len(r.token_ids) for r in rollouts],
-                                "nbytes": group_nbytes(ids), "logprob_nbytes": int(lps.nbytes)})
-                continue
-            results.append({
-                "slot": slot,
-                "prompt_token_ids": list(pids),
-                "response_token_ids": [list(r.token_ids) for r in rollouts],
-                "logprobs": [list(r.logprobs) for r in rollouts],
-                "texts": [r.text for r in rollouts],
-                "rewards": rewards,
-            })
+        results, arrays = [], []
+        for slot, pids, rollouts, rewards in zip(shard.slots, prompt_ids, outs, all_rewards):
+            res = prompt_rollouts(slot, rewards, pids, [r.token_ids for r in rollouts], [r.logprobs for r in rollouts])
+            if separate_arrays:
+                arrays += [res.group, res.logprobs]
+                res.group = res.logprobs = None
+            results.append(res)
         t2 = time.perf_counter()
-        summary = {
-            "shard_id": shard["shard_id"],
-            "sampler_id": self.sampler_id,
-            "weights_version": self.version,
-            "results": results,
-            "generate_s": generate_s,
-            # reward_s: the scoring the engine waited for (all of it without chunks);
-            # reward_busy_s: all scoring, with chunks partly hidden behind generation
-            "reward_s": max(0.0, t2 - t0 - generate_s),
-            "reward_busy_s": scoring.busy_s,
-            "reward_timeouts": reward_stats().get("timeouts", 0) - timeouts_before
-            + (self.custom_reward.stats["timeouts"] - custom_before["timeouts"] if self.custom_reward else 0),
-            "reward_errors": self.custom_reward.stats["errors"] - custom_before["errors"] if self.custom_reward else 0,
-            "tokens": sum(len(r.token_ids) for rollouts in outs for r in rollouts),
-        }
-        return (summary, *groups) if compact else summary
+        custom = self.custom_reward.stats if self.custom_reward else None
+        result = ShardResult(
+            shard_id=shard.shard_id, sampler_id=self.sampler_id, weights_version=self.version, results=results,
+            generate_s=generate_s, reward_s=max(0.0, t2 - t0 - generate_s), reward_busy_s=scoring.busy_s,
+            reward_timeouts=reward_stats().get("timeouts", 0) - timeouts_before
+            + (custom["timeouts"] - custom_before["timeouts"] if custom else 0),
+            reward_errors=custom["errors"] - custom_before["errors"] if custom else 0,
+            tokens=sum(len(r.token_ids) for rollouts in outs for r in rollouts))
+        return (result, *arrays) if separate_arrays else result
 
-    def _score_prompt(self, shard: dict, i: int, rollouts: list) -> list[float]:
+    def _score_prompt(self, shard: Shard, i: int, rollouts: list) -> list[float]:
         """The rewards of prompt `i`'s rollouts (one custom-function call, or math-verify each)."""
         from gdro_ray.rewards.math_reward import math_reward
 
-        answer = shard["answers"][i]
+        answer = shard.answers[i]
         if self.custom_reward is not None:
-            n, meta = len(rollouts), (shard.get("metadata") or [{}] * len(shard["prompts"]))[i]
-            return self.custom_reward.score([shard["prompts"][i]] * n, [r.text for r in rollouts],
+            n, meta = len(rollouts), (shard.metadata or [{}] * len(shard.prompts))[i]
+            return self.custom_reward.score([shard.prompts[i]] * n, [r.text for r in rollouts],
                                             [answer] * n, [dict(meta) for _ in range(n)],
-                                            row=(shard.get("rows") or shard["slots"])[i])
+                                            row=(shard.rows or shard.slots)[i])
         return [math_reward(r.text, answer, scale=self.reward_scale, timeout_s=self.reward_timeout_s)
                 for r in rollouts]
 

@@ -48,6 +48,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from gdro_ray.protocol import Shard, ShardResult
 from gdro_ray.service.sampler_actor import Sampler
 
 log = logging.getLogger("gdro_ray.pool")
@@ -239,23 +240,22 @@ class SamplerPool:
         return time.perf_counter() - t0
 
     # ---- work -------------------------------------------------------------------------------
-    def _dispatch(self, m: _Member, shard: dict):
-        """Hand one shard to one idle sampler; returns the ObjectRef of the call's summary.
+    def _dispatch(self, m: _Member, shard: Shard):
+        """Hand one shard to one idle sampler; returns the ObjectRef of the call's `ShardResult`.
 
-        Real sampler actors answer in compact form (`gdro_ray.transfer.rollout_arrays`): the summary,
-        then two return values per prompt holding its rollouts' arrays, which this process owns
-        but never fetches; `run` attaches them to their slot as `rollouts` (token ids) and
-        `logprobs_ref`. Stand-in handles
-        (`actor_factory`) answer in list form.
+        Real sampler actors return each prompt's rollout arrays as separate return values
+        (`gdro_ray.transfer.rollout_arrays`), which this process owns but never fetches; `run`
+        attaches their references to their `PromptRollouts`. Stand-in handles (`actor_factory`)
+        answer with the arrays inline.
         """
+        shard = shard.for_version(self.version)
         if self.actor_factory is not None:
-            return m.actor.generate_shard.remote(dict(shard, weights_version=self.version))
-        refs = m.actor.generate_shard.options(num_returns=1 + 2 * len(shard["slots"])).remote(
-            dict(shard, weights_version=self.version, compact=True))
+            return m.actor.generate_shard.remote(shard)
+        refs = m.actor.generate_shard.options(num_returns=1 + 2 * len(shard.slots)).remote(shard, True)
         self._groups[refs[0]] = refs[1:]
         return refs[0]
 
-    def run(self, shards: list[dict]) -> list[dict]:
+    def run(self, shards: list[Shard]) -> list[ShardResult]:
         """Run every shard exactly once on the live samplers; re-queue shards of dead samplers.
 
         Returns the shard results in completion order (each carries its `shard_id`).
@@ -301,14 +301,14 @@ class SamplerPool:
                     self.stats.requeued += 1
                     queue.appendleft(shard)
                     log.warning("sampler %d died with shard %s in flight; shard re-queued",
-                                m.sampler_id, shard["shard_id"])
+                                m.sampler_id, shard.shard_id)
                     self._replace(m, str(out).strip().splitlines()[0])
                     continue
                 if isinstance(out, Exception):  # the sampler raised: a bug, not a fault to hide
                     raise out
                 if groups is not None:
-                    for k, res in enumerate(out["results"]):
-                        res["rollouts"], res["logprobs_ref"] = groups[2 * k], groups[2 * k + 1]
+                    for k, res in enumerate(out.results):
+                        res.group, res.logprobs = groups[2 * k], groups[2 * k + 1]
                 results.append(out)
                 self.stats.shards_by_sampler[m.sampler_id] += 1
                 if m.sampler_id in self.members:

@@ -38,8 +38,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gdro_ray.algorithms.schedule import StepSchedule
 from gdro_ray.errors import UserError
+from gdro_ray.protocol import LearnerBatch, PromptRollouts, ShardResult, StepSchedule
 from gdro_ray.service.shards import build_shards
 
 # The informative rate used to size a refill round is floored here, so one unlucky round
@@ -75,13 +75,16 @@ def renormalised_weights(adv_weights, rollouts, slots: list[int]) -> np.ndarray:
     return w * (float(n.sum()) / total) if total > 0 else np.ones_like(w)
 
 
-def assemble_batch(sched: StepSchedule, by_slot: dict, adv: list, slots: list[int], sampler_logprobs: bool,
-                   informative_cap: float | None = None) -> dict:
-    """The learner batch of the trained `slots` (advantages × adversary weights, renormalised
-    over the trained responses when some slots are left out; all slots keep the adversary's
-    weights as they are, whose ω_max cap may hold their mean just under 1). With
-    `informative_cap` (`prompt_gdro.informative_norm`: the cap ω_max) the weights are rescaled to
-    mean 1 over the responses of groups with a non-zero advantage only, then capped."""
+def assemble_batch(sched: StepSchedule, by_slot: dict[int, PromptRollouts], adv: list, slots: list[int],
+                   sampler_logprobs: bool, informative_cap: float | None = None) -> LearnerBatch:
+    """The learner batch of the trained `slots`: per response row only scalars, per trained slot
+    one reference to its rollout arrays (the token ids never pass through here).
+
+    Advantages × adversary weights, renormalised over the trained responses when some slots are
+    left out; all slots keep the adversary's weights as they are, whose ω_max cap may hold their
+    mean just under 1. With `informative_cap` (`prompt_gdro.informative_norm`: the cap ω_max)
+    the weights are rescaled to mean 1 over the responses of groups with a non-zero advantage
+    only, then capped."""
     if len(slots) == sched.batch_size:
         weights = np.asarray(sched.adv_weights, dtype=np.float64)[slots]
     else:
@@ -92,51 +95,27 @@ def assemble_batch(sched: StepSchedule, by_slot: dict, adv: list, slots: list[in
         mask = [bool(np.any(np.asarray(adv[i]) != 0)) for i in slots]
         weights = informative_mean_one(weights, np.asarray(sched.rollouts, dtype=np.float64)[slots], mask,
                                        informative_cap)
-    if slots and "rollouts" in by_slot[slots[0]]:  # compact: references and lengths only
-        return _compact_batch(by_slot, adv, slots, weights, sampler_logprobs)
-    batch = {"prompt_token_ids": [], "response_token_ids": [], "advantages": [], "signal_advantages": [],
-             "old_logprobs": [] if sampler_logprobs else None, "prompt_index": []}
-    for i, w in zip(slots, weights):
-        res = by_slot[i]
-        for j, resp in enumerate(res["response_token_ids"]):
-            a = float(adv[i][j])
-            batch["prompt_token_ids"].append(res["prompt_token_ids"])
-            batch["response_token_ids"].append(resp)
-            batch["advantages"].append(a * float(w))
-            batch["signal_advantages"].append(a)
-            batch["prompt_index"].append(i)
-            if sampler_logprobs:
-                batch["old_logprobs"].append([float(x) for x in res["logprobs"][j]])
-    return batch
-
-
-def _compact_batch(by_slot: dict, adv: list, slots: list[int], weights, sampler_logprobs: bool) -> dict:
-    """The compact learner batch (`gdro_ray.transfer.rollout_arrays`): per response row only scalars, per
-    trained slot one reference to its rollout arrays; the token ids never pass through here."""
-    batch = {"groups": [], "logprob_groups": [], "group": [], "member": [], "prompt_lengths": [], "response_lengths": [],
-             "advantages": [], "signal_advantages": [], "prompt_index": [], "old_logprobs": None,
-             "sampler_logprobs": bool(sampler_logprobs), "group_nbytes": []}
+    batch = LearnerBatch(sampler_logprobs=bool(sampler_logprobs))
     for g, (i, w) in enumerate(zip(slots, weights)):
         res = by_slot[i]
-        batch["groups"].append(res["rollouts"])
-        batch["logprob_groups"].append(res["logprobs_ref"])
+        batch.groups.append(res.group)
+        batch.logprob_groups.append(res.logprobs)
         # what a rank may fetch of this group: its token ids, and its log-probs when trained against them
-        batch["group_nbytes"].append(int(res.get("nbytes", 0)) + (int(res.get("logprob_nbytes", 0))
-                                                                  if sampler_logprobs else 0))
-        lens = res["response_lens"]
+        batch.group_nbytes.append(int(res.nbytes) + (int(res.logprob_nbytes) if sampler_logprobs else 0))
+        lens = res.response_lens
         a = np.asarray(adv[i], dtype=np.float64)
-        batch["group"] += [g] * len(lens)
-        batch["member"] += list(range(len(lens)))
-        batch["prompt_lengths"] += [int(res["prompt_len"])] * len(lens)
-        batch["response_lengths"] += [int(x) for x in lens]
-        batch["advantages"] += (a * float(w)).tolist()
-        batch["signal_advantages"] += a.tolist()
-        batch["prompt_index"] += [i] * len(lens)
+        batch.group += [g] * len(lens)
+        batch.member += list(range(len(lens)))
+        batch.prompt_lengths += [int(res.prompt_len)] * len(lens)
+        batch.response_lengths += [int(x) for x in lens]
+        batch.advantages += (a * float(w)).tolist()
+        batch.signal_advantages += a.tolist()
+        batch.prompt_index += [i] * len(lens)
     return batch
 
 
-def _rewards_of(shard_out: list[dict]) -> dict[int, np.ndarray]:
-    return {r["slot"]: np.asarray(r["rewards"], dtype=float) for o in shard_out for r in o["results"]}
+def _rewards_of(shard_out: list[ShardResult]) -> dict[int, np.ndarray]:
+    return {r.slot: np.asarray(r.rewards, dtype=float) for o in shard_out for r in o.results}
 
 
 def _call(actor, method: str, *args):
@@ -149,8 +128,8 @@ def _call(actor, method: str, *args):
     return fn(*args)
 
 
-def sample_refills(sched: StepSchedule, shard_out: list[dict], t: dict, *, cfg, train: list[dict], adversary,
-                   sampler_pool) -> tuple[StepSchedule, list[dict], dict]:
+def sample_refills(sched: StepSchedule, shard_out: list[ShardResult], t: dict, *, cfg, train: list[dict], adversary,
+                   sampler_pool) -> tuple[StepSchedule, list[ShardResult], dict]:
     """Run dynamic sampling's extra rounds (synchronous mode): the `adversary` extends the
     schedule, the `sampler_pool` samples the new prompts of `train`. Returns the grown schedule,
     all shard outputs and the record fields `refill_rounds`, `refill_short`, `refill_pool_spent`."""
@@ -183,7 +162,7 @@ class RewardChecks:
         self.health = RewardHealth(cfg, first_step)
         self.trained_any = False
 
-    def check(self, step: int, shard_out: list[dict], rewards: list, refill: dict, slots: list[int]) -> None:
+    def check(self, step: int, shard_out: list[ShardResult], rewards: list, refill: dict, slots: list[int]) -> None:
         """`step` counts from 1 (the step about to learn)."""
         all_failed = self.health.check(step, shard_out, rewards)
         if self.cfg.grpo.filter_all_equal and not all_failed:  # a failing reward has had its own line
@@ -213,15 +192,15 @@ class RewardHealth:
         self.cfg, self.streak = cfg, 0
         self.stop_after = max(1, min(stop_after, cfg.steps - first_step))
 
-    def failures(self, shard_out: list[dict], rewards: list) -> tuple[int, int, int]:
+    def failures(self, shard_out: list[ShardResult], rewards: list) -> tuple[int, int, int]:
         """(failed calls, calls, of which timed out) of one step. A custom function is called once
         per prompt; math-verify once per rollout, where only timeouts are failures."""
-        timeouts = sum(o.get("reward_timeouts", 0) for o in shard_out)
+        timeouts = sum(o.reward_timeouts for o in shard_out)
         if self.cfg.reward.function:
-            return sum(o.get("reward_errors", 0) for o in shard_out), len(rewards), timeouts
+            return sum(o.reward_errors for o in shard_out), len(rewards), timeouts
         return timeouts, int(sum(len(r) for r in rewards)), timeouts
 
-    def check(self, step: int, shard_out: list[dict], rewards: list) -> bool:
+    def check(self, step: int, shard_out: list[ShardResult], rewards: list) -> bool:
         """True when every call of the step failed (after its warning line); raises at the limit."""
         failed, calls, timeouts = self.failures(shard_out, rewards)
         if calls == 0 or failed < calls:
@@ -244,12 +223,12 @@ class RewardHealth:
         return True
 
 
-def refuse_stale(sched: StepSchedule, shard_out: list[dict], t: dict, *, version: int, max_staleness: int,
-                 sample: Callable[[StepSchedule], tuple[list[dict], float]]) -> tuple[list[dict], bool]:
+def refuse_stale(sched: StepSchedule, shard_out: list[ShardResult], t: dict, *, version: int, max_staleness: int,
+                 sample: Callable[[StepSchedule], tuple[list[ShardResult], float]]) -> tuple[list[ShardResult], bool]:
     """Off-policy: if the rollouts lag the learner's weights `version` by more than
     `max_staleness` versions, `sample` the step again with the current weights (published just
     before); returns the shard outputs and whether they were refused."""
-    sampled_with = min((o["weights_version"] for o in shard_out), default=version)
+    sampled_with = min((o.weights_version for o in shard_out), default=version)
     if version - sampled_with <= max_staleness:
         return shard_out, False
     fresh, seconds = sample(sched)

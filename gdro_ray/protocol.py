@@ -1,0 +1,111 @@
+"""The messages of one training step, as they cross between the actors.
+
+    adversary ──StepSchedule──▶ driver ──Shard──▶ sampler ──ShardResult──▶ driver
+    driver ──LearnerBatch──▶ learner ranks ──learn stats──▶ driver ──observe(step, …)──▶ adversary
+
+`StepSchedule` (`gdro_ray.algorithms.schedule`) is the adversary's own pure object; it crosses Ray
+as it is and stays pending in the adversary, so the results name its step rather than send it
+back. The rollouts' token ids and log-probs never pass through the driver: a sampler returns them
+as separate Ray objects (`gdro_ray.transfer.rollout_arrays`), and `PromptRollouts` carries their
+references. Outside Ray (tests, stand-in samplers) the same fields hold the arrays themselves;
+every reader resolves either.
+
+Plain dataclasses of builtins and numpy arrays: they pickle through Ray unchanged and need no
+schema library.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gdro_ray.algorithms.schedule import StepSchedule
+
+__all__ = ["LearnerBatch", "PromptRollouts", "Shard", "ShardResult", "StepSchedule"]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What one sampler call generates: `n[i]` rollouts of `prompts[i]`, which fill step slot `slots[i]`."""
+
+    shard_id: int
+    slots: list[int]
+    prompts: list[str]
+    answers: list[str]
+    n: list[int]
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None = None
+    rows: list | None = None  # custom reward: each prompt's dataset row id, named in its errors
+    metadata: list | None = None  # custom reward: each prompt's other columns, passed to the function
+    weights_version: int | None = None  # the version the sampler must hold (set by the pool)
+
+    def for_version(self, version: int) -> Shard:
+        return replace(self, weights_version=int(version))
+
+
+@dataclass
+class PromptRollouts:
+    """One prompt's rollouts: rewards and lengths, and where its arrays are.
+
+    `group` is the prompt's `pack_group` arrays (prompt token ids, concatenated response token
+    ids, offsets) and `logprobs` the per-token log-probs on the same offsets: Ray object
+    references on the driver (attached by the sampler pool), or the arrays themselves."""
+
+    slot: int
+    rewards: list[float]
+    prompt_len: int
+    response_lens: list[int]
+    nbytes: int = 0  # bytes of `group`'s arrays
+    logprob_nbytes: int = 0
+    group: Any = None
+    logprobs: Any = None
+
+
+@dataclass
+class ShardResult:
+    """A sampler's answer to one `Shard`: each prompt's rollouts in shard order, and its costs."""
+
+    shard_id: int
+    sampler_id: int
+    weights_version: int
+    results: list[PromptRollouts]
+    generate_s: float = 0.0
+    reward_s: float = 0.0  # scoring the engine waited for
+    reward_busy_s: float = 0.0  # all scoring, partly hidden behind generation when chunked
+    reward_timeouts: int = 0
+    reward_errors: int = 0
+    tokens: int = 0  # response tokens generated
+
+
+@dataclass
+class LearnerBatch:
+    """The trained rollouts of a step, one row per response, plus one array reference per group.
+
+    Per row only scalars: which `group` (index into `groups`) and which `member` of it, its
+    prompt and response length, its advantage (× the adversary's weight) and the raw advantage
+    (`signal_advantages`), and the step slot it came from (`prompt_index`, the PPO mini-batches
+    keep a prompt's rows together). `sampler_logprobs`: the ranks train against the samplers'
+    log-probs (off-policy) and so fetch `logprob_groups` too."""
+
+    groups: list = field(default_factory=list)
+    logprob_groups: list = field(default_factory=list)
+    group_nbytes: list[int] = field(default_factory=list)
+    group: list[int] = field(default_factory=list)
+    member: list[int] = field(default_factory=list)
+    prompt_lengths: list[int] = field(default_factory=list)
+    response_lengths: list[int] = field(default_factory=list)
+    advantages: list[float] = field(default_factory=list)
+    signal_advantages: list[float] = field(default_factory=list)
+    prompt_index: list[int] = field(default_factory=list)
+    sampler_logprobs: bool = False
+
+    def __len__(self) -> int:
+        return len(self.advantages)
+
+    def rows(self) -> dict:
+        """The per-row part that every rank receives (no array references), as the worker reads it."""
+        return {"group": self.group, "member": self.member, "prompt_lengths": self.prompt_lengths,
+                "response_lengths": self.response_lengths, "advantages": self.advantages,
+                "signal_advantages": self.signal_advantages, "prompt_index": self.prompt_index,
+                "sampler_logprobs": self.sampler_logprobs}
