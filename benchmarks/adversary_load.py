@@ -226,7 +226,9 @@ def part_b(samplers: int, hosts: int, batch: int, shard_size: int, rollout_ms: l
            warmup: int) -> list[dict]:
     """One pool of virtual samplers, a real Trainer step loop; one row per virtual rollout time."""
     from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.run_parts import RunParts
     from gdro_ray.service.sampler_pool import SamplerPool
+    from gdro_ray.service.weight_transport import ObjectStoreTransport
 
     cfg, adv = _adversary(batch, samplers, shard_size)
     hs = [VirtualSamplerHost.options(max_concurrency=samplers + 8).remote(None) for _ in range(hosts)]
@@ -234,9 +236,10 @@ def part_b(samplers: int, hosts: int, batch: int, shard_size: int, rollout_ms: l
                        actor_factory=lambda sid, blob, version: VirtualSampler(hs[sid % hosts], sid, version))
     pool.resize(samplers)
     assert pool.wait_ready(samplers, timeout_s=120) == samplers
-    trainer = Trainer(cfg, ROOT / ".tmp" / "adversary_load_run")
-    trainer.adversary, trainer.learner, trainer.pool = adv, _InstantLearner(), pool
-    trainer.train = [{"id": i, "prompt": f"virtual prompt {i}", "answer": "1"} for i in range(14_100)]
+    learner = _InstantLearner()
+    trainer = Trainer(cfg, ROOT / ".tmp" / "adversary_load_run", RunParts(
+        adversary=adv, pool=pool, learner=learner, weights=ObjectStoreTransport(learner, pool),
+        train=[{"id": i, "prompt": f"virtual prompt {i}", "answer": "1"} for i in range(14_100)]))
     out = []
     for ms in rollout_ms:
         ray.get([h.set_rollout_ms.remote(ms) for h in hs])
@@ -244,9 +247,9 @@ def part_b(samplers: int, hosts: int, batch: int, shard_size: int, rollout_ms: l
         for i in range(warmup + steps):
             ray.get([h.take_busy.remote() for h in hs])
             c0, t0 = time.thread_time(), time.perf_counter()
-            record, t, _ = trainer.run_step()
+            step = trainer.run_step()
             wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
-            trainer.step += 1
+            record, t = step.to_json(), step.stage_time_s
             busy = {k: v for h in ray.get([h.take_busy.remote() for h in hs]) for k, v in h.items()}
             assert record["rollouts"] == batch * cfg.budget_mean and record["prompts"] == batch
             assert record["staleness"] == 0

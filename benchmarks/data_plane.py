@@ -131,7 +131,9 @@ def run_path(ranks: list[int], steps: int, prompts: int, tokens: int) -> dict:
     from gdro_ray.service.adversary_actor import AdversaryService
     from gdro_ray.service.driver import Trainer
     from gdro_ray.service.learner_group import LearnerGroup
+    from gdro_ray.service.run_parts import RunParts
     from gdro_ray.service.sampler_pool import SamplerPool
+    from gdro_ray.service.weight_transport import ObjectStoreTransport
 
     ray.init(address="local", num_cpus=16, include_dashboard=False, object_store_memory=3 * 2**30,
              log_to_driver=False, runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
@@ -156,19 +158,19 @@ def run_path(ranks: list[int], steps: int, prompts: int, tokens: int) -> dict:
         group._calls, group.mini_batches = 0, cfg.grpo.mini_batches
         group.workers = [ray.remote(VirtualRank).options(num_cpus=0).remote(r, world, cfg.grpo.mini_batches)
                          for r in range(world)]
-        trainer = Trainer(cfg, ROOT / ".tmp" / "data_plane_run")
-        trainer.adversary, trainer.learner, trainer.pool = adv, group, pool
-        trainer.train = [{"id": i, "prompt": f"synthetic prompt {i}", "answer": "1"} for i in range(10 * prompts)]
+        trainer = Trainer(cfg, ROOT / ".tmp" / "data_plane_run", RunParts(
+            adversary=adv, pool=pool, learner=group, weights=ObjectStoreTransport(group, pool),
+            train=[{"id": i, "prompt": f"synthetic prompt {i}", "answer": "1"} for i in range(10 * prompts)]))
         for s in range(steps):
             base = _status_kib("VmRSS")
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS now
             c0, t0 = time.process_time(), time.perf_counter()
-            record, t, _ = trainer.run_step()
+            step = trainer.run_step()
             cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+            record, t = step.to_json(), step.stage_time_s
             peak = _status_kib("VmHWM")
             # sampling and the stages around it are waits here; what the driver itself spends:
             busy = {k: round(v, 3) for k, v in t.items()}
-            trainer.step += 1
             batch, stats = group.last_batch, group.last_stats
             per_rank, slices = _bytes_per_rank(batch, stats, world, cfg.grpo.mini_batches)
             rows.append({"ranks": world, "step": s, "driver_cpu_s": cpu, "step_wall_s": wall,

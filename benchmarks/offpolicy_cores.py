@@ -1,7 +1,7 @@
 """Sync vs one-step off-policy with samplers and learner on disjoint cores.
 
 One real training job (`preset=toy`: vLLM samplers, FSDP2 learner ranks on gloo, the adversary
-actor; `Trainer.setup()` then the driver's own `run_step` / `run_step_off_policy`), started with
+actor; `build_trainer` then the driver's own `run_step`, synchronous or off-policy), started with
 `cluster.sampler_cpus=[first CPU]` and `cluster.learner_cpus=[last CPU]`. Four configurations
 alternate in blocks inside the one job, so a machine whose load drifts hits them all alike:
 
@@ -31,7 +31,6 @@ import platform
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,15 +59,13 @@ def set_masks(actors: list, cpus: list[int]) -> None:
     assert all(g == sorted(cpus) for g in got), got
 
 
-def block(trainer, executor, off_policy: bool, steps: int, s_pids, l_pids) -> dict:
+def block(trainer, off_policy: bool, steps: int, s_pids, l_pids) -> dict:
     trainer.cfg.cluster.off_policy = off_policy
     trainer.cfg.steps = trainer.step + steps  # off-policy launches no sampling past the block's end
     ends, stages, cpu = [time.perf_counter()], [], []
     marks = (cpu_seconds(s_pids), cpu_seconds(l_pids))
     for i in range(steps):
-        record, t, t0 = trainer.run_step_off_policy(executor) if off_policy else trainer.run_step()
-        trainer._finish_record(record, t, t0)
-        trainer.step += 1
+        t = trainer.run_step().stage_time_s
         ends.append(time.perf_counter())
         now = (cpu_seconds(s_pids), cpu_seconds(l_pids))
         if i:  # the first step is dropped (start-up of the block)
@@ -91,7 +88,7 @@ def main(argv=None) -> int:
     import ray
 
     from gdro_ray.config import load_config
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
     from gdro_ray.utils.env import setup_env
 
     setup_env()
@@ -101,16 +98,15 @@ def main(argv=None) -> int:
     cfg = load_config(overrides=["preset=toy", "checkpoint.every=0", "metrics.enabled=false", f"out={run}",
                                  f"cluster.sampler_cpus=[{s_cpu}]", f"cluster.learner_cpus=[{l_cpu}]",
                                  "steps=1000000", *args.overrides])
-    trainer = Trainer(cfg, run)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdro-sample")
+    trainer = None
     t_all = time.perf_counter()
     blocks = []
     try:
-        trainer.setup()
+        trainer = build_trainer(cfg, run)
         samplers = [m.actor for m in trainer.pool.members.values()]
         s_pids = [m.info["pid"] for m in trainer.pool.members.values()]
         l_pids = [i["pid"] for i in trainer.learner.infos()]
-        block(trainer, executor, False, 2, s_pids, l_pids)  # warm up: compile, first publish
+        block(trainer, False, 2, s_pids, l_pids)  # warm up: compile, first publish
         for rep in range(args.repeats):
             for mode, place in CONFIGS:
                 if place == "pinned":
@@ -118,14 +114,14 @@ def main(argv=None) -> int:
                     set_masks(trainer.learner.workers, [l_cpu])
                 else:
                     set_masks(samplers + trainer.learner.workers, cpus)
-                b = block(trainer, executor, mode == "off", args.steps, s_pids, l_pids)
+                b = block(trainer, mode == "off", args.steps, s_pids, l_pids)
                 blocks.append(dict(b, mode=mode, placement=place, repeat=rep, load_avg=os.getloadavg()[0]))
                 print(f"  rep {rep} {mode:4s} {place:6s} step {b['step_s']:.3f}s  CPU/step sampler "
                       f"{b['sampler_cpu_s']:.2f}s learner {b['learner_cpu_s']:.2f}s  load {os.getloadavg()[0]:.1f}",
                       file=sys.stderr, flush=True)
     finally:
-        executor.shutdown(wait=True)
-        trainer.shutdown()
+        if trainer is not None:
+            trainer.shutdown()
         ray.shutdown()
 
     def pick(mode, place, rep=None):

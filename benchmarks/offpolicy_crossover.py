@@ -43,7 +43,6 @@ import platform
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -188,6 +187,7 @@ def build(kind: str, batch: int, shard_size: int, tmp: Path):
     from gdro_ray.config import load_config, to_dict
     from gdro_ray.service.adversary_actor import AdversaryService
     from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.run_parts import RunParts
     from gdro_ray.service.sampler_pool import SamplerPool
     from gdro_ray.service.weight_transport import ObjectStoreTransport
 
@@ -209,15 +209,14 @@ def build(kind: str, batch: int, shard_size: int, tmp: Path):
                        actor_factory=lambda sid, blob, version: sampler)
     pool.resize(1)
     assert pool.wait_ready(1, timeout_s=120) == 1
-    trainer = Trainer(cfg, tmp)
     learner = VirtualLearner(l_dev, 0.0, 0.0)
-    trainer.adversary, trainer.learner, trainer.pool = adv, learner, pool
-    trainer.weights = ObjectStoreTransport(learner, pool)
-    trainer.train = [{"id": i, "prompt": f"virtual prompt {i}", "answer": "1"} for i in range(14_100)]
+    trainer = Trainer(cfg, tmp, RunParts(
+        adversary=adv, pool=pool, learner=learner, weights=ObjectStoreTransport(learner, pool),
+        train=[{"id": i, "prompt": f"virtual prompt {i}", "answer": "1"} for i in range(14_100)]))
     return trainer, sampler, learner, shards, [adv, sampler, s_dev, l_dev], (s_dev, l_dev)
 
 
-def block(trainer, executor, off_policy: bool, steps: int) -> tuple[float, float]:
+def block(trainer, off_policy: bool, steps: int) -> tuple[float, float]:
     """`steps` steps in one mode; the steady-state step time: the mean interval between
     completions (one interval alone can undercut the floor when the driver was descheduled at
     its start), leaving out the first step (nothing to overlap with) and the last (off-policy
@@ -226,9 +225,7 @@ def block(trainer, executor, off_policy: bool, steps: int) -> tuple[float, float
     trainer.cfg.steps = trainer.step + steps  # off-policy launches no sampling past the block's end
     ends, cpu = [time.perf_counter()], [time.process_time()]
     for _ in range(steps):
-        record, t, t0 = trainer.run_step_off_policy(executor) if off_policy else trainer.run_step()
-        trainer._finish_record(record, t, t0)
-        trainer.step += 1
+        trainer.run_step()
         ends.append(time.perf_counter())
         cpu.append(time.process_time())
     assert trainer.inflight is None
@@ -236,14 +233,14 @@ def block(trainer, executor, off_policy: bool, steps: int) -> tuple[float, float
     return (ends[-2] - ends[1]) / (steps - 2), (cpu[-2] - cpu[1]) / (steps - 2)
 
 
-def point(trainer, sampler, learner, shards, devices, executor, S, L, P, steps, repeats, shared: bool) -> dict:
+def point(trainer, sampler, learner, shards, devices, S, L, P, steps, repeats, shared: bool) -> dict:
     ray.get(sampler.set_sample_s.remote(S, shards))
     learner.learn_s, learner.publish_s = L, P
     sync, off, ratios, stretch, dcpu = [], [], [], {"sync": [], "off": []}, {"sync": [], "off": []}
     for _ in range(repeats):
         for mode, off_policy, times in (("sync", False, sync), ("off", True, off)):
             ray.get([d.take_stretch.remote() for d in devices])
-            wall, cpu = block(trainer, executor, off_policy, steps)
+            wall, cpu = block(trainer, off_policy, steps)
             times.append(wall)
             dcpu[mode].append(cpu)
             stretch[mode].append(ray.get([d.take_stretch.remote() for d in devices]))
@@ -289,25 +286,23 @@ def main(argv=None) -> int:
     own_ray = not ray.is_initialized()
     if own_ray:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="gdro_ray_bench")
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdro-sample")
     t_all, rows = time.perf_counter(), []
     for kind in args.kinds:
         trainer, sampler, learner, shards, actors, devices = build(kind, args.batch, args.shard_size,
                                                            ROOT / ".tmp" / "offpolicy_crossover_run")
-        block(trainer, executor, False, 3)  # warm the code paths and actors
+        block(trainer, False, 3)  # warm the code paths and actors
         for r in (args.cpu_ratios if kind.startswith("cpu") else args.ratios):
-            row = point(trainer, sampler, learner, shards, devices, executor, r * args.learn_s, args.learn_s,
+            row = point(trainer, sampler, learner, shards, devices, r * args.learn_s, args.learn_s,
                         args.publish_s, args.steps, args.repeats, shared=kind.endswith("shared"))
             rows.append(dict(row, kind=kind))
             print(f"  {kind:12s} S/L={r:<5g} sync {row['sync_step_s']:.3f}s off {row['off_step_s']:.3f}s "
                   f"ratio min/med {row['ratio_min']:.2f}/{row['ratio_median']:.2f}", file=sys.stderr, flush=True)
-        pool = trainer.pool
-        pool.shutdown()
+        trainer.log.close()
+        trainer.pool.shutdown()
         for a in actors:
             ray.kill(a)
     if own_ray:
         ray.shutdown()
-    executor.shutdown()
 
     print(f"\nL = {args.learn_s}s, P = {args.publish_s}s, B = {args.batch} in {-(-args.batch // args.shard_size)} shards; "
           f"{args.repeats} alternating sync/off-policy block pairs of {args.steps} steps per row")

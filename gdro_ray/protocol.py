@@ -20,7 +20,7 @@ from typing import Any
 
 from gdro_ray.algorithms.schedule import StepSchedule
 
-__all__ = ["LearnerBatch", "PromptRollouts", "Shard", "ShardResult", "StepSchedule"]
+__all__ = ["LearnerBatch", "PromptRollouts", "Shard", "ShardResult", "StepRecord", "StepSchedule"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +109,55 @@ class LearnerBatch:
                 "response_lengths": self.response_lengths, "advantages": self.advantages,
                 "signal_advantages": self.signal_advantages, "prompt_index": self.prompt_index,
                 "sampler_logprobs": self.sampler_logprobs}
+
+
+@dataclass
+class StepRecord:
+    """One step's line of metrics.jsonl (docs/metrics.md): the adversary's record of the step
+    (bins, q, prices, budget), then what the driver measured. Built once, by `Trainer.run_step`."""
+
+    adversary: dict  # `Adversary.observe`'s record, as the adversary returned it
+    schedule_digest: str  # equal digests: identical prompts and rollout counts
+    weights_version: int  # the learner's version after this step's update
+    samplers: int  # live samplers
+    tokens: int  # response tokens sampled
+    staleness: int  # versions the learner had moved past when it trained on these rollouts
+    pass_rate: float  # mean over prompts of the share of successful rollouts
+    rollouts_sampled: int
+    rollouts_trained: int
+    prompts_trained: int
+    learn: dict = field(default_factory=dict)  # the learner's statistics (`step_batch.learn_fields`)
+    refill: dict = field(default_factory=dict)  # dynamic sampling's rounds (only with grpo.filter_all_equal)
+    stale_resampled: bool = False  # off-policy: the rollouts were refused as too stale and drawn again
+    shards_requeued: int = 0  # run totals of the sampler pool
+    sampler_restarts: int = 0
+    reward_timeouts: int = 0  # this step's
+    reward_errors: int = 0
+    custom_reward_mean: float | None = None  # a custom reward's own mean (the adversary's is then success)
+    weight_sync: dict | None = None  # what the step's weight publish reported
+    stage_time_s: dict[str, float] = field(default_factory=dict)  # seconds per driver stage
+    step_time_s: float = 0.0
+
+    @property
+    def step(self) -> int:
+        return int(self.adversary["step"])
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.step_time_s, 1e-9)
+
+    def to_json(self) -> dict:
+        """The flat metrics.jsonl line."""
+        out = dict(self.adversary)
+        out.update(
+            schedule_digest=self.schedule_digest, weights_version=self.weights_version, samplers=self.samplers,
+            tokens=self.tokens, staleness=self.staleness, pass_rate=self.pass_rate, **self.learn, **self.refill,
+            rollouts_sampled=self.rollouts_sampled, rollouts_trained=self.rollouts_trained,
+            prompts_trained=self.prompts_trained, stale_resampled=self.stale_resampled,
+            shards_requeued=self.shards_requeued, sampler_restarts=self.sampler_restarts,
+            reward_timeouts=self.reward_timeouts, reward_errors=self.reward_errors)
+        if self.custom_reward_mean is not None:
+            out["reward_mean"] = self.custom_reward_mean
+        out.update(weight_sync=self.weight_sync, stage_time_s={k: round(v, 4) for k, v in self.stage_time_s.items()},
+                   step_time_s=round(self.step_time_s, 4), tokens_per_s=self.tokens_per_s)
+        return out

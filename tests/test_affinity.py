@@ -60,11 +60,11 @@ def test_pin_process_moves_every_thread_and_names_the_key():
 @pytest.mark.slow
 @pytest.mark.skipif(len(CPUS) < 2, reason="needs two CPUs to pin samplers and learner apart")
 def test_trainer_pins_samplers_and_learner_apart(tmp_path):
-    """Trainer.setup() with the keys set: every thread of every sampler and learner rank sits on its CPU."""
+    """build_trainer with the keys set: every thread of every sampler and learner rank sits on its CPU."""
     import ray
     from _tiny import save_tiny
 
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
     from gdro_ray.utils.affinity import thread_affinities
 
     tiny = save_tiny(tmp_path / "model", seed=0)
@@ -73,9 +73,9 @@ def test_trainer_pins_samplers_and_learner_apart(tmp_path):
                                  "learner.world_size=2", "data.eval=dapo-fixture", "data.max_prompts=64",
                                  "metrics.enabled=false", f"cluster.sampler_cpus=[{s_cpu}]",
                                  f"cluster.learner_cpus=[{l_cpu}]", f"out={tmp_path / 'run'}"])
-    trainer = Trainer(cfg, tmp_path / "run")
+    trainer = None
     try:
-        trainer.setup()
+        trainer = build_trainer(cfg, tmp_path / "run")
         samplers = [m.actor for m in trainer.pool.members.values()]
         assert [m.info["cpu_affinity"] for m in trainer.pool.members.values()] == [[s_cpu]] * 2
         assert [i["cpu_affinity"] for i in trainer.learner.infos()] == [[l_cpu]] * 2
@@ -85,7 +85,8 @@ def test_trainer_pins_samplers_and_learner_apart(tmp_path):
             masks = ray.get(actor.__ray_call__.remote(read))
             assert masks and all(m == [cpu] for m in masks), (cpu, masks)
     finally:
-        trainer.shutdown()
+        if trainer is not None:
+            trainer.shutdown()
         ray.shutdown()
 
 
@@ -96,18 +97,19 @@ def test_trainer_gives_samplers_and_ranks_a_thread_per_reserved_cpu(tmp_path):
     import ray
     from _tiny import save_tiny
 
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
 
     tiny = save_tiny(tmp_path / "model", seed=0)
     cfg = load_config(overrides=[f"model.path={tiny}", "sampler.engine=hf", "sampler.num_samplers=1",
                                  "sampler.num_cpus=2", "learner.world_size=1", "learner.num_cpus=3",
                                  "data.eval=dapo-fixture", "data.max_prompts=64", "metrics.enabled=false",
                                  f"out={tmp_path / 'run'}"])
-    trainer = Trainer(cfg, tmp_path / "run")
+    trainer = None
     try:
-        trainer.setup()
+        trainer = build_trainer(cfg, tmp_path / "run")
         assert [m.info["torch_threads"] for m in trainer.pool.members.values()] == [2]
         assert [i["torch_threads"] for i in trainer.learner.infos()] == [3]
     finally:
-        trainer.shutdown()
+        if trainer is not None:
+            trainer.shutdown()
         ray.shutdown()

@@ -102,15 +102,15 @@ def _scrape_every_step(trainer, scrapes: list) -> None:
     """After each step's report_driver, scrape /metrics (an actor answers one caller in order)."""
     import ray
 
-    finish = trainer._finish_record
+    step = trainer.run_step
 
-    def wrapped(record, t, t0):
-        out = finish(record, t, t0)
+    def scraped_step():
+        record = step()
         addr = ray.get(trainer.adversary.metrics_address.remote())
-        scrapes.append((out["step"], _scrape(addr)))
-        return out
+        scrapes.append((record.step, _scrape(addr)))
+        return record
 
-    trainer._finish_record = wrapped
+    trainer.run_step = scraped_step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_scale_up_and_down_while_training(ray_session, tiny, tmp_path, monkeypat
     ray = ray_session
     from gdro_ray.errors import UserError
     from gdro_ray.service import sampler_pool
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
     from gdro_ray.service.scale import request_scale
 
     monkeypatch.setattr(sampler_pool, "SamplerPool", functools.partial(
@@ -204,7 +204,7 @@ def test_scale_up_and_down_while_training(ray_session, tiny, tmp_path, monkeypat
     cfg = _cfg(tiny, run_dir, "steps=200", "sampler.engine=hf", "sampler.num_samplers=2",
                "sampler.max_samplers=4", "sampler.shard_size=4", "sampler.reward_timeout_s=0.2",
                "checkpoint.every=2")
-    trainer = Trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir)
     scrapes: list = []
     _scrape_every_step(trainer, scrapes)
     th, box = start_in_thread(trainer)
@@ -255,7 +255,7 @@ def test_scale_up_and_down_while_training(ray_session, tiny, tmp_path, monkeypat
 def test_chaos_sampler_kills_on_vllm(ray_session, tiny, tmp_path, monkeypatch):
     """20 steps on the default vLLM engine; at three seeded steps the sampler that was just
     handed a (seeded) shard is SIGKILLed, so every kill lands with a shard in flight."""
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
     from gdro_ray.service.sampler_pool import SamplerPool
 
     rng = random.Random(6)
@@ -265,7 +265,7 @@ def test_chaos_sampler_kills_on_vllm(ray_session, tiny, tmp_path, monkeypatch):
     steps = 20
     cfg = _cfg(tiny, run_dir, f"steps={steps}", "sampler.num_samplers=2", "sampler.max_restarts=3",
                "checkpoint.every=0")
-    trainer = Trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir)
     scrapes: list = []
     _scrape_every_step(trainer, scrapes)
     dispatch = SamplerPool._dispatch

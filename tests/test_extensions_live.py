@@ -45,7 +45,7 @@ def test_custom_reward_own_columns_and_loggers_live(tmp_path, monkeypatch):
     from gdro_ray.config import load_config
     from gdro_ray.data.eval_sets import spread_subset
     from gdro_ray.data.toy_task import make_eval_split, make_train_pool
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
 
     data = tmp_path / "mydata"
     _write(data / "train.jsonl", _rows(make_train_pool()[:64]))
@@ -61,7 +61,7 @@ def test_custom_reward_own_columns_and_loggers_live(tmp_path, monkeypatch):
         "eval.k=2", "eval.every=1", f"reward.function={tmp_path / 'my_reward.py'}:reward", "reward.on_error=stop",
         f"metrics.loggers=[{','.join(loggers)}]", "checkpoint.every=0", f"out={run}"])
     try:
-        result = Trainer(cfg, run).run()
+        result = build_trainer(cfg, run).run()
     finally:
         ray.shutdown()
     steps = read_records(run)
@@ -98,7 +98,7 @@ def test_reward_on_error_stop_ends_the_run_with_one_line(tmp_path):
 
     from gdro_ray.config import load_config
     from gdro_ray.errors import UserError
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
 
     (tmp_path / "bad_reward.py").write_text(
         "def reward(prompts, responses, answers, metadata):\n    return [1.0] * (len(responses) + 1)\n")
@@ -109,7 +109,7 @@ def test_reward_on_error_stop_ends_the_run_with_one_line(tmp_path):
         f"reward.function={tmp_path / 'bad_reward.py'}:reward", "reward.on_error=stop", f"out={run}"])
     try:
         with pytest.raises(UserError) as err:
-            Trainer(cfg, run).run()
+            build_trainer(cfg, run).run()
     finally:
         ray.shutdown()
     msg = str(err.value)

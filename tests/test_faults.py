@@ -39,8 +39,8 @@ def test_driver_killed_after_a_checkpoint_resumes_exactly(tmp_path):
 
     from gdro_ray.config import load_config
     from gdro_ray.service.adversary_actor import ACTOR_NAME
+    from gdro_ray.service.build import build_trainer
     from gdro_ray.service.checkpoint import latest_checkpoint, read_json
-    from gdro_ray.service.driver import Trainer
 
     model = save_tiny(tmp_path / "model", seed=0)
     run_dir = tmp_path / "run"
@@ -84,16 +84,8 @@ def test_driver_killed_after_a_checkpoint_resumes_exactly(tmp_path):
         wait_for(gone, 60, "the killed job's actors to be cleaned up")
 
         cfg = load_config(run_dir / "config.yaml")
-        trainer = Trainer(cfg, run_dir, resume=True)
-        restored = {}
-        restore = trainer._restore
-
-        def checking_restore():
-            restore()
-            restored["state"] = ray.get(trainer.adversary.state_dict.remote())
-            restored["step"] = trainer.step
-
-        trainer._restore = checking_restore
+        trainer = build_trainer(cfg, run_dir, resume=True)  # the latest checkpoint, restored
+        restored = {"state": ray.get(trainer.adversary.state_dict.remote()), "step": trainer.step}
         trainer.run()
 
         assert restored["step"] == at
@@ -115,7 +107,7 @@ def test_nodes_arrive_and_leave_under_a_running_job(tmp_path):
     from ray.cluster_utils import Cluster
 
     from gdro_ray.config import load_config
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
     from gdro_ray.service.scale import request_scale
 
     model = save_tiny(tmp_path / "model", seed=0)
@@ -136,7 +128,7 @@ def test_nodes_arrive_and_leave_under_a_running_job(tmp_path):
             model, run_dir, "steps=500", "sampler.num_samplers=1", "sampler.max_samplers=4", "checkpoint.every=0",
             "sampler.ray_resource=gdro_sampler", "learner.ray_resource=gdro_learner",
             "cluster.adversary_resource=gdro_adversary", f"cluster.address={cluster.address}"))
-        trainer = Trainer(cfg, run_dir)
+        trainer = build_trainer(cfg, run_dir)
         th, box = start_in_thread(trainer)
         alive = th.is_alive
         wait_for(lambda: len(read_records(run_dir)) >= 1, 180, "the first step", alive)

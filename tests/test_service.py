@@ -26,7 +26,7 @@ def live(tmp_path_factory):
     import ray
 
     from gdro_ray.config import load_config
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
 
     tmp = tmp_path_factory.mktemp("live")
     # The embedded default end to end: the prepared toy model (cached; built here if missing),
@@ -34,28 +34,21 @@ def live(tmp_path_factory):
     cfg = load_config(overrides=["model.path=toy", "algorithm=both", "steps=3", "batch_size=8",
                                  "sampler.num_samplers=2", "learner.world_size=2", "data.eval=dapo-fixture",
                                  "sampler.eval_k=1", f"out={tmp / 'run'}"])
-    trainer = Trainer(cfg, tmp / "run")
-    trainer.setup()
+    trainer = build_trainer(cfg, tmp / "run")
     records = []
     for k in range(3):
         if k == 2:  # the last step with DAPO dynamic sampling: refill rounds through the real adversary
             trainer.cfg.grpo.filter_all_equal, trainer.cfg.grpo.max_refill_rounds = True, 2
-        rec, t, t0 = trainer.run_step()
-        records.append(trainer._finish_record(rec, t, t0))
-        trainer.step += 1
+        records.append(trainer.run_step().to_json())
     # Two one-step off-policy steps on the same actors: the first trains its rollouts against the
     # samplers' log-probs; in the second (max_staleness 0) the rollouts drawn one version back
     # while the first learned are refused and sampled again with the current weights.
-    from concurrent.futures import ThreadPoolExecutor
-
     trainer.cfg.grpo.filter_all_equal, trainer.cfg.cluster.off_policy, trainer.cfg.steps = False, True, 5
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        for k in range(2):
-            trainer.cfg.cluster.max_staleness = 1 - k
-            rec, t, t0 = trainer.run_step_off_policy(executor)
-            records.append(trainer._finish_record(rec, t, t0))
-            trainer.step += 1
-    trainer._publish({})  # as the driver does after its loop: the samplers hold the final weights
+    for k in range(2):
+        trainer.cfg.cluster.max_staleness = 1 - k
+        records.append(trainer.run_step().to_json())
+    assert trainer.step == 5
+    trainer.publish_weights()  # as the driver does after its loop: the samplers hold the final weights
     yield trainer, records
     trainer.shutdown()
     ray.shutdown()
@@ -211,10 +204,10 @@ def test_published_weights_drive_the_samplers(live, tmp_path):
     trainer, _ = live
     blob = trainer.learner.state_dict_bytes()
     learned = st_load(blob)
-    base = load_file(str(Path(trainer.model_path) / "model.safetensors"))
+    base = load_file(str(Path(trainer.parts.model_path) / "model.safetensors"))
     assert any(not torch.equal(learned[k], base[k]) for k in base)  # the weights really changed
     folder = tmp_path / "learned"
-    shutil.copytree(trainer.model_path, folder)
+    shutil.copytree(trainer.parts.model_path, folder)
     (folder / "model.safetensors").write_bytes(blob)
     prompts = [trainer.train[i]["prompt"] for i in range(4)]
     want = hf_greedy(folder, prompts, max_new_tokens=16)

@@ -288,10 +288,10 @@ def test_off_policy_sync_waits_for_the_sampling_ahead_then_publishes(tmp_path):
     from concurrent.futures import Future
 
     from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.run_parts import RunParts
 
     d = _run_dir(tmp_path)
     cfg = load_config(overrides=["steps=4", "eval.every=2"])
-    trainer = Trainer(cfg, d)
     published = []
 
     class Weights:
@@ -304,7 +304,8 @@ def test_off_policy_sync_waits_for_the_sampling_ahead_then_publishes(tmp_path):
 
     fut = Future()
     fut.set_result(("rollouts", 1.0))
-    trainer.weights, trainer.pool, trainer.version, trainer.inflight = Weights(), Pool(), 2, ({"step": 2}, fut)
+    trainer = Trainer(cfg, d, RunParts(adversary=None, pool=Pool(), learner=None, weights=Weights()), version=2)
+    trainer.inflight = ({"step": 2}, fut)
     trainer.sync_weights()
     assert published == [2] and trainer.inflight[1].result() == ("rollouts", 1.0)  # left for the next step
 

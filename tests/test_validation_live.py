@@ -15,8 +15,8 @@ def test_eval_records_at_their_steps_and_the_best_checkpoint_is_kept(tmp_path):
     from _tensorboard import read_scalars
 
     from gdro_ray.config import load_config
+    from gdro_ray.service.build import build_trainer
     from gdro_ray.service.checkpoint import read_best
-    from gdro_ray.service.driver import Trainer
 
     run = tmp_path / "run"
     cfg = load_config(overrides=[
@@ -25,7 +25,7 @@ def test_eval_records_at_their_steps_and_the_best_checkpoint_is_kept(tmp_path):
         "checkpoint.every=0", "checkpoint.keep=1", "checkpoint.keep_best=pooled/mean@2", "cluster.off_policy=true",
         "metrics.tensorboard=true", f"out={run}"])
     try:
-        Trainer(cfg, run).run()
+        build_trainer(cfg, run).run()
     finally:
         ray.shutdown()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

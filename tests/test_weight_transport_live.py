@@ -36,11 +36,8 @@ def _check_samplers(trainer) -> list[float]:
     return sums
 
 
-def _step(trainer):
-    rec, t, t0 = trainer.run_step()
-    rec = trainer._finish_record(rec, t, t0)
-    trainer.step += 1
-    return rec
+def _step(trainer) -> dict:
+    return trainer.run_step().to_json()
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +45,7 @@ def trainer(tmp_path_factory):
     import ray
 
     from gdro_ray.config import load_config
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
 
     run = tmp_path_factory.mktemp("wt") / "run"
     cfg = load_config(overrides=[
@@ -59,8 +56,7 @@ def trainer(tmp_path_factory):
         "data.eval=dapo-fixture", "metrics.enabled=false",
         "weight_sync.transport=collective", "weight_sync.backend=gloo", "weight_sync.timeout_s=20",
         "cluster.num_cpus=6", f"out={run}"])
-    tr = Trainer(cfg, run)
-    tr.setup()
+    tr = build_trainer(cfg, run)
     yield tr
     tr.shutdown()
     ray.shutdown()
@@ -97,17 +93,17 @@ def test_collective_publish_scale_up_and_fallback(trainer, caplog):
 
     # a sampler dies between learning and publishing: that version goes through the object store
     victim = trainer.pool.members[min(trainer.pool.members)]
-    learn = trainer._learn_observe
+    train_step = trainer.learner.train_step
 
-    def learn_then_kill(*args):
-        out = learn(*args)
+    def learn_then_kill(batch):
+        out = train_step(batch)
         ray.kill(victim.actor, no_restart=True)
         return out
 
-    trainer._learn_observe = learn_then_kill
+    trainer.learner.train_step = learn_then_kill
     with caplog.at_level(logging.WARNING, logger="gdro_ray.weights"):
         rec = _step(trainer)
-    del trainer._learn_observe
+    del trainer.learner.train_step
     assert rec["weight_sync"]["transport"] == "object_store" and rec["weight_sync"]["fallback"]
     assert any("published through the object store" in r.getMessage() for r in caplog.records)
     assert trainer.weights.stats["fallbacks"] == 1

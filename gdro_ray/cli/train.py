@@ -3,7 +3,8 @@
 Everything that can be refused is refused before Ray starts and before the run folder is
 touched: the config, the checkpoint to resume (and the overrides tried on its state), the
 start checks (network, files the run reads) and the run folder (a non-empty one needs
-`--overwrite`). Then the run folder is locked for this process and the `Trainer` runs.
+`--overwrite`). Then the run folder is locked for this process, and the run's parts are built
+and run.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import logging
 def run(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     from gdro_ray.config import dump_config, load_config
-    from gdro_ray.service.driver import Trainer
+    from gdro_ray.service.build import build_trainer
+    from gdro_ray.service.driver import stopped_job_as_one_line
     from gdro_ray.service.run_dir import check_new_run_dir, prepare_resume, resolve_run_dir
 
     ckpt = None
@@ -37,9 +39,8 @@ def run(args) -> int:
 
     lock = RunLock(run_dir).acquire()  # one writer per run folder, until this process ends
     try:
-        trainer = Trainer(cfg, run_dir, resume=ckpt is not None)
-        trainer.resume_from = ckpt
-        trainer.clear_first = clear
+        with stopped_job_as_one_line(run_dir=run_dir):  # a part that fails to start: one line
+            trainer = build_trainer(cfg, run_dir, resume=ckpt is not None, resume_from=ckpt, clear_first=clear)
         trainer.run()
     finally:
         lock.release(remove_if_unused=True)  # a start refused before writing leaves the folder as it was

@@ -10,32 +10,11 @@ phase holds its kernels' time and not the time of queueing them.
 """
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
-
 import torch
 
+from gdro_ray.utils.phase_timer import PhaseTimer
 
-class PhaseTimer:
-    """Accumulates wall seconds per named phase: `with timer("forward"): ...`."""
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self._cuda = torch.device(device).type == "cuda"
-        self._totals: dict[str, float] = {}
-
-    def _now(self) -> float:
-        if self._cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    @contextmanager
-    def __call__(self, phase: str):
-        start = self._now()
-        try:
-            yield
-        finally:
-            self._totals[phase] = self._totals.get(phase, 0.0) + self._now() - start
-
-    def totals(self) -> dict[str, float]:
-        """Seconds per phase so far, rounded to the millisecond."""
-        return {k: round(v, 3) for k, v in self._totals.items()}
+def learner_phase_timer(device: torch.device | str = "cpu") -> PhaseTimer:
+    """A rank's phase timer; on CUDA the device is synchronised at each phase edge."""
+    return PhaseTimer(torch.cuda.synchronize if torch.device(device).type == "cuda" else None)

@@ -68,10 +68,11 @@ from gdro_ray.learner.batch import (
     plan_micro_batches,
     validate_batch,
 )
-from gdro_ray.learner.phases import PhaseTimer
+from gdro_ray.learner.phases import learner_phase_timer
 from gdro_ray.learner.weights_out import LearnerWeights
 from gdro_ray.transfer.rollout_arrays import materialise, rank_rows, row_lengths
 from gdro_ray.transfer.weight_group import rendezvous_store
+from gdro_ray.utils.phase_timer import PhaseTimer
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Stats summed over ranks as token-weighted sums (then divided by the global token count).
@@ -272,7 +273,7 @@ class LearnerWorker(LearnerWeights):
         `groups`, the references of the rollout groups this rank's rows are in (only those are
         fetched); in process: a working batch with every row's token lists."""
         t0, cpu0 = time.perf_counter(), time.process_time()
-        phases = PhaseTimer(self.device)
+        phases = learner_phase_timer(self.device)
         fetched_bytes = None
         if groups is not None:
             own = rank_rows(batch["prompt_index"], self.mini_batches, self.rank, self.world_size)

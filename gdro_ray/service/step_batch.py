@@ -152,6 +152,39 @@ def sample_refills(sched: StepSchedule, shard_out: list[ShardResult], t: dict, *
                               "refill_pool_spent": spent and useful < B}
 
 
+class DynamicSampling:
+    """The driver's collaborator for `grpo.filter_all_equal`: extra rounds through the adversary
+    and the sampler pool until the step holds B informative groups (`sample_refills`)."""
+
+    def __init__(self, cfg, train: list[dict], adversary, sampler_pool):
+        self.cfg, self.train, self.adversary, self.pool = cfg, train, adversary, sampler_pool
+
+    def fill(self, sched: StepSchedule, shard_out: list[ShardResult],
+             phases) -> tuple[StepSchedule, list[ShardResult], dict]:
+        t: dict = {}
+        out = sample_refills(sched, shard_out, t, cfg=self.cfg, train=self.train, adversary=self.adversary,
+                             sampler_pool=self.pool)
+        phases.add("refill", t["refill"])
+        return out
+
+
+class StalenessGuard:
+    """The driver's collaborator for `cluster.max_staleness` (off-policy): rollouts that lag the
+    learner by more versions are sampled again with the current weights (`refuse_stale`)."""
+
+    def __init__(self, cfg, sample: Callable[[StepSchedule], tuple[list[ShardResult], float]]):
+        self.cfg, self.sample = cfg, sample
+
+    def check(self, sched: StepSchedule, shard_out: list[ShardResult], version: int,
+              phases) -> tuple[list[ShardResult], bool]:
+        t: dict = {}
+        out, refused = refuse_stale(sched, shard_out, t, version=version,
+                                    max_staleness=self.cfg.cluster.max_staleness, sample=self.sample)
+        if refused:
+            phases.add("sample", t["sample"])
+        return out, refused
+
+
 class RewardChecks:
     """Before a step learns: warn or stop when every reward call failed (`RewardHealth`, counted
     from the step this process started at) or, with dynamic sampling, no group is informative
@@ -237,9 +270,12 @@ def refuse_stale(sched: StepSchedule, shard_out: list[ShardResult], t: dict, *, 
 
 
 def learn_fields(learn: dict) -> dict:
-    """The learner's ratio statistics for the step record (aggregate and per update)."""
+    """The learner's statistics for the step record: loss, KL, clipping, ratios (aggregate and
+    per update), the bytes each rank fetched, and where each rank's time went."""
     keys = ("clip_frac", "ratio_mean", "ratio_min", "ratio_max", "grad_norm", "loss")
     return {
+        "loss": learn.get("loss"), "kl": learn.get("kl"), "clip_frac": learn.get("clip_frac"),
+        "grad_norm": learn.get("grad_norm"),
         "ratio_mean": learn.get("ratio_mean"), "ratio_min": learn.get("ratio_min"),
         "ratio_max": learn.get("ratio_max"), "optimizer_steps": learn.get("optimizer_steps", 0),
         "updates": [{k: u[k] for k in ("epoch", "mini_batch", *keys)} for u in learn.get("updates", [])],
