@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdro_ray.algorithms.grpo import (
-    filter_all_equal,
     group_advantages,
     grpo_loss,
     k3_kl,
@@ -53,12 +52,6 @@ def test_advantage_hand_values_and_degenerate_groups():
     assert torch.allclose(d, torch.tensor([3**0.5, -(3**-0.5), -(3**-0.5), -(3**-0.5)]), atol=1e-4)
     big = group_advantages([[1.0] + [0.0] * 40], adv_clip=5.0)[0]  # √40 ≈ 6.3 gets clipped
     assert float(big[0]) == pytest.approx(5.0)
-
-
-def test_filter_all_equal_mask():
-    keep = filter_all_equal([[1, 1, 1], [0, 1], [0.0, 0.0], np.array([0.0, 0.0, 1.0]), [1.0]])
-    assert keep.dtype == bool
-    assert keep.tolist() == [False, True, False, True, False]
 
 
 @pytest.mark.parametrize("block_elems", [1 << 24, 40, 5])  # whole, row blocks, token blocks

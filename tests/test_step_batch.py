@@ -232,6 +232,21 @@ def test_renormalised_weights_have_mean_one_over_trained_responses(rows, data):
     assert np.allclose(ratios, ratios[0])  # one common factor: the relative weights are kept
 
 
+def test_informative_groups_are_those_with_a_gradient():
+    groups = [[1, 1, 1], [0, 1], [0.0, 0.0], np.array([0.0, 0.0, 1.0]), [1.0]]
+    keep = informative([np.asarray(g, dtype=float) for g in groups])
+    assert keep.dtype == bool and keep.tolist() == [False, True, False, True, False]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=1, max_size=6), min_size=1, max_size=12))
+def test_informative_is_exactly_a_non_zero_grpo_advantage(groups):
+    """Dynamic sampling keeps a group iff GRPO gives it a gradient (some advantage ≠ 0)."""
+    rewards = [np.asarray(g, dtype=float) for g in groups]
+    adv = group_advantages(rewards, eps=1e-6, adv_clip=5.0)
+    assert informative(rewards).tolist() == [bool(np.any(np.asarray(a) != 0)) for a in adv]
+
+
 def test_trained_slots_and_batch_by_hand():
     rewards = [np.array([1.0, 1.0]), np.array([0.0, 1.0, 1.0]), np.array([0.0, 0.0]), np.array([1.0, 0.0])]
     assert trained_slots(rewards, False, 2) == [0, 1, 2, 3]

@@ -6,8 +6,6 @@ Algorithm
   A_j = (r_j − mean(r)) / (std(r) + ε) with the *population* std (divide by n), then clipped
   to [−adv_clip, adv_clip]. A group of size 1, or one whose rewards are all equal, carries no
   relative signal and gets all-zero advantages.
-* DAPO dynamic sampling. `filter_all_equal` is the keep-mask of groups whose rewards are not
-  all equal (those are the only groups with a non-zero GRPO gradient).
 * Token log-probs. log π(token) = logit[token] − logsumexp(logits), computed in fp32 in
   bounded blocks, forward and backward, so a full fp32 [B, T, V] tensor is never materialised.
 * KL. The k3 estimator of KL(π‖π_ref) per token: exp(ref − logp) − (ref − logp) − 1 ≥ 0.
@@ -46,16 +44,6 @@ _MAX_LOG_RATIO = 20.0
 _SAFE_MAGNITUDE = 1e100
 
 
-def _as_float_tensor(rewards: torch.Tensor | np.ndarray | Sequence[float]) -> torch.Tensor:
-    if isinstance(rewards, torch.Tensor):
-        return rewards.detach().to(torch.float32).reshape(-1)
-    return torch.as_tensor(np.asarray(rewards, dtype=np.float64), dtype=torch.float32).reshape(-1)
-
-
-def _all_equal(r: torch.Tensor) -> bool:
-    return r.numel() <= 1 or bool((r == r[0]).all())
-
-
 def group_advantages(
     rewards: Sequence[torch.Tensor | np.ndarray | Sequence[float]],
     eps: float = 1e-6,
@@ -81,11 +69,6 @@ def group_advantages(
     adv = np.concatenate(per_group)
     flat = torch.from_numpy(np.clip(adv, -adv_clip, adv_clip).astype(np.float32))
     return list(torch.split(flat, [len(g) for g in groups]))
-
-
-def filter_all_equal(rewards: Sequence[torch.Tensor | np.ndarray | Sequence[float]]) -> np.ndarray:
-    """DAPO dynamic-sampling keep-mask: True for groups whose rewards are not all equal."""
-    return np.array([not _all_equal(_as_float_tensor(g)) for g in rewards], dtype=bool)
 
 
 LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "prompt_mean")
