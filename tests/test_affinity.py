@@ -102,13 +102,18 @@ def test_trainer_gives_samplers_and_ranks_a_thread_per_reserved_cpu(tmp_path):
     tiny = save_tiny(tmp_path / "model", seed=0)
     cfg = load_config(overrides=[f"model.path={tiny}", "sampler.engine=hf", "sampler.num_samplers=1",
                                  "sampler.num_cpus=2", "learner.world_size=1", "learner.num_cpus=3",
+                                 "learner.micro_batch=16", "learner.micro_batch_tokens=512",
+                                 "learner.gradient_checkpointing=true",
                                  "data.eval=dapo-fixture", "data.max_prompts=64", "metrics.enabled=false",
                                  f"out={tmp_path / 'run'}"])
     trainer = None
     try:
         trainer = build_trainer(cfg, tmp_path / "run")
         assert [m.info["torch_threads"] for m in trainer.pool.members.values()] == [2]
-        assert [i["torch_threads"] for i in trainer.learner.infos()] == [3]
+        info = trainer.learner.infos()[0]
+        assert info["torch_threads"] == 3
+        # the learner's memory settings reach the rank (and the model really recomputes activations)
+        assert (info["micro_batch"], info["micro_batch_tokens"], info["gradient_checkpointing"]) == (16, 512, True)
     finally:
         if trainer is not None:
             trainer.shutdown()

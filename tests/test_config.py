@@ -41,6 +41,8 @@ def test_overrides_and_yaml_precedence(tmp_path):
     ("rollout_gdro.proxy=entropy", "rollout_gdro.proxy"),
     ("data.max_eval_prompts=-2", "data.max_eval_prompts"),
     ("data.max_prompts=-1", "data.max_prompts"),
+    ("learner.micro_batch_tokens=-1", "learner.micro_batch_tokens"),
+    ("learner.gradient_checkpointing=maybe", "learner.gradient_checkpointing"),
     ("algorithm=ppo", "algorithm"),
     ("sampler=3", "sampler"),
     ("preset=nope", "preset"),

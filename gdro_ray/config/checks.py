@@ -126,6 +126,8 @@ def check_service(cfg: Config, need) -> None:
     need(lr.weight_decay >= 0, "learner.weight_decay", f"must be ≥ 0, got {lr.weight_decay}")
     need(lr.grad_clip > 0, "learner.grad_clip", f"must be > 0, got {lr.grad_clip}")
     need(lr.micro_batch >= 1, "learner.micro_batch", f"must be ≥ 1, got {lr.micro_batch}")
+    need(lr.micro_batch_tokens >= 0, "learner.micro_batch_tokens",
+         f"must be ≥ 0 (0 = no token cap), got {lr.micro_batch_tokens}")
     need(cfg.checkpoint.every >= 0, "checkpoint.every", f"must be ≥ 0 (0 = only at the end), got {cfg.checkpoint.every}")
     need(cfg.checkpoint.keep >= 1, "checkpoint.keep", f"must be ≥ 1 (the newest is what --resume needs), got {cfg.checkpoint.keep}")
     need(is_host(cfg.metrics.host), "metrics.host", f"not an IP address or host name: {cfg.metrics.host!r}")

@@ -306,6 +306,12 @@ class LearnerConfig:
     weight_decay: float = doc(0.0, "AdamW weight decay.")
     grad_clip: float = doc(1.0, "Global grad-norm clip.")
     micro_batch: int = doc(64, "Sequences per forward/backward micro-batch.")
+    micro_batch_tokens: int = doc(
+        0, "Also cap each micro-batch at this many padded tokens (sequences × longest), so long responses get "
+           "smaller micro-batches and the activation memory stays bounded; 0 = sequences only (`micro_batch`).")
+    gradient_checkpointing: bool = doc(
+        False, "Recompute each layer's activations in the backward instead of keeping them: much less memory "
+               "for about one more forward of compute per micro-batch.")
     reshard_after_forward: bool = doc(
         True, "FSDP2: free each layer's gathered full weights after its forward (a rank holds only its shard "
               "between passes; the backward gathers them again). false keeps them until the backward: one "

@@ -164,6 +164,7 @@ class LearnerWorker(LearnerWeights):
         model.config.use_cache = False
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.gradient_checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
         self.config = model.config
         self.pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
         mp = None
@@ -204,6 +205,9 @@ class LearnerWorker(LearnerWeights):
             "pid": os.getpid(),
             "cpu_affinity": self.cpu_affinity,
             "torch_threads": torch.get_num_threads(),
+            "micro_batch": self.micro_batch,
+            "micro_batch_tokens": self.micro_batch_tokens,
+            "gradient_checkpointing": self.gradient_checkpointing,
         }
 
     # ------------------------------------------------------------------ training

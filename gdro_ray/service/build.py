@@ -60,7 +60,8 @@ def _learner_group(cfg: Config, model_path: str):
     g, L = cfg.grpo, cfg.learner
     return LearnerGroup(
         L.world_size, model_path, lr=L.lr, weight_decay=L.weight_decay, grad_clip=L.grad_clip,
-        micro_batch=L.micro_batch, backend=L.backend, dtype=cfg.model.dtype, seed=cfg.seed,
+        micro_batch=L.micro_batch, micro_batch_tokens=L.micro_batch_tokens,
+        gradient_checkpointing=L.gradient_checkpointing, backend=L.backend, dtype=cfg.model.dtype, seed=cfg.seed,
         grpo={"clip_low": g.clip_low, "clip_high": g.clip_high, "kl_coef": g.kl_coef, "mini_batches": g.mini_batches,
               "epochs": g.epochs, "loss_agg": g.loss_agg,
               "temperature": cfg.sampler.temperature if cfg.sampler.temperature > 0 else 1.0},

@@ -68,7 +68,8 @@ class LearnerGroup:
     def __init__(self, world_size: int, model_path: str, lr: float, weight_decay: float, grad_clip: float,
                  micro_batch: int, backend: str, dtype: str, grpo: dict, seed: int,
                  num_cpus: float = 1.0, num_gpus: float = 0.0, ray_resource: str = "",
-                 cpu_affinity: list[int] | None = None, reshard_after_forward: bool = True):
+                 cpu_affinity: list[int] | None = None, reshard_after_forward: bool = True,
+                 micro_batch_tokens: int = 0, gradient_checkpointing: bool = False):
         bundle = {"CPU": max(float(num_cpus), 0.01)}  # a bundle may not be empty
         if num_gpus:
             bundle["GPU"] = num_gpus
@@ -91,7 +92,8 @@ class LearnerGroup:
                         scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=r))
             .remote(rank=r, world_size=world_size, master_addr=addr, master_port=port,
                     model_path=model_path, lr=lr, weight_decay=weight_decay, grad_clip=grad_clip,
-                    micro_batch=micro_batch, backend=backend, dtype=dtype, grpo=grpo, seed=seed,
+                    micro_batch=micro_batch, micro_batch_tokens=micro_batch_tokens,
+                    gradient_checkpointing=gradient_checkpointing, backend=backend, dtype=dtype, grpo=grpo, seed=seed,
                     device=learner_device(num_gpus),
                     # as many torch threads as CPUs reserved (it was always 1: a 2-CPU rank used one core)
                     num_threads=max(1, int(num_cpus)), cpu_affinity=cpu_affinity,
