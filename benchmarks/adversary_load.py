@@ -215,8 +215,10 @@ def part_a(samplers: int, hosts: int, batch: int, steps: int, gen_s: float, sat_
 
 # ------------------------------------------------------------------------------------------ B
 class _InstantLearner:
-    def train_step(self, batch: dict) -> dict:
-        return {"loss": 0.0}
+    def train_step(self, batch):
+        from gdro_ray.protocol import LearnStats
+
+        return LearnStats(loss=0.0)
 
     def state_dict_bytes(self) -> bytes:
         return b"\0" * 4096

@@ -110,7 +110,7 @@ class VirtualRank:
         pass
 
 
-def _bytes_per_rank(batch, stats: dict, world: int, mini_batches: int) -> tuple[list[int], list[int]]:
+def _bytes_per_rank(batch, stats, world: int, mini_batches: int) -> tuple[list[int], list[int]]:
     """(bytes moved to each rank, bytes of each rank's own rows as int32 ids, plus float32
     log-probs when it trains against them)."""
     from gdro_ray.transfer.rollout_arrays import rank_rows
@@ -120,7 +120,7 @@ def _bytes_per_rank(batch, stats: dict, world: int, mini_batches: int) -> tuple[
     slices = [sum(4 * plens[i] + per_token * rlens[i]
                   for i in rank_rows(batch.prompt_index, mini_batches, r, world)) for r in range(world)]
     scalars = len(pickle.dumps(batch.rows(), protocol=5))
-    return [scalars + b for b in stats["fetched_bytes_per_rank"]], slices
+    return [scalars + b for b in stats.fetched_bytes_per_rank], slices
 
 
 # ------------------------------------------------------------------------- one path, one process

@@ -173,9 +173,11 @@ class VirtualLearner:
     def __init__(self, device, learn_s: float, publish_s: float):
         self.device, self.learn_s, self.publish_s = device, learn_s, publish_s
 
-    def train_step(self, batch: dict) -> dict:
+    def train_step(self, batch):
+        from gdro_ray.protocol import LearnStats
+
         ray.get(self.device.run.remote(self.learn_s))
-        return {"loss": 0.0, "per_prompt_surrogate": {}}
+        return LearnStats(loss=0.0)
 
     def state_dict_bytes(self) -> bytes:
         ray.get(self.device.run.remote(self.publish_s))

@@ -1,7 +1,8 @@
 """The messages of one training step, as they cross between the actors.
 
     adversary ──StepSchedule──▶ driver ──Shard──▶ sampler ──ShardResult──▶ driver
-    driver ──LearnerBatch──▶ learner ranks ──learn stats──▶ driver ──observe(step, …)──▶ adversary
+    driver ──LearnerBatch──▶ learner group ──LearnStats──▶ driver ──observe(step, …)──▶ adversary
+    driver ──StepRecord──▶ metrics.jsonl
 
 `StepSchedule` (`gdro_ray.algorithms.schedule`) is the adversary's own pure object; it crosses Ray
 as it is and stays pending in the adversary, so the results name its step rather than send it
@@ -20,7 +21,7 @@ from typing import Any
 
 from gdro_ray.algorithms.schedule import StepSchedule
 
-__all__ = ["LearnerBatch", "PromptRollouts", "Shard", "ShardResult", "StepRecord", "StepSchedule"]
+__all__ = ["LearnStats", "LearnerBatch", "PromptRollouts", "Shard", "ShardResult", "StepRecord", "StepSchedule"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,46 @@ class LearnerBatch:
                 "response_lengths": self.response_lengths, "advantages": self.advantages,
                 "signal_advantages": self.signal_advantages, "prompt_index": self.prompt_index,
                 "sampler_logprobs": self.sampler_logprobs}
+
+
+@dataclass
+class LearnStats:
+    """What one GRPO update reports to the driver (`LearnerGroup.train_step`): the statistics
+    every rank reduced alike (taken from rank 0) and each rank's own timing and fetched bytes."""
+
+    loss: float | None = None
+    kl: float | None = None
+    clip_frac: float | None = None
+    grad_norm: float | None = None  # the largest over the step's optimizer steps
+    ratio_mean: float | None = None
+    ratio_min: float | None = None
+    ratio_max: float | None = None
+    optimizer_steps: int = 0
+    updates: list[dict] = field(default_factory=list)  # per (epoch, mini-batch): its loss, clipping, ratios
+    per_prompt_surrogate: dict[int, float] = field(default_factory=dict)  # step slot → mean surrogate loss
+    rollout_bytes: int | None = None  # the trained rollouts' array bytes
+    fetched_bytes_per_rank: list[int | None] | None = None  # what each rank took from the object store
+    rank_phase_s: list[dict] | None = None  # seconds per learner phase, per rank (`learner/phases.py`)
+    rank_time_s: list[float | None] | None = None
+    rank_cpu_s: list[float | None] | None = None
+
+    @classmethod
+    def from_ranks(cls, stats: list[dict], rollout_bytes: int | None = None) -> LearnStats:
+        """From the ranks' own `train_step` answers (rank 0 first)."""
+        first = stats[0]
+        return cls(
+            loss=first.get("loss"), kl=first.get("kl"), clip_frac=first.get("clip_frac"),
+            grad_norm=first.get("grad_norm"), ratio_mean=first.get("ratio_mean"), ratio_min=first.get("ratio_min"),
+            ratio_max=first.get("ratio_max"), optimizer_steps=int(first.get("optimizer_steps", 0)),
+            updates=list(first.get("updates", [])),
+            per_prompt_surrogate={int(k): float(v) for k, v in (first.get("per_prompt_surrogate") or {}).items()},
+            rollout_bytes=rollout_bytes, fetched_bytes_per_rank=[s.get("fetched_bytes") for s in stats],
+            rank_phase_s=[s.get("phase_s", {}) for s in stats], rank_time_s=[s.get("time_s") for s in stats],
+            rank_cpu_s=[s.get("cpu_s") for s in stats])
+
+    def surrogate(self, slots: int) -> list[float]:
+        """The per-prompt surrogate loss of slots 0 … slots−1; 0 for a slot no rank trained."""
+        return [float(self.per_prompt_surrogate.get(i, 0.0)) for i in range(slots)]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from gdro_ray.algorithms.grpo import group_advantages
 from gdro_ray.algorithms.schedule import StepSchedule
 from gdro_ray.config import load_config, to_dict
 from gdro_ray.errors import UserError
-from gdro_ray.protocol import ShardResult
+from gdro_ray.protocol import LearnStats, ShardResult
 from gdro_ray.service.adversary_actor import AdversaryService
 from gdro_ray.service.shards import build_shards
 from gdro_ray.service.step_batch import (
@@ -291,14 +291,19 @@ def test_stale_rollouts_are_refused_and_sampled_again():
 
 
 def test_learn_fields_carry_the_ratio_statistics():
-    learn = {"ratio_mean": 1.01, "ratio_min": 0.7, "ratio_max": 1.4, "optimizer_steps": 2,
-             "updates": [{"epoch": 0, "mini_batch": m, "clip_frac": 0.1 * m, "ratio_mean": 1.0, "ratio_min": 0.7,
-                          "ratio_max": 1.4, "grad_norm": 0.5, "loss": 0.1, "tokens": 9, "skipped": False}
-                         for m in (0, 1)]}
+    ranks = [{"ratio_mean": 1.01, "ratio_min": 0.7, "ratio_max": 1.4, "optimizer_steps": 2, "fetched_bytes": 10 + r,
+              "time_s": 1.23456, "cpu_s": 0.5, "phase_s": {"forward": 0.2}, "per_prompt_surrogate": {0: 0.5, 2: -1.0},
+              "updates": [{"epoch": 0, "mini_batch": m, "clip_frac": 0.1 * m, "ratio_mean": 1.0, "ratio_min": 0.7,
+                           "ratio_max": 1.4, "grad_norm": 0.5, "loss": 0.1, "tokens": 9, "skipped": False}
+                          for m in (0, 1)]} for r in range(2)]
+    learn = LearnStats.from_ranks(ranks, rollout_bytes=15)
+    assert learn.surrogate(4) == [0.5, 0.0, -1.0, 0.0]  # a slot no rank trained: 0
     out = learn_fields(learn)
+    assert out["rollout_bytes"] == 15 and out["rollout_bytes_per_rank"] == [10, 11]
+    assert out["learner_time_s"] == [1.235, 1.235] and out["learner_phase_s"] == [{"forward": 0.2}] * 2
     assert out["ratio_max"] == 1.4 and out["optimizer_steps"] == 2
     assert [u["clip_frac"] for u in out["updates"]] == [0.0, 0.1] and "tokens" not in out["updates"][0]
-    assert learn_fields({})["updates"] == []
+    assert learn_fields(LearnStats())["updates"] == []
 
 
 def test_informative_norm_rescales_weights_over_groups_with_an_advantage_only():

@@ -32,7 +32,7 @@ import numpy as np
 
 from gdro_ray.config import Config, to_dict
 from gdro_ray.errors import UserError
-from gdro_ray.protocol import ShardResult, StepRecord, StepSchedule
+from gdro_ray.protocol import LearnStats, ShardResult, StepRecord, StepSchedule
 from gdro_ray.service.run_log import RunLog
 from gdro_ray.service.run_parts import RunParts
 from gdro_ray.service.shards import build_shards
@@ -184,14 +184,12 @@ class Trainer:
             batch = assemble_batch(sched, by_slot, adv, slots, sampler_logprobs=cfg.cluster.off_policy,
                                    informative_cap=cfg.prompt_gdro.omega_max if cfg.prompt_gdro.informative_norm
                                    else None)
-            learn = self.learner.train_step(batch) if len(batch) else {}
+            learn = self.learner.train_step(batch) if len(batch) else LearnStats()
             self.version += 1
 
         with phases("observe"):
-            sur = learn.get("per_prompt_surrogate") or {}
-            surrogate = [float(sur.get(i, 0.0)) for i in range(B)]  # keyed by slot; a prompt no rank trained: 0
             adversary_record = ray.get(self.adversary.observe.remote(
-                sched.step, [c.tolist() for c in correct], surrogate, self.version))
+                sched.step, [c.tolist() for c in correct], learn.surrogate(B), self.version))
 
         sampled_with = min((o.weights_version for o in shard_out), default=self.version - 1)
         digest = json.dumps([sched.prompt_ids.tolist(), sched.rollouts.tolist()]).encode()

@@ -26,7 +26,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from gdro_ray.errors import UserError
 from gdro_ray.learner import LearnerWorker
-from gdro_ray.protocol import LearnerBatch
+from gdro_ray.protocol import LearnerBatch, LearnStats
 from gdro_ray.service.gpu_plan import learner_device
 
 # How long the learner group's placement may wait for resources: long enough for an autoscaler to
@@ -55,13 +55,6 @@ def rendezvous(pg) -> tuple[str, int]:
     ip, port = ray.get(probe.remote())
     nodes = placement_group_table(pg)["bundles_to_node_id"]
     return master_address([nodes[i] for i in sorted(nodes)], ip), port
-
-
-def _with_rank_timing(stats: list[dict]) -> dict:
-    """Rank 0's statistics (every rank reduces the same ones) plus each rank's own timing: wall
-    seconds per phase, of the step, and process CPU seconds (far below wall: the rank waited)."""
-    return dict(stats[0], rank_phase_s=[s.get("phase_s", {}) for s in stats],
-                rank_time_s=[s.get("time_s") for s in stats], rank_cpu_s=[s.get("cpu_s") for s in stats])
 
 
 class LearnerGroup:
@@ -121,7 +114,7 @@ class LearnerGroup:
         """Each rank's `info()` (device, backend, card UUID ...)."""
         return ray.get([w.info.remote() for w in self.workers])
 
-    def train_step(self, batch: LearnerBatch) -> dict:
+    def train_step(self, batch: LearnerBatch) -> LearnStats:
         """One GRPO update on every rank: each rank receives the batch's small per-row part (one
         object-store copy for all) and the references of only the rollout groups its own rows
         are in, which it fetches itself."""
@@ -134,8 +127,7 @@ class LearnerGroup:
             stats = ray.get([w.train_step.remote(meta_ref, refs) for w, refs in zip(self.workers, per_rank)])
         finally:
             self._calls -= 1
-        return dict(_with_rank_timing(stats), rollout_bytes=sum(batch.group_nbytes),
-                    fetched_bytes_per_rank=[s.get("fetched_bytes") for s in stats])
+        return LearnStats.from_ranks(stats, rollout_bytes=sum(batch.group_nbytes))
 
     def state_dict_bytes(self) -> bytes:
         return self._run("state_dict_bytes")[0]

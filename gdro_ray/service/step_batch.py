@@ -39,7 +39,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gdro_ray.errors import UserError
-from gdro_ray.protocol import LearnerBatch, PromptRollouts, ShardResult, StepSchedule
+from gdro_ray.protocol import LearnerBatch, LearnStats, PromptRollouts, ShardResult, StepSchedule
 from gdro_ray.service.shards import build_shards
 
 # The informative rate used to size a refill round is floored here, so one unlucky round
@@ -269,21 +269,20 @@ def refuse_stale(sched: StepSchedule, shard_out: list[ShardResult], t: dict, *, 
     return fresh, True
 
 
-def learn_fields(learn: dict) -> dict:
+def learn_fields(learn: LearnStats) -> dict:
     """The learner's statistics for the step record: loss, KL, clipping, ratios (aggregate and
     per update), the bytes each rank fetched, and where each rank's time went."""
     keys = ("clip_frac", "ratio_mean", "ratio_min", "ratio_max", "grad_norm", "loss")
     return {
-        "loss": learn.get("loss"), "kl": learn.get("kl"), "clip_frac": learn.get("clip_frac"),
-        "grad_norm": learn.get("grad_norm"),
-        "ratio_mean": learn.get("ratio_mean"), "ratio_min": learn.get("ratio_min"),
-        "ratio_max": learn.get("ratio_max"), "optimizer_steps": learn.get("optimizer_steps", 0),
-        "updates": [{k: u[k] for k in ("epoch", "mini_batch", *keys)} for u in learn.get("updates", [])],
-        # compact data plane: the trained rollouts' array bytes, and what each learner rank fetched of them
-        "rollout_bytes": learn.get("rollout_bytes"), "rollout_bytes_per_rank": learn.get("fetched_bytes_per_rank"),
+        "loss": learn.loss, "kl": learn.kl, "clip_frac": learn.clip_frac, "grad_norm": learn.grad_norm,
+        "ratio_mean": learn.ratio_mean, "ratio_min": learn.ratio_min, "ratio_max": learn.ratio_max,
+        "optimizer_steps": learn.optimizer_steps,
+        "updates": [{k: u[k] for k in ("epoch", "mini_batch", *keys)} for u in learn.updates],
+        # the trained rollouts' array bytes, and what each learner rank fetched of them
+        "rollout_bytes": learn.rollout_bytes, "rollout_bytes_per_rank": learn.fetched_bytes_per_rank,
         # where each learner rank's time went (gdro_ray/learner/phases.py names the phases)
-        "learner_phase_s": learn.get("rank_phase_s"), "learner_time_s": _rounded(learn.get("rank_time_s")),
-        "learner_cpu_s": _rounded(learn.get("rank_cpu_s")),
+        "learner_phase_s": learn.rank_phase_s, "learner_time_s": _rounded(learn.rank_time_s),
+        "learner_cpu_s": _rounded(learn.rank_cpu_s),
     }
 
 
