@@ -66,7 +66,7 @@ test-quick: venv system-deps
 test-slow: venv system-deps
 	$(BIN)/python -m pytest -q -m slow tests
 
-# Regenerate the generated reference docs (tests/test_dashboard.py checks they are current).
+# Regenerate the generated reference docs (tests/unit/test_dashboard.py checks they are current).
 docs: venv
 	$(BIN)/python -c "from gdro_ray.metrics.names import render_markdown; print(render_markdown(), end='')" \
 	  > docs/metrics-prometheus.md

@@ -138,7 +138,7 @@ timeout "$(left)" "$VPY" benchmarks/gpu_check.py --out "$OUT/gpu_check.json" >"$
 rc_check=$?
 t_check=$((SECONDS - t0))
 [ "$rc_check" -eq 0 ] || status=6
-tests=$(grep -l 'mark.gpu' tests/*.py | tr '\n' ' ')
+tests=$(grep -l 'mark.gpu' tests/*/*.py | tr '\n' ' ')
 t0=$SECONDS
 rc_tests=124
 if [ "$(left)" -gt 10 ]; then

@@ -11,7 +11,7 @@ alternating which goes first:
   in the published dtype into the object store, the driver passes the reference on, every
   sampler reads the same shared memory and copies only into its own weights.
 After each publish every sampler's weight checksum must have changed and agree with the others'
-(tests/test_service.py checks the samplers' greedy output against transformers on the learner's
+(tests/service/test_service.py checks the samplers' greedy output against transformers on the learner's
 weights after publishes through the arrays path).
 
 Prints seconds per publish (median) and the ratio; writes benchmarks/out/publish.json.

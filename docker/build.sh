@@ -6,7 +6,7 @@
 #   docker/build.sh cpu|gpu [--push]          REGISTRY=ghcr.io/me docker/build.sh gpu --push
 #
 # The version is read from pyproject.toml, so image tags move with releases. deploy/ manifests
-# reference these names (tests/test_deploy_manifests.py checks that they agree).
+# reference these names (tests/deploy/test_deploy_manifests.py checks that they agree).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flavour=${1:?usage: docker/build.sh cpu|gpu [--push]}

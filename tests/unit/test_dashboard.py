@@ -24,7 +24,7 @@ from _prom import HAVE_PROMETHEUS, prometheus
 
 from gdro_ray.metrics import names
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "gdro-dashboard.json"
 
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",

@@ -6,7 +6,7 @@ import yaml
 from gdro_ray.config import load_config
 from gdro_ray.config.loader import preset_names
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_preset_serves_metrics_on_loopback_by_default():

@@ -14,7 +14,7 @@ from gdro_ray.errors import UserError
 from gdro_ray.service.checkpoint import write_checkpoint
 from gdro_ray.service.run_dir import check_new_run_dir, clear_run_dir, prepare_resume
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NUM_PROMPTS = 200
 
 

@@ -9,7 +9,7 @@
 - Ray cluster launcher YAML: Ray's own `prepare_config` + `validate_config`.
 - Runtime env: parsed like `ray job submit --runtime-env` and built into a `RuntimeEnv`.
 - Prometheus: `promtool check config` (skipped without promtool), the adversary file-SD file.
-Images and pinned sets: tests/test_deploy_images.py.
+Images and pinned sets: tests/deploy/test_deploy_images.py.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from gdro_ray.cli.main import COMMANDS, build_parser
 from gdro_ray.config.loader import load_config, preset_names
 from gdro_ray.metrics import names
 
-ROOT = Path(__file__).resolve().parents[1]
-CRD_DIR = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "kuberay"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "kuberay"
 DEPLOY = ROOT / "deploy"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]

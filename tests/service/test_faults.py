@@ -24,7 +24,7 @@ from _service import read_records, start_in_thread, wait_for
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _overrides(model, run_dir, *extra) -> list[str]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gdro_ray.integrations.curriculum import PromptCurriculum
 from gdro_ray.integrations.trl import GDROPromptSampler, GDRORewardObserver
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TRL_PYTHON = ROOT / "benchmarks" / ".venv-trl" / "bin" / "python"
 
 
