@@ -59,6 +59,7 @@ class PromptRollouts:
     response_lens: list[int]
     nbytes: int = 0  # bytes of `group`'s arrays
     logprob_nbytes: int = 0
+    truncated: int = 0  # responses cut off at `max_new_tokens` (finish reason "length")
     group: Any = None
     logprobs: Any = None
 
@@ -167,6 +168,9 @@ class StepRecord:
     rollouts_sampled: int
     rollouts_trained: int
     prompts_trained: int
+    response_len_mean: float = 0.0  # response tokens, over every rollout sampled
+    response_len_max: int = 0
+    truncation_rate: float = 0.0  # share of rollouts cut off at sampler.max_new_tokens
     learn: dict = field(default_factory=dict)  # the learner's statistics (`step_batch.learn_fields`)
     refill: dict = field(default_factory=dict)  # dynamic sampling's rounds (only with grpo.filter_all_equal)
     stale_resampled: bool = False  # off-policy: the rollouts were refused as too stale and drawn again
@@ -192,7 +196,9 @@ class StepRecord:
         out = dict(self.adversary)
         out.update(
             schedule_digest=self.schedule_digest, weights_version=self.weights_version, samplers=self.samplers,
-            tokens=self.tokens, staleness=self.staleness, pass_rate=self.pass_rate, **self.learn, **self.refill,
+            tokens=self.tokens, staleness=self.staleness, pass_rate=self.pass_rate,
+            response_len_mean=self.response_len_mean, response_len_max=self.response_len_max,
+            truncation_rate=self.truncation_rate, **self.learn, **self.refill,
             rollouts_sampled=self.rollouts_sampled, rollouts_trained=self.rollouts_trained,
             prompts_trained=self.prompts_trained, stale_resampled=self.stale_resampled,
             shards_requeued=self.shards_requeued, sampler_restarts=self.sampler_restarts,

@@ -105,7 +105,9 @@ class Exporter:
     def update_driver(self, stats: dict) -> None:
         simple = {"step_time_s": "gdro_step_time_seconds", "tokens_per_s": "gdro_tokens_per_second",
                   "reward_mean": "gdro_reward_mean", "samplers": "gdro_samplers_live",
-                  "queued_shards": "gdro_queue_shards", "staleness": "gdro_staleness"}
+                  "queued_shards": "gdro_queue_shards", "staleness": "gdro_staleness",
+                  "response_len_mean": "gdro_response_length_mean", "response_len_max": "gdro_response_length_max",
+                  "truncation_rate": "gdro_truncation_rate"}
         for key, name in simple.items():
             if key in stats and name in self.m:
                 self.set(name, stats[key])

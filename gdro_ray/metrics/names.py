@@ -111,6 +111,11 @@ METRICS: list[MetricSpec] = [
     MetricSpec("gdro_tokens_per_second", "gauge", (),
                "Generated tokens per second of wall time over the last step."),
     MetricSpec("gdro_reward_mean", "gauge", (), "Mean verifier reward of the last step's rollouts (0..1)."),
+    MetricSpec("gdro_response_length_mean", "gauge", (), "Mean response length (tokens) of the last step's rollouts."),
+    MetricSpec("gdro_response_length_max", "gauge", (), "Longest response (tokens) of the last step's rollouts."),
+    MetricSpec("gdro_truncation_rate", "gauge", (),
+               "Share of the last step's rollouts cut off at sampler.max_new_tokens (a rise means the policy "
+               "writes past the limit: its reward is then usually 0)."),
     MetricSpec("gdro_staleness", "gauge", (),
                "Weight-version lag of the last step's rollouts (0 = on-policy)."),
     MetricSpec("gdro_samplers_live", "gauge", (), "Sampler actors alive and taking work."),

@@ -191,6 +191,7 @@ class Trainer:
             adversary_record = ray.get(self.adversary.observe.remote(
                 sched.step, [c.tolist() for c in correct], learn.surrogate(B), self.version))
 
+        lengths = [n for i in range(B) for n in by_slot[i].response_lens]
         sampled_with = min((o.weights_version for o in shard_out), default=self.version - 1)
         digest = json.dumps([sched.prompt_ids.tolist(), sched.rollouts.tolist()]).encode()
         return StepRecord(
@@ -198,8 +199,10 @@ class Trainer:
             weights_version=self.version, samplers=self.pool.live(), tokens=sum(o.tokens for o in shard_out),
             staleness=(self.version - 1) - sampled_with,
             pass_rate=float(np.mean([float(np.mean(c > 0.5)) for c in correct])),
-            rollouts_sampled=int(sum(len(r) for r in rewards)), rollouts_trained=len(batch),
-            prompts_trained=len(slots), learn=learn_fields(learn), refill=refill, stale_resampled=stale_resampled,
+            rollouts_sampled=len(lengths), rollouts_trained=len(batch), prompts_trained=len(slots),
+            response_len_mean=float(np.mean(lengths)) if lengths else 0.0, response_len_max=max(lengths, default=0),
+            truncation_rate=sum(by_slot[i].truncated for i in range(B)) / max(len(lengths), 1),
+            learn=learn_fields(learn), refill=refill, stale_resampled=stale_resampled,
             shards_requeued=self.pool.stats.requeued, sampler_restarts=self.pool.stats.restarts,
             reward_timeouts=sum(o.reward_timeouts for o in shard_out),
             reward_errors=sum(o.reward_errors for o in shard_out),
@@ -217,7 +220,8 @@ class Trainer:
                             else record.adversary.get("reward_mean")), "samplers": self.pool.live(),
             "stages": record.stage_time_s, "staleness": record.staleness, "requeued": self.pool.stats.requeued,
             "restarts": self.pool.stats.restarts, "reward_timeouts": self.reward_timeouts,
-            "learner_phases": record.learn.get("learner_phase_s")})
+            "learner_phases": record.learn.get("learner_phase_s"), "response_len_mean": record.response_len_mean,
+            "response_len_max": record.response_len_max, "truncation_rate": record.truncation_rate})
         self.step += 1
         return record
 

@@ -157,7 +157,8 @@ class Sampler:
         all_rewards = scoring.results()
         results, arrays = [], []
         for slot, pids, rollouts, rewards in zip(shard.slots, prompt_ids, outs, all_rewards):
-            res = prompt_rollouts(slot, rewards, pids, [r.token_ids for r in rollouts], [r.logprobs for r in rollouts])
+            res = prompt_rollouts(slot, rewards, pids, [r.token_ids for r in rollouts], [r.logprobs for r in rollouts],
+                                  truncated=sum(r.finish_reason == "length" for r in rollouts))
             if separate_arrays:
                 arrays += [res.group, res.logprobs]
                 res.group = res.logprobs = None

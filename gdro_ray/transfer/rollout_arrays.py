@@ -46,12 +46,14 @@ def group_nbytes(group: dict) -> int:
 
 
 def prompt_rollouts(slot: int, rewards: Sequence[float], prompt_ids: Sequence[int],
-                    responses: Sequence[Sequence[int]], logprobs: Sequence[Sequence[float]]) -> PromptRollouts:
-    """One prompt's `PromptRollouts` with its arrays inline (a sampler, before Ray separates them)."""
+                    responses: Sequence[Sequence[int]], logprobs: Sequence[Sequence[float]],
+                    truncated: int = 0) -> PromptRollouts:
+    """One prompt's `PromptRollouts` with its arrays inline (a sampler, before Ray separates them);
+    `truncated`: how many responses hit the token limit."""
     group, logp = pack_group(prompt_ids, responses, logprobs)
     return PromptRollouts(slot=int(slot), rewards=[float(r) for r in rewards], prompt_len=len(prompt_ids),
                           response_lens=[len(r) for r in responses], nbytes=group_nbytes(group),
-                          logprob_nbytes=int(logp.nbytes), group=group, logprobs=logp)
+                          logprob_nbytes=int(logp.nbytes), truncated=int(truncated), group=group, logprobs=logp)
 
 
 def pack_batch(rows: dict) -> LearnerBatch:

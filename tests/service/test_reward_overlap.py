@@ -42,7 +42,8 @@ class FakeEngine:
         out = []
         for j, p in enumerate(prompts):
             texts = PROMPTS[int(p[1:])][0]
-            out.append([Rollout(j, [7] * (k + 1), texts[k % len(texts)], [-0.5] * (k + 1), "stop")
+            # the third response of a prompt ran into the token limit
+            out.append([Rollout(j, [7] * (k + 1), texts[k % len(texts)], [-0.5] * (k + 1), "length" if k == 2 else "stop")
                         for k in range(n[j])])
         return out
 
@@ -89,6 +90,7 @@ def test_overlap_scores_like_serial(chunk, separate):
     assert _rewards(overlap) == expected
     summary = overlap[0] if separate else overlap
     assert [r.slot for r in summary.results] == _shard().slots
+    assert [r.truncated for r in summary.results] == [0, 1, 0, 0, 0]  # prompt 1's third response
     assert summary.reward_timeouts == (serial[0] if separate else serial).reward_timeouts == 1
     assert [c[0] for c in engine.calls] == [len(x) for x in (range(a, b) for a, b in chunk_spans(len(PROMPTS), chunk))]
     assert engine.calls[0][1] == 5  # the first chunk samples with the shard's own seed
