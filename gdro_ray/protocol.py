@@ -120,6 +120,7 @@ class LearnStats:
 
     loss: float | None = None
     kl: float | None = None
+    entropy: float | None = None  # the policy's, per response token (token mean), before the update
     clip_frac: float | None = None
     grad_norm: float | None = None  # the largest over the step's optimizer steps
     ratio_mean: float | None = None
@@ -139,7 +140,7 @@ class LearnStats:
         """From the ranks' own `train_step` answers (rank 0 first)."""
         first = stats[0]
         return cls(
-            loss=first.get("loss"), kl=first.get("kl"), clip_frac=first.get("clip_frac"),
+            loss=first.get("loss"), kl=first.get("kl"), entropy=first.get("entropy"), clip_frac=first.get("clip_frac"),
             grad_norm=first.get("grad_norm"), ratio_mean=first.get("ratio_mean"), ratio_min=first.get("ratio_min"),
             ratio_max=first.get("ratio_max"), optimizer_steps=int(first.get("optimizer_steps", 0)),
             updates=list(first.get("updates", [])),

@@ -7,7 +7,8 @@ Algorithm
   to [−adv_clip, adv_clip]. A group of size 1, or one whose rewards are all equal, carries no
   relative signal and gets all-zero advantages.
 * Token log-probs. log π(token) = logit[token] − logsumexp(logits), computed in fp32 in
-  bounded blocks, forward and backward, so a full fp32 [B, T, V] tensor is never materialised.
+  bounded blocks, forward and backward, so a full fp32 [B, T, V] tensor is never materialised;
+  the policy's entropy per position comes out of the same blocks when asked for.
 * KL. The k3 estimator of KL(π‖π_ref) per token: exp(ref − logp) − (ref − logp) − 1 ≥ 0.
 * Loss. Per token, with ρ = exp(logp − old_logp) and the clip-higher interval
   [1 − clip_low, 1 + clip_high]:
@@ -124,20 +125,25 @@ class _TokenLogProb(torch.autograd.Function):
     so no fp32 [B, T, V] tensor ever exists (at V = 150k that would be tens of GB)."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, budget: int) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor, budget: int, with_entropy: bool):
         b, t, v = logits.shape
         lse = torch.empty((b, t), dtype=torch.float32, device=logits.device)
         picked = torch.empty((b, t), dtype=torch.float32, device=logits.device)
+        entropy = torch.zeros((b, t) if with_entropy else (0, 0), dtype=torch.float32, device=logits.device)
         for rows, cols in _blocks(b, t, v, budget):
             block = logits[rows, cols].float()
             lse[rows, cols] = torch.logsumexp(block, dim=-1)
             picked[rows, cols] = block.gather(-1, tokens[rows, cols].unsqueeze(-1)).squeeze(-1)
+            if with_entropy:  # H = lse − Σ softmax·logits, while the block is at hand
+                p = torch.exp(block - lse[rows, cols].unsqueeze(-1))
+                entropy[rows, cols] = lse[rows, cols] - (p * block).sum(-1)
         ctx.save_for_backward(logits, tokens, lse)
         ctx.budget = budget
-        return picked - lse
+        ctx.mark_non_differentiable(entropy)
+        return picked - lse, entropy
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx, grad: torch.Tensor, _entropy_grad: torch.Tensor):
         logits, tokens, lse = ctx.saved_tensors
         b, t, v = logits.shape
         grad = grad.float()
@@ -148,7 +154,7 @@ class _TokenLogProb(torch.autograd.Function):
             d = torch.exp(logits[rows, cols].float() - lse[rows, cols].unsqueeze(-1)).mul_(-g)
             d.scatter_add_(-1, tokens[rows, cols].unsqueeze(-1), g)
             out[rows, cols] = d.to(out.dtype)
-        return out, None, None
+        return out, None, None, None
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, block_elems: int = _LOGPROB_BLOCK_ELEMS) -> torch.Tensor:
@@ -157,11 +163,20 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, block_elems: int 
     Equal to log_softmax(logits.float()).gather(tokens), computed in blocks of about
     `block_elems` logits so fp32 scratch stays bounded; differentiable w.r.t. `logits`.
     """
+    return token_logprobs_and_entropy(logits, tokens, block_elems, with_entropy=False)[0]
+
+
+def token_logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, block_elems: int = _LOGPROB_BLOCK_ELEMS,
+                               with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`token_logprobs`, and the policy's entropy −Σ p log p at every position (fp32 [B, T],
+    detached), computed in the same blocks: one more exp over each block of logits."""
     if logits.shape[:-1] != tokens.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and tokens {tuple(tokens.shape)} are not aligned")
     if tokens.numel() == 0:
-        return logits.new_zeros(tokens.shape, dtype=torch.float32)
-    return _TokenLogProb.apply(logits, tokens, int(block_elems))
+        zeros = logits.new_zeros(tokens.shape, dtype=torch.float32)
+        return zeros, (zeros if with_entropy else None)
+    logp, entropy = _TokenLogProb.apply(logits, tokens, int(block_elems), bool(with_entropy))
+    return logp, (entropy if with_entropy else None)
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,7 @@ from gdro_ray.algorithms.grpo import (
     LOSS_AGGS,
     grpo_loss,
     sequence_loss_weights,
-    token_logprobs,
+    token_logprobs_and_entropy,
 )
 from gdro_ray.algorithms.partition import mini_batch_partition, rank_slice
 from gdro_ray.learner.batch import (
@@ -76,7 +76,8 @@ from gdro_ray.utils.phase_timer import PhaseTimer
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Stats summed over ranks as token-weighted sums (then divided by the global token count).
-_SUM_STATS = ("pg_loss", "kl", "clip_frac", "ratio_mean")
+# `entropy`: the policy's own, −Σ p log p per response token, before the update.
+_SUM_STATS = ("pg_loss", "kl", "clip_frac", "ratio_mean", "entropy")
 
 
 class LearnerWorker(LearnerWeights):
@@ -211,12 +212,15 @@ class LearnerWorker(LearnerWeights):
         }
 
     # ------------------------------------------------------------------ training
-    def _forward_logp(self, model: torch.nn.Module, mb) -> torch.Tensor:
+    def _forward_logp(self, model: torch.nn.Module, mb, with_entropy: bool = False):
+        """Token log-probs of `mb`'s responses under `model`; with `with_entropy` also the
+        policy's entropy at each position, as (log-probs, entropy)."""
         out = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask, logits_to_keep=mb.keep)
         logits = out.logits[:, :-1]
         if self.temperature != 1.0:
             logits = logits / self.temperature
-        return token_logprobs(logits, mb.targets)
+        logp, entropy = token_logprobs_and_entropy(logits, mb.targets, with_entropy=with_entropy)
+        return (logp, entropy) if with_entropy else logp
 
     def _micro_batches(self, batch: dict, parts: list[list[int]]):
         """This rank's micro-batches of `parts` (its contiguous share of each part, as
@@ -370,7 +374,7 @@ class LearnerWorker(LearnerWeights):
         extremes = torch.full((2,), -math.inf, dtype=torch.float64, device=self.device)  # max ρ, −min ρ
         for mb in self._micro_batches(batch, [rows]):
             with timer("forward"):
-                logp = self._forward_logp(self.model, mb)
+                logp, entropy = self._forward_logp(self.model, mb, with_entropy=True)
             old_logp = logp.detach() if detached_old or mb.old_logp is None else mb.old_logp
             ref_logp = None
             if self.ref_model is not None:
@@ -385,6 +389,7 @@ class LearnerWorker(LearnerWeights):
             with timer("backward"):
                 (loss * self.world_size).backward()
             if mb.rows:
+                stats["entropy"] = float((entropy * mb.mask).sum()) / max(stats["tokens"], 1)
                 if per_seq is not None:
                     per_seq[mb.rows] = seq_surrogate.to(torch.float64)
                 sums[0] += float(loss.detach())

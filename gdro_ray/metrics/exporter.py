@@ -107,9 +107,9 @@ class Exporter:
                   "reward_mean": "gdro_reward_mean", "samplers": "gdro_samplers_live",
                   "queued_shards": "gdro_queue_shards", "staleness": "gdro_staleness",
                   "response_len_mean": "gdro_response_length_mean", "response_len_max": "gdro_response_length_max",
-                  "truncation_rate": "gdro_truncation_rate"}
+                  "truncation_rate": "gdro_truncation_rate", "entropy": "gdro_policy_entropy"}
         for key, name in simple.items():
-            if key in stats and name in self.m:
+            if stats.get(key) is not None and name in self.m:
                 self.set(name, stats[key])
         for stage, secs in stats.get("stages", {}).items():
             self.set("gdro_stage_time_seconds", secs, stage=stage)

@@ -113,6 +113,9 @@ METRICS: list[MetricSpec] = [
     MetricSpec("gdro_reward_mean", "gauge", (), "Mean verifier reward of the last step's rollouts (0..1)."),
     MetricSpec("gdro_response_length_mean", "gauge", (), "Mean response length (tokens) of the last step's rollouts."),
     MetricSpec("gdro_response_length_max", "gauge", (), "Longest response (tokens) of the last step's rollouts."),
+    MetricSpec("gdro_policy_entropy", "gauge", (),
+               "The policy's entropy per response token over the last step's trained rollouts, before the update "
+               "(a collapse towards 0 means the policy stopped exploring)."),
     MetricSpec("gdro_truncation_rate", "gauge", (),
                "Share of the last step's rollouts cut off at sampler.max_new_tokens (a rise means the policy "
                "writes past the limit: its reward is then usually 0)."),

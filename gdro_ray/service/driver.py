@@ -221,7 +221,8 @@ class Trainer:
             "stages": record.stage_time_s, "staleness": record.staleness, "requeued": self.pool.stats.requeued,
             "restarts": self.pool.stats.restarts, "reward_timeouts": self.reward_timeouts,
             "learner_phases": record.learn.get("learner_phase_s"), "response_len_mean": record.response_len_mean,
-            "response_len_max": record.response_len_max, "truncation_rate": record.truncation_rate})
+            "response_len_max": record.response_len_max, "truncation_rate": record.truncation_rate,
+            "entropy": record.learn.get("entropy")})
         self.step += 1
         return record
 

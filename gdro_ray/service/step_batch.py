@@ -272,12 +272,13 @@ def refuse_stale(sched: StepSchedule, shard_out: list[ShardResult], t: dict, *, 
 def learn_fields(learn: LearnStats) -> dict:
     """The learner's statistics for the step record: loss, KL, clipping, ratios (aggregate and
     per update), the bytes each rank fetched, and where each rank's time went."""
-    keys = ("clip_frac", "ratio_mean", "ratio_min", "ratio_max", "grad_norm", "loss")
+    keys = ("clip_frac", "ratio_mean", "ratio_min", "ratio_max", "grad_norm", "loss", "entropy")
     return {
-        "loss": learn.loss, "kl": learn.kl, "clip_frac": learn.clip_frac, "grad_norm": learn.grad_norm,
+        "loss": learn.loss, "kl": learn.kl, "entropy": learn.entropy, "clip_frac": learn.clip_frac,
+        "grad_norm": learn.grad_norm,
         "ratio_mean": learn.ratio_mean, "ratio_min": learn.ratio_min, "ratio_max": learn.ratio_max,
         "optimizer_steps": learn.optimizer_steps,
-        "updates": [{k: u[k] for k in ("epoch", "mini_batch", *keys)} for u in learn.updates],
+        "updates": [{k: u.get(k) for k in ("epoch", "mini_batch", *keys)} for u in learn.updates],
         # the trained rollouts' array bytes, and what each learner rank fetched of them
         "rollout_bytes": learn.rollout_bytes, "rollout_bytes_per_rank": learn.fetched_bytes_per_rank,
         # where each learner rank's time went (gdro_ray/learner/phases.py names the phases)

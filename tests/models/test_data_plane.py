@@ -141,7 +141,7 @@ def test_two_ranks_on_the_compact_batch_match_one_rank_on_the_list_batch(model_d
     finally:
         w.shutdown()
     assert single["optimizer_steps"] == stats[0]["optimizer_steps"] == 2
-    for key in ("loss", "kl", "clip_frac", "ratio_max", "ratio_min"):
+    for key in ("loss", "kl", "entropy", "clip_frac", "ratio_max", "ratio_min"):
         assert stats[0][key] == pytest.approx(single[key], rel=1e-4, abs=1e-6), key
     # same tolerance and reason as test_learner.test_two_ranks_match_one_rank
     _assert_state_close(st_load((tmp_path / "compact.safetensors").read_bytes()), single_sd, atol=LR / 100)

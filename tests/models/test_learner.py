@@ -145,6 +145,9 @@ def test_single_rank_step_raises_positive_advantage_logprobs(model_dir):
         assert first["ratio_mean"] == pytest.approx(1.0, abs=1e-5)  # old log-probs are the policy's
         assert first["version"] == 1 and w.version() == 1 and first["tokens"] == 17
         assert set(first["per_prompt_surrogate"]) == {0, 1, 2}
+        # the policy's entropy per response token: positive, at most log(vocab)
+        assert 0 < first["entropy"] <= math.log(w.config.vocab_size)
+        assert [u["entropy"] for u in first["updates"]] == [pytest.approx(first["entropy"])]  # one update here
         lp1 = w.response_logprobs(batch)
         second = w.train_step(batch)
         assert second["loss"] < first["loss"]

@@ -71,6 +71,8 @@ def test_every_step_spends_its_budget(live):
     for r in records:
         assert 0 < r["response_len_mean"] <= r["response_len_max"] <= trainer.cfg.sampler.max_new_tokens
         assert 0.0 <= r["truncation_rate"] <= 1.0
+        if r["rollouts_trained"]:
+            assert r["entropy"] > 0  # the policy's, per response token
         # refill rounds add prompts, each round at the same mean budget n̄ per prompt
         assert r["prompts"] == 8 or r.get("refill_rounds", 0) > 0
         assert r["rollouts"] == r["prompts"] * r["budget_mean"] == r["rollouts_sampled"]

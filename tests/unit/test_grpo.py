@@ -1,4 +1,6 @@
 """GRPO math with variable group sizes (gdro_ray.algorithms.grpo)."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from gdro_ray.algorithms.grpo import (
     k3_kl,
     sequence_loss_weights,
     token_logprobs,
+    token_logprobs_and_entropy,
 )
 from gdro_ray.algorithms.partition import mini_batch_partition
 
@@ -76,6 +79,26 @@ def test_token_logprobs_value_and_gradient_match_log_softmax(block_elems):
                           torch.log_softmax(sliced, -1).gather(-1, tokens[:, :-1, None]).squeeze(-1), atol=1e-5)
     with pytest.raises(ValueError):
         token_logprobs(base, tokens[:, :3])
+
+
+@pytest.mark.parametrize("block_elems", [1 << 24, 40, 5])
+def test_entropy_from_the_same_blocks_matches_the_softmax_and_leaves_the_gradient_alone(block_elems):
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(3, 6, 13, generator=g, dtype=torch.float64) * 3
+    tokens = torch.randint(0, 13, (3, 6), generator=g)
+    x1 = base.float().requires_grad_(True)
+    x2 = base.float().requires_grad_(True)
+    logp, entropy = token_logprobs_and_entropy(x2, tokens, block_elems=block_elems)
+    want = -(torch.softmax(base, -1) * torch.log_softmax(base, -1)).sum(-1)
+    assert entropy.shape == (3, 6) and not entropy.requires_grad
+    assert torch.allclose(entropy.double(), want, atol=1e-5)
+    assert bool(((entropy >= -1e-6) & (entropy <= math.log(13) + 1e-5)).all())
+    token_logprobs(x1, tokens, block_elems=block_elems).sum().backward()
+    logp.sum().backward()
+    assert torch.equal(x1.grad, x2.grad)
+    peaked = torch.full((1, 2, 13), -1e4).index_fill_(-1, torch.tensor([4]), 0.0)  # one certain token
+    assert float(token_logprobs_and_entropy(peaked, torch.full((1, 2), 4))[1].abs().max()) < 1e-4
+    assert token_logprobs_and_entropy(x2, tokens, with_entropy=False)[1] is None
 
 
 @settings(max_examples=100, deadline=None)
