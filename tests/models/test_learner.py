@@ -248,7 +248,7 @@ def test_two_ranks_match_one_rank(model_dir, tmp_path, grpo, learner_kw):
     finally:
         w.shutdown()
     assert single["clip_frac"] > 0  # the batch exercises the clipped branch
-    for key in ("loss", "kl", "clip_frac", "grad_norm"):
+    for key in ("loss", "kl", "entropy", "clip_frac", "grad_norm"):
         assert stats[0][key] == pytest.approx(single[key], rel=1e-4, abs=1e-7), key
     for p, v in single["per_prompt_surrogate"].items():
         assert stats[0]["per_prompt_surrogate"][str(p)] == pytest.approx(v, abs=1e-6)
