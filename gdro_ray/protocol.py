@@ -183,6 +183,7 @@ class StepRecord:
     weight_sync: dict | None = None  # what the step's weight publish reported
     stage_time_s: dict[str, float] = field(default_factory=dict)  # seconds per driver stage
     step_time_s: float = 0.0
+    samples: list[dict] = field(default_factory=list)  # sample completions of this step (samples.jsonl, not here)
 
     @property
     def step(self) -> int:

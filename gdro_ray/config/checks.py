@@ -131,6 +131,10 @@ def check_service(cfg: Config, need) -> None:
     need(cfg.checkpoint.every >= 0, "checkpoint.every", f"must be ≥ 0 (0 = only at the end), got {cfg.checkpoint.every}")
     need(cfg.checkpoint.keep >= 1, "checkpoint.keep", f"must be ≥ 1 (the newest is what --resume needs), got {cfg.checkpoint.keep}")
     need(is_host(cfg.metrics.host), "metrics.host", f"not an IP address or host name: {cfg.metrics.host!r}")
+    need(cfg.metrics.samples_every >= 0, "metrics.samples_every", f"must be ≥ 0 (0 = never), got {cfg.metrics.samples_every}")
+    need(cfg.metrics.samples_per_bin >= 1, "metrics.samples_per_bin", f"must be ≥ 1, got {cfg.metrics.samples_per_bin}")
+    need(cfg.metrics.samples_responses >= 1, "metrics.samples_responses",
+         f"must be ≥ 1, got {cfg.metrics.samples_responses}")
     need(cfg.data.toy_pool_size >= 1, "data.toy_pool_size", f"must be ≥ 1, got {cfg.data.toy_pool_size}")
     need(cfg.data.toy_eval_per_tier >= 1, "data.toy_eval_per_tier", f"must be ≥ 1, got {cfg.data.toy_eval_per_tier}")
     _data_source(cfg.data.train, TRAIN_NAMES, "data.train", need)

@@ -409,6 +409,11 @@ class MetricsConfig:
     host: str = doc("127.0.0.1", "Bind address of the adversary's /metrics endpoint; 0.0.0.0 is an explicit opt-in.")
     port: int = doc(0, "Port of /metrics (0 = pick a free one; the address is printed).")
     enabled: bool = doc(True, "Serve Prometheus metrics.")
+    samples_every: int = doc(10, "Every N steps write a few prompts per difficulty bin with their responses, "
+                                 "rewards and advantages to <run_dir>/samples.jsonl and the loggers "
+                                 "(`gdro-ray status` shows the hardest bin's; 0 = never).")
+    samples_per_bin: int = doc(1, "Prompts per difficulty bin in each sample step.")
+    samples_responses: int = doc(4, "Responses per sampled prompt (the rewarded ones first).")
     tensorboard: bool = doc(False, "Alias of adding `tensorboard` to metrics.loggers (kept for older configs).")
     loggers: list[str] = doc([], "Experiment loggers beside Prometheus, any of `tensorboard` (<run_dir>/tensorboard/), "
                                  "`wandb` (extra `gdro-ray[wandb]`), `mlflow` (extra `gdro-ray[mlflow]`). Each gets the "

@@ -2,7 +2,8 @@
 
 `open_loggers(cfg, run_dir)` returns one `RunLoggers` (or None when none is asked for) that the
 driver calls: `log_config(config)` once, `log_step(record)` per step record, `log_eval(result,
-step)` per evaluation (base at step 0, periodic ones, final), `close()` at the end. Every logger
+step)` per evaluation (base at step 0, periodic ones, final), `log_samples(records, step)` every
+`metrics.samples_every` steps (a text block, a wandb table, an MLflow artifact), `close()` at the end. Every logger
 gets the same numbers, flattened by `tensorboard.record_scalars` / `eval_scalars`: each numeric
 field of the step record (docs/metrics.md) at step `record["step"] + 1` (optimizer steps done),
 one series per bin for the per-group fields (`bins/<field>/bin0` … `unseen`), and `eval/*`.
@@ -75,6 +76,11 @@ class TensorBoardLogger:
         text = "    " + yaml.safe_dump(config, sort_keys=False).replace("\n", "\n    ")  # markdown code block
         self.writer._writer.add_text("config", text, 0)
 
+    def log_samples(self, records: list[dict], step: int) -> None:
+        from gdro_ray.metrics.samples import samples_markdown
+
+        self.writer._writer.add_text("samples", samples_markdown(records), step)
+
     def log_step(self, record: dict) -> None:
         self.writer.write_record(record)
 
@@ -116,6 +122,13 @@ class WandbLogger:
 
     def log_eval(self, result: dict, step: int) -> None:
         self._start().log(eval_scalars(result), step=int(step))
+
+    def log_samples(self, records: list[dict], step: int) -> None:
+        rows = [[r["step"] + 1, r["bin"], r["prompt"], x["text"], x["reward"], x["advantage"], x["tokens"]]
+                for r in records for x in r["responses"]]
+        table = self._wandb.Table(columns=["step", "bin", "prompt", "response", "reward", "advantage", "tokens"],
+                                  data=rows)
+        self._start().log({"samples": table}, step=int(step))
 
     def close(self) -> None:
         if self.run is not None:
@@ -177,6 +190,12 @@ class MlflowLogger:
     def log_eval(self, result: dict, step: int) -> None:
         self._metrics(eval_scalars(result), int(step))
 
+    def log_samples(self, records: list[dict], step: int) -> None:
+        import json
+
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        self.client.log_text(self.run_id, text, f"samples/step{int(step):06d}.jsonl")
+
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
 
@@ -200,6 +219,11 @@ class RunLoggers:
     def log_eval(self, result: dict, step: int) -> None:
         for lg in self.loggers.values():
             lg.log_eval(result, step)
+
+    def log_samples(self, records: list[dict], step: int) -> None:
+        """Sample completions (`gdro_ray/metrics/samples.py`) at `step` optimizer steps done."""
+        for lg in self.loggers.values():
+            lg.log_samples(records, step)
 
     # the names TensorBoardWriter had, for callers written against it
     write_record, write_eval = log_step, log_eval

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gdro_ray.errors import UserError
+from gdro_ray.metrics.samples import SampleLog, samples_markdown
 from gdro_ray.utils.io import atomic_write_text
 
 FIGSIZE = (8, 4.5)
@@ -48,7 +49,7 @@ def load_run(run_dir: Path) -> dict:
             evals[label] = json.loads(p.read_text())
     name = Path(run_dir).name
     return {"name": name, "records": records, "evals": evals, "eval_curve": eval_curve(curve, evals, records),
-            "algorithm": records[0].get("algorithm", "?")}
+            "algorithm": records[0].get("algorithm", "?"), "samples": SampleLog(run_dir).records()}
 
 
 def eval_curve(eval_records: list[dict], evals: dict, records: list[dict]) -> list[tuple[int, float, float]]:
@@ -189,4 +190,7 @@ def _markdown(runs: list[dict], files: list[Path]) -> str:
                      f"{rec[-1].get('reward_mean', float('nan')):.3f} | {_fmt(base)} → {_fmt(final)} | {best_txt} |")
     lines += ["", "Δμ > 0: the adversary weights easier bins than the data holds (it leads); < 0: harder.", ""]
     lines += [f"![{p.stem}]({p.name})" for p in files]
+    for r in runs:  # what the policy wrote, hardest bin first
+        if r["samples"]:
+            lines += ["", f"## {r['name']}: what the policy writes", "", samples_markdown(r["samples"])]
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from gdro_ray.metrics.exporter import group_labels
+from gdro_ray.metrics.samples import hardest_sample, render_sample
 from gdro_ray.metrics.tables import table
 
 
@@ -24,4 +25,8 @@ def render_status(st: dict) -> str:
     labels = group_labels(len(rec["bin_weights"]))
     rows = [[lab, rec["bin_weights"][i], rec["bin_scores"][i], rec["bin_prompts"][i], rec["bin_rollouts"][i],
              rec["bin_pass_at_k"][i]] for i, lab in enumerate(labels)]
-    return head + "\n" + table(["bin", "weight q", "score S", "prompts", "rollouts", "pass@k"], rows)
+    out = head + "\n" + table(["bin", "weight q", "score S", "prompts", "rollouts", "pass@k"], rows)
+    sample = hardest_sample(st.get("samples") or [])
+    if sample is not None:
+        out += "\nthe hardest bin's last sample:\n" + render_sample(sample, chars=200)
+    return out

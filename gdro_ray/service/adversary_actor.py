@@ -39,6 +39,7 @@ class AdversaryService:
         self.run_dir = run_dir
         self.last_record: dict | None = None
         self.last_eval: dict | None = None
+        self.last_samples: list[dict] = []
         self.driver_stats: dict = {}
         self.rollouts_total = 0
         self.weights_version = 0
@@ -115,6 +116,10 @@ class AdversaryService:
         if self.exporter:
             self.exporter.update_eval(record)
 
+    def report_samples(self, records: list[dict]) -> None:
+        """The newest sample completions (`gdro_ray/metrics/samples.py`), for `gdro-ray status`."""
+        self.last_samples = list(records)
+
     def request_samplers(self, n: int) -> int:
         lim = self.cfg.sampler.max_samplers
         if not 1 <= n <= lim:
@@ -142,6 +147,7 @@ class AdversaryService:
             "weights_version": self.weights_version,
             "rollouts_total": self.rollouts_total,
             "eval": self.last_eval,
+            "samples": self.last_samples,
         }
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gdro_ray.config import Config, dump_config, to_dict
 from gdro_ray.errors import UserError
+from gdro_ray.metrics.samples import SampleLog
 from gdro_ray.service.driver import Trainer
 from gdro_ray.service.run_parts import RunParts
 from gdro_ray.utils.io import atomic_write_text
@@ -98,6 +99,7 @@ def restore_checkpoint(parts: RunParts, cfg: Config, run_dir: Path, ckpt: Path |
     drv = read_json(ckpt / "driver.json")
     step, version = int(drv["step"]), int(drv["weights_version"])
     RunLog(run_dir).trim(step)  # steps after the checkpoint are redone
+    SampleLog(run_dir).trim(step)
     parts.pool.blob_ref = ray.put(parts.learner.state_dict_bytes())
     parts.pool.version = parts.pool.blob_version = version
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))  # with its overrides, now they took

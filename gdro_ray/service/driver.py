@@ -32,6 +32,7 @@ import numpy as np
 
 from gdro_ray.config import Config, to_dict
 from gdro_ray.errors import UserError
+from gdro_ray.metrics.samples import SampleLog, group_label, pick_samples, sample_record
 from gdro_ray.protocol import LearnStats, ShardResult, StepRecord, StepSchedule
 from gdro_ray.service.run_log import RunLog
 from gdro_ray.service.run_parts import RunParts
@@ -59,6 +60,8 @@ class Trainer:
         self.train = parts.train
         self.step, self.version = step, version  # steps done; the learner's weights version
         self.log = RunLog(self.run_dir)  # metrics.jsonl: step records here, eval records from ValidationLoop
+        self.samples = SampleLog(self.run_dir)  # samples.jsonl: what the policy writes, every metrics.samples_every
+        self._tokenizer = None
         self.refills = DynamicSampling(cfg, self.train, self.adversary, self.pool)
         self.staleness = StalenessGuard(cfg, self.sample)
         self.reward_checks = RewardChecks(cfg, step, len(self.train))  # counted from the step this process starts at
@@ -191,6 +194,7 @@ class Trainer:
             adversary_record = ray.get(self.adversary.observe.remote(
                 sched.step, [c.tolist() for c in correct], learn.surrogate(B), self.version))
 
+        samples = self._samples(sched, by_slot, rewards, adv, len(adversary_record["bin_weights"]))
         lengths = [n for i in range(B) for n in by_slot[i].response_lens]
         sampled_with = min((o.weights_version for o in shard_out), default=self.version - 1)
         digest = json.dumps([sched.prompt_ids.tolist(), sched.rollouts.tolist()]).encode()
@@ -206,7 +210,33 @@ class Trainer:
             shards_requeued=self.pool.stats.requeued, sampler_restarts=self.pool.stats.restarts,
             reward_timeouts=sum(o.reward_timeouts for o in shard_out),
             reward_errors=sum(o.reward_errors for o in shard_out),
-            custom_reward_mean=float(np.mean(np.concatenate(rewards))) if cfg.reward.function else None)
+            custom_reward_mean=float(np.mean(np.concatenate(rewards))) if cfg.reward.function else None,
+            samples=samples)
+
+    def _samples(self, sched: StepSchedule, by_slot: dict, rewards: list, adv: list, num_groups: int) -> list[dict]:
+        """Every `metrics.samples_every` steps: a few prompts per bin with their decoded responses
+        (`gdro_ray/metrics/samples.py`), written to samples.jsonl and shown by `gdro-ray status`."""
+        m = self.cfg.metrics
+        if not m.samples_every or (self.step + 1) % m.samples_every or not self.parts.model_path:
+            return []
+        from gdro_ray.transfer.rollout_arrays import responses_of
+
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.parts.model_path)
+        records = []
+        for slot, picked in pick_samples(sched.group_ids, rewards, m.samples_per_bin, m.samples_responses):
+            res, pid = by_slot[slot], int(sched.prompt_ids[slot])
+            tokens = responses_of(res)  # this prompt's arrays only
+            texts = self._tokenizer.batch_decode([tokens[j].tolist() for j in picked], skip_special_tokens=True)
+            records.append(sample_record(
+                self.step, group_label(int(sched.group_ids[slot]), num_groups), pid, self.train[pid], texts,
+                [rewards[slot][j] for j in picked], [float(adv[slot][j]) for j in picked],
+                [res.response_lens[j] for j in picked], self.cfg.sampler.max_new_tokens))
+        self.samples.append(records)
+        self.adversary.report_samples.remote(records)
+        return records
 
     def _finish(self, record: StepRecord, phases: PhaseTimer, started: float) -> StepRecord:
         """The step's timing and weight publish into its record; the gauges; the step counter."""
@@ -246,10 +276,13 @@ class Trainer:
             evals.catch_up(self.step)  # resumed: the checkpoint step's evaluation, if a kill interrupted it
             progress = Progress(cfg.steps, start=self.step)
             while self.step < cfg.steps:
-                record = self.run_step().to_json()
+                step = self.run_step()
+                record = step.to_json()
                 self.log.append(record)
                 if loggers is not None:
                     loggers.log_step(record)
+                    if step.samples:
+                        loggers.log_samples(step.samples, self.step)
                 progress.update(self.step, record)
                 if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()

@@ -33,7 +33,7 @@ def live(tmp_path_factory):
     # the toy task, 2 vLLM samplers and 2 FSDP2 learner ranks.
     cfg = load_config(overrides=["model.path=toy", "algorithm=both", "steps=3", "batch_size=8",
                                  "sampler.num_samplers=2", "learner.world_size=2", "data.eval=dapo-fixture",
-                                 "sampler.eval_k=1", f"out={tmp / 'run'}"])
+                                 "sampler.eval_k=1", "metrics.samples_every=2", f"out={tmp / 'run'}"])
     trainer = build_trainer(cfg, tmp / "run")
     records = []
     for k in range(3):
@@ -172,12 +172,38 @@ def test_status_and_scale_against_the_live_job(live):
     assert p.returncode == 0, p.stderr
     assert "weight q" in p.stdout and f"step {records[-1]['step'] + 1}" in p.stdout
     assert "unseen" in p.stdout
+    assert "the hardest bin's last sample:\nstep 4, " in p.stdout  # samples every 2 steps: the 4th is the last
+
     p = _cli("scale", "--samplers", "3", "--address", gcs)
     assert p.returncode == 0, p.stderr
     assert ray.get(trainer.adversary.get_desired_samplers.remote()) == 3
     p = _cli("scale", "--samplers", "99", "--address", gcs)
     assert p.returncode == 2 and "max_samplers" in p.stderr
     ray.get(trainer.adversary.request_samplers.remote(2))
+
+
+def test_samples_show_decoded_responses_of_the_prompts_trained(live):
+    """metrics.samples_every=2: after steps 2 and 4, one prompt per bin in play with its decoded
+    responses (rewarded first) in samples.jsonl, and the newest ones at the adversary."""
+    import ray
+
+    from gdro_ray.metrics.samples import SampleLog
+
+    trainer, records = live
+    lines = SampleLog(trainer.run_dir).records()
+    assert sorted({r["step"] for r in lines}) == [1, 3]
+    for rec in lines:
+        step = records[rec["step"]]
+        assert rec["bin"] in [f"bin{b}" for b in range(len(step["bin_weights"]) - 1)] + ["unseen"]
+        assert rec["prompt"] == trainer.train[rec["prompt_id"]]["prompt"]
+        rewards = [r["reward"] for r in rec["responses"]]
+        assert rewards == sorted(rewards, reverse=True) and 1 <= len(rewards) <= 4
+        assert all(isinstance(r["text"], str) and 0 < r["tokens"] <= trainer.cfg.sampler.max_new_tokens
+                   for r in rec["responses"])
+    assert any(r["text"].strip() for rec in lines for r in rec["responses"])  # the tokens really were decoded
+    bins = [rec["bin"] for rec in lines if rec["step"] == 3]
+    assert len(bins) == len(set(bins))  # one prompt per bin
+    assert ray.get(trainer.adversary.status.remote())["samples"] == [r for r in lines if r["step"] == 3]
 
 
 @pytest.mark.skipif(not HAVE_PROMETHEUS, reason="prometheus not installed (apt-get install prometheus)")

@@ -21,6 +21,10 @@ def _record(step: int) -> dict:
             "stage_time_s": {"sample": 1.5, "learn": 2.0 + step}}
 
 
+SAMPLE = {"step": 2, "bin": "bin0", "prompt_id": 7, "prompt": "What is 1 + 1?", "answer": "2",
+          "responses": [{"text": "so \\boxed{2}", "reward": 1.0, "advantage": 0.9, "tokens": 9, "truncated": False}]}
+
+
 def _metrics_cfg(loggers, **kw) -> SimpleNamespace:
     base = dict(loggers=loggers, tensorboard=False, wandb_project="gdro-test", wandb_mode="offline",
                 mlflow_tracking_uri="", mlflow_experiment="gdro-test")
@@ -33,6 +37,7 @@ def _drive(run, tmp_path):
     run.log_eval({"pooled": {"pass_at_k": 0.25}, "per_tier": {"3": {"pass_at_k": 0.1}}}, 0)
     for step in range(3):
         run.log_step(_record(step))
+    run.log_samples([SAMPLE], 3)
     run.log_step({"type": "eval", "step": 2, "pooled_pass_at_k": 123.0})
     run.log_eval({"pooled": {"pass_at_k": 0.5}, "per_tier": {"3": {"pass_at_k": 0.2}}}, 3)
     run.close()
@@ -46,6 +51,8 @@ def test_tensorboard_alias_and_config_text(tmp_path):
     assert tb["reward_mean"] == [(1, pytest.approx(0.1)), (2, pytest.approx(0.2)), (3, pytest.approx(0.3))]
     assert tb["eval/tier3/pass_at_k"] == [(0, pytest.approx(0.1)), (3, pytest.approx(0.2))]
     assert "pooled_pass_at_k" not in tb
+    events = b"".join(p.read_bytes() for p in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    assert b"What is 1 + 1?" in events  # the samples as a text summary
 
 
 def test_no_loggers_is_none(tmp_path):
@@ -71,6 +78,9 @@ def test_wandb_offline_round_trip(tmp_path, monkeypatch):
     assert by_step[3]["eval/tier3/pass_at_k"] == 0.2
     assert "bins/bin_pass_at_k/bin0" not in by_step[1]  # null pass@k is not logged
     assert not any("pooled_pass_at_k" in row for row in history)
+    assert by_step[3]["samples/path"].startswith("media/table/samples_3_")  # the sample completions as a table
+    table = next((tmp_path / "wandb").rglob("samples_3_*.table.json"))
+    assert "What is 1 + 1?" in table.read_text()
 
 
 def test_mlflow_file_store_round_trip_and_resume(tmp_path):
@@ -86,6 +96,7 @@ def test_mlflow_file_store_round_trip_and_resume(tmp_path):
     params = client.get_run(rid).data.params
     assert params["prompt_gdro.eta"] == "0.65" and params["metrics.loggers"] == "['wandb']"
     assert (tmp_path / "mlruns").is_dir()
+    assert [a.path for a in client.list_artifacts(rid, "samples")] == ["samples/step000003.jsonl"]
     again = L.open_loggers(_metrics_cfg(["mlflow"]), tmp_path)  # a resumed run continues the same MLflow run
     assert again.loggers["mlflow"].run_id == rid
     again.log_config(CONFIG)  # params already there are not re-logged (MLflow refuses a changed param)
