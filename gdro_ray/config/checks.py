@@ -130,6 +130,8 @@ def check_service(cfg: Config, need) -> None:
          f"must be ≥ 0 (0 = no token cap), got {lr.micro_batch_tokens}")
     need(cfg.checkpoint.every >= 0, "checkpoint.every", f"must be ≥ 0 (0 = only at the end), got {cfg.checkpoint.every}")
     need(cfg.checkpoint.keep >= 1, "checkpoint.keep", f"must be ≥ 1 (the newest is what --resume needs), got {cfg.checkpoint.keep}")
+    need(not (cfg.prompt.system and cfg.prompt.system_file), "prompt.system_file",
+         "set either prompt.system or prompt.system_file, not both")
     need(is_host(cfg.metrics.host), "metrics.host", f"not an IP address or host name: {cfg.metrics.host!r}")
     need(cfg.metrics.samples_every >= 0, "metrics.samples_every", f"must be ≥ 0 (0 = never), got {cfg.metrics.samples_every}")
     need(cfg.metrics.samples_per_bin >= 1, "metrics.samples_per_bin", f"must be ≥ 1, got {cfg.metrics.samples_per_bin}")

@@ -141,6 +141,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: must be a list, got {value!r}")
         return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: must be a mapping of names to values, e.g. {{enable_thinking: false}}; "
+                              f"got {value!r}")
+        bad = next((k for k, v in value.items() if isinstance(v, (dict, list))), None)
+        if bad is not None:
+            raise ConfigError(f"{key}.{bad}: must be a plain value (number, text, true/false), got {value[bad]!r}")
+        return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value

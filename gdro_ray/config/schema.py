@@ -213,6 +213,27 @@ class SimConfig:
 
 
 @dataclass
+class PromptConfig:
+    """How a prompt becomes the model's input, the same in training and evaluation
+    (`gdro_ray/engines/prompt_format.py`). A changed format changes every bin's pass@k from the
+    first step: compare runs only at one format."""
+
+    template: Literal["chat", "raw"] = doc(
+        "chat", "`chat`: the tokenizer's chat template (system, then the prompt as the user turn, then the "
+                "assistant's opening); `raw`: the prompt text as it is (base models without a template; "
+                "`system` is then written before it).")
+    system: str = doc("", "System prompt (empty = none).")
+    system_file: str = doc("", "Read the system prompt from this text file (instead of `system`).")
+    chat_template_kwargs: dict = doc(
+        {}, "Extra arguments of the chat template, e.g. `prompt.chat_template_kwargs={enable_thinking: false}` "
+            "for Qwen3 (or `prompt.chat_template_kwargs.enable_thinking=false`).")
+    instruction: str = doc(
+        "auto", "What follows the problem in the user turn: `auto` = each data source's own answer-format "
+                "instruction (the toy task's and DAPO's ask for \\boxed{}), empty = none, other text = that "
+                "text after a blank line. The default reward reads the last \\boxed{}: keep asking for it.")
+
+
+@dataclass
 class DataConfig:
     """Training and evaluation data."""
 
@@ -483,6 +504,7 @@ class Config:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)

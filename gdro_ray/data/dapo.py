@@ -26,7 +26,7 @@ the prompt already mentions ``\boxed``).
 
 The conversion is the generic loader's (`table.py`) with this schema's columns (`dapo_columns`);
 the file itself is read by `readers.py`.
-Output: the shared contract ``{"id", "prompt", "answer", "tier": None, "source": "dapo",
+Output: the shared contract ``{"id", "prompt", "problem", "answer", "tier": None, "source": "dapo",
 "metadata": the row's other columns}``.
 Bad input (missing, empty or unreadable file, missing column, a row without a prompt or an
 answer) raises `DataError` naming the file, the row (counted from 1; the line of a .jsonl) and

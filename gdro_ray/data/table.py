@@ -63,9 +63,14 @@ class Columns:
     hub_config: str = ""
 
 
+def clean_problem(problem: str) -> str:
+    """The problem with DAPO's "Answer:" wrapper removed."""
+    return _WRAP_TAIL.sub("", _WRAP_HEAD.sub("", problem)).strip()
+
+
 def boxed_prompt(problem: str) -> str:
     """The user message: the problem (DAPO's "Answer:" wrapper removed), then the \\boxed{} instruction."""
-    problem = _WRAP_TAIL.sub("", _WRAP_HEAD.sub("", problem)).strip()
+    problem = clean_problem(problem)
     if "\\boxed" in problem:
         return problem
     return f"{problem}\n\n{DAPO_INSTRUCTION}"
@@ -256,7 +261,7 @@ def _top_key(key: str) -> str:
 
 def parts_to_examples(parts: list[tuple[str, list[tuple[int, dict]]]], columns: Columns, source: str | None,
                       default_source: str = "data") -> list[dict]:
-    """Contract dicts {"id", "prompt", "answer", "tier", "source", "metadata"} from read rows.
+    """Contract dicts {"id", "prompt", "problem", "answer", "tier", "source", "metadata"} from read rows.
 
     `source` names the set; None = "dapo" for the detected DAPO schema, else `default_source`."""
     first_where, first_rows = next((w, r) for w, r in parts if r)
@@ -297,8 +302,8 @@ def parts_to_examples(parts: list[tuple[str, list[tuple[int, dict]]]], columns: 
             else:
                 ident = auto_ids[len(out)] if auto_ids else len(out)
             metadata = {k: v for k, v in row.items() if k not in used}
-            out.append({"id": ident, "prompt": boxed_prompt(prompt), "answer": answer.strip(), "tier": tier,
-                        "source": source, "metadata": metadata})
+            out.append({"id": ident, "prompt": boxed_prompt(prompt), "problem": clean_problem(prompt),
+                        "answer": answer.strip(), "tier": tier, "source": source, "metadata": metadata})
     return out
 
 

@@ -181,7 +181,9 @@ def tier_counts(size: int, shares: tuple[float, ...] = TIER_SHARES) -> list[int]
 
 
 def _example(idx: int, prompt: str, value: int, tier: int) -> dict:
-    return {"id": idx, "prompt": prompt, "answer": str(value), "tier": tier, "source": SOURCE}
+    # `problem`: the question without the instruction (`prompt.instruction` may replace it)
+    return {"id": idx, "prompt": prompt, "problem": prompt.removesuffix(f" {INSTRUCTION}"), "answer": str(value),
+            "tier": tier, "source": SOURCE}
 
 
 def make_train_pool(size: int = 14100, seed: int = 0) -> list[dict]:

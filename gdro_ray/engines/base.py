@@ -1,8 +1,9 @@
 """The generation-engine interface shared by the vLLM and transformers engines.
 
-An engine turns raw user messages into rollouts. It owns the chat formatting: each prompt
-becomes `[{"role": "user", "content": prompt}]` rendered with the tokenizer's chat template
-(`add_generation_prompt=True`), so samplers, the learner and evaluation all see the same
+An engine turns raw user messages into rollouts. It owns the formatting (`prompt_format.py`):
+by default each prompt becomes `[{"role": "user", "content": prompt}]` rendered with the
+tokenizer's chat template (`add_generation_prompt=True`), with the run's system turn and template
+arguments when `prompt.*` sets them, so samplers, the learner and evaluation all see the same
 prompt token ids (`prompt_token_ids`).
 
 Conventions both engines follow, so that they are interchangeable:
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from gdro_ray.engines.prompt_format import PromptFormat
 
 
 @dataclass
@@ -73,13 +76,14 @@ class ChatEngineBase:
 
     tokenizer: object
     _version: int = 0
+    prompt_format: PromptFormat = PromptFormat()  # how prompts are rendered (`prompt.*`)
 
     @property
     def weights_version(self) -> int:
         return self._version
 
     def prompt_token_ids(self, prompts: list[str]) -> list[list[int]]:
-        return chat_prompt_ids(self.tokenizer, prompts)
+        return self.prompt_format.render_ids(self.tokenizer, prompts)
 
 
 def check_generate_args(prompts: list[str], n: list[int], max_new_tokens: int, temperature: float, top_p: float) -> None:
@@ -98,16 +102,7 @@ def check_generate_args(prompts: list[str], n: list[int], max_new_tokens: int, t
 
 def chat_prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
     """Token ids of each raw user message rendered with the tokenizer's chat template."""
-    out = []
-    for p in prompts:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True
-        )
-        # transformers 5 may return a BatchEncoding-like mapping instead of a list
-        if hasattr(ids, "keys") and "input_ids" in ids:
-            ids = ids["input_ids"]
-        out.append([int(t) for t in ids])
-    return out
+    return PromptFormat().render_ids(tokenizer, prompts)
 
 
 def stop_token_ids(tokenizer, generation_config=None) -> set[int]:

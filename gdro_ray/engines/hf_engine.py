@@ -31,6 +31,7 @@ from gdro_ray.engines.base import (
     check_generate_args,
     stop_token_ids,
 )
+from gdro_ray.engines.prompt_format import PromptFormat
 
 
 class _SampledLogprobs(LogitsProcessor):
@@ -71,7 +72,8 @@ class HFEngine(ChatEngineBase):
     """Engine backed by a transformers causal LM held in this process."""
 
     def __init__(self, model_path: str, dtype: str = "float32", seed: int = 0, batch_size: int = 256,
-                 token_budget: int = 32768, device: str | None = None, **_unused) -> None:
+                 token_budget: int = 32768, device: str | None = None, prompt_format: dict | None = None,
+                 **_unused) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if dtype not in _DTYPES:
@@ -79,6 +81,7 @@ class HFEngine(ChatEngineBase):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.tokenizer.padding_side = "left"
+        self.prompt_format = PromptFormat.from_dict(prompt_format)
         self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=_DTYPES[dtype]).to(self.device).eval()
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:

@@ -38,6 +38,7 @@ import random
 from pathlib import Path
 
 from gdro_ray.engines.base import ChatEngineBase, Rollout, check_generate_args
+from gdro_ray.engines.prompt_format import PromptFormat
 from gdro_ray.errors import UserError
 
 EXTENSION = "gdro_ray.engines.vllm_ext.WeightUpdateExtension"
@@ -103,9 +104,11 @@ class VLLMEngine(ChatEngineBase):
         max_model_len: int | None = None,
         weight_updates: bool = True,
         gpu_memory_utilization: float | None = None,
+        prompt_format: dict | None = None,
         **llm_kwargs_extra,
     ) -> None:
         model_path = str(model_path)
+        self.prompt_format = PromptFormat.from_dict(prompt_format)
         if weight_updates and _is_tied(model_path):
             raise UserError(
                 f"{model_path}: tie_word_embeddings=true; vLLM's in-place weight reload corrupts tied "

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gdro_ray.config import Config, dump_config, to_dict
+from gdro_ray.engines.prompt_format import PromptFormat
 from gdro_ray.errors import UserError
 from gdro_ray.metrics.samples import SampleLog
 from gdro_ray.service.driver import Trainer
@@ -24,6 +25,7 @@ from gdro_ray.utils.io import atomic_write_text
 def _data(cfg: Config, train_cols, eval_cols) -> tuple[list[dict], list[dict]]:
     from gdro_ray.data import toy_task  # the toy sets honour their size keys (the loaders build the defaults)
     from gdro_ray.data.eval_sets import load_eval_set, load_train_set, spread_subset
+    from gdro_ray.engines.prompt_format import with_instruction
 
     train = (toy_task.make_train_pool(cfg.data.toy_pool_size) if cfg.data.train == "toy"
              else load_train_set(cfg.data.train, train_cols))
@@ -31,7 +33,8 @@ def _data(cfg: Config, train_cols, eval_cols) -> tuple[list[dict], list[dict]]:
         train = train[: cfg.data.max_prompts]
     eval_set = (toy_task.make_eval_split(cfg.data.toy_eval_per_tier) if cfg.data.eval == "toy"
                 else load_eval_set(cfg.data.eval, eval_cols))
-    return train, spread_subset(eval_set, cfg.data.max_eval_prompts)
+    eval_set = spread_subset(eval_set, cfg.data.max_eval_prompts)
+    return with_instruction(train, cfg.prompt.instruction), with_instruction(eval_set, cfg.prompt.instruction)
 
 
 def _start_adversary(cfg: Config, num_prompts: int, run_dir: Path):
@@ -124,13 +127,14 @@ def build_trainer(cfg: Config, run_dir: str | Path, resume: bool = False, resume
     init_ray(cfg)  # first: a cluster too small for the config fails before any work
     model_path = str(resolve_model_path(cfg.model.path))
     sampler_kw = sampler_gpu_kwargs(cfg, model_path)  # checks the lengths against the model's context
+    prompt_format = PromptFormat.from_config(cfg.prompt)  # a system_file that cannot be read stops here
     reward_kw = ext.reward_sampler_kwargs(cfg)  # a custom reward that does not import stops here
     ext.check_logger_packages(cfg)  # so does a logger whose package is absent
     train, eval_set = _data(cfg, *ext.data_columns(cfg))
     check_keep_best_on(cfg.checkpoint.keep_best, cfg.eval.k, eval_set)  # a tier the set lacks
     check_prompt_lengths(model_path, {"data.train": train, "data.eval": eval_set}, sampler_kw["max_model_len"],
-                         cfg.sampler.max_new_tokens)  # before any actor starts
-    signature = base_signature(cfg, model_path, eval_set)
+                         cfg.sampler.max_new_tokens, prompt_format)  # before any actor starts
+    signature = base_signature(cfg, model_path, eval_set, prompt_format)
     # a resumed run reads its own eval_base.json (validation.py), so its source may be gone by then
     reuse = cfg.eval.base_from and not (resume and (run_dir / "eval_base.json").is_file())
     parts = RunParts(adversary=None, pool=None, learner=None, weights=None, train=train, eval_set=eval_set,
@@ -148,7 +152,8 @@ def build_trainer(cfg: Config, run_dir: str | Path, resume: bool = False, resume
         if not resume:  # a resumed run rewrites it only once its checkpoint is restored
             atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
         parts.learner = _learner_group(cfg, model_path)
-        parts.pool = _sampler_pool(cfg, model_path, sampler_kw, reward_kw, parts.learner, parts.adversary)
+        parts.pool = _sampler_pool(cfg, model_path, dict(sampler_kw, prompt_format=prompt_format.to_dict()),
+                                   reward_kw, parts.learner, parts.adversary)
         step = version = 0
         if resume:
             step, version = restore_checkpoint(parts, cfg, run_dir, resume_from)

@@ -1,7 +1,7 @@
 """Prompts longer than the samplers can take, refused at start in one line.
 
 A sampler's engine takes prompts of at most `max_model_len − sampler.max_new_tokens` tokens
-(rendered with the chat template, as the engines render them); a longer one used to fail in
+(rendered as the engines render them: `prompt.*`, `gdro_ray/engines/prompt_format.py`); a longer one used to fail in
 the middle of a step, deep inside a sampler actor, with a remote traceback. This runs in the
 driver's set-up, before any actor starts.
 
@@ -11,6 +11,7 @@ limit: the 14.1k-prompt toy pool takes about 2 s on the 2 loaded development cor
 """
 from __future__ import annotations
 
+from gdro_ray.engines.prompt_format import PromptFormat
 from gdro_ray.errors import UserError
 
 # Rendering the message inside the template can merge or split a token or two at the seams;
@@ -18,26 +19,24 @@ from gdro_ray.errors import UserError
 _MARGIN = 32
 
 
-def _overlong(tokenizer, prompts: list[str], limit: int) -> tuple[int, int] | None:
+def _overlong(tokenizer, prompts: list[str], limit: int, fmt: PromptFormat) -> tuple[int, int] | None:
     """(index, tokens) of the longest prompt over `limit` tokens once rendered, or None."""
-    from gdro_ray.engines.base import chat_prompt_ids
-
     if not prompts:
         return None
-    overhead = len(chat_prompt_ids(tokenizer, [""])[0])
+    overhead = len(fmt.render_ids(tokenizer, [""])[0])
     plain = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     worst = None
     for i, ids in enumerate(plain):
         if overhead + len(ids) < limit - _MARGIN:
             continue
-        n = len(chat_prompt_ids(tokenizer, [prompts[i]])[0])
+        n = len(fmt.render_ids(tokenizer, [prompts[i]])[0])
         if n > limit and (worst is None or n > worst[1]):
             worst = (i, n)
     return worst
 
 
 def check_prompt_lengths(model_path: str, named_sets: dict[str, list[dict]], max_model_len: int | None,
-                         max_new_tokens: int) -> None:
+                         max_new_tokens: int, fmt: PromptFormat | None = None) -> None:
     """Raise a one-line UserError naming the data key and the prompt when one cannot be sampled."""
     if not max_model_len:  # the context is unknown: the engine sizes itself, nothing to check against
         return
@@ -46,7 +45,7 @@ def check_prompt_lengths(model_path: str, named_sets: dict[str, list[dict]], max
     limit = int(max_model_len) - int(max_new_tokens)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     for key, examples in named_sets.items():
-        hit = _overlong(tokenizer, [e["prompt"] for e in examples], limit)
+        hit = _overlong(tokenizer, [e["prompt"] for e in examples], limit, fmt or PromptFormat())
         if hit is not None:
             i, n = hit
             raise UserError(f"{key}: prompt {i} (id {examples[i].get('id', i)}) has {n} tokens; the samplers take at "

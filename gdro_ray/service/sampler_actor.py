@@ -30,7 +30,8 @@ class Sampler:
                  seed: int = 0, reward_scale: str = "01", reward_timeout_s: float = 2.0,
                  weights: bytes | None = None, weights_version: int = 0, num_threads: int = 1,
                  reward_function: dict | None = None, reward_on_error: str = "zero", reward_chunk: int = 0,
-                 max_model_len: int | None = None, gpu: dict | None = None, cpu_affinity: list[int] | None = None):
+                 max_model_len: int | None = None, gpu: dict | None = None, cpu_affinity: list[int] | None = None,
+                 prompt_format: dict | None = None):
         from gdro_ray.utils.affinity import pin_process
 
         # first: the engine's threads (and vLLM's choice of cores) inherit the mask
@@ -54,7 +55,7 @@ class Sampler:
 
         # vLLM's context and, on CUDA, its share of the card (gpu_plan.py says why)
         self.engine = make_engine(engine, model_path, dtype=dtype, seed=seed + 1000 * sampler_id,
-                                  **sampler_engine_kwargs(engine, max_model_len, gpu))
+                                  prompt_format=prompt_format, **sampler_engine_kwargs(engine, max_model_len, gpu))
         self.reward_chunk = int(reward_chunk)
         self._reward_thread = None  # the background scorer of chunked shards, started on first use
         if self.reward_chunk > 0 and self.custom_reward is None:  # math-verify's worker starts beside the engine

@@ -52,7 +52,7 @@ def eval_record(result: dict, label: str, steps_done: int, weights_version: int,
     }
 
 
-def base_signature(cfg, model_path: str, eval_set: list[dict]) -> dict:
+def base_signature(cfg, model_path: str, eval_set: list[dict], prompt_format=None) -> dict:
     """What decides a base evaluation's result: the model's files, the held-out set, the eval
     settings, engine, dtype and seed. Two runs with equal signatures evaluate the base model
     identically (evaluation is seeded), so one may reuse the other's (`eval.base_from`)."""
@@ -65,9 +65,12 @@ def base_signature(cfg, model_path: str, eval_set: list[dict]) -> dict:
     rows = hashlib.sha256(json.dumps([(r.get("id"), r.get("prompt"), r.get("answer")) for r in eval_set],
                                      default=str).encode()).hexdigest()[:16]
     e = cfg.eval
-    return {"model": str(model_path), "model_files": model, "eval_set": rows, "n_prompts": len(eval_set),
-            "k": e.k, "temperature": e.temperature, "top_p": e.top_p, "max_new_tokens": cfg.sampler.max_new_tokens,
-            "engine": cfg.sampler.engine, "dtype": cfg.model.dtype, "seed": cfg.seed}
+    out = {"model": str(model_path), "model_files": model, "eval_set": rows, "n_prompts": len(eval_set),
+           "k": e.k, "temperature": e.temperature, "top_p": e.top_p, "max_new_tokens": cfg.sampler.max_new_tokens,
+           "engine": cfg.sampler.engine, "dtype": cfg.model.dtype, "seed": cfg.seed}
+    if prompt_format is not None and not prompt_format.is_default:  # (absent: signatures made before it existed)
+        out["prompt_format"] = prompt_format.to_dict()
+    return out
 
 
 def read_base_from(path: str) -> tuple[Path, dict]:

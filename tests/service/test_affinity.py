@@ -91,9 +91,10 @@ def test_trainer_pins_samplers_and_learner_apart(tmp_path):
 
 
 @pytest.mark.slow
-def test_trainer_gives_samplers_and_ranks_a_thread_per_reserved_cpu(tmp_path):
+def test_the_config_reaches_the_samplers_and_ranks(tmp_path):
     """sampler.num_cpus and learner.num_cpus set the torch threads inside the actors (the sampler
-    once ran 1 thread whatever it reserved: a 2-CPU sampler generated at 1-core speed)."""
+    once ran 1 thread whatever it reserved: a 2-CPU sampler generated at 1-core speed); the
+    learner's memory settings and the prompt format arrive where they act."""
     import ray
     from _tiny import save_tiny
 
@@ -103,7 +104,8 @@ def test_trainer_gives_samplers_and_ranks_a_thread_per_reserved_cpu(tmp_path):
     cfg = load_config(overrides=[f"model.path={tiny}", "sampler.engine=hf", "sampler.num_samplers=1",
                                  "sampler.num_cpus=2", "learner.world_size=1", "learner.num_cpus=3",
                                  "learner.micro_batch=16", "learner.micro_batch_tokens=512",
-                                 "learner.gradient_checkpointing=true",
+                                 "learner.gradient_checkpointing=true", "prompt.system=Be brief.",
+                                 "prompt.chat_template_kwargs.enable_thinking=false", "prompt.instruction=",
                                  "data.eval=dapo-fixture", "data.max_prompts=64", "metrics.enabled=false",
                                  f"out={tmp_path / 'run'}"])
     trainer = None
@@ -114,6 +116,11 @@ def test_trainer_gives_samplers_and_ranks_a_thread_per_reserved_cpu(tmp_path):
         assert info["torch_threads"] == 3
         # the learner's memory settings reach the rank (and the model really recomputes activations)
         assert (info["micro_batch"], info["micro_batch_tokens"], info["gradient_checkpointing"]) == (16, 512, True)
+        # the prompt format reaches the samplers' engines; the prompts lost their instruction
+        sampler = next(iter(trainer.pool.members.values())).actor
+        fmt = ray.get(sampler.__ray_call__.remote(lambda self: self.engine.prompt_format))
+        assert (fmt.system, fmt.chat_template_kwargs) == ("Be brief.", {"enable_thinking": False})
+        assert all(ex["prompt"] == ex["problem"] for ex in trainer.train)
     finally:
         if trainer is not None:
             trainer.shutdown()

@@ -18,7 +18,7 @@ from gdro_ray.data.eval_sets import load_eval_set, load_train_set
 from gdro_ray.errors import DataError, UserError
 from gdro_ray.rewards.math_reward import math_reward
 
-CONTRACT_KEYS = {"id", "prompt", "answer", "tier", "source"}
+CONTRACT_KEYS = {"id", "prompt", "problem", "answer", "tier", "source"}
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:

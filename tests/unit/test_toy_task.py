@@ -22,7 +22,7 @@ def test_pool_is_a_pure_function_of_seed_and_size(pool):
 def test_ids_are_indices_and_contract_fields(pool):
     assert [e["id"] for e in pool] == list(range(len(pool)))
     for e in pool[:500]:
-        assert set(e) == {"id", "prompt", "answer", "tier", "source"}
+        assert set(e) == {"id", "prompt", "problem", "answer", "tier", "source"}
         assert e["source"] == "toy" and 0 <= e["tier"] < T.NUM_TIERS
         assert e["prompt"].endswith("Put the final answer in \\boxed{}.")
         assert str(int(e["answer"])) == e["answer"]
