@@ -130,6 +130,12 @@ def check_service(cfg: Config, need) -> None:
          f"must be ≥ 0 (0 = no token cap), got {lr.micro_batch_tokens}")
     need(cfg.checkpoint.every >= 0, "checkpoint.every", f"must be ≥ 0 (0 = only at the end), got {cfg.checkpoint.every}")
     need(cfg.checkpoint.keep >= 1, "checkpoint.keep", f"must be ≥ 1 (the newest is what --resume needs), got {cfg.checkpoint.keep}")
+    tp = s.tensor_parallel_size
+    need(tp >= 1, "sampler.tensor_parallel_size", f"must be ≥ 1, got {tp}")
+    if tp > 1:
+        need(s.engine == "vllm", "sampler.tensor_parallel_size", f"tensor parallel needs sampler.engine=vllm, got {s.engine}")
+        need(s.num_gpus == tp, "sampler.tensor_parallel_size",
+             f"{tp} GPUs per sampler need sampler.num_gpus={tp} (got {s.num_gpus:g}); tensor parallel runs on CUDA only")
     need(not (cfg.prompt.system and cfg.prompt.system_file), "prompt.system_file",
          "set either prompt.system or prompt.system_file, not both")
     need(is_host(cfg.metrics.host), "metrics.host", f"not an IP address or host name: {cfg.metrics.host!r}")

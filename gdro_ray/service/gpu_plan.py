@@ -110,7 +110,8 @@ def sampler_gpu_kwargs(cfg, model_path: str, learner_uuids: list[str | None] = (
     return {
         "max_model_len": engine_max_model_len(s.max_prompt_tokens, s.max_new_tokens, model_context(model_path)),
         "gpu": {"sampler_gpus": s.num_gpus, "max_samplers": s.max_samplers, "learner_gpus": cfg.learner.num_gpus,
-                "learner_uuids": [u for u in learner_uuids if u], "explicit": s.gpu_memory_utilization},
+                "learner_uuids": [u for u in learner_uuids if u], "explicit": s.gpu_memory_utilization,
+                "enforce_eager": s.enforce_eager, "tensor_parallel_size": s.tensor_parallel_size},
     }
 
 
@@ -122,7 +123,9 @@ def sampler_engine_kwargs(engine: str, max_model_len: int | None, gpu: dict | No
     if max_model_len:
         kw["max_model_len"] = int(max_model_len)
     uuid = cuda_device_uuid(0) if gpu is not None else None  # vLLM's single-process worker uses cuda:0
-    if uuid is not None:
+    if uuid is not None:  # on CUDA: graphs unless asked not to, tensor parallel when asked
+        kw["enforce_eager"] = bool(gpu.get("enforce_eager", False))
+        kw["tensor_parallel_size"] = int(gpu.get("tensor_parallel_size", 1))
         kw["gpu_memory_utilization"] = sampler_memory_fraction(
             gpu["sampler_gpus"], gpu["max_samplers"], gpu["learner_gpus"],
             sum(u == uuid for u in gpu.get("learner_uuids", [])), gpu.get("explicit", 0.0))

@@ -63,12 +63,22 @@ class WeightSyncChoice:
 
 
 def choose_weight_sync(transport: str, backend: str, learner_gpus: float, sampler_gpus: float,
-                       learner_cuda: bool, sampler_cuda: bool, cards: list[str | None] = ()) -> WeightSyncChoice:
+                       learner_cuda: bool, sampler_cuda: bool, cards: list[str | None] = (),
+                       tensor_parallel: int = 1) -> WeightSyncChoice:
     """The transport and backend for a run (see docs/deploy.md); raises UserError for impossible asks.
 
     `cards`: the GPU UUIDs of learner rank 0 and of the samplers (None = not on a GPU). Ranks that
     share a card cannot be in one NCCL group ("Duplicate GPU detected"): auto then picks gloo.
+    `tensor_parallel` > 1: a sampler's model is split over several worker processes, which the
+    broadcast group does not reach; its weights go through the object store.
     """
+    if tensor_parallel > 1:
+        if transport == "collective":
+            raise UserError(f"weight_sync.transport=collective: a sampler split over {tensor_parallel} GPUs "
+                            "(sampler.tensor_parallel_size) takes its weights through the object store; "
+                            "use weight_sync.transport=auto or object_store")
+        return WeightSyncChoice("object_store", None,
+                                f"sampler.tensor_parallel_size={tensor_parallel}: the object store reaches every shard")
     on_gpus = learner_gpus > 0 and sampler_gpus > 0 and learner_cuda and sampler_cuda
     where = (f"learner.num_gpus={learner_gpus:g} (CUDA {'yes' if learner_cuda else 'no'}), "
              f"sampler.num_gpus={sampler_gpus:g} (CUDA {'yes' if sampler_cuda else 'no'})")
@@ -258,7 +268,8 @@ class CollectiveTransport:
             pass
 
 
-def make_weight_transport(ws, learner, pool, learner_gpus: float, sampler_gpus: float) -> WeightTransport:
+def make_weight_transport(ws, learner, pool, learner_gpus: float, sampler_gpus: float,
+                          tensor_parallel: int = 1) -> WeightTransport:
     """Build the transport `ws` (the `weight_sync` config section) asks for, where the actors run."""
     rank0 = ray.get(learner.workers[0].info.remote())
     learner_cuda = str(rank0["device"]).startswith("cuda")
@@ -267,7 +278,7 @@ def make_weight_transport(ws, learner, pool, learner_gpus: float, sampler_gpus: 
     sampler_cuda = any(reported) if reported else sampler_gpus > 0
     cards = [rank0.get("cuda_uuid")] + [m.info.get("cuda_uuid") for m in live]
     choice = choose_weight_sync(ws.transport, ws.backend, learner_gpus, sampler_gpus, learner_cuda, sampler_cuda,
-                                cards)
+                                cards, tensor_parallel)
     if choice.transport == "collective":
         transport = CollectiveTransport(learner, pool, choice.backend, ws.timeout_s, ws.bucket_mb, choice.reason)
     else:

@@ -191,3 +191,18 @@ def test_vllm_arguments_on_cuda_and_on_cpu():
     assert "gpu_memory_utilization" not in cpu
     assert cpu["enable_chunked_prefill"] is False and cpu["max_num_batched_tokens"] == 8192
     assert llm_kwargs("/m", "float32", 0, 512, cuda=False, extra={"max_num_seqs": 4})["max_num_seqs"] == 4
+
+
+def test_cuda_graphs_by_default_on_gpu_and_tensor_parallel_in_worker_processes():
+    from gdro_ray.engines.vllm_engine import llm_kwargs
+    from gdro_ray.errors import UserError
+
+    gpu = llm_kwargs("/m", "bfloat16", 0, 5120, cuda=True)
+    assert gpu["enforce_eager"] is False and gpu["distributed_executor_backend"] == "uni"  # graphs, in process
+    assert "tensor_parallel_size" not in gpu
+    assert llm_kwargs("/m", "bfloat16", 0, 5120, cuda=True, enforce_eager=True)["enforce_eager"] is True
+    assert llm_kwargs("/m", "float32", 0, 512, cuda=False)["enforce_eager"] is True  # no graphs on CPU
+    tp = llm_kwargs("/m", "bfloat16", 0, 5120, cuda=True, tensor_parallel_size=2)
+    assert tp["tensor_parallel_size"] == 2 and tp["distributed_executor_backend"] == "mp"
+    with pytest.raises(UserError, match=r"^sampler.tensor_parallel_size=2: tensor parallel runs on CUDA GPUs only"):
+        llm_kwargs("/m", "float32", 0, 512, cuda=False, tensor_parallel_size=2)

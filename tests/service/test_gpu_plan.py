@@ -92,7 +92,7 @@ def test_qwen3_preset_lengths_against_a_qwen3_context(tmp_path):
     kw = sampler_gpu_kwargs(cfg, str(tmp_path), ["GPU-a", None])
     assert kw["max_model_len"] >= cfg.sampler.max_new_tokens + 1 and kw["max_model_len"] > 2048
     assert kw["gpu"] == {"sampler_gpus": 1.0, "max_samplers": 16, "learner_gpus": 1.0, "learner_uuids": ["GPU-a"],
-                         "explicit": 0.0}
+                         "explicit": 0.0, "enforce_eager": False, "tensor_parallel_size": 1}
     too_long = load_config(preset="qwen3-1.7b-dapo", overrides=["sampler.max_prompt_tokens=30000"])
     with pytest.raises(ConfigError, match="^sampler.max_new_tokens"):
         sampler_gpu_kwargs(too_long, str(tmp_path))

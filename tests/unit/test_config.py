@@ -42,6 +42,9 @@ def test_overrides_and_yaml_precedence(tmp_path):
     ("data.max_eval_prompts=-2", "data.max_eval_prompts"),
     ("data.max_prompts=-1", "data.max_prompts"),
     ("learner.micro_batch_tokens=-1", "learner.micro_batch_tokens"),
+    ("sampler.tensor_parallel_size=0", "sampler.tensor_parallel_size"),
+    ("sampler.tensor_parallel_size=2", "sampler.tensor_parallel_size"),  # without sampler.num_gpus=2
+    ("sampler.enforce_eager=sometimes", "sampler.enforce_eager"),
     ("learner.gradient_checkpointing=maybe", "learner.gradient_checkpointing"),
     ("algorithm=ppo", "algorithm"),
     ("sampler=3", "sampler"),

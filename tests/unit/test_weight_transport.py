@@ -43,6 +43,13 @@ def test_choice(transport, backend, gpus, cuda, want):
     assert c.reason  # logged once at start
 
 
+def test_a_tensor_parallel_sampler_takes_its_weights_through_the_object_store():
+    c = choose_weight_sync("auto", "auto", 1, 2, True, True, tensor_parallel=2)
+    assert c.transport == "object_store" and "tensor_parallel_size=2" in c.reason
+    with pytest.raises(UserError, match=r"^weight_sync.transport=collective: a sampler split over 2 GPUs"):
+        choose_weight_sync("collective", "auto", 1, 2, True, True, tensor_parallel=2)
+
+
 def test_nccl_without_cuda():
     with pytest.raises(UserError, match="nccl"):  # forced: refused with the reason
         choose_weight_sync("collective", "nccl", 1, 1, True, False)
