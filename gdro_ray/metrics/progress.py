@@ -35,10 +35,10 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def summary(self, base: dict | None, final: dict) -> None:
+    def summary(self, base: dict | None, final: dict, tier_names: dict[str, str] | None = None) -> None:
         from gdro_ray.metrics.tables import eval_comparison
 
         if self.tty:
             self.stream.write("\n")
-        self.stream.write(eval_comparison(base, final) + "\n")
+        self.stream.write(eval_comparison(base, final, tier_names) + "\n")
         self.stream.flush()

@@ -17,7 +17,7 @@ def _fmt(c) -> str:
 
 
 def _tier_rows(res: dict | None) -> dict:
-    """{tier name: (pass@k, mean@k)} from an evaluate() result, tolerant of its exact shape."""
+    """{tier: (pass@k, mean@k)} from an evaluate() result, tolerant of its exact shape, plus `pooled`."""
     if not res:
         return {}
     out = {}
@@ -25,18 +25,31 @@ def _tier_rows(res: dict | None) -> dict:
         out[str(name)] = (v.get("pass_at_k"), v.get("mean_at_k"))
     pooled = res.get("pooled") or {}
     out["pooled"] = (pooled.get("pass_at_k"), pooled.get("mean_at_k"))
-    if "worst_tier" in res and isinstance(res["worst_tier"], dict):
-        out["worst tier"] = (res["worst_tier"].get("pass_at_k"), res["worst_tier"].get("mean_at_k"))
     return out
 
 
-def eval_comparison(base: dict | None, final: dict) -> str:
+def _worst(res: dict | None) -> str | None:
+    w = (res or {}).get("worst_tier")
+    return str(w["tier"]) if isinstance(w, dict) and w.get("tier") is not None else None
+
+
+def eval_comparison(base: dict | None, final: dict, tier_names: dict[str, str] | None = None) -> str:
+    """Per tier (by name where `tier_names` gives one), pooled, and the worst tier: the tier that
+    was worst at the base evaluation, the same tier at base and final (the worst at the end may
+    be another one; its row says so)."""
     b, f = _tier_rows(base), _tier_rows(final)
+    names = tier_names or {}
     k = final.get("k", 8)
-    rows = []
-    for name in f:
-        bp = b.get(name, (None, None))[0]
-        fp = f[name][0]
+
+    def row(label: str, bp, fp):
         rel = (fp - bp) / bp * 100 if (bp and fp is not None) else None
-        rows.append([name, bp, fp, None if rel is None else f"{rel:+.1f}%"])
+        return [label, bp, fp, None if rel is None else f"{rel:+.1f}%"]
+
+    rows = [row(names.get(t, t) if t != "pooled" else t, b.get(t, (None, None))[0], f[t][0]) for t in f]
+    worst = _worst(base) or _worst(final)
+    if worst is not None and worst in f:
+        now = _worst(final)
+        moved = f"; {names.get(now, now)} at the end" if base and now is not None and now != worst else ""
+        label = f"worst tier ({names.get(worst, worst)}{moved})"
+        rows.append(row(label, b.get(worst, (None, None))[0], f[worst][0]))
     return f"held-out pass@{k}, base → final\n" + table(["tier", "base", "final", "rel"], rows)

@@ -292,7 +292,7 @@ class Trainer:
             final = evals.final(self.step)
             if loggers is not None:
                 loggers.close()
-            progress.summary(base, final)
+            progress.summary(base, final, tier_names(self.parts.eval_set))
             return {"base": base, "final": final, "run_dir": str(self.run_dir)}
 
     def shutdown(self) -> None:
@@ -301,6 +301,15 @@ class Trainer:
             self._executor.shutdown(wait=True)
             self._executor = None
         self.parts.shutdown()
+
+
+def tier_names(eval_set: list[dict]) -> dict[str, str] | None:
+    """The toy task's tier names (add3 … sub_neg) for its tier ids; other sets name their own tiers."""
+    from gdro_ray.data import toy_task
+
+    if eval_set and all(e.get("source") == toy_task.SOURCE for e in eval_set):
+        return {str(i): name for i, name in enumerate(toy_task.TIER_NAMES)}
+    return None
 
 
 class stopped_job_as_one_line:
