@@ -20,10 +20,16 @@ have one fixed size, `num_generations` (`RepeatSampler.mini_repeat_count`, and t
 Prompt-GDRO's reweight mode (advantages × q) is not offered either; the sampler applies q by
 resampling, our default.
 
+Refused at construction, one line each: rewards an environment supplies (`environment_factory`,
+`reward_funcs=None`: there is no correctness function to observe) and an `IterableDataset` (TRL
+streams it past the sampler). TRL's `AsyncGRPOTrainer` draws prompts inside its own rollout
+worker and has no sampler hook, so the curriculum cannot drive it.
+
 No Ray. TRL is imported only when `GDROGRPOTrainer` is first used. See docs/integrations.md.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -37,8 +43,8 @@ ROW_COLUMN = "gdro_row"
 STATE_FILE = "gdro_curriculum.json"
 
 # GDROGRPOTrainer subclasses TRL's trainer, so it is built on first access (`__getattr__` below).
-__all__ = ["ROW_COLUMN", "GDROGRPOTrainer", "GDROPromptSampler", "GDRORewardObserver", "PromptCurriculum",  # noqa: F822
-           "add_row_ids"]
+__all__ = ["ROW_COLUMN", "AsyncGDRORewardObserver", "GDROGRPOTrainer", "GDROPromptSampler",  # noqa: F822
+           "GDRORewardObserver", "PromptCurriculum", "add_row_ids", "check_trl_setup", "observer_for"]
 
 
 def add_row_ids(dataset, column: str = ROW_COLUMN):
@@ -78,12 +84,20 @@ def _gather_over_processes(values: list, gather: Callable[[list], list] | None) 
     return list(gather(values)) if gather is not None else values
 
 
+def is_async_callable(fn) -> bool:
+    """Whether calling `fn` returns a coroutine (an `async def` function, or an object whose
+    `__call__` is one): what TRL awaits."""
+    call = type(fn).__call__ if callable(fn) and not inspect.isfunction(fn) else None
+    return inspect.iscoroutinefunction(fn) or (call is not None and inspect.iscoroutinefunction(call))
+
+
 class GDRORewardObserver:
     """A TRL reward function that returns `reward_func`'s rewards and reports them to the curriculum.
 
     A completion counts as solved when its reward is ≥ the curriculum's `success_threshold`; a
     reward of None (TRL: "no opinion") counts as not solved. `gather` concatenates a list over
     processes in rank order (the trainer's `accelerator.gather_object`); None on one process.
+    An `async def` reward function gets an observer TRL awaits (`observer_for`).
     """
 
     def __init__(self, reward_func: Callable, curriculum: PromptCurriculum | Callable[[], PromptCurriculum],
@@ -100,6 +114,9 @@ class GDRORewardObserver:
 
     def __call__(self, prompts=None, completions=None, **kwargs):
         rewards = self.reward_func(prompts=prompts, completions=completions, **kwargs)
+        return self._observe(rewards, kwargs)
+
+    def _observe(self, rewards, kwargs):
         rows = kwargs.get(self.row_column)
         if rows is None:
             raise ValueError(f"GDRO reward observer: the batch has no {self.row_column!r} column; "
@@ -111,6 +128,39 @@ class GDRORewardObserver:
         if record is not None:
             self.records.append(record)
         return rewards
+
+
+class AsyncGDRORewardObserver(GDRORewardObserver):
+    """The observer of an `async def` reward function: TRL awaits it, it awaits the function."""
+
+    async def __call__(self, prompts=None, completions=None, **kwargs):
+        rewards = await self.reward_func(prompts=prompts, completions=completions, **kwargs)
+        return self._observe(rewards, kwargs)
+
+
+def observer_for(reward_func: Callable, curriculum, num_generations: int, **kw) -> GDRORewardObserver:
+    """The observer that fits `reward_func`: awaited by TRL when the function is `async`."""
+    cls = AsyncGDRORewardObserver if is_async_callable(reward_func) else GDRORewardObserver
+    return cls(reward_func, curriculum, num_generations, **kw)
+
+
+def check_trl_setup(reward_funcs, train_dataset, observe: int, kwargs: dict) -> list:
+    """The reward functions as a list, or a one-line ValueError for a setup the curriculum cannot
+    drive: no reward function to observe (rewards an environment supplies, `environment_factory`),
+    an index that is not a plain callable, an iterable dataset (TRL then bypasses the sampler)."""
+    if reward_funcs is None or kwargs.get("environment_factory") is not None:
+        raise ValueError("GDROGRPOTrainer: the curriculum observes a correctness reward function in reward_funcs; "
+                         "rewards supplied by an environment (environment_factory, reward_funcs=None) are not "
+                         "supported")
+    funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    if not 0 <= observe < len(funcs) or not callable(funcs[observe]) or hasattr(funcs[observe], "config"):
+        raise ValueError(f"gdro_observe={observe}: must index a reward function (a plain callable, "
+                         "not a reward model) in reward_funcs")
+    if train_dataset is None or not hasattr(train_dataset, "__len__") or not hasattr(train_dataset, "__getitem__"):
+        raise ValueError("GDROGRPOTrainer: train_dataset must be a map-style dataset with row numbers "
+                         "(add_row_ids(datasets.Dataset)); an IterableDataset or a generator has no rows for "
+                         "the curriculum to choose, and TRL streams it past the sampler")
+    return funcs
 
 
 def _trainer_class():
@@ -144,16 +194,12 @@ def _trainer_class():
         def __init__(self, model, reward_funcs, args=None, *rest, curriculum: PromptCurriculum | None = None,
                      gdro_overrides: Sequence[str] = (), gdro_algorithm: str = "prompt_gdro", gdro_observe: int = 0,
                      gdro_success_threshold: float = 0.5, **kwargs):
-            funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-            if not 0 <= gdro_observe < len(funcs) or not callable(funcs[gdro_observe]) or \
-                    hasattr(funcs[gdro_observe], "config"):
-                raise ValueError(f"gdro_observe={gdro_observe}: must index a reward function (a plain callable, "
-                                 "not a reward model) in reward_funcs")
+            funcs = check_trl_setup(reward_funcs, kwargs.get("train_dataset", rest[0] if rest else None),
+                                    gdro_observe, kwargs)
             self.curriculum = curriculum
             self._gdro_spec = (list(gdro_overrides), gdro_algorithm, float(gdro_success_threshold))
-            self.gdro_observer = GDRORewardObserver(funcs[gdro_observe], lambda: self.curriculum,
-                                                    getattr(args, "num_generations", None) or 1,
-                                                    gather=self._gdro_gather)
+            self.gdro_observer = observer_for(funcs[gdro_observe], lambda: self.curriculum,
+                                              getattr(args, "num_generations", None) or 1, gather=self._gdro_gather)
             funcs[gdro_observe] = self.gdro_observer
             super().__init__(model, funcs, args, *rest, **kwargs)
             self.gdro_observer.num_generations = self.num_generations

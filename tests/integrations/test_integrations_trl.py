@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdro_ray.integrations.curriculum import PromptCurriculum
-from gdro_ray.integrations.trl import GDROPromptSampler, GDRORewardObserver
+from gdro_ray.integrations.trl import (
+    AsyncGDRORewardObserver,
+    GDROPromptSampler,
+    GDRORewardObserver,
+    add_row_ids,
+    check_trl_setup,
+    is_async_callable,
+    observer_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TRL_PYTHON = ROOT / "benchmarks" / ".venv-trl" / "bin" / "python"
@@ -116,6 +124,46 @@ def test_observer_returns_rewards_unchanged_and_reports_training_blocks_only():
     assert len(obs.records) == 1 and obs.records[0]["reward_mean"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="add_row_ids"):
         obs(prompts=["p"], completions=["x"], answer=["x"])
+
+
+def test_an_async_reward_gets_an_observer_trl_awaits():
+    import asyncio
+
+    c = _curriculum(rows=30, B=4, G=3)
+
+    async def correct(prompts, completions, answer, **kw):
+        await asyncio.sleep(0)
+        return [1.0 if comp == ans else 0.0 for comp, ans in zip(completions, answer)]
+
+    class Judge:  # an object whose __call__ is async: TRL awaits it too
+        async def __call__(self, prompts, completions, **kw):
+            return [0.5] * len(completions)
+
+    obs = observer_for(correct, c, 3)
+    assert isinstance(obs, AsyncGDRORewardObserver) and is_async_callable(obs) and is_async_callable(Judge())
+    assert not is_async_callable(observer_for(lambda **kw: [], c, 3))
+    sampler = iter(GDROPromptSampler(c, 30, 3, 4))
+    rows = [next(sampler) for _ in range(12)]  # one block
+    completions = ["x" if i % 3 == 0 else "y" for i in range(12)]
+    out = asyncio.run(obs(prompts=["p"] * 12, completions=completions, answer=["x"] * 12, gdro_row=rows))
+    assert out == [1.0 if i % 3 == 0 else 0.0 for i in range(12)]
+    assert len(obs.records) == 1 and obs.records[0]["reward_mean"] == pytest.approx(1 / 3)
+
+
+def test_setups_the_curriculum_cannot_drive_are_refused_in_one_line():
+    from datasets import Dataset, IterableDataset
+
+    rows = add_row_ids(Dataset.from_dict({"prompt": ["a", "b"], "answer": ["1", "2"]}))
+    assert check_trl_setup(len, rows, 0, {}) == [len]
+    stream = IterableDataset.from_generator(lambda: iter([{"prompt": "a"}]))
+    for funcs, data, kwargs, why in ((None, rows, {}, "environment"), ([len], rows, {"environment_factory": object},
+                                                                       "environment"),
+                                     ([len], stream, {}, "IterableDataset"), ([len], None, {}, "IterableDataset")):
+        with pytest.raises(ValueError, match=why) as e:
+            check_trl_setup(funcs, data, 0, kwargs)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^gdro_observe=1: must index a reward function"):
+        check_trl_setup([len], rows, 1, {})
 
 
 # ---- end to end in TRL's environment -----------------------------------------------------------
