@@ -16,7 +16,7 @@ export VLLM_ENABLE_V1_MULTIPROCESSING := 0
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: venv system-deps run lint format test test-quick test-slow simulate docs clean
+.PHONY: venv system-deps side-envs run lint format test test-quick test-slow simulate docs clean
 
 $(STAMP): pyproject.toml
 	@mkdir -p .tmp/pip
@@ -44,6 +44,11 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
 	  echo "note: Debian's prometheus package is missing; its tests will be skipped"
 
+# TRL's own pinned virtual environment (benchmarks/.venv-trl, kept in the checkout and rebuilt only
+# when its pins change), so the end-to-end TRL plug-in tests run in every `make test`.
+side-envs: venv
+	TMPDIR=$(CURDIR)/.tmp/pip $(BIN)/python -c "import sys; sys.path.insert(0, 'benchmarks'); import vs_trl; vs_trl.ensure_trl_venv()"
+
 # The linter (pyproject's [tool.ruff]); also a pre-commit hook (.pre-commit-config.yaml).
 lint: venv
 	$(BIN)/python -m ruff check .
@@ -58,13 +63,14 @@ format: venv
 # tests marked `slow` (Ray, vLLM, training). A failure stops the later stages.
 test: venv system-deps lint
 	$(BIN)/python -m pytest -q -m 'not slow' --durations=15 tests
-	$(BIN)/python -m pytest -q -m slow --durations=15 tests
+	$(MAKE) --no-print-directory side-envs
+	GDRO_REQUIRE_TRL_VENV=1 $(BIN)/python -m pytest -q -m slow --durations=15 tests
 
 test-quick: venv system-deps
 	$(BIN)/python -m pytest -q -m 'not slow' tests
 
-test-slow: venv system-deps
-	$(BIN)/python -m pytest -q -m slow tests
+test-slow: venv system-deps side-envs
+	GDRO_REQUIRE_TRL_VENV=1 $(BIN)/python -m pytest -q -m slow tests
 
 # Regenerate the generated reference docs (tests/unit/test_dashboard.py checks they are current).
 docs: venv

@@ -119,7 +119,11 @@ def ensure_trl_venv(venv: Path = TRL_VENV, rebuild: bool = False) -> Path:
     print(f"creating TRL venv {venv} ({', '.join(TRL_VENV_PINS)}) …", flush=True)
     t0 = time.perf_counter()
     subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *TRL_VENV_PINS], check=True)
+    p = subprocess.run([str(python), "-m", "pip", "install", "-q", *TRL_VENV_PINS], capture_output=True, text=True)
+    if p.returncode:  # pip's own lines, less the local index notes it prints for every package
+        noise = "is ignored: it is neither"
+        print("\n".join(ln for ln in (p.stdout + p.stderr).splitlines() if noise not in ln)[-4000:], file=sys.stderr)
+        raise SystemExit(f"TRL venv: pip install failed (exit {p.returncode}): {' '.join(TRL_VENV_PINS)}")
     marker.write_text(want)
     print(f"TRL venv ready in {time.perf_counter() - t0:.0f} s", flush=True)
     return python

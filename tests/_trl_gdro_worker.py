@@ -21,6 +21,7 @@ def main() -> int:
     ap.add_argument("--prompts-per-step", type=int, default=4)
     ap.add_argument("--num-generations", type=int, default=4)
     ap.add_argument("--grad-accum", type=int, default=1, help="> 1: each block is generated once, trained in slices")
+    ap.add_argument("--async-reward", action="store_true", help="the correctness reward is `async def`")
     args = ap.parse_args()
 
     import torch
@@ -42,6 +43,12 @@ def main() -> int:
     def correct(completions, answer, gdro_row, **_):
         calls.append([int(x) for x in gdro_row])
         return [math_reward(c[0]["content"] if isinstance(c, list) else c, a) for c, a in zip(completions, answer)]
+
+    if args.async_reward:  # TRL awaits it; the observer must too
+        sync_correct = correct
+
+        async def correct(completions, answer, gdro_row, **kw):
+            return sync_correct(completions, answer, gdro_row, **kw)
 
     def short(completions, **_):  # a second reward, not observed: shaping does not reach the curriculum
         return [-0.01 * len(c[0]["content"] if isinstance(c, list) else c) for c in completions]

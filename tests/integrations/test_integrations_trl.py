@@ -168,12 +168,13 @@ def test_setups_the_curriculum_cannot_drive_are_refused_in_one_line():
 
 # ---- end to end in TRL's environment -----------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.skipif(not TRL_PYTHON.is_file(),
+@pytest.mark.skipif(not TRL_PYTHON.is_file() and not os.environ.get("GDRO_REQUIRE_TRL_VENV"),
                     reason="TRL's venv benchmarks/.venv-trl is absent (build it once: "
                            "`python -c 'import sys; sys.path.insert(0, \"benchmarks\"); "
                            "import vs_trl; vs_trl.ensure_trl_venv()'`, a few minutes)")
-@pytest.mark.parametrize("grad_accum", [1, 2])  # 2: each block generated once, trained in two slices
-def test_grpo_trainer_trains_on_the_curriculums_blocks(tmp_path, grad_accum):
+# grad_accum 2: each block generated once, trained in two slices; async: the correctness reward is `async def`
+@pytest.mark.parametrize("grad_accum, async_reward", [(1, False), (2, False), (1, True)])
+def test_grpo_trainer_trains_on_the_curriculums_blocks(tmp_path, grad_accum, async_reward):
     from gdro_ray.data.toy_task import make_train_pool
     from gdro_ray.models import prepare
 
@@ -191,7 +192,7 @@ def test_grpo_trainer_trains_on_the_curriculums_blocks(tmp_path, grad_accum):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     p = subprocess.run([str(TRL_PYTHON), str(ROOT / "tests" / "_trl_gdro_worker.py"), "--model", str(model),
                         "--prompts", str(prompts), "--workdir", str(tmp_path), "--out", str(out), "--steps", "3",
-                        "--grad-accum", str(grad_accum)],
+                        "--grad-accum", str(grad_accum), *(["--async-reward"] if async_reward else [])],
                        env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
     r = json.loads(out.read_text())
