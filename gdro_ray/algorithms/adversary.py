@@ -267,52 +267,65 @@ class Adversary:
         self._pending_ms.append((time.perf_counter() - t0) * 1e3)
         return sched
 
-    def _validate(self, schedule: StepSchedule, rewards, surrogate) -> tuple[np.ndarray, np.ndarray]:
+    def _validate(self, schedule: StepSchedule, rewards, surrogate, missing_ok: bool) -> tuple[np.ndarray, np.ndarray]:
         return validate_observation(self._pending[0] if self._pending else None, self.step, schedule, rewards,
-                                    surrogate, self.signal == "surrogate")
+                                    surrogate, self.signal == "surrogate", missing_ok)
 
     def observe(self, schedule: StepSchedule, rewards: list[np.ndarray],
-                surrogate: np.ndarray | None = None) -> dict:
+                surrogate: np.ndarray | None = None, missing_ok: bool = False) -> dict:
         """Take the step's rewards (per prompt its n_i rewards in [0,1]); return the step record.
+
+        With `missing_ok`, a NaN reward is a rollout that was not scored (a host framework's "not
+        applicable"): no statistic sees it, and a prompt with none scored is not visited at all
+        (the budget it spent still counts in `rollouts`; `rollouts_observed` counts the rest).
 
         Raises ValueError naming the problem, with no state changed, on a schedule that is
         not the pending one, wrong lengths, wrong rollout counts, or non-finite / out-of-range
         rewards.
         """
         t0 = time.perf_counter()
-        flat, starts = self._validate(schedule, rewards, surrogate)
+        flat, starts = self._validate(schedule, rewards, surrogate, missing_ok)
         sch = self._pending[0]
         G = self.num_groups
         n = sch.rollouts
-        correct = np.add.reduceat((flat > 0.5).astype(np.int64), starts) if n.size else np.zeros(0, np.int64)
-        reward_total = float(flat.sum())
+        scored = np.isfinite(flat)  # every rollout, unless missing_ok let NaNs through
+        n_scored = np.add.reduceat(scored.astype(np.int64), starts) if n.size else np.zeros(0, np.int64)
+        correct = (np.add.reduceat(((flat > 0.5) & scored).astype(np.int64), starts) if n.size
+                   else np.zeros(0, np.int64))
+        reward_total = float(flat[scored].sum())
         sur = None if surrogate is None else np.asarray(surrogate, dtype=np.float64).reshape(-1)
         # the chance each group carries a gradient, from the success rates the schedule saw
         expected_useful = gradient_probability(n, self.classifier.success_rates(sch.prompt_ids))
+        # what the statistics see: the prompts with a scored rollout, their scored rollouts only
+        seen = n_scored > 0
+        ids, groups, n_obs, c_obs = sch.prompt_ids[seen], sch.group_ids[seen], n_scored[seen], correct[seen]
+        rewards_obs = [r[np.isfinite(r)] for r, hit in zip((np.asarray(x, dtype=np.float64) for x in rewards), seen)
+                       if hit]
+        sur_obs = None if sur is None else sur[seen]
 
         # The pool's group shares as they were when the step was grouped (before this visit).
         pool_shares = (np.asarray(self.classifier.group_counts(), dtype=np.float64)
                        if self.share_normalization == "pool" else None)
-        self.classifier.observe(sch.prompt_ids, n, correct)
+        self.classifier.observe(ids, n_obs, c_obs)
         self.classifier.end_step()
-        delta, gap = self.progress.observe(sch.step, sch.prompt_ids, sch.group_ids, n, correct)
+        delta, gap = self.progress.observe(sch.step, ids, groups, n_obs, c_obs)
         if self.signal == "progress":
             # per-step progress of the re-visited prompts; a group's mean is Σ Δ / Σ steps (progress.py)
             hit = gap > 0
             signals = delta[hit] / gap[hit]
-            self.prompt_gdro.observe(sch.group_ids[hit], signals, pool_shares, weights=gap[hit].astype(np.float64))
+            self.prompt_gdro.observe(groups[hit], signals, pool_shares, weights=gap[hit].astype(np.float64))
         else:
-            signals = np.asarray(difficulty_signal(self.signal, rewards, sur), dtype=np.float64)
-            self.prompt_gdro.observe(sch.group_ids, signals, pool_shares)
+            signals = np.asarray(difficulty_signal(self.signal, rewards_obs, sur_obs), dtype=np.float64)
+            self.prompt_gdro.observe(groups, signals, pool_shares)
         proxy = None
         if self.rollout_proxy == "passk_variance":
             # π(1 − π) of each prompt's pass@k estimate after this visit (empirical-Bayes shrunk, so a
             # hard prompt with 0/n correct still has a small positive value rather than exactly 0).
-            est = self.classifier.estimates(sch.prompt_ids)
+            est = self.classifier.estimates(ids)
             proxy = np.clip(est * (1.0 - est), 0.0, 0.25)
-        self.rollout_gdro.observe(sch.group_ids, n, correct, proxy)
+        self.rollout_gdro.observe(groups, n_obs, c_obs, proxy)
 
-        useful = (correct > 0) & (correct < n)
+        useful = (correct > 0) & (correct < n_scored)
         B = sch.batch_size
         on_useful = float((sch.adv_weights * n)[useful].sum() / max(int(n[useful].sum()), 1)) if useful.any() else None
         bin_prompts = np.bincount(sch.group_ids, minlength=G)[:G]
@@ -323,6 +336,7 @@ class Adversary:
             "mode": self.mode if self.use_prompt else "cursor",
             "prompts": B,
             "rollouts": int(n.sum()),
+            "rollouts_observed": int(n_scored.sum()),
             "budget_mean": self.budget_mean,
             "epoch": self.epoch,
             "repeated_slots": int(B - np.unique(sch.prompt_ids).size),
@@ -338,7 +352,7 @@ class Adversary:
             "bin_adv_weight": (group_sums(sch.group_ids, sch.adv_weights, G)
                                / np.maximum(bin_prompts, 1)).tolist(),
             "shadow_price": float(self.rollout_gdro.shadow_price),
-            "reward_mean": reward_total / max(int(n.sum()), 1),
+            "reward_mean": reward_total / max(int(n_scored.sum()), 1),
             "useful_rollout_fraction": float(n[useful].sum() / max(int(n.sum()), 1)),
             "useful_prompt_fraction": float(useful.sum() / max(int((n > 0).sum()), 1)),
             "signal_mean": float(signals.mean()) if signals.size else 0.0,

@@ -62,10 +62,11 @@ def group_sums(group_ids: np.ndarray, values: np.ndarray, num_groups: int) -> np
 
 
 def validate_observation(pending: StepSchedule | None, step: int, schedule: StepSchedule, rewards, surrogate,
-                         needs_surrogate: bool) -> tuple[np.ndarray, np.ndarray]:
+                         needs_surrogate: bool, missing_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """All checks of `Adversary.observe`, vectorised; returns the flat rewards and each prompt's start.
 
-    `pending` is the oldest schedule handed out, `step` the adversary's step (for the message).
+    `pending` is the oldest schedule handed out, `step` the adversary's step (for the message);
+    with `missing_ok` a NaN reward (a rollout not scored) passes, an infinite one does not.
     """
     if pending is None:
         raise ValueError(f"observe: no pending schedule (call schedule() first; step {step})")
@@ -94,7 +95,8 @@ def validate_observation(pending: StepSchedule | None, step: int, schedule: Step
     if flat.ndim != 1 or flat.size != int(sizes.sum()):
         raise ValueError("observe: each prompt's rewards must be a 1-D sequence")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    for problem, mask in (("a non-finite reward", ~np.isfinite(flat)),
+    bad = np.isinf(flat) if missing_ok else ~np.isfinite(flat)
+    for problem, mask in (("a non-finite reward", bad),
                           ("a reward outside [0,1]", (flat < 0.0) | (flat > 1.0))):
         hit = np.flatnonzero(mask)
         if hit.size:

@@ -11,7 +11,8 @@ next block already (a dataloader that prefetches one batch). `PromptCurriculum`:
   reports rewards fails loudly instead of silently training on a frozen curriculum.
 - `observe_groups(groups)` takes (row, rewards of that row's rollouts) pairs of the oldest
   outstanding block, in any order, turns rewards into successes (reward ≥ `success_threshold`)
-  and feeds them to `Adversary.observe`; it returns the step record (docs/metrics.md). Groups
+  and feeds them to `Adversary.observe`; it returns the step record (docs/metrics.md). A reward
+  of NaN is a completion the host did not score (TRL's `None`): it is left out, not failed. Groups
   that are not exactly that block (an evaluation pass, a stale batch) are refused: `None`, or a
   ValueError with `strict=True`.
 - `state_dict()` / `load_state_dict()` are JSON-ready and restore the outstanding blocks too.
@@ -89,8 +90,10 @@ class PromptCurriculum:
                                  f"outstanding block's rows {sorted(want)[:8]}… with their rollout counts")
             return None
         sched = self.pending[0]
-        success = [(slots[i] >= self.success_threshold).astype(np.float64) for i in range(sched.batch_size)]
-        record = self.adversary.observe(sched, success)
+        # a reward of NaN (the host's "not applicable") stays unscored: no statistic sees it
+        success = [np.where(np.isnan(slots[i]), np.nan, (slots[i] >= self.success_threshold).astype(np.float64))
+                   for i in range(sched.batch_size)]
+        record = self.adversary.observe(sched, success, missing_ok=True)
         self.pending.pop(0)
         self.last_record = record
         return record
@@ -124,7 +127,7 @@ class PromptCurriculum:
         for row, rewards in groups:
             # a prompt repeated in the block (resample with repeats): its groups fill its slots in turn
             cands = [s for s in free.get(row, []) if int(sched.rollouts[s]) == rewards.size]
-            if not cands or not np.all(np.isfinite(rewards)):
+            if not cands or np.any(np.isinf(rewards)):
                 return None
             slot = cands[0]
             free[row].remove(slot)

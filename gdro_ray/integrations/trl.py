@@ -95,7 +95,8 @@ class GDRORewardObserver:
     """A TRL reward function that returns `reward_func`'s rewards and reports them to the curriculum.
 
     A completion counts as solved when its reward is ≥ the curriculum's `success_threshold`; a
-    reward of None (TRL: "no opinion") counts as not solved. `gather` concatenates a list over
+    reward of None (TRL: "not applicable") is left out of the curriculum's statistics, so prompts
+    the function does not cover are not taken for hard ones. `gather` concatenates a list over
     processes in rank order (the trainer's `accelerator.gather_object`); None on one process.
     An `async def` reward function gets an observer TRL awaits (`observer_for`).
     """
@@ -121,7 +122,8 @@ class GDRORewardObserver:
         if rows is None:
             raise ValueError(f"GDRO reward observer: the batch has no {self.row_column!r} column; "
                              "pass add_row_ids(dataset) as train_dataset")
-        values = [0.0 if r is None or not math.isfinite(float(r)) else float(r) for r in rewards]
+        # None: TRL's "not applicable", left out of the curriculum's statistics (NaN); a non-finite number fails
+        values = [math.nan if r is None else float(r) if math.isfinite(float(r)) else 0.0 for r in rewards]
         rows = _gather_over_processes([int(r) for r in rows], self.gather)
         values = _gather_over_processes(values, self.gather)
         record = self.curriculum.observe_stream(rows, values, self.num_generations)

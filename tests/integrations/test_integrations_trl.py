@@ -126,6 +126,23 @@ def test_observer_returns_rewards_unchanged_and_reports_training_blocks_only():
         obs(prompts=["p"], completions=["x"], answer=["x"])
 
 
+def test_a_none_reward_is_left_out_not_failed():
+    """TRL's None ("not applicable"): the curriculum neither visits a prompt scored None throughout
+    nor counts its completions as failures; the trainer still gets the None back."""
+    c = _curriculum(rows=30, B=4, G=3, algorithm="grpo")
+    obs = GDRORewardObserver(lambda prompts, completions, answer, **kw: [None if a == "skip" else 1.0 for a in answer],
+                             c, num_generations=3)
+    sampler = iter(GDROPromptSampler(c, 30, 3, 4))
+    rows = [next(sampler) for _ in range(12)]
+    answers = ["skip"] * 3 + ["x"] * 9  # the first prompt is another task's
+    out = obs(prompts=["p"] * 12, completions=["x"] * 12, answer=answers, gdro_row=rows)
+    assert out[:3] == [None] * 3
+    rec = obs.records[0]
+    assert rec["rollouts"] == 12 and rec["rollouts_observed"] == 9 and rec["reward_mean"] == 1.0
+    state = c.adversary.classifier.state_dict()
+    assert state["visits"][rows[0]] == 0 and state["visits"][rows[3]] == 1
+
+
 def test_an_async_reward_gets_an_observer_trl_awaits():
     import asyncio
 

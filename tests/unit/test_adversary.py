@@ -563,3 +563,45 @@ def test_linear_weights_at_equal_scores_draw_like_the_pool(steps, seed, score):
     adv.prompt_gdro._initialized[:] = True
     counts = adv.classifier.group_counts()
     assert np.allclose(adv.schedule().q, counts / counts.sum(), atol=1e-12)
+
+
+# ---- rollouts that were not scored (a host framework's "not applicable") -------------------------
+def _without_timing(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k != "adversary_ms"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["grpo", "prompt_gdro", "rollout_gdro", "both"]), st.sampled_from(["reweight", "resample"]),
+       st.sampled_from(["learnability", "failure", "progress"]), st.integers(0, 1000))
+def test_missing_ok_without_a_missing_reward_changes_nothing(algorithm, mode, signal, seed):
+    a, b = make(algorithm, mode=mode, seed=seed, signal=signal), make(algorithm, mode=mode, seed=seed, signal=signal)
+    rng_a, rng_b, p = np.random.default_rng(seed), np.random.default_rng(seed), true_p(300)
+    for _ in range(4):
+        sa, sb = a.schedule(), b.schedule()
+        ra = _without_timing(a.observe(sa, rewards_for(sa, p, rng_a)))
+        rb = _without_timing(b.observe(sb, rewards_for(sb, p, rng_b), missing_ok=True))
+        assert json.dumps(ra, sort_keys=True) == json.dumps(rb, sort_keys=True)
+    assert json.dumps(to_jsonable(a.state_dict()), sort_keys=True) == json.dumps(to_jsonable(b.state_dict()),
+                                                                                 sort_keys=True)
+
+
+def test_an_unscored_rollout_is_seen_by_no_statistic_and_an_unscored_prompt_is_not_visited():
+    adv = make("both", mode="reweight", seed=3)  # the data cursor: no prompt twice in a step
+    sch = adv.schedule()
+    rewards = [np.resize(np.array([1.0, 0.0]), int(n)) for n in sch.rollouts]
+    with pytest.raises(ValueError, match="non-finite"):
+        adv.observe(sch, [np.full(int(n), np.nan) for n in sch.rollouts])  # not without missing_ok
+    partial = [r.copy() for r in rewards]
+    partial[0][:] = np.nan  # prompt 0: nothing scored
+    partial[1][0] = np.nan  # prompt 1: one rollout fewer
+    with pytest.raises(ValueError, match="non-finite"):
+        adv.observe(sch, [np.where(np.isnan(r), np.inf, r) for r in partial], missing_ok=True)  # inf is still bad
+    rec = adv.observe(sch, partial, missing_ok=True)
+    assert rec["rollouts"] == int(sch.rollouts.sum())  # the budget was spent all the same
+    assert rec["rollouts_observed"] == int(sch.rollouts.sum()) - int(sch.rollouts[0]) - 1
+    st_ = adv.classifier.state_dict()
+    pid0, pid1, pid2 = (int(x) for x in sch.prompt_ids[:3])
+    assert st_["visits"][pid0] == 0 and st_["pooled_n"][pid0] == 0  # prompt 0 was not visited
+    assert st_["pooled_n"][pid1] == int(sch.rollouts[1]) - 1  # prompt 1: its scored rollouts
+    assert st_["pooled_n"][pid2] == int(sch.rollouts[2])
+    assert st_["pooled_c"][pid1] == int(np.nansum(partial[1] > 0.5))
