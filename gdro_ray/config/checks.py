@@ -130,6 +130,8 @@ def check_service(cfg: Config, need) -> None:
          f"must be ≥ 0 (0 = no token cap), got {lr.micro_batch_tokens}")
     need(cfg.checkpoint.every >= 0, "checkpoint.every", f"must be ≥ 0 (0 = only at the end), got {cfg.checkpoint.every}")
     need(cfg.checkpoint.keep >= 1, "checkpoint.keep", f"must be ≥ 1 (the newest is what --resume needs), got {cfg.checkpoint.keep}")
+    need(cfg.reward.timeout_s >= 0, "reward.timeout_s", f"must be ≥ 0 (0 = sampler.reward_timeout_s per response), "
+                                                       f"got {cfg.reward.timeout_s}")
     tp = s.tensor_parallel_size
     need(tp >= 1, "sampler.tensor_parallel_size", f"must be ≥ 1, got {tp}")
     if tp > 1:

@@ -409,7 +409,7 @@ class RewardConfig:
                             "fn(prompts, responses, answers, metadata) -> list[float] once per prompt with its n "
                             "rollouts (metadata: one dict of the row's other columns per response; an async def is "
                             "awaited). It runs in a subprocess of each sampler under a limit of "
-                            "sampler.reward_timeout_s per response, without the current folder on its path (a "
+                            "sampler.reward_timeout_s per response (or reward.timeout_s per call), without the current folder on its path (a "
                             "module target is looked up there after the standard library and installed packages). "
                             "Scores must be finite with |score| ≤ 1e6. Empty = math-verify on the last \\boxed{}. "
                             "Examples: gdro_ray/rewards/examples/.")
@@ -421,6 +421,9 @@ class RewardConfig:
                                                    "which every reward call failed stop the run with one line.")
     success_threshold: float = doc(0.5, "With a custom function, a rollout counts as solved (pass@k, difficulty bins, "
                                         "pass_rate) when its reward is ≥ this; advantages use the raw rewards.")
+    timeout_s: float = doc(0.0, "With a custom function, the time limit of one call (one prompt's n responses), for a "
+                                "reward that waits on a served judge; 0 = sampler.reward_timeout_s × n, the "
+                                "math-verify budget. A call past it is a reward error (reward.on_error).")
     import_timeout_s: float = doc(120.0, "With a custom function, the time limit for importing its module, checked once "
                                          "at start in a worker process (a hang, sys.exit or KeyboardInterrupt at import "
                                          "stops the run with one line) and again in each sampler's worker.")

@@ -11,6 +11,7 @@ Where it runs: the sampler calls it once per prompt with that prompt's n rollout
 worker subprocess (`_reward_fn_worker`) that imports the function once and serves calls over a
 pipe. Why a subprocess: a function that hangs in C code or swallows every exception cannot be
 stopped inside the caller's process, a subprocess can be killed. The limit of one call is
+``reward.timeout_s`` (for a function that waits on a served judge), or by default
 ``sampler.reward_timeout_s`` per response (the math-verify limit, summed over the call); a
 worker that does not answer in time is killed with every process it started (it leads its own
 session) and a fresh one starts on the next call. The worker is started without the current
@@ -259,6 +260,7 @@ class RewardFunctionRunner:
         self.spec, self.on_error, self.timeout_s = spec, on_error, float(timeout_s)
         self.name = spec.get("target") or spec["function"]
         self._memory_mb = float(spec.get("memory_limit_mb", MEMORY_LIMIT_MB))
+        self._call_timeout_s = float(spec.get("call_timeout_s") or 0.0)  # reward.timeout_s; 0 = per response
         self._worker: _FunctionWorker | None = None
         self.stats = {"calls": 0, "errors": 0, "timeouts": 0, "bad_values": 0, "worker_starts": 0}
 
@@ -277,7 +279,7 @@ class RewardFunctionRunner:
         """Scores of one call (n = len(responses)); `row` names the dataset row in errors."""
         n = len(responses)
         self.stats["calls"] += 1
-        limit = self.timeout_s * max(n, 1)
+        limit = self._call_timeout_s or self.timeout_s * max(n, 1)
         worker = self._ensure_worker()
         try:
             reply = worker.call((list(prompts), list(responses), list(answers), list(metadata)), limit)
@@ -290,8 +292,8 @@ class RewardFunctionRunner:
             return self._fail(died, row, [0.0] * n)
         if reply is None:
             self.stats["timeouts"] += 1
-            return self._fail(f"did not return within {limit:g} s (sampler.reward_timeout_s × {n} responses)",
-                              row, [0.0] * n)
+            why = ("reward.timeout_s" if self._call_timeout_s else f"sampler.reward_timeout_s × {n} responses")
+            return self._fail(f"did not return within {limit:g} s ({why})", row, [0.0] * n)
         if reply[0] == "returned":  # a value that cannot cross the pipe (a generator...): the function returned it
             return self._fail(f"returned {reply[1]}, expected a list of {n} numbers", row, [0.0] * n)
         if reply[0] != "ok":

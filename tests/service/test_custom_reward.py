@@ -2,6 +2,7 @@
 the two shipped examples, and the sampler call site."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -376,3 +377,57 @@ def test_a_stop_is_one_line_and_no_worker_imports_the_current_folder_live(tmp_pa
                                           r".*raise\.py:score: row \d+: raised ValueError: boom "
                                           r"\(reward\.on_error=stop\)", err[-1]), p.stderr[-3000:]
     assert sorted(m.name for m in markers.iterdir()) == []
+
+
+# ---- a served judge (gdro_ray/rewards/examples/http_judge.py) against a stub server on loopback ----
+class _Judge:
+    """An HTTP judge on 127.0.0.1: 1.0 for a response holding the answer, else 0; `delay_s` per request."""
+
+    def __init__(self, delay_s: float = 0.0):
+        import http.server
+        import threading
+
+        judge = self
+        self.requests: list[dict] = []
+        self.delay_s = delay_s
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the stdlib's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                judge.requests.append(body)
+                time.sleep(judge.delay_s)
+                out = json.dumps({"scores": [float(body["answer"] in r) for r in body["responses"]]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/judge"
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_a_served_judge_scores_each_prompts_responses_under_its_own_time_limit(monkeypatch):
+    judge = _Judge()
+    monkeypatch.setenv("GDRO_JUDGE_URL", judge.url)  # the worker subprocess inherits it
+    spec = dict(resolve_spec("gdro_ray.rewards.examples.http_judge:judge_reward"), call_timeout_s=20.0)
+    runner = RewardFunctionRunner(spec, "zero", 0.01)  # 0.01 s per response would fail any judge: its own limit rules
+    try:
+        scores = runner.score(["What is 6 × 7?"] * 3, ["so 42", "41", "\\boxed{42}"], ["42"] * 3, [{}] * 3, row=1)
+        assert scores == [1.0, 0.0, 1.0] and runner.stats["errors"] == 0
+        assert judge.requests == [{"prompt": "What is 6 × 7?", "answer": "42", "responses": ["so 42", "41", "\\boxed{42}"]}]
+        judge.delay_s = 3.0  # slower than the call's limit: a reward error, zeros, and a fresh worker next
+        slow = RewardFunctionRunner(dict(spec, call_timeout_s=1.0), "stop", 2.0)
+        with pytest.raises(RewardFunctionError, match=r"row 2: did not return within 1 s \(reward.timeout_s\)"):
+            slow.score(["q"], ["42"], ["42"], [{}], row=2)
+        slow.close()
+    finally:
+        runner.close()
+        judge.close()

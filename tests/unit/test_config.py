@@ -45,6 +45,7 @@ def test_overrides_and_yaml_precedence(tmp_path):
     ("sampler.tensor_parallel_size=0", "sampler.tensor_parallel_size"),
     ("sampler.tensor_parallel_size=2", "sampler.tensor_parallel_size"),  # without sampler.num_gpus=2
     ("sampler.enforce_eager=sometimes", "sampler.enforce_eager"),
+    ("reward.timeout_s=-1", "reward.timeout_s"),
     ("learner.gradient_checkpointing=maybe", "learner.gradient_checkpointing"),
     ("algorithm=ppo", "algorithm"),
     ("sampler=3", "sampler"),
