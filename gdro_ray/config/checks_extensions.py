@@ -26,6 +26,8 @@ def check_extensions(cfg: Config, need) -> None:
             resolve_spec(r.function)  # a .py file must exist
         except ValueError as e:
             need(False, "reward.function", str(e))
+    need(isinstance(r.concurrency, int) and 1 <= r.concurrency <= 64, "reward.concurrency",
+         f"must be an integer in [1, 64] (calls in flight per sampler), got {r.concurrency!r}")
     need(math.isfinite(r.success_threshold), "reward.success_threshold", f"must be finite, got {r.success_threshold}")
     need(math.isfinite(r.import_timeout_s) and r.import_timeout_s > 0, "reward.import_timeout_s",
          f"must be a finite number of seconds > 0, got {r.import_timeout_s}")

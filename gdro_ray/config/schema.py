@@ -424,6 +424,10 @@ class RewardConfig:
     timeout_s: float = doc(0.0, "With a custom function, the time limit of one call (one prompt's n responses), for a "
                                 "reward that waits on a served judge; 0 = sampler.reward_timeout_s × n, the "
                                 "math-verify budget. A call past it is a reward error (reward.on_error).")
+    concurrency: int = doc(1, "With a custom function, how many calls (one prompt's n responses each) a sampler keeps "
+                              "in flight at once, each in its own worker process: raise it for a reward that waits "
+                              "on a served judge, which answers several requests together. Scores keep the shard's "
+                              "order; each call keeps its own time limit. 1 = one call at a time.")
     import_timeout_s: float = doc(120.0, "With a custom function, the time limit for importing its module, checked once "
                                          "at start in a worker process (a hang, sys.exit or KeyboardInterrupt at import "
                                          "stops the run with one line) and again in each sampler's worker.")

@@ -40,8 +40,10 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -261,26 +263,53 @@ class RewardFunctionRunner:
         self.name = spec.get("target") or spec["function"]
         self._memory_mb = float(spec.get("memory_limit_mb", MEMORY_LIMIT_MB))
         self._call_timeout_s = float(spec.get("call_timeout_s") or 0.0)  # reward.timeout_s; 0 = per response
-        self._worker: _FunctionWorker | None = None
+        self.concurrency = max(1, int(spec.get("concurrency") or 1))  # reward.concurrency
+        # Idle workers; a call takes one (or starts one) and gives it back unless it was killed, so
+        # at most `concurrency` exist, each serving one call at a time.
+        self._idle: list[_FunctionWorker] = []
+        self._lock = threading.Lock()
+        self._calls: ThreadPoolExecutor | None = None
         self.stats = {"calls": 0, "errors": 0, "timeouts": 0, "bad_values": 0, "worker_starts": 0}
 
-    def _ensure_worker(self) -> _FunctionWorker:
-        if self._worker is None or not self._worker.alive:
-            self.stats["worker_starts"] += 1
-            try:
-                self._worker = _FunctionWorker(self.spec)
-            except (RuntimeError, OSError, EOFError) as e:
-                # Loading is not a per-row failure: no point scoring zeros for the rest of the run.
-                raise RewardFunctionError(f"reward.function {self.name}: {e}") from None
-        return self._worker
+    def _count(self, key: str, by: int = 1) -> None:
+        with self._lock:
+            self.stats[key] += by
+
+    def _take_worker(self) -> _FunctionWorker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive:
+                    return worker
+        self._count("worker_starts")
+        try:
+            return _FunctionWorker(self.spec)
+        except (RuntimeError, OSError, EOFError) as e:
+            # Loading is not a per-row failure: no point scoring zeros for the rest of the run.
+            raise RewardFunctionError(f"reward.function {self.name}: {e}") from None
+
+    def _give_back(self, worker: _FunctionWorker) -> None:
+        if worker.alive:
+            with self._lock:
+                self._idle.append(worker)
+
+    def score_many(self, calls: list[tuple]) -> list[list[float]]:
+        """The scores of several calls (`score`'s argument tuples), in their order, with up to
+        `concurrency` in flight at once (each in its own worker). With `on_error=stop` the first
+        failing call in order raises, after the calls already in flight have returned."""
+        if self.concurrency == 1 or len(calls) <= 1:
+            return [self.score(*args) for args in calls]
+        if self._calls is None:
+            self._calls = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="reward-call")
+        return list(self._calls.map(lambda args: self.score(*args), calls))
 
     def score(self, prompts: list[str], responses: list[str], answers: list[str], metadata: list[dict],
               row: Any = None) -> list[float]:
         """Scores of one call (n = len(responses)); `row` names the dataset row in errors."""
         n = len(responses)
-        self.stats["calls"] += 1
+        self._count("calls")
         limit = self._call_timeout_s or self.timeout_s * max(n, 1)
-        worker = self._ensure_worker()
+        worker = self._take_worker()
         try:
             reply = worker.call((list(prompts), list(responses), list(answers), list(metadata)), limit)
         except (EOFError, BrokenPipeError, pickle.PickleError, OSError) as e:
@@ -290,8 +319,9 @@ class RewardFunctionRunner:
             if how.startswith("killed"):  # an allocation C code could not report, or the kernel's OOM killer
                 died += f"; its memory limit is reward.memory_limit_mb={self._memory_mb:g}"
             return self._fail(died, row, [0.0] * n)
+        self._give_back(worker)  # a timed-out worker was killed in `call` and is dropped here
         if reply is None:
-            self.stats["timeouts"] += 1
+            self._count("timeouts")
             why = ("reward.timeout_s" if self._call_timeout_s else f"sampler.reward_timeout_s × {n} responses")
             return self._fail(f"did not return within {limit:g} s ({why})", row, [0.0] * n)
         if reply[0] == "returned":  # a value that cannot cross the pipe (a generator...): the function returned it
@@ -300,18 +330,22 @@ class RewardFunctionRunner:
             return self._fail(f"raised {reply[1]}", row, [0.0] * n)
         scores, problem, bad = check_scores(reply[1], n)
         if problem is not None:
-            self.stats["bad_values"] += len(bad)
+            self._count("bad_values", len(bad))
             return self._fail(problem, row, scores)
         return scores
 
     def _fail(self, problem: str, row: Any, scores: list[float]) -> list[float]:
-        self.stats["errors"] += 1
+        self._count("errors")
         if self.on_error == "stop":
             where = f"row {row}" if row is not None else "a row"
             raise RewardFunctionError(f"reward.function {self.name}: {where}: {problem} (reward.on_error=stop)")
         return scores
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.kill()
-            self._worker = None
+        if self._calls is not None:
+            self._calls.shutdown(wait=True)
+            self._calls = None
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.kill()

@@ -16,9 +16,11 @@ Rules kept identical to scoring after generation:
   behind it are skipped, like the calls a serial loop never reaches, and `raise_if_failed()`
   lets the sampler stop generating further chunks at once.
 
-One thread per sampler: jobs run in submission order, so a custom reward function (one worker
-subprocess, not thread-safe) sees its calls in shard order, and a sampler takes one extra core
-at most (its Ray reservation is `sampler.num_cpus`).
+One thread per sampler: jobs run in submission order, so a custom reward function sees its calls
+in shard order, and a sampler takes one extra core at most (its Ray reservation is
+`sampler.num_cpus`). With `reward.concurrency` > 1 the calls of one job are in flight together,
+each in its own worker subprocess (a served judge answers them in parallel); their scores still
+come back in shard order.
 """
 from __future__ import annotations
 
@@ -53,8 +55,11 @@ class ShardScoring:
     generation, as before); with a single-thread executor jobs run in the background in order.
     """
 
-    def __init__(self, score: ScoreFn, executor: ThreadPoolExecutor | None = None):
-        self._score, self._executor = score, executor
+    def __init__(self, score: ScoreFn, executor: ThreadPoolExecutor | None = None,
+                 score_many: Callable[[list[tuple[Any, ...]]], list[list[float]]] | None = None):
+        # `score_many` scores a job's calls together (a custom reward with `reward.concurrency` > 1
+        # keeps several in flight); it returns them in order, as the loop over `score` does
+        self._score, self._executor, self._score_many = score, executor, score_many
         self._futures: list[Future] = []
         self._failed = threading.Event()
         self.busy_s = 0.0  # seconds spent scoring (in the background it overlaps generation)
@@ -76,6 +81,8 @@ class ShardScoring:
             return None  # an earlier call stopped the shard: a serial loop never gets here
         start = time.perf_counter()
         try:
+            if self._score_many is not None:
+                return self._score_many(calls)
             return [self._score(*args) for args in calls]
         except BaseException:
             self._failed.set()

@@ -137,8 +137,12 @@ class Sampler:
         timeouts_before = reward_stats().get("timeouts", 0)
         custom_before = dict(self.custom_reward.stats) if self.custom_reward else {}
         spans = chunk_spans(len(shard.prompts), self.reward_chunk)
+        many = None
+        if self.custom_reward is not None and self.custom_reward.concurrency > 1:
+            def many(calls):
+                return self.custom_reward.score_many([self._custom_call(shard, i, rollouts) for i, rollouts in calls])
         scoring = ShardScoring(lambda i, rollouts: self._score_prompt(shard, i, rollouts),
-                               self._scoring_thread() if len(spans) > 1 else None)
+                               self._scoring_thread() if len(spans) > 1 else None, score_many=many)
         outs, generate_s = [], 0.0
         try:
             for c, (a, b) in enumerate(spans):
@@ -181,12 +185,16 @@ class Sampler:
 
         answer = shard.answers[i]
         if self.custom_reward is not None:
-            n, meta = len(rollouts), (shard.metadata or [{}] * len(shard.prompts))[i]
-            return self.custom_reward.score([shard.prompts[i]] * n, [r.text for r in rollouts],
-                                            [answer] * n, [dict(meta) for _ in range(n)],
-                                            row=(shard.rows or shard.slots)[i])
+            return self.custom_reward.score(*self._custom_call(shard, i, rollouts))
         return [math_reward(r.text, answer, scale=self.reward_scale, timeout_s=self.reward_timeout_s)
                 for r in rollouts]
+
+    @staticmethod
+    def _custom_call(shard: Shard, i: int, rollouts: list) -> tuple:
+        """The arguments of the custom reward's call for prompt `i`, then the row its errors name."""
+        n, meta = len(rollouts), (shard.metadata or [{}] * len(shard.prompts))[i]
+        return ([shard.prompts[i]] * n, [r.text for r in rollouts], [shard.answers[i]] * n,
+                [dict(meta) for _ in range(n)], (shard.rows or shard.slots)[i])
 
     def _scoring_thread(self):
         """One background thread for the whole life of the sampler (see rewards/overlap.py)."""

@@ -31,7 +31,7 @@ def reward_sampler_kwargs(cfg: Config) -> dict:
     try:
         spec = resolve_spec(cfg.reward.function)
         spec.update(import_timeout_s=cfg.reward.import_timeout_s, memory_limit_mb=cfg.reward.memory_limit_mb,
-                    call_timeout_s=cfg.reward.timeout_s)
+                    call_timeout_s=cfg.reward.timeout_s, concurrency=cfg.reward.concurrency)
         check_import(spec)
     except ValueError as e:
         raise ConfigError(f"reward.function: {e}") from None

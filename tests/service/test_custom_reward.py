@@ -79,6 +79,24 @@ def grandchild(prompts, responses, answers, metadata):
         f.write(str(child.pid))
     time.sleep(60)
 
+def meets_others(prompts, responses, answers, metadata):
+    # leaves a mark, then waits (at most 5 s) to see the marks of as many calls as the test runs:
+    # 1.0 when they were all in flight together, 0.0 when it waited alone. The last number of
+    # the prompt is this call's index, returned so the test can check the order.
+    folder, total, index = prompts[0].split("|")
+    open(os.path.join(folder, f"mark-{index}"), "w").close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if len([f for f in os.listdir(folder) if f.startswith("mark-")]) >= int(total):
+            return [1.0 + int(index)] * len(responses)
+        time.sleep(0.02)
+    return [0.0] * len(responses)
+
+def fails_on_odd(prompts, responses, answers, metadata):
+    if int(prompts[0]) % 2:
+        raise ValueError(f"odd {prompts[0]}")
+    return [float(prompts[0])] * len(responses)
+
 NOT_CALLABLE = 3
 '''
 
@@ -190,6 +208,46 @@ def test_failures_zero_or_stop(user_file, fn, problem):
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"reward.function {user_file}:{fn}: row 123: ") and problem in msg
     r.close()
+
+
+def _concurrent(path, fn, concurrency, on_error="zero", timeout_s=10.0):
+    spec = dict(resolve_spec(f"{path}:{fn}"), concurrency=concurrency)
+    return RewardFunctionRunner(spec, on_error, timeout_s)
+
+
+def test_concurrency_keeps_calls_in_flight_together_in_order(user_file, tmp_path):
+    calls = 3
+    for concurrency, together in ((3, True), (1, False)):
+        marks = tmp_path / f"marks-{concurrency}"
+        marks.mkdir()
+        r = _concurrent(user_file, "meets_others", concurrency)
+        args = [([f"{marks}|{calls}|{i}"] * 2, ["a", "b"], ["1", "1"], [{}, {}], i) for i in range(calls)]
+        scores = r.score_many(args)
+        if together:  # each call saw the others' marks, and the scores are in the calls' order
+            assert scores == [[1.0 + i] * 2 for i in range(calls)]
+            assert r.stats["worker_starts"] == calls and r.stats["calls"] == calls
+        else:  # one at a time: the first waited alone (and so did the second)
+            assert scores[0] == [0.0, 0.0] and r.stats["worker_starts"] == 1
+        r.close()
+
+
+def test_concurrent_failures_are_counted_and_stop_names_the_first_in_order(user_file):
+    args = [([str(i)], ["r"], ["a"], [{}], 100 + i) for i in range(6)]
+    r = _concurrent(user_file, "fails_on_odd", 3)
+    assert r.score_many(args) == [[0.0], [0.0], [2.0], [0.0], [4.0], [0.0]]
+    assert r.stats["errors"] == 3 and r.stats["calls"] == 6 and r.stats["worker_starts"] <= 3
+    r.close()
+    r = _concurrent(user_file, "fails_on_odd", 3, on_error="stop")
+    with pytest.raises(RewardFunctionError, match=r"row 101: raised ValueError: odd 1"):
+        r.score_many(args)
+    r.close()
+
+
+def test_concurrency_is_validated():
+    assert load_config(overrides=["reward.concurrency=8"]).reward.concurrency == 8
+    for bad in ("0", "65", "1.5"):
+        with pytest.raises(UserError, match=r"^reward.concurrency: "):
+            load_config(overrides=[f"reward.concurrency={bad}"])
 
 
 def test_hang_is_killed_at_the_limit_and_a_fresh_worker_follows(user_file):

@@ -153,6 +153,30 @@ def test_custom_reward_errors_accounted_the_same(tmp_path, on_error):
         assert "row 11" in outcomes[0][0] and outcomes[0][1:] == (2, 1)
 
 
+def test_concurrent_custom_calls_score_like_serial(tmp_path):
+    """`reward.concurrency`: several calls in flight per job, the same rewards in shard order and the
+    same error count; with `stop`, the same first failing row."""
+    path = tmp_path / "user_rewards.py"
+    path.write_text(USER_MODULE)
+    outcomes = {}
+    for on_error in ("zero", "stop"):
+        for concurrency, chunk in ((1, 0), (3, 0), (3, 2)):
+            spec = dict(resolve_spec(f"{path}:flaky"), concurrency=concurrency)
+            runner = RewardFunctionRunner(spec, on_error, 2.0)
+            try:
+                out = _sampler(chunk, custom=runner).generate_shard(_shard())
+                outcomes[on_error, concurrency, chunk] = (_rewards(out), out.reward_errors)
+            except RewardFunctionError as e:
+                outcomes[on_error, concurrency, chunk] = str(e)
+            finally:
+                runner.close()
+            if concurrency > 1:
+                assert runner.stats["worker_starts"] > 1, "the calls never overlapped"
+    for on_error in ("zero", "stop"):
+        assert outcomes[on_error, 1, 0] == outcomes[on_error, 3, 0] == outcomes[on_error, 3, 2], outcomes
+    assert outcomes["zero", 1, 0][1] == 2 and "row 11" in outcomes["stop", 1, 0]
+
+
 def test_stop_skips_later_jobs_and_raises_in_order():
     calls = []
 

@@ -11,7 +11,8 @@ Set ``GDRO_JUDGE_URL`` where the samplers run (the Ray job's environment: ``runt
 node's). A served judge is slower than math-verify: give the call its own limit,
 ``reward.timeout_s`` (one prompt's request), and keep ``reward.on_error=zero`` so a judge that
 is down scores those rollouts 0 and counts them (``reward_errors``), or ``stop`` to end the run.
-It runs as an ``async def``: the sampler's reward worker awaits it.
+It runs as an ``async def``: the sampler's reward worker awaits it. ``reward.concurrency=K`` lets a
+sampler keep K such requests in flight (each call in its own worker).
 """
 from __future__ import annotations
 
