@@ -40,9 +40,16 @@ class Shard:
     rows: list | None = None  # custom reward: each prompt's dataset row id, named in its errors
     metadata: list | None = None  # custom reward: each prompt's other columns, passed to the function
     weights_version: int | None = None  # the version the sampler must hold (set by the pool)
+    contexts: list | None = None  # chat rows: each prompt's turns before it (None where it has none)
 
     def for_version(self, version: int) -> Shard:
         return replace(self, weights_version=int(version))
+
+    def model_inputs(self) -> list:
+        """What the engine renders per prompt: the text, or its context turns then the user turn."""
+        if not self.contexts:
+            return list(self.prompts)
+        return [[*c, {"role": "user", "content": p}] if c else p for p, c in zip(self.prompts, self.contexts)]
 
 
 @dataclass

@@ -241,9 +241,10 @@ class DataConfig:
                             ".parquet/.jsonl/.json/.arrow file or folder of them (read with `datasets`), or a hub "
                             "dataset name owner/name (gdro_ray/data/table.py).")
     eval: str = doc("toy", "Held-out set: `toy`, `champ`, `dapo-fixture`, or a file, folder or hub name as for data.train.")
-    prompt_key: str = doc("", "Column of data.train holding the problem (a string, or chat messages: the first user "
-                              "turn); dotted keys reach into struct columns. Empty = detect (`prompt` in the DAPO "
-                              "schema, else `problem`/`question`). The \\boxed{} instruction is appended and the chat "
+    prompt_key: str = doc("", "Column of data.train holding the problem (a string, or chat messages kept as given: "
+                              "the last user turn is the problem, the turns before it are rendered before it); "
+                              "dotted keys reach into struct columns. Empty = detect (`prompt` in the DAPO schema, "
+                              "else `problem`/`question`). The \\boxed{} instruction is appended and the chat "
                               "template of the model's tokenizer applied by the engine.")
     answer_key: str = doc("", "Column of data.train holding the reference answer (string or number), e.g. "
                               "`reward_model.ground_truth`. Empty = detect (`solution`/`reward_model.ground_truth` in "

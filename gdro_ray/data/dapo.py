@@ -10,8 +10,8 @@ Sources
 
 Schema supported (the processed set's columns; extra columns are ignored)
 - ``prompt``: the problem. A string (processed set) or a list of chat messages
-  ``[{"role", "content"}]`` (the original ``BytedTsinghua-SIA/DAPO-Math-17k``; the first user
-  message is used). Required.
+  ``[{"role", "content"}]`` (the original ``BytedTsinghua-SIA/DAPO-Math-17k``: one user turn),
+  kept as given: the last user turn is the problem, turns before it its context. Required.
 - the answer: ``solution`` (string) when the column exists, else ``reward_model.ground_truth``
   (a struct with ``ground_truth`` and ``style``). One of the two is required.
 - ``extra_info.index``: used as the id when every row has a distinct integer index; else the

@@ -18,10 +18,11 @@ dotted to reach into a struct column (``reward_model.ground_truth``). Empty keys
 from the first row: the DAPO schema (``prompt`` + ``solution`` or ``reward_model.ground_truth``,
 ids from ``extra_info.index``), else MATH-500/AIME (``problem``/``question`` +
 ``answer``/``solution``, tier from ``level`` or ``tier``, ids from ``id``).
-- prompt: a string, or chat messages ``[{"role", "content"}]`` (the first user turn). The
-  instruction (``DAPO_INSTRUCTION``, asking for ``\boxed{}``) is appended unless the text already
-  mentions ``\boxed``; the chat template is applied later by the engine, from the model's
-  tokenizer.
+- prompt: a string, or chat messages ``[{"role", "content"}]``, kept as given: the last user turn
+  is the problem, the turns before it (system, earlier exchanges) become the example's
+  ``context``, turns after it are dropped. The instruction (``DAPO_INSTRUCTION``, asking for
+  ``\boxed{}``) is appended to the problem unless the text already mentions ``\boxed``; the chat
+  template is applied later by the engine, from the model's tokenizer.
 - answer: a string or a number (made a string). Required and non-empty in every row.
 - tier (optional): integer or string values, kept as they are (integer-like strings become
   integers); a row without one gets ``None``. Evaluation reports per tier.
@@ -184,13 +185,28 @@ def get_column(row: dict, key: str) -> Any:
 
 
 def prompt_text(value: Any) -> str | None:
+    """The problem: the string itself, or the last user turn of chat messages."""
+    return prompt_parts(value)[0]
+
+
+def prompt_parts(value: Any) -> tuple[str | None, list[dict] | None]:
+    """(problem, context) of a prompt column. A string is the problem, with no context. Chat
+    messages are kept as given: the last user turn is the problem, the turns before it (a system
+    turn, earlier exchanges, few-shot examples) its context, None when there are none. Turns after
+    the last user turn (a reference solution as the assistant's answer) are not part of the prompt."""
     if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)):  # chat messages: the first user turn is the problem
-        for msg in value:
-            if isinstance(msg, dict) and msg.get("role", "user") == "user" and isinstance(msg.get("content"), str):
-                return msg["content"]
-    return None
+        return value, None
+    if not isinstance(value, (list, tuple)):
+        return None, None
+    turns = []
+    for msg in value:
+        if not isinstance(msg, dict) or not isinstance(msg.get("content"), str):
+            return None, None
+        turns.append({"role": str(msg.get("role") or "user"), "content": msg["content"]})
+    last = max((i for i, t in enumerate(turns) if t["role"] == "user"), default=None)
+    if last is None:
+        return None, None
+    return turns[last]["content"], (turns[:last] or None)
 
 
 def answer_text(value: Any) -> str | None:
@@ -261,7 +277,8 @@ def _top_key(key: str) -> str:
 
 def parts_to_examples(parts: list[tuple[str, list[tuple[int, dict]]]], columns: Columns, source: str | None,
                       default_source: str = "data") -> list[dict]:
-    """Contract dicts {"id", "prompt", "problem", "answer", "tier", "source", "metadata"} from read rows.
+    """Contract dicts {"id", "prompt", "problem", "answer", "tier", "source", "metadata"} from read rows,
+    and "context" (the turns before the problem) for chat messages that have some.
 
     `source` names the set; None = "dapo" for the detected DAPO schema, else `default_source`."""
     first_where, first_rows = next((w, r) for w, r in parts if r)
@@ -272,9 +289,10 @@ def parts_to_examples(parts: list[tuple[str, list[tuple[int, dict]]]], columns: 
     out, seen_ids = [], {}
     for where, rows in parts:
         for row_no, row in rows:
-            prompt = prompt_text(get_column(row, cols.prompt))
+            prompt, context = prompt_parts(get_column(row, cols.prompt))
             if prompt is None or not prompt.strip():
-                raise DataError(f"{where}: row {row_no}: column {cols.prompt!r} is missing or empty")
+                raise DataError(f"{where}: row {row_no}: column {cols.prompt!r} is missing or empty (a string, "
+                                "or chat messages [{role, content}] with a user turn)")
             answer = answer_text(get_column(row, cols.answer))
             if answer is None or not answer.strip():
                 raise DataError(f"{where}: row {row_no}: column {cols.answer!r} is missing or empty")
@@ -302,8 +320,11 @@ def parts_to_examples(parts: list[tuple[str, list[tuple[int, dict]]]], columns: 
             else:
                 ident = auto_ids[len(out)] if auto_ids else len(out)
             metadata = {k: v for k, v in row.items() if k not in used}
-            out.append({"id": ident, "prompt": boxed_prompt(prompt), "problem": clean_problem(prompt),
-                        "answer": answer.strip(), "tier": tier, "source": source, "metadata": metadata})
+            example = {"id": ident, "prompt": boxed_prompt(prompt), "problem": clean_problem(prompt),
+                       "answer": answer.strip(), "tier": tier, "source": source, "metadata": metadata}
+            if context:
+                example["context"] = context
+            out.append(example)
     return out
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from gdro_ray.engines.prompt_format import PromptFormat
+from gdro_ray.engines.prompt_format import Prompt, PromptFormat
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Engine(Protocol):
 
     def generate(
         self,
-        prompts: list[str],
+        prompts: list[Prompt],
         n: list[int],
         max_new_tokens: int,
         temperature: float,
@@ -58,7 +58,7 @@ class Engine(Protocol):
         seed: int | None = None,
     ) -> list[list[Rollout]]: ...
 
-    def prompt_token_ids(self, prompts: list[str]) -> list[list[int]]: ...
+    def prompt_token_ids(self, prompts: list[Prompt]) -> list[list[int]]: ...
 
     def update_weights(self, blob: bytes, version: int) -> None: ...
 
@@ -82,11 +82,11 @@ class ChatEngineBase:
     def weights_version(self) -> int:
         return self._version
 
-    def prompt_token_ids(self, prompts: list[str]) -> list[list[int]]:
+    def prompt_token_ids(self, prompts: list[Prompt]) -> list[list[int]]:
         return self.prompt_format.render_ids(self.tokenizer, prompts)
 
 
-def check_generate_args(prompts: list[str], n: list[int], max_new_tokens: int, temperature: float, top_p: float) -> None:
+def check_generate_args(prompts: list[Prompt], n: list[int], max_new_tokens: int, temperature: float, top_p: float) -> None:
     """Reject malformed requests early with a message that names the argument."""
     if len(prompts) != len(n):
         raise ValueError(f"generate: {len(prompts)} prompts but {len(n)} rollout counts")

@@ -31,7 +31,7 @@ from gdro_ray.engines.base import (
     check_generate_args,
     stop_token_ids,
 )
-from gdro_ray.engines.prompt_format import PromptFormat
+from gdro_ray.engines.prompt_format import Prompt, PromptFormat
 
 
 class _SampledLogprobs(LogitsProcessor):
@@ -95,7 +95,7 @@ class HFEngine(ChatEngineBase):
 
     def generate(
         self,
-        prompts: list[str],
+        prompts: list[Prompt],
         n: list[int],
         max_new_tokens: int,
         temperature: float,

@@ -4,6 +4,8 @@ system turn and template arguments, or the raw text for base models without a te
 Every engine renders its prompts through one `PromptFormat` (`ChatEngineBase.prompt_token_ids`),
 so the samplers in training, the held-out evaluation on the samplers, and the start check of
 prompt lengths all see the same tokens. It crosses to the sampler actors as a plain dict.
+A dataset's chat rows are kept as given: their turns before the problem travel with it and are
+rendered before the user turn (`model_input`); a row's own system turn wins over `prompt.system`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,20 @@ from pathlib import Path
 from gdro_ray.errors import UserError
 
 TEMPLATES = ("chat", "raw")
+
+# What an engine renders: the prompt text (the user turn), or a whole conversation whose last
+# turn is the user's (a dataset's chat rows kept as given: `model_input`).
+Prompt = str | list[dict]
+
+
+def model_input(prompt: str, context: list[dict] | None = None) -> Prompt:
+    """The prompt as the engines take it: the text alone, or its `context` turns then the user turn."""
+    return [*context, {"role": "user", "content": prompt}] if context else prompt
+
+
+def example_input(example: dict) -> Prompt:
+    """`model_input` of a dataset example (`gdro_ray.data.table`: "prompt" and, for chat rows, "context")."""
+    return model_input(example["prompt"], example.get("context"))
 
 
 @dataclass(frozen=True)
@@ -49,16 +65,21 @@ class PromptFormat:
     def is_default(self) -> bool:
         return self == PromptFormat()
 
-    def messages(self, prompt: str) -> list[dict]:
-        head = [{"role": "system", "content": self.system}] if self.system else []
-        return head + [{"role": "user", "content": prompt}]
+    def messages(self, prompt: Prompt) -> list[dict]:
+        """The chat turns of `prompt`: a conversation as given (its own system turn wins over
+        `system`), or `system` and then the prompt as the user turn."""
+        turns = [dict(t) for t in prompt] if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        if self.system and not any(t.get("role") == "system" for t in turns):
+            turns.insert(0, {"role": "system", "content": self.system})
+        return turns
 
-    def text(self, prompt: str) -> str:
-        """The raw template's input text."""
-        return f"{self.system}\n\n{prompt}" if self.system else prompt
+    def text(self, prompt: Prompt) -> str:
+        """The raw template's input text: the turns' contents, separated by blank lines."""
+        return "\n\n".join(t["content"] for t in self.messages(prompt))
 
-    def render_ids(self, tokenizer, prompts: list[str]) -> list[list[int]]:
-        """Token ids of each prompt, as every engine feeds them to the model."""
+    def render_ids(self, tokenizer, prompts: list[Prompt]) -> list[list[int]]:
+        """Token ids of each prompt (text, or a conversation ending in the user turn: `model_input`),
+        as every engine feeds them to the model."""
         if self.template == "raw":
             return [[int(t) for t in ids] for ids in tokenizer([self.text(p) for p in prompts])["input_ids"]]
         out = []

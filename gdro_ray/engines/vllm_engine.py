@@ -39,7 +39,7 @@ import random
 from pathlib import Path
 
 from gdro_ray.engines.base import ChatEngineBase, Rollout, check_generate_args
-from gdro_ray.engines.prompt_format import PromptFormat
+from gdro_ray.engines.prompt_format import Prompt, PromptFormat
 from gdro_ray.errors import UserError
 
 EXTENSION = "gdro_ray.engines.vllm_ext.WeightUpdateExtension"
@@ -153,7 +153,7 @@ class VLLMEngine(ChatEngineBase):
     # -- interface -----------------------------------------------------------------------
     def generate(
         self,
-        prompts: list[str],
+        prompts: list[Prompt],
         n: list[int],
         max_new_tokens: int,
         temperature: float,

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gdro_ray.engines.prompt_format import example_input
 from gdro_ray.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def evaluate_engine(engine, examples: list[dict], k: int = 8, max_new_tokens: in
     started = time.perf_counter()
     for b, start in enumerate(range(0, len(examples), batch_prompts)):
         batch = examples[start : start + batch_prompts]
-        outs = engine.generate([ex["prompt"] for ex in batch], [k] * len(batch), max_new_tokens,
+        outs = engine.generate([example_input(ex) for ex in batch], [k] * len(batch), max_new_tokens,
                                temperature, top_p, seed=seed * 100_003 + b)
         for ex, rolls in zip(batch, outs):
             ok = [reward_fn(r.text, ex["answer"]) > 0 for r in rolls]

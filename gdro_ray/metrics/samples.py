@@ -51,12 +51,15 @@ def pick_samples(group_ids: Sequence[int], rewards: Sequence[Sequence[float]], p
 def sample_record(step: int, label: str, prompt_id: int, example: dict, texts: Sequence[str],
                   rewards: Sequence[float], advantages: Sequence[float], lengths: Sequence[int],
                   max_new_tokens: int) -> dict:
-    """One samples.jsonl line (see the module docstring)."""
-    return {"step": int(step), "bin": label, "prompt_id": int(prompt_id), "prompt": example.get("prompt"),
-            "answer": example.get("answer"),
-            "responses": [{"text": t[:TEXT_CHARS], "reward": float(r), "advantage": round(float(a), 4),
-                           "tokens": int(n), "truncated": int(n) >= max_new_tokens}
-                          for t, r, a, n in zip(texts, rewards, advantages, lengths)]}
+    """One samples.jsonl line (see the module docstring); a chat row's earlier turns as "context"."""
+    record = {"step": int(step), "bin": label, "prompt_id": int(prompt_id), "prompt": example.get("prompt"),
+              "answer": example.get("answer"),
+              "responses": [{"text": t[:TEXT_CHARS], "reward": float(r), "advantage": round(float(a), 4),
+                             "tokens": int(n), "truncated": int(n) >= max_new_tokens}
+                            for t, r, a, n in zip(texts, rewards, advantages, lengths)]}
+    if example.get("context"):
+        record["context"] = [dict(t, content=t["content"][:TEXT_CHARS]) for t in example["context"]]
+    return record
 
 
 class SampleLog:

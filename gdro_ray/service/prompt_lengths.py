@@ -11,7 +11,7 @@ limit: the 14.1k-prompt toy pool takes about 2 s on the 2 loaded development cor
 """
 from __future__ import annotations
 
-from gdro_ray.engines.prompt_format import PromptFormat
+from gdro_ray.engines.prompt_format import Prompt, PromptFormat, example_input
 from gdro_ray.errors import UserError
 
 # Rendering the message inside the template can merge or split a token or two at the seams;
@@ -19,15 +19,16 @@ from gdro_ray.errors import UserError
 _MARGIN = 32
 
 
-def _overlong(tokenizer, prompts: list[str], limit: int, fmt: PromptFormat) -> tuple[int, int] | None:
-    """(index, tokens) of the longest prompt over `limit` tokens once rendered, or None."""
+def _overlong(tokenizer, prompts: list[Prompt], limit: int, fmt: PromptFormat) -> tuple[int, int] | None:
+    """(index, tokens) of the longest prompt over `limit` tokens once rendered, or None.
+    Conversations (chat rows with context) are always rendered: each turn adds its own markup."""
     if not prompts:
         return None
     overhead = len(fmt.render_ids(tokenizer, [""])[0])
-    plain = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    plain = tokenizer([p if isinstance(p, str) else fmt.text(p) for p in prompts], add_special_tokens=False)["input_ids"]
     worst = None
     for i, ids in enumerate(plain):
-        if overhead + len(ids) < limit - _MARGIN:
+        if isinstance(prompts[i], str) and overhead + len(ids) < limit - _MARGIN:
             continue
         n = len(fmt.render_ids(tokenizer, [prompts[i]])[0])
         if n > limit and (worst is None or n > worst[1]):
@@ -45,7 +46,7 @@ def check_prompt_lengths(model_path: str, named_sets: dict[str, list[dict]], max
     limit = int(max_model_len) - int(max_new_tokens)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     for key, examples in named_sets.items():
-        hit = _overlong(tokenizer, [e["prompt"] for e in examples], limit, fmt or PromptFormat())
+        hit = _overlong(tokenizer, [example_input(e) for e in examples], limit, fmt or PromptFormat())
         if hit is not None:
             i, n = hit
             raise UserError(f"{key}: prompt {i} (id {examples[i].get('id', i)}) has {n} tokens; the samplers take at "

@@ -137,6 +137,7 @@ class Sampler:
         timeouts_before = reward_stats().get("timeouts", 0)
         custom_before = dict(self.custom_reward.stats) if self.custom_reward else {}
         spans = chunk_spans(len(shard.prompts), self.reward_chunk)
+        inputs = shard.model_inputs()
         many = None
         if self.custom_reward is not None and self.custom_reward.concurrency > 1:
             def many(calls):
@@ -148,13 +149,13 @@ class Sampler:
             for c, (a, b) in enumerate(spans):
                 scoring.raise_if_failed()  # reward.on_error=stop: generate nothing more
                 tg = time.perf_counter()
-                part = self.engine.generate(shard.prompts[a:b], shard.n[a:b], shard.max_new_tokens,
+                part = self.engine.generate(inputs[a:b], shard.n[a:b], shard.max_new_tokens,
                                             shard.temperature, shard.top_p, seed=chunk_seed(shard.seed, c))
                 generate_s += time.perf_counter() - tg
                 scoring.submit([(a + j, rollouts) for j, rollouts in enumerate(part)])
                 outs += part
             tg = time.perf_counter()
-            prompt_ids = self.engine.prompt_token_ids(shard.prompts)
+            prompt_ids = self.engine.prompt_token_ids(inputs)
             generate_s += time.perf_counter() - tg
         except BaseException:
             scoring.drain()

@@ -29,6 +29,7 @@ def build_shards(cfg, train: list[dict], sched: StepSchedule, start: int = 0, re
             shard_id=k + ROUND_IDS * refill_round, slots=part, prompts=[e["prompt"] for e in ex],
             answers=[e["answer"] for e in ex], n=[int(sched.rollouts[j]) for j in part],
             max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=seed % (2**31),
+            contexts=[e.get("context") for e in ex] if any(e.get("context") for e in ex) else None,
             **shard_extras(cfg, ex),  # custom reward: row ids and metadata
         ))
     return shards

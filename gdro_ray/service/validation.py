@@ -62,7 +62,9 @@ def base_signature(cfg, model_path: str, eval_set: list[dict], prompt_format=Non
     # (same content, new files) only ever makes a reuse fail, never a wrong one succeed
     model = hashlib.sha256(json.dumps([(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
                                        for p in files]).encode()).hexdigest()[:16]
-    rows = hashlib.sha256(json.dumps([(r.get("id"), r.get("prompt"), r.get("answer")) for r in eval_set],
+    # a chat row's context joins its tuple only when it has one, so signatures of plain sets stay as they were
+    rows = hashlib.sha256(json.dumps([(r.get("id"), r.get("prompt"), r.get("answer"))
+                                      + ((r["context"],) if r.get("context") else ()) for r in eval_set],
                                      default=str).encode()).hexdigest()[:16]
     e = cfg.eval
     out = {"model": str(model_path), "model_files": model, "eval_set": rows, "n_prompts": len(eval_set),

@@ -139,6 +139,18 @@ def test_prompt_token_ids_use_chat_template(engine):
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
+def test_a_conversation_is_rendered_turn_by_turn_and_generates(engine):
+    conv = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "hi"}]
+    ids = engine.prompt_token_ids([conv, "hi"])
+    assert engine.tokenizer.decode(ids[0]) == ("<|im_start|>system\ns<|im_end|>\n<|im_start|>user\na<|im_end|>\n"
+                                               "<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                                               "<|im_start|>assistant\n")
+    assert ids[1] == engine.prompt_token_ids(["hi"])[0]
+    out = engine.generate([conv, "hi"], [2, 1], MAX_NEW, 0.0, 1.0)
+    assert [len(r) for r in out] == [2, 1] and out[0][0].token_ids == out[0][1].token_ids  # greedy copies
+
+
 def test_generate_rejects_bad_arguments(engine):
     with pytest.raises(ValueError, match="rollout counts"):
         engine.generate(PROMPTS[:2], [1], MAX_NEW, 1.0, 1.0)

@@ -42,6 +42,22 @@ def test_named_columns_nested_answer_chat_prompt_string_tiers_and_metadata(tmp_p
     assert got[0]["prompt"] == f"Add 2 and 3.\n\n{DAPO_INSTRUCTION}"
     assert got[1]["prompt"].startswith("Find $x$") and got[2]["prompt"] == ROWS[2]["q"]  # boxed: kept as is
     assert got[0]["metadata"] == {"topic": "arith"} and {e["source"] for e in got} == {"mine"}
+    assert "context" not in got[0] and got[1]["context"] == [{"role": "system", "content": "be brief"}]
+
+
+def test_chat_rows_are_kept_as_given_up_to_the_last_user_turn(tmp_path):
+    shot = [{"role": "user", "content": "Add 1 and 1."}, {"role": "assistant", "content": "\\boxed{2}"}]
+    rows = [{"q": [{"role": "system", "content": "S"}, *shot, {"role": "user", "content": "Add 2 and 2."},
+                   {"role": "assistant", "content": "the reference solution: 4"}], "a": "4"},
+            {"q": [{"role": "user", "content": "Add 3 and 3."}], "a": "6"},
+            {"q": [{"role": "system", "content": "only a system turn"}], "a": "1"}]
+    path = _jsonl(tmp_path / "chat.jsonl", rows)
+    got = load_examples(str(path), Columns(prompt="q", answer="a"), max_rows=2)
+    assert got[0]["problem"] == "Add 2 and 2." and got[0]["prompt"] == f"Add 2 and 2.\n\n{DAPO_INSTRUCTION}"
+    assert got[0]["context"] == [{"role": "system", "content": "S"}, *shot]  # the trailing answer is dropped
+    assert "context" not in got[1] and got[1]["problem"] == "Add 3 and 3."  # one user turn: as a string prompt
+    with pytest.raises(DataError, match=r"chat.jsonl: row 3: column 'q' is missing or empty \(a string, or chat"):
+        load_examples(str(path), Columns(prompt="q", answer="a"))
 
 
 def test_folder_of_parquet_files_by_split_through_datasets(tmp_path):

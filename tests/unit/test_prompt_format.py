@@ -7,8 +7,9 @@ from gdro_ray.config import load_config
 from gdro_ray.config.loader import ConfigError
 from gdro_ray.data import toy_task
 from gdro_ray.engines.base import chat_prompt_ids
-from gdro_ray.engines.prompt_format import PromptFormat, with_instruction
+from gdro_ray.engines.prompt_format import PromptFormat, example_input, model_input, with_instruction
 from gdro_ray.errors import UserError
+from gdro_ray.protocol import Shard
 from gdro_ray.service.prompt_lengths import check_prompt_lengths
 from gdro_ray.service.validation import base_signature
 
@@ -81,3 +82,42 @@ def test_a_system_prompt_counts_in_the_length_check_and_the_base_signature(tmp_p
     plain = base_signature(cfg, model, [], PromptFormat())
     assert "prompt_format" not in plain  # as signatures made before prompt.* existed
     assert base_signature(cfg, model, [], PromptFormat(system="s"))["prompt_format"]["system"] == "s"
+
+
+CONTEXT = [{"role": "system", "content": "Row's own."}, {"role": "user", "content": "2+2?"},
+           {"role": "assistant", "content": "4"}]
+
+
+def test_a_kept_conversation_renders_its_turns_before_the_problem():
+    tok = char_tokenizer()
+    conv = model_input("1+1?", CONTEXT)
+    assert model_input("1+1?") == "1+1?" and model_input("1+1?", None) == "1+1?"
+    assert example_input({"prompt": "1+1?", "context": CONTEXT}) == conv
+    got = _text(tok, PromptFormat(system="Config's.").render_ids(tok, [conv])[0])
+    assert got == ("<|im_start|>system\nRow's own.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
+                   "<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n")
+    # without a system turn of its own the configured one comes first
+    got = _text(tok, PromptFormat(system="Config's.").render_ids(tok, [model_input("q", CONTEXT[1:])])[0])
+    assert got.startswith("<|im_start|>system\nConfig's.<|im_end|>\n<|im_start|>user\n2+2?")
+    raw = PromptFormat(template="raw").render_ids(tok, [conv])[0]
+    assert _text(tok, raw) == "Row's own.\n\n2+2?\n\n4\n\n1+1?"
+    # a shard carries the contexts beside its prompts; its model inputs are what the engine renders
+    shard = Shard(shard_id=0, slots=[0, 1], prompts=["1+1?", "q"], answers=["2", "x"], n=[1, 1], max_new_tokens=4,
+                  temperature=1.0, top_p=1.0, contexts=[CONTEXT, None])
+    assert shard.model_inputs() == [conv, "q"]
+    assert Shard(shard_id=0, slots=[0], prompts=["q"], answers=["x"], n=[1], max_new_tokens=4, temperature=1.0,
+                 top_p=1.0).model_inputs() == ["q"]
+
+
+def test_a_conversations_turns_count_in_the_length_check_and_the_base_signature(tmp_path):
+    model = str(save_tiny(tmp_path / "model", seed=0))
+    overhead = len(PromptFormat().render_ids(char_tokenizer(), [""])[0])
+    fits = "x" * (512 - 24 - overhead)
+    check_prompt_lengths(model, {"data.train": [{"id": 0, "prompt": fits}]}, 512, 24, PromptFormat())
+    with pytest.raises(UserError, match=r"^data.train: prompt 0 \(id 0\)"):
+        check_prompt_lengths(model, {"data.train": [{"id": 0, "prompt": fits, "context": CONTEXT}]}, 512, 24,
+                             PromptFormat())
+    cfg = load_config(overrides=[])
+    plain = base_signature(cfg, model, [{"id": 0, "prompt": "q", "answer": "1"}])
+    assert base_signature(cfg, model, [{"id": 0, "prompt": "q", "answer": "1", "context": None}]) == plain
+    assert base_signature(cfg, model, [{"id": 0, "prompt": "q", "answer": "1", "context": CONTEXT}]) != plain

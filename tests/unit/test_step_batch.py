@@ -329,3 +329,14 @@ def test_the_actor_observes_its_pending_schedule_by_step_and_refuses_another_ste
     assert tr.adversary.observe(sched.step, rewards, None, 1)["step"] == sched.step
     with pytest.raises(ValueError, match=r"the pending schedule is none$"):
         tr.adversary.observe(sched.step, rewards, None, 2)
+
+
+def test_shards_carry_a_chat_rows_context_and_only_when_some_row_has_one():
+    cfg = load_config(overrides=["sampler.shard_size=2"])
+    context = [{"role": "system", "content": "S"}]
+    train = [{"id": i, "prompt": f"p{i}", "answer": "1", **({"context": context} if i == 1 else {})} for i in range(4)]
+    sched = StepSchedule(0, np.array([0, 1, 2, 3]), np.zeros(4, dtype=np.int64), np.array([2, 2, 2, 2]),
+                         np.ones(4), np.ones(1))
+    first, second = build_shards(cfg, train, sched)
+    assert first.contexts == [None, context] and second.contexts is None
+    assert first.model_inputs() == ["p0", [*context, {"role": "user", "content": "p1"}]]
