@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--out", default=None, help="JSON output path")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="take the prompt format (prompt.*) from this training config, e.g. a run's config.yaml")
+    p.add_argument("overrides", nargs="*", metavar="prompt.key=value",
+                   help="prompt settings as in training, e.g. prompt.system='Be brief.' prompt.template=raw")
 
     p = sub.add_parser("status", help="the running job's adversary state")
     p.add_argument("--address", default=None, help="Ray address (default: auto)")

@@ -141,6 +141,43 @@ def test_cli_writes_json_and_table(tiny_dir, tmp_path, monkeypatch, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["eval.json"]  # no temp file left behind
 
 
+def test_cli_formats_the_prompt_as_training_does(tiny_dir, tmp_path, monkeypatch):
+    """`gdro-ray eval` takes prompt.* from a training config and key=value overrides, and only those;
+    the engine renders with that format (the system turn reaches the model's input) and the result
+    records it."""
+    import gdro_ray.eval.evaluate as ev
+    from gdro_ray.cli import eval as eval_cmd
+    from gdro_ray.cli.main import main
+
+    rendered = []
+    real = ev.evaluate_engine
+
+    def spy(engine, examples, **kw):
+        rendered.append(engine.tokenizer.decode(engine.prompt_token_ids([ev.example_input(examples[0])])[0]))
+        return real(engine, examples, **kw)
+
+    monkeypatch.setattr(ev, "evaluate_engine", spy)
+    monkeypatch.setattr(ev, "load_examples", lambda data: [dict(e, problem=e["prompt"]) for e in EXAMPLES])
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("prompt:\n  template: raw\n  system: From the run.\n")
+    out = tmp_path / "eval.json"
+    args = Namespace(model_dir=str(tiny_dir), data="hand", k=1, engine="hf", limit=1, max_new_tokens=2, out=str(out),
+                     seed=0, config=str(cfg), overrides=["prompt.instruction=Answer briefly."])
+    assert eval_cmd.run(args) == 0
+    assert rendered[-1] == "From the run.\n\nSay a.\n\nAnswer briefly."
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["prompt_format"]["system"] == "From the run." and meta["instruction"] == "Answer briefly."
+    assert eval_cmd.prompt_settings(None, ["prompt.system=S"]).system == "S"
+    with pytest.raises(UserError, match=r"^gdro-ray eval takes only prompt\.\* settings .*'k=3'"):
+        eval_cmd.prompt_settings(None, ["k=3"])
+    with pytest.raises(UserError, match=r"^prompt.template: "):
+        eval_cmd.prompt_settings(None, ["prompt.template=fancy"])
+    # through the command line: the flags and the overrides mix
+    assert main(["eval", str(tiny_dir), "--data", "toy", "--engine", "hf", "--k", "1", "--limit", "1",
+                 "--max-new-tokens", "2", "--out", str(tmp_path / "cli.json"), "prompt.system=Via the CLI."]) == 0
+    assert rendered[-1].startswith("<|im_start|>system\nVia the CLI.<|im_end|>")
+
+
 def test_bad_input(tiny_dir):
     with pytest.raises(UserError, match="no examples"):
         evaluate(str(tiny_dir), [], k=2, engine="hf")
