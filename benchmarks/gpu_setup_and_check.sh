@@ -149,14 +149,22 @@ if [ "$(left)" -gt 10 ]; then
 fi
 t_tests=$((SECONDS - t0))
 [ "$rc_tests" -eq 0 ] || status=6
+# the sampler's engine modes last: the gpu tests matter more when the budget is short
+rc_modes=skipped
+if [ "$(left)" -gt 60 ]; then
+  timeout "$(left)" "$VPY" benchmarks/gpu_sampler_modes.py --out "$OUT/gpu_sampler_modes.json" \
+    >"$OUT/gpu_sampler_modes.log" 2>&1
+  rc_modes=$?
+fi
+[ "$rc_modes" = skipped ] || [ "$rc_modes" -eq 0 ] || status=6
 
 # ---- 5. the table -------------------------------------------------------------------------------
-"$VPY" - "$OUT" "$rc_check" "$rc_tests" "$t_install" "$t_check" "$t_tests" "$DRIVER" "$TORCH_VER" "$VLLM_VER" <<'PYTHON'
+"$VPY" - "$OUT" "$rc_check" "$rc_tests" "$t_install" "$t_check" "$t_tests" "$DRIVER" "$TORCH_VER" "$VLLM_VER" "$rc_modes" <<'PYTHON'
 import json, sys, time
 from pathlib import Path
 import xml.etree.ElementTree as ET
 
-out, rc_check, rc_tests, t_install, t_check, t_tests, driver, torch_ver, vllm_ver = sys.argv[1:]
+out, rc_check, rc_tests, t_install, t_check, t_tests, driver, torch_ver, vllm_ver, rc_modes = sys.argv[1:]
 out = Path(out)
 rows = [("date (UTC)", time.strftime("%Y-%m-%d %H:%M", time.gmtime())), ("driver", driver),
         ("torch / vLLM", f"{torch_ver} / {vllm_ver}"), ("install", f"{t_install} s")]
@@ -182,6 +190,15 @@ if rc_check == "0" and check.is_file():
 else:
     rows.append(("gpu_check.py", "timed out" if rc_check == "124" else f"failed (exit {rc_check}), see gpu_check.log"))
 rows.append(("gpu_check.py time", f"{t_check} s"))
+modes = out / "gpu_sampler_modes.json"
+if modes.is_file():
+    for m in json.loads(modes.read_text())["modes"]:
+        value = (f"start {m['start_s']:.0f} s, {m['tokens_per_s']:,.0f} tokens/s ({m.get('speed_vs_eager', 0):.2f}× eager)"
+                 if m["status"] == "ok" else f"{m['status']}: {m.get('error', '')}")
+        rows.append((f"sampler: {m['name']}", value))
+else:
+    why = {"skipped": "not run (budget spent)", "124": "timed out"}.get(rc_modes, f"exit {rc_modes}, see its log")
+    rows.append(("gpu_sampler_modes.py", why))
 junit = out / "pytest-gpu.xml"
 if junit.is_file():
     suite = ET.parse(junit).getroot()
@@ -197,5 +214,5 @@ table += [f"| {k:<{width}} | {v} |" for k, v in rows]
 print("\n".join(table))
 PYTHON
 echo "logs, JSON and the table: $OUT"
-[ "$status" -eq 0 ] || echo "gpu_setup_and_check: a check failed (gpu_check exit $rc_check, pytest exit $rc_tests); see $OUT" >&2
+[ "$status" -eq 0 ] || echo "gpu_setup_and_check: a check failed (gpu_check exit $rc_check, sampler modes exit $rc_modes, pytest exit $rc_tests); see $OUT" >&2
 exit "$status"

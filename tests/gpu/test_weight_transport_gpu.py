@@ -64,6 +64,30 @@ def test_cpu_smoke_with_vllm_publish(tmp_path):
     assert r["sampler"]["generate_tokens"] > 0
 
 
+@pytest.mark.slow
+def test_cpu_smoke_of_the_sampler_modes(tmp_path):
+    """benchmarks/gpu_sampler_modes.py: on CPU the engine runs eager and tensor parallel is refused
+    with its one line; the GPU modes (CUDA graphs, TP 2) are the same code with other arguments."""
+    out = tmp_path / "modes.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_sampler_modes.py"), "--cpu-smoke",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    eager, tp = json.loads(out.read_text())["modes"]
+    assert eager["status"] == "ok" and eager["tokens"] > 0 and eager["speed_vs_eager"] == 1.0
+    assert tp["status"] == "error" and "tensor parallel runs on CUDA GPUs only" in tp["error"]
+    assert "| eager (CPU) |" in p.stdout
+
+
+def test_sampler_modes_on_gpus():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_sampler_modes
+
+    names = [m["name"] for m in gpu_sampler_modes.modes_for(1)]
+    assert names == ["eager, 1 card", "CUDA graphs, 1 card"]
+    two = gpu_sampler_modes.modes_for(2)
+    assert two[-1]["tensor_parallel_size"] == 2 and not two[-1]["enforce_eager"]
+
+
 def test_tmpdir_is_created_on_a_fresh_checkout(tmp_path):
     env = {}
     tmp = _gpu_check_module().prepare_tmpdir(env, tmp_path / "checkout")  # no .tmp there yet
