@@ -15,13 +15,12 @@ A resumed run drops the lines of the steps it redoes, as metrics.jsonl does.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from gdro_ray.utils.io import atomic_write_text
+from gdro_ray.utils.jsonl_log import JsonlLog
 
 FILE_NAME = "samples.jsonl"
 TEXT_CHARS = 4000  # a response longer than this is cut in the sample (the run keeps the tokens)
@@ -62,33 +61,11 @@ def sample_record(step: int, label: str, prompt_id: int, example: dict, texts: S
     return record
 
 
-class SampleLog:
-    """<run_dir>/samples.jsonl: appended per sample step; `trim` drops the steps a resume redoes."""
+class SampleLog(JsonlLog):
+    """<run_dir>/samples.jsonl: extended per sample step; `trim` drops the steps a resume redoes."""
 
     def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / FILE_NAME
-
-    def append(self, records: list[dict]) -> None:
-        with open(self.path, "a") as f:
-            for rec in records:
-                f.write(json.dumps(rec) + "\n")
-
-    def records(self) -> list[dict]:
-        out = []
-        if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:  # a line torn by a kill mid-write
-                    continue
-                if isinstance(rec, dict):
-                    out.append(rec)
-        return out
-
-    def trim(self, step: int) -> None:
-        if self.path.is_file():
-            kept = [json.dumps(r) + "\n" for r in self.records() if int(r.get("step", 0)) < step]
-            atomic_write_text(self.path, "".join(kept))
+        super().__init__(Path(run_dir) / FILE_NAME)
 
 
 def hardest_sample(records: list[dict]) -> dict | None:

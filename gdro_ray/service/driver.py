@@ -234,7 +234,7 @@ class Trainer:
                 self.step, group_label(int(sched.group_ids[slot]), num_groups), pid, self.train[pid], texts,
                 [rewards[slot][j] for j in picked], [float(adv[slot][j]) for j in picked],
                 [res.response_lens[j] for j in picked], self.cfg.sampler.max_new_tokens))
-        self.samples.append(records)
+        self.samples.extend(records)
         self.adversary.report_samples.remote(records)
         return records
 

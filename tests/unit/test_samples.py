@@ -53,8 +53,8 @@ def test_a_record_marks_responses_cut_at_the_token_limit_and_labels_bins():
 
 def test_the_log_keeps_lines_before_a_resumed_step_only(tmp_path):
     log = SampleLog(tmp_path)
-    log.append([_rec(4, "bin0"), _rec(4, "bin3")])
-    log.append([_rec(9, "bin1")])
+    log.extend([_rec(4, "bin0"), _rec(4, "bin3")])
+    log.extend([_rec(9, "bin1")])
     with open(log.path, "a") as f:
         f.write('{"step": 14, "bin"')  # torn by a kill
     assert [r["step"] for r in log.records()] == [4, 4, 9]
