@@ -61,6 +61,9 @@ NAMED_ARMS = {
                                          "+prompt_gdro.eta=3+prompt_gdro.informative_norm=true",
     "rollout_wide": "rollout_gdro+rollout_gdro.n_min=4+rollout_gdro.n_max=24",
     "knapsack": "rollout_gdro+rollout_gdro.mode=knapsack+rollout_gdro.n_min=4+rollout_gdro.n_max=24",
+    # the follow-up (RESULTS, "knapsack by the latest visit"): p̂ from each prompt's last visit only
+    "knapsack_recent": "rollout_gdro+rollout_gdro.mode=knapsack+rollout_gdro.n_min=4+rollout_gdro.n_max=24"
+                       "+classifier.window=1",
     "learnability": "prompt_gdro+profile=learnability",
     "learnability_control": "prompt_gdro+profile=learnability+prompt_gdro.signal=learnability+prompt_gdro.worst_eta=0",
 }
