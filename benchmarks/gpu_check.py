@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = None if smoke else peak_flops(name)
         tps = tokens / step_s
         result["learner"] = {"backend": learner.backend, "steps": steps, "step_s": step_s, "first_step_s": times[0],
-                             "tokens_per_step": tokens, "tokens_per_s": tps, "loss": stats["loss"],
+                             "tokens_per_step": tokens, "tokens_per_s": tps, "loss": stats.loss,
                              "peak_bf16_flops": peak, "mfu": 6 * n_flop * tps / peak if peak else None}
         if not smoke:
             result["learner"]["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30

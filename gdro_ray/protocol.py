@@ -21,7 +21,8 @@ from typing import Any
 
 from gdro_ray.algorithms.schedule import StepSchedule
 
-__all__ = ["LearnStats", "LearnerBatch", "PromptRollouts", "Shard", "ShardResult", "StepRecord", "StepSchedule"]
+__all__ = ["LearnStats", "LearnerBatch", "PromptRollouts", "RankStats", "Shard", "ShardResult", "StepRecord", "StepSchedule",
+           "UpdateStats"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,53 @@ class LearnerBatch:
 
 
 @dataclass
+class UpdateStats:
+    """One optimizer step of a learner rank (an epoch's mini-batch): its loss and the token means
+    of the surrogate, KL, clipping, ratio and entropy over the mini-batch, as every rank reduced them."""
+
+    loss: float = 0.0
+    pg_loss: float = 0.0
+    kl: float = 0.0
+    clip_frac: float = 0.0
+    ratio_mean: float = 1.0
+    ratio_min: float = 1.0
+    ratio_max: float = 1.0
+    entropy: float = 0.0  # the policy's, per response token, before the update
+    grad_norm: float = 0.0  # before clipping
+    tokens: int = 0
+    skipped: bool = False  # the gradient was not finite: no optimizer step
+    epoch: int = 0
+    mini_batch: int = 0
+
+
+@dataclass
+class RankStats:
+    """One learner rank's answer to `train_step`: the step's statistics (alike on every rank, the
+    update's collectives reduced them) and this rank's own timing and fetched bytes."""
+
+    loss: float = 0.0  # the mean over the updates
+    pg_loss: float = 0.0  # token means over every update, as in `UpdateStats`
+    kl: float = 0.0
+    clip_frac: float = 0.0
+    ratio_mean: float = 1.0
+    entropy: float = 0.0
+    ratio_min: float = 1.0  # over every update
+    ratio_max: float = 1.0
+    grad_norm: float = 0.0  # the largest over the updates
+    tokens: int = 0  # response tokens of the batch (every rank's rows)
+    responses: int = 0
+    skipped: bool = True  # no update stepped the optimizer
+    optimizer_steps: int = 0
+    updates: list[UpdateStats] = field(default_factory=list)
+    version: int = 0  # the learner's weights version after the step
+    per_prompt_surrogate: dict[int, float] = field(default_factory=dict)  # step slot → mean surrogate loss
+    time_s: float = 0.0
+    phase_s: dict[str, float] = field(default_factory=dict)  # wall seconds per learner phase (`learner/phases.py`)
+    cpu_s: float | None = None  # process CPU seconds: well below `time_s` means the rank waited
+    fetched_bytes: int | None = None  # rollout bytes this rank took from the object store (service batches)
+
+
+@dataclass
 class LearnStats:
     """What one GRPO update reports to the driver (`LearnerGroup.train_step`): the statistics
     every rank reduced alike (taken from rank 0) and each rank's own timing and fetched bytes."""
@@ -127,7 +175,7 @@ class LearnStats:
     ratio_min: float | None = None
     ratio_max: float | None = None
     optimizer_steps: int = 0
-    updates: list[dict] = field(default_factory=list)  # per (epoch, mini-batch): its loss, clipping, ratios
+    updates: list[UpdateStats] = field(default_factory=list)  # per (epoch, mini-batch): its loss, clipping, ratios
     per_prompt_surrogate: dict[int, float] = field(default_factory=dict)  # step slot → mean surrogate loss
     rollout_bytes: int | None = None  # the trained rollouts' array bytes
     fetched_bytes_per_rank: list[int | None] | None = None  # what each rank took from the object store
@@ -136,18 +184,17 @@ class LearnStats:
     rank_cpu_s: list[float | None] | None = None
 
     @classmethod
-    def from_ranks(cls, stats: list[dict], rollout_bytes: int | None = None) -> LearnStats:
+    def from_ranks(cls, stats: list[RankStats], rollout_bytes: int | None = None) -> LearnStats:
         """From the ranks' own `train_step` answers (rank 0 first)."""
         first = stats[0]
         return cls(
-            loss=first.get("loss"), kl=first.get("kl"), entropy=first.get("entropy"), clip_frac=first.get("clip_frac"),
-            grad_norm=first.get("grad_norm"), ratio_mean=first.get("ratio_mean"), ratio_min=first.get("ratio_min"),
-            ratio_max=first.get("ratio_max"), optimizer_steps=int(first.get("optimizer_steps", 0)),
-            updates=list(first.get("updates", [])),
-            per_prompt_surrogate={int(k): float(v) for k, v in (first.get("per_prompt_surrogate") or {}).items()},
-            rollout_bytes=rollout_bytes, fetched_bytes_per_rank=[s.get("fetched_bytes") for s in stats],
-            rank_phase_s=[s.get("phase_s", {}) for s in stats], rank_time_s=[s.get("time_s") for s in stats],
-            rank_cpu_s=[s.get("cpu_s") for s in stats])
+            loss=first.loss, kl=first.kl, entropy=first.entropy, clip_frac=first.clip_frac, grad_norm=first.grad_norm,
+            ratio_mean=first.ratio_mean, ratio_min=first.ratio_min, ratio_max=first.ratio_max,
+            optimizer_steps=first.optimizer_steps, updates=list(first.updates),
+            per_prompt_surrogate={int(k): float(v) for k, v in first.per_prompt_surrogate.items()},
+            rollout_bytes=rollout_bytes, fetched_bytes_per_rank=[s.fetched_bytes for s in stats],
+            rank_phase_s=[s.phase_s for s in stats], rank_time_s=[s.time_s for s in stats],
+            rank_cpu_s=[s.cpu_s for s in stats])
 
     def surrogate(self, slots: int) -> list[float]:
         """The per-prompt surrogate loss of slots 0 … slots−1; 0 for a slot no rank trained."""
