@@ -181,7 +181,7 @@ def run_publish(learner, model_dir: str, args, gpus: int, result: dict) -> None:
     result["sampler"] = out
     on_gpu = device != "cpu"
     choice = choose_weight_sync("collective", "auto", 1.0 if on_gpu else 0.0, 1.0 if on_gpu else 0.0, on_gpu,
-                                on_gpu, [learner.info()["cuda_uuid"], out["cuda_uuid"]])
+                                on_gpu, [learner.info().cuda_uuid, out["cuda_uuid"]])
     backend = choice.backend
     result["weight_sync_choice"] = choice.reason
     t0 = time.perf_counter()

@@ -21,8 +21,8 @@ from typing import Any
 
 from gdro_ray.algorithms.schedule import StepSchedule
 
-__all__ = ["LearnStats", "LearnerBatch", "PromptRollouts", "RankStats", "Shard", "ShardResult", "StepRecord", "StepSchedule",
-           "UpdateStats"]
+__all__ = ["LearnStats", "LearnerBatch", "LearnerInfo", "PromptRollouts", "RankStats", "SamplerInfo", "Shard", "ShardResult",
+           "StepRecord", "StepSchedule", "UpdateStats"]
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,41 @@ class LearnStats:
     def surrogate(self, slots: int) -> list[float]:
         """The per-prompt surrogate loss of slots 0 … slots−1; 0 for a slot no rank trained."""
         return [float(self.per_prompt_surrogate.get(i, 0.0)) for i in range(slots)]
+
+
+@dataclass(frozen=True)
+class LearnerInfo:
+    """What a learner rank says about itself (`LearnerWorker.info`): where it runs and how it trains."""
+
+    rank: int
+    world_size: int
+    device: str
+    cuda_uuid: str | None  # the card's UUID (None on CPU): indexes differ per process, so sharing a card shows only here
+    backend: str
+    version: int
+    num_params: int
+    pid: int
+    cpu_affinity: list[int] | None
+    torch_threads: int
+    micro_batch: int
+    micro_batch_tokens: int
+    gradient_checkpointing: bool
+
+
+@dataclass
+class SamplerInfo:
+    """What a sampler says when it is up (`Sampler.ready`), kept by the pool per member, which
+    updates `weights_version` as it publishes and adds `node_id` once the sampler is placed.
+    Stand-in samplers may leave the device fields unset (None: not reported)."""
+
+    sampler_id: int
+    pid: int | None = None
+    weights_version: int | None = None  # None: the sampler has not answered yet
+    cuda: bool | None = None  # whether its engine sees CUDA
+    cuda_uuid: str | None = None  # the card its engine uses: the weight transport avoids NCCL between ranks on one card
+    cpu_affinity: list[int] | None = None
+    torch_threads: int | None = None
+    node_id: str | None = None  # the Ray node its placement group is on (set by the pool)
 
 
 @dataclass

@@ -71,7 +71,7 @@ from gdro_ray.learner.batch import (
 )
 from gdro_ray.learner.phases import learner_phase_timer
 from gdro_ray.learner.weights_out import LearnerWeights
-from gdro_ray.protocol import RankStats, UpdateStats
+from gdro_ray.protocol import LearnerInfo, RankStats, UpdateStats
 from gdro_ray.transfer.rollout_arrays import materialise, rank_rows, row_lengths
 from gdro_ray.transfer.weight_group import rendezvous_store
 from gdro_ray.utils.phase_timer import PhaseTimer
@@ -195,23 +195,13 @@ class LearnerWorker(LearnerWeights):
         """Batches trained (each with at least one optimizer step): the version of the weights."""
         return self._version
 
-    def info(self) -> dict:
-        return {
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "device": str(self.device),
-            # the card's UUID (None on CPU): indexes differ per process, so sharing a card shows only here
-            "cuda_uuid": _card_uuid(self.device),
-            "backend": self.backend,
-            "version": self._version,
-            "num_params": sum(p.numel() for p in self.model.parameters()),
-            "pid": os.getpid(),
-            "cpu_affinity": self.cpu_affinity,
-            "torch_threads": torch.get_num_threads(),
-            "micro_batch": self.micro_batch,
-            "micro_batch_tokens": self.micro_batch_tokens,
-            "gradient_checkpointing": self.gradient_checkpointing,
-        }
+    def info(self) -> LearnerInfo:
+        return LearnerInfo(
+            rank=self.rank, world_size=self.world_size, device=str(self.device), cuda_uuid=_card_uuid(self.device),
+            backend=self.backend, version=self._version, num_params=sum(p.numel() for p in self.model.parameters()),
+            pid=os.getpid(), cpu_affinity=self.cpu_affinity, torch_threads=torch.get_num_threads(),
+            micro_batch=self.micro_batch, micro_batch_tokens=self.micro_batch_tokens,
+            gradient_checkpointing=self.gradient_checkpointing)
 
     # ------------------------------------------------------------------ training
     def _forward_logp(self, model: torch.nn.Module, mb, with_entropy: bool = False):
