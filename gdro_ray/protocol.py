@@ -21,7 +21,7 @@ from typing import Any
 
 from gdro_ray.algorithms.schedule import StepSchedule
 
-__all__ = ["LearnStats", "LearnerBatch", "LearnerInfo", "PromptRollouts", "RankStats", "SamplerInfo", "Shard", "ShardResult",
+__all__ = ["EvalResult", "LearnStats", "LearnerBatch", "LearnerInfo", "PromptRollouts", "RankStats", "SamplerInfo", "Shard", "ShardResult",
            "StepRecord", "StepSchedule", "UpdateStats"]
 
 
@@ -234,6 +234,27 @@ class SamplerInfo:
     cpu_affinity: list[int] | None = None
     torch_threads: int | None = None
     node_id: str | None = None  # the Ray node its placement group is on (set by the pool)
+
+
+@dataclass
+class EvalResult:
+    """A held-out evaluation of the weights a sampler holds (`eval.evaluate.evaluate_engine`, the
+    sampler's `evaluate`): mean@k and unbiased pass@k pooled, per tier, per dataset and for the
+    worst tier, each prompt's rollouts and successes, and how it was sampled. The statistics are
+    `{n_prompts, n_rollouts, mean_at_k, pass_at_k}` dicts, as the JSON files have them."""
+
+    k: int
+    pooled: dict
+    per_tier: dict[str, dict] = field(default_factory=dict)  # "<tier>", or "<source>/<tier>" with several datasets
+    worst_tier: dict | None = None  # {"tier", ...statistics}: the lowest pass@k (ties: mean@k)
+    per_dataset: dict[str, dict] = field(default_factory=dict)  # source → statistics, its per_tier and worst_tier
+    per_prompt: list[dict] = field(default_factory=list)  # {id, source, tier, n, c}
+    meta: dict = field(default_factory=dict)  # sampling settings, engine, weights version, seconds, tokens
+
+    def to_dict(self) -> dict:
+        """The JSON-ready result (eval_base.json, evals/step*.json, `gdro-ray eval`'s file)."""
+        return {"k": self.k, "pooled": self.pooled, "per_tier": self.per_tier, "worst_tier": self.worst_tier,
+                "per_dataset": self.per_dataset, "per_prompt": self.per_prompt, "meta": self.meta}
 
 
 @dataclass

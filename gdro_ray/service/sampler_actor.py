@@ -18,7 +18,7 @@ import logging
 import os
 import time
 
-from gdro_ray.protocol import SamplerInfo, Shard, ShardResult
+from gdro_ray.protocol import EvalResult, SamplerInfo, Shard, ShardResult
 
 log = logging.getLogger("gdro_ray.sampler")
 
@@ -196,7 +196,7 @@ class Sampler:
         return self._reward_thread
 
     def evaluate(self, examples: list[dict], k: int, max_new_tokens: int, temperature: float,
-                 top_p: float, seed: int = 0) -> dict:
+                 top_p: float, seed: int = 0) -> EvalResult:
         """Evaluate the weights this sampler holds (mean@k, pass@k per tier and pooled)."""
         from gdro_ray.eval.evaluate import evaluate_engine
 

@@ -48,7 +48,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from gdro_ray.protocol import SamplerInfo, Shard, ShardResult
+from gdro_ray.protocol import EvalResult, SamplerInfo, Shard, ShardResult
 from gdro_ray.service.sampler_actor import Sampler
 
 log = logging.getLogger("gdro_ray.pool")
@@ -331,7 +331,7 @@ class SamplerPool:
                     out.append(e)
             return out
 
-    def evaluate(self, examples: list[dict], **kw) -> dict:
+    def evaluate(self, examples: list[dict], **kw) -> EvalResult:
         """Evaluate on one live sampler (another one if it dies)."""
         while True:
             self.wait_ready(1)

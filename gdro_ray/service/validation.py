@@ -142,11 +142,12 @@ class ValidationLoop:
 
     # ---- evaluation -----------------------------------------------------------------------
     def _run_eval(self) -> tuple[dict, float]:
+        """One evaluation on the pool, as the JSON-ready dict the loop writes and reads back, and its seconds."""
         e = self.cfg.eval
         t0 = time.perf_counter()
         res = self.pool.evaluate(self.eval_set, k=e.k, max_new_tokens=self.cfg.sampler.max_new_tokens,
                                  temperature=e.temperature, top_p=e.top_p, seed=self.cfg.seed)
-        return res, time.perf_counter() - t0
+        return res.to_dict(), time.perf_counter() - t0
 
     def base(self, step: int) -> dict:
         """The base model's evaluation: evaluated and emitted once, read back on resume."""

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gdro_ray.config import ConfigError, load_config
 from gdro_ray.metrics.eval_names import flat_metrics, metric_value, parse_eval_metric
+from gdro_ray.protocol import EvalResult
 from gdro_ray.service.checkpoint import mark_best, read_best, write_checkpoint
 from gdro_ray.service.run_log import RunLog
 from gdro_ray.service.validation import ValidationLoop, is_eval_record
@@ -143,7 +144,7 @@ class _Pool:
 
     def evaluate(self, examples, **kw):
         self.calls.append(kw)
-        return self.results.pop(0)
+        return EvalResult(**self.results.pop(0))
 
 
 class _Trainer:
