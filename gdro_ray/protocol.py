@@ -21,7 +21,7 @@ from typing import Any
 
 from gdro_ray.algorithms.schedule import StepSchedule
 
-__all__ = ["EvalResult", "LearnStats", "LearnerBatch", "LearnerInfo", "PromptRollouts", "RankStats", "SamplerInfo", "Shard", "ShardResult",
+__all__ = ["DriverReport", "EvalResult", "LearnStats", "LearnerBatch", "LearnerInfo", "PromptRollouts", "RankStats", "SamplerInfo", "Shard", "ShardResult",
            "StepRecord", "StepSchedule", "UpdateStats"]
 
 
@@ -255,6 +255,27 @@ class EvalResult:
         """The JSON-ready result (eval_base.json, evals/step*.json, `gdro-ray eval`'s file)."""
         return {"k": self.k, "pooled": self.pooled, "per_tier": self.per_tier, "worst_tier": self.worst_tier,
                 "per_dataset": self.per_dataset, "per_prompt": self.per_prompt, "meta": self.meta}
+
+
+@dataclass
+class DriverReport:
+    """What the driver tells the adversary actor after each step, for its gauges (gdro_ray/metrics/exporter.py)
+    and `gdro-ray status`. None: not measured (the exporter leaves that gauge as it was)."""
+
+    step_time_s: float | None = None
+    tokens_per_s: float | None = None
+    reward_mean: float | None = None  # a custom reward's own mean, else the adversary's success rate
+    samplers: int | None = None  # live samplers
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per driver stage
+    staleness: int | None = None
+    requeued: int | None = None  # run totals: shards requeued, sampler restarts, reward timeouts
+    restarts: int | None = None
+    reward_timeouts: int | None = None
+    learner_phases: list[dict] | None = None  # seconds per learner phase, per rank
+    response_len_mean: float | None = None
+    response_len_max: int | None = None
+    truncation_rate: float | None = None
+    entropy: float | None = None  # the policy's, per response token, before the update
 
 
 @dataclass
