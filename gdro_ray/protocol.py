@@ -1,8 +1,11 @@
-"""The messages of one training step, as they cross between the actors.
+"""The messages between the actors: those of one training step, and the reports around it.
 
     adversary ──StepSchedule──▶ driver ──Shard──▶ sampler ──ShardResult──▶ driver
-    driver ──LearnerBatch──▶ learner group ──LearnStats──▶ driver ──observe(step, …)──▶ adversary
-    driver ──StepRecord──▶ metrics.jsonl
+    driver ──LearnerBatch──▶ learner group ──▶ each rank ──RankStats (of UpdateStats)──▶ learner group
+    learner group ──LearnStats──▶ driver ──observe(step, …)──▶ adversary
+    driver ──StepRecord──▶ metrics.jsonl;  driver ──DriverReport──▶ adversary (gauges, status)
+    learner rank ──LearnerInfo──▶ driver;  sampler ──SamplerInfo──▶ pool (when it is up)
+    sampler ──EvalResult──▶ driver (held-out evaluation; its `to_dict()` is the JSON result)
 
 `StepSchedule` (`gdro_ray.algorithms.schedule`) is the adversary's own pure object; it crosses Ray
 as it is and stays pending in the adversary, so the results name its step rather than send it
