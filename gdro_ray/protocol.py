@@ -6,6 +6,7 @@
     driver ──StepRecord──▶ metrics.jsonl;  driver ──DriverReport──▶ adversary (gauges, status)
     learner rank ──LearnerInfo──▶ driver;  sampler ──SamplerInfo──▶ pool (when it is up)
     sampler ──EvalResult──▶ driver (held-out evaluation; its `to_dict()` is the JSON result)
+    driver ──EvalRecord──▶ metrics.jsonl and adversary (gauges, status)
 
 `StepSchedule` (`gdro_ray.algorithms.schedule`) is the adversary's own pure object; it crosses Ray
 as it is and stays pending in the adversary, so the results name its step rather than send it
@@ -24,8 +25,11 @@ from typing import Any
 
 from gdro_ray.algorithms.schedule import StepSchedule
 
-__all__ = ["DriverReport", "EvalResult", "LearnStats", "LearnerBatch", "LearnerInfo", "PromptRollouts", "RankStats", "SamplerInfo", "Shard", "ShardResult",
-           "StepRecord", "StepSchedule", "UpdateStats"]
+__all__ = [
+    "EVAL_RECORD", "DriverReport", "EvalRecord", "EvalResult", "LearnStats", "LearnerBatch",
+    "LearnerInfo", "PromptRollouts", "RankStats", "SamplerInfo", "Shard", "ShardResult",
+    "StepRecord", "StepSchedule", "UpdateStats",
+]
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,32 @@ class EvalResult:
         """The JSON-ready result (eval_base.json, evals/step*.json, `gdro-ray eval`'s file)."""
         return {"k": self.k, "pooled": self.pooled, "per_tier": self.per_tier, "worst_tier": self.worst_tier,
                 "per_dataset": self.per_dataset, "per_prompt": self.per_prompt, "meta": self.meta}
+
+
+#: Value of `type` that marks an evaluation record in metrics.jsonl; step records have no `type`.
+EVAL_RECORD = "eval"
+
+
+@dataclass
+class EvalRecord:
+    """The compact metrics.jsonl form of one evaluation (per-prompt detail stays out of it), which
+    the driver also reports to the adversary actor for its gdro_eval_* gauges and `gdro-ray status`."""
+
+    label: str  # base, periodic or final
+    step: int  # the index of the step this evaluation follows (-1: before training)
+    steps_done: int
+    weights_version: int
+    k: int | None
+    n_prompts: int | None
+    metrics: dict[str, float]  # `<group>/<stat>` (gdro_ray/metrics/eval_names.py)
+    eval_s: float
+    best: dict | None = None  # with `checkpoint.keep_best`: this value, the best so far and its step
+
+    def to_json(self) -> dict:
+        """The metrics.jsonl line."""
+        return {"type": EVAL_RECORD, "label": self.label, "step": self.step, "steps_done": self.steps_done,
+                "weights_version": self.weights_version, "k": self.k, "n_prompts": self.n_prompts,
+                "metrics": self.metrics, "eval_s": self.eval_s, "best": self.best}
 
 
 @dataclass

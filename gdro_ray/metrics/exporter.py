@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gdro_ray.metrics.names import METRICS
-from gdro_ray.protocol import DriverReport
+from gdro_ray.protocol import DriverReport, EvalRecord
 
 log = logging.getLogger("gdro_ray.metrics")
 
@@ -126,15 +126,15 @@ class Exporter:
         """Shards waiting for a sampler right now."""
         self.set("gdro_queue_shards", queued_shards)
 
-    def update_eval(self, record: dict) -> None:
-        """An `eval` record (gdro_ray/service/validation.py): its `<group>/<stat>` metrics as gauges."""
-        for key, value in (record.get("metrics") or {}).items():
+    def update_eval(self, record: EvalRecord) -> None:
+        """An evaluation's record (gdro_ray/service/validation.py): its `<group>/<stat>` metrics as gauges."""
+        for key, value in (record.metrics or {}).items():
             group, _, stat = key.partition("/")
             name = {"pass_at_k": "gdro_eval_pass_at_k", "mean_at_k": "gdro_eval_mean_at_k"}.get(stat)
             if name:
                 self.set(name, value, group=group)
-        self.set("gdro_eval_steps", record.get("steps_done", 0))
-        best = record.get("best")
+        self.set("gdro_eval_steps", record.steps_done)
+        best = record.best
         if best and best.get("best_value") is not None:
             self.set("gdro_eval_best", best["best_value"])
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 
 from gdro_ray.algorithms.schedule import StepSchedule
-from gdro_ray.protocol import DriverReport
+from gdro_ray.protocol import DriverReport, EvalRecord
 
 ACTOR_NAME = "gdro_adversary"
 NAMESPACE = "gdro_ray"
@@ -113,9 +113,9 @@ class AdversaryService:
         if self.exporter:
             self.exporter.update_queue(int(queued_shards))
 
-    def report_eval(self, record: dict) -> None:
+    def report_eval(self, record: EvalRecord) -> None:
         """The latest held-out evaluation (an `eval` record of metrics.jsonl), for gauges and status."""
-        self.last_eval = record
+        self.last_eval = record.to_json()
         if self.exporter:
             self.exporter.update_eval(record)
 
