@@ -64,9 +64,11 @@ class VirtualSamplerHost:
         self.busy_s: dict[int, float] = {}
 
     # -- the Sampler interface, per virtual sampler id ------------------------------------
-    async def ready(self, vid: int, version: int) -> dict:
+    async def ready(self, vid: int, version: int):
+        from gdro_ray.protocol import SamplerInfo
+
         self.versions[vid] = version
-        return {"sampler_id": vid, "pid": os.getpid(), "weights_version": version}
+        return SamplerInfo(sampler_id=vid, pid=os.getpid(), weights_version=version)
 
     async def update_weights(self, vid: int, blob: bytes, version: int) -> int:
         self.versions[vid] = version

@@ -96,12 +96,13 @@ class VirtualRank:
     def __init__(self, rank: int, world: int, mini_batches: int):
         self.rank, self.world, self.mini_batches = rank, world, mini_batches
 
-    def train_step(self, batch: dict, groups: dict) -> dict:
+    def train_step(self, batch: dict, groups: dict):
+        from gdro_ray.protocol import RankStats
         from gdro_ray.transfer.rollout_arrays import materialise, rank_rows
 
         own = rank_rows(batch["prompt_index"], self.mini_batches, self.rank, self.world)
         batch, fetched = materialise(batch, groups, own)
-        return {"fetched_bytes": fetched, "loss": 0.0, "per_prompt_surrogate": {}, "updates": []}
+        return RankStats(fetched_bytes=fetched)
 
     def state_dict_bytes(self):
         return b"\0" * 4096 if self.rank == 0 else None

@@ -181,7 +181,7 @@ def run_publish(learner, model_dir: str, args, gpus: int, result: dict) -> None:
     result["sampler"] = out
     on_gpu = device != "cpu"
     choice = choose_weight_sync("collective", "auto", 1.0 if on_gpu else 0.0, 1.0 if on_gpu else 0.0, on_gpu,
-                                on_gpu, [learner.info()["cuda_uuid"], out["cuda_uuid"]])
+                                on_gpu, [learner.info().cuda_uuid, out["cuda_uuid"]])
     backend = choice.backend
     result["weight_sync_choice"] = choice.reason
     t0 = time.perf_counter()
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         peak = None if smoke else peak_flops(name)
         tps = tokens / step_s
         result["learner"] = {"backend": learner.backend, "steps": steps, "step_s": step_s, "first_step_s": times[0],
-                             "tokens_per_step": tokens, "tokens_per_s": tps, "loss": stats["loss"],
+                             "tokens_per_step": tokens, "tokens_per_s": tps, "loss": stats.loss,
                              "peak_bf16_flops": peak, "mfu": 6 * n_flop * tps / peak if peak else None}
         if not smoke:
             result["learner"]["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30

@@ -82,7 +82,7 @@ def run_rank(rank: int, world: int, port: int, model_dir: str, batch: dict, step
                       num_threads=threads, reshard_after_forward=reshard)
     times, publish = [], []
     for _ in range(steps):
-        times.append(w.train_step(batch)["time_s"])
+        times.append(w.train_step(batch).time_s)
         t0 = time.perf_counter()
         w.state_dict_bytes()
         publish.append(time.perf_counter() - t0)

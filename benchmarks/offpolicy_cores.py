@@ -104,8 +104,8 @@ def main(argv=None) -> int:
     try:
         trainer = build_trainer(cfg, run)
         samplers = [m.actor for m in trainer.pool.members.values()]
-        s_pids = [m.info["pid"] for m in trainer.pool.members.values()]
-        l_pids = [i["pid"] for i in trainer.learner.infos()]
+        s_pids = [m.info.pid for m in trainer.pool.members.values()]
+        l_pids = [i.pid for i in trainer.learner.infos()]
         block(trainer, False, 2, s_pids, l_pids)  # warm up: compile, first publish
         for rep in range(args.repeats):
             for mode, place in CONFIGS:

@@ -143,8 +143,10 @@ class VirtualSampler:
     def __init__(self, device, sample_s: float, shards: int, version: int):
         self.device, self.per_shard, self.version = device, sample_s / shards, version
 
-    async def ready(self) -> dict:
-        return {"sampler_id": 0, "pid": os.getpid(), "weights_version": self.version}
+    async def ready(self):
+        from gdro_ray.protocol import SamplerInfo
+
+        return SamplerInfo(sampler_id=0, pid=os.getpid(), weights_version=self.version)
 
     async def update_weights(self, blob, version: int) -> int:
         self.version = version

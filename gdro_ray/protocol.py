@@ -1,8 +1,12 @@
-"""The messages of one training step, as they cross between the actors.
+"""The messages between the actors: those of one training step, and the reports around it.
 
     adversary ──StepSchedule──▶ driver ──Shard──▶ sampler ──ShardResult──▶ driver
-    driver ──LearnerBatch──▶ learner group ──LearnStats──▶ driver ──observe(step, …)──▶ adversary
-    driver ──StepRecord──▶ metrics.jsonl
+    driver ──LearnerBatch──▶ learner group ──▶ each rank ──RankStats (of UpdateStats)──▶ learner group
+    learner group ──LearnStats──▶ driver ──observe(step, …)──▶ adversary
+    driver ──StepRecord──▶ metrics.jsonl;  driver ──DriverReport──▶ adversary (gauges, status)
+    learner rank ──LearnerInfo──▶ driver;  sampler ──SamplerInfo──▶ pool (when it is up)
+    sampler ──EvalResult──▶ driver (held-out evaluation; its `to_dict()` is the JSON result)
+    driver ──EvalRecord──▶ metrics.jsonl and adversary (gauges, status)
 
 `StepSchedule` (`gdro_ray.algorithms.schedule`) is the adversary's own pure object; it crosses Ray
 as it is and stays pending in the adversary, so the results name its step rather than send it
@@ -21,7 +25,11 @@ from typing import Any
 
 from gdro_ray.algorithms.schedule import StepSchedule
 
-__all__ = ["LearnStats", "LearnerBatch", "PromptRollouts", "Shard", "ShardResult", "StepRecord", "StepSchedule"]
+__all__ = [
+    "EVAL_RECORD", "DriverReport", "EvalRecord", "EvalResult", "LearnStats", "LearnerBatch",
+    "LearnerInfo", "PromptRollouts", "RankStats", "SamplerInfo", "Shard", "ShardResult",
+    "StepRecord", "StepSchedule", "UpdateStats",
+]
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,53 @@ class LearnerBatch:
 
 
 @dataclass
+class UpdateStats:
+    """One optimizer step of a learner rank (an epoch's mini-batch): its loss and the token means
+    of the surrogate, KL, clipping, ratio and entropy over the mini-batch, as every rank reduced them."""
+
+    loss: float = 0.0
+    pg_loss: float = 0.0
+    kl: float = 0.0
+    clip_frac: float = 0.0
+    ratio_mean: float = 1.0
+    ratio_min: float = 1.0
+    ratio_max: float = 1.0
+    entropy: float = 0.0  # the policy's, per response token, before the update
+    grad_norm: float = 0.0  # before clipping
+    tokens: int = 0
+    skipped: bool = False  # the gradient was not finite: no optimizer step
+    epoch: int = 0
+    mini_batch: int = 0
+
+
+@dataclass
+class RankStats:
+    """One learner rank's answer to `train_step`: the step's statistics (alike on every rank, the
+    update's collectives reduced them) and this rank's own timing and fetched bytes."""
+
+    loss: float = 0.0  # the mean over the updates
+    pg_loss: float = 0.0  # token means over every update, as in `UpdateStats`
+    kl: float = 0.0
+    clip_frac: float = 0.0
+    ratio_mean: float = 1.0
+    entropy: float = 0.0
+    ratio_min: float = 1.0  # over every update
+    ratio_max: float = 1.0
+    grad_norm: float = 0.0  # the largest over the updates
+    tokens: int = 0  # response tokens of the batch (every rank's rows)
+    responses: int = 0
+    skipped: bool = True  # no update stepped the optimizer
+    optimizer_steps: int = 0
+    updates: list[UpdateStats] = field(default_factory=list)
+    version: int = 0  # the learner's weights version after the step
+    per_prompt_surrogate: dict[int, float] = field(default_factory=dict)  # step slot → mean surrogate loss
+    time_s: float = 0.0
+    phase_s: dict[str, float] = field(default_factory=dict)  # wall seconds per learner phase (`learner/phases.py`)
+    cpu_s: float | None = None  # process CPU seconds: well below `time_s` means the rank waited
+    fetched_bytes: int | None = None  # rollout bytes this rank took from the object store (service batches)
+
+
+@dataclass
 class LearnStats:
     """What one GRPO update reports to the driver (`LearnerGroup.train_step`): the statistics
     every rank reduced alike (taken from rank 0) and each rank's own timing and fetched bytes."""
@@ -134,7 +189,7 @@ class LearnStats:
     ratio_min: float | None = None
     ratio_max: float | None = None
     optimizer_steps: int = 0
-    updates: list[dict] = field(default_factory=list)  # per (epoch, mini-batch): its loss, clipping, ratios
+    updates: list[UpdateStats] = field(default_factory=list)  # per (epoch, mini-batch): its loss, clipping, ratios
     per_prompt_surrogate: dict[int, float] = field(default_factory=dict)  # step slot → mean surrogate loss
     rollout_bytes: int | None = None  # the trained rollouts' array bytes
     fetched_bytes_per_rank: list[int | None] | None = None  # what each rank took from the object store
@@ -143,22 +198,124 @@ class LearnStats:
     rank_cpu_s: list[float | None] | None = None
 
     @classmethod
-    def from_ranks(cls, stats: list[dict], rollout_bytes: int | None = None) -> LearnStats:
+    def from_ranks(cls, stats: list[RankStats], rollout_bytes: int | None = None) -> LearnStats:
         """From the ranks' own `train_step` answers (rank 0 first)."""
         first = stats[0]
         return cls(
-            loss=first.get("loss"), kl=first.get("kl"), entropy=first.get("entropy"), clip_frac=first.get("clip_frac"),
-            grad_norm=first.get("grad_norm"), ratio_mean=first.get("ratio_mean"), ratio_min=first.get("ratio_min"),
-            ratio_max=first.get("ratio_max"), optimizer_steps=int(first.get("optimizer_steps", 0)),
-            updates=list(first.get("updates", [])),
-            per_prompt_surrogate={int(k): float(v) for k, v in (first.get("per_prompt_surrogate") or {}).items()},
-            rollout_bytes=rollout_bytes, fetched_bytes_per_rank=[s.get("fetched_bytes") for s in stats],
-            rank_phase_s=[s.get("phase_s", {}) for s in stats], rank_time_s=[s.get("time_s") for s in stats],
-            rank_cpu_s=[s.get("cpu_s") for s in stats])
+            loss=first.loss, kl=first.kl, entropy=first.entropy, clip_frac=first.clip_frac, grad_norm=first.grad_norm,
+            ratio_mean=first.ratio_mean, ratio_min=first.ratio_min, ratio_max=first.ratio_max,
+            optimizer_steps=first.optimizer_steps, updates=list(first.updates),
+            per_prompt_surrogate={int(k): float(v) for k, v in first.per_prompt_surrogate.items()},
+            rollout_bytes=rollout_bytes, fetched_bytes_per_rank=[s.fetched_bytes for s in stats],
+            rank_phase_s=[s.phase_s for s in stats], rank_time_s=[s.time_s for s in stats],
+            rank_cpu_s=[s.cpu_s for s in stats])
 
     def surrogate(self, slots: int) -> list[float]:
         """The per-prompt surrogate loss of slots 0 … slots−1; 0 for a slot no rank trained."""
         return [float(self.per_prompt_surrogate.get(i, 0.0)) for i in range(slots)]
+
+
+@dataclass(frozen=True)
+class LearnerInfo:
+    """What a learner rank says about itself (`LearnerWorker.info`): where it runs and how it trains."""
+
+    rank: int
+    world_size: int
+    device: str
+    cuda_uuid: str | None  # the card's UUID (None on CPU): indexes differ per process, so sharing a card shows only here
+    backend: str
+    version: int
+    num_params: int
+    pid: int
+    cpu_affinity: list[int] | None
+    torch_threads: int
+    micro_batch: int
+    micro_batch_tokens: int
+    gradient_checkpointing: bool
+
+
+@dataclass
+class SamplerInfo:
+    """What a sampler says when it is up (`Sampler.ready`), kept by the pool per member, which
+    updates `weights_version` as it publishes and adds `node_id` once the sampler is placed.
+    Stand-in samplers may leave the device fields unset (None: not reported)."""
+
+    sampler_id: int
+    pid: int | None = None
+    weights_version: int | None = None  # None: the sampler has not answered yet
+    cuda: bool | None = None  # whether its engine sees CUDA
+    cuda_uuid: str | None = None  # the card its engine uses: the weight transport avoids NCCL between ranks on one card
+    cpu_affinity: list[int] | None = None
+    torch_threads: int | None = None
+    node_id: str | None = None  # the Ray node its placement group is on (set by the pool)
+
+
+@dataclass
+class EvalResult:
+    """A held-out evaluation of the weights a sampler holds (`eval.evaluate.evaluate_engine`, the
+    sampler's `evaluate`): mean@k and unbiased pass@k pooled, per tier, per dataset and for the
+    worst tier, each prompt's rollouts and successes, and how it was sampled. The statistics are
+    `{n_prompts, n_rollouts, mean_at_k, pass_at_k}` dicts, as the JSON files have them."""
+
+    k: int
+    pooled: dict
+    per_tier: dict[str, dict] = field(default_factory=dict)  # "<tier>", or "<source>/<tier>" with several datasets
+    worst_tier: dict | None = None  # {"tier", ...statistics}: the lowest pass@k (ties: mean@k)
+    per_dataset: dict[str, dict] = field(default_factory=dict)  # source → statistics, its per_tier and worst_tier
+    per_prompt: list[dict] = field(default_factory=list)  # {id, source, tier, n, c}
+    meta: dict = field(default_factory=dict)  # sampling settings, engine, weights version, seconds, tokens
+
+    def to_dict(self) -> dict:
+        """The JSON-ready result (eval_base.json, evals/step*.json, `gdro-ray eval`'s file)."""
+        return {"k": self.k, "pooled": self.pooled, "per_tier": self.per_tier, "worst_tier": self.worst_tier,
+                "per_dataset": self.per_dataset, "per_prompt": self.per_prompt, "meta": self.meta}
+
+
+#: Value of `type` that marks an evaluation record in metrics.jsonl; step records have no `type`.
+EVAL_RECORD = "eval"
+
+
+@dataclass
+class EvalRecord:
+    """The compact metrics.jsonl form of one evaluation (per-prompt detail stays out of it), which
+    the driver also reports to the adversary actor for its gdro_eval_* gauges and `gdro-ray status`."""
+
+    label: str  # base, periodic or final
+    step: int  # the index of the step this evaluation follows (-1: before training)
+    steps_done: int
+    weights_version: int
+    k: int | None
+    n_prompts: int | None
+    metrics: dict[str, float]  # `<group>/<stat>` (gdro_ray/metrics/eval_names.py)
+    eval_s: float
+    best: dict | None = None  # with `checkpoint.keep_best`: this value, the best so far and its step
+
+    def to_json(self) -> dict:
+        """The metrics.jsonl line."""
+        return {"type": EVAL_RECORD, "label": self.label, "step": self.step, "steps_done": self.steps_done,
+                "weights_version": self.weights_version, "k": self.k, "n_prompts": self.n_prompts,
+                "metrics": self.metrics, "eval_s": self.eval_s, "best": self.best}
+
+
+@dataclass
+class DriverReport:
+    """What the driver tells the adversary actor after each step, for its gauges (gdro_ray/metrics/exporter.py)
+    and `gdro-ray status`. None: not measured (the exporter leaves that gauge as it was)."""
+
+    step_time_s: float | None = None
+    tokens_per_s: float | None = None
+    reward_mean: float | None = None  # a custom reward's own mean, else the adversary's success rate
+    samplers: int | None = None  # live samplers
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per driver stage
+    staleness: int | None = None
+    requeued: int | None = None  # run totals: shards requeued, sampler restarts, reward timeouts
+    restarts: int | None = None
+    reward_timeouts: int | None = None
+    learner_phases: list[dict] | None = None  # seconds per learner phase, per rank
+    response_len_mean: float | None = None
+    response_len_max: int | None = None
+    truncation_rate: float | None = None
+    entropy: float | None = None  # the policy's, per response token, before the update
 
 
 @dataclass

@@ -10,7 +10,8 @@ Algorithm:
 4. A group (dataset, tier, or everything pooled) reports the plain average over its prompts.
    The worst tier is the tier with the lowest pass@k (ties: lowest mean@k).
 
-Result (JSON-ready dict):
+Result: an `EvalResult` (`gdro_ray.protocol`, what a sampler actor answers) from `evaluate_engine`,
+and its JSON-ready `to_dict()` from `evaluate`:
     {"k", "pooled": {n_prompts, n_rollouts, mean_at_k, pass_at_k},
      "per_tier": {tier: stats}, "worst_tier": {"tier", ...stats} | None,
      "per_dataset": {source: {stats..., "per_tier", "worst_tier"}},
@@ -33,6 +34,7 @@ import numpy as np
 
 from gdro_ray.engines.prompt_format import example_input
 from gdro_ray.errors import DataError, UserError
+from gdro_ray.protocol import EvalResult
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +150,7 @@ def _check_examples(examples: list[dict]) -> None:
 def evaluate_engine(engine, examples: list[dict], k: int = 8, max_new_tokens: int = TOY_MAX_NEW_TOKENS,
                     temperature: float = 0.6, top_p: float = 0.8, seed: int = 0,
                     reward_fn: Callable[[str, str], float] | None = None, batch_prompts: int = 32,
-                    progress: bool = False) -> dict:
+                    progress: bool = False) -> EvalResult:
     """Evaluate the weights `engine` holds now; see the module docstring for the result."""
     if k < 1:
         raise UserError(f"evaluation: k must be >= 1, got {k}")
@@ -171,14 +173,12 @@ def evaluate_engine(engine, examples: list[dict], k: int = 8, max_new_tokens: in
             hits += sum(ok)
         bar.update(len(correct), rollouts, hits)
     elapsed = time.perf_counter() - started
-    result = aggregate(examples, correct, k)
-    result["meta"] = {
+    return EvalResult(**aggregate(examples, correct, k), meta={
         "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed,
         "weights_version": getattr(engine, "weights_version", None), "engine": type(engine).__name__,
         "seconds": round(elapsed, 3), "tokens": tokens, "rollouts_per_s": round(rollouts / max(elapsed, 1e-9), 2),
         "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1),
-    }
-    return result
+    })
 
 
 def resolve_model(model: str) -> Path:
@@ -209,7 +209,8 @@ def evaluate(model_path: str, examples: list[dict], k: int = 8, engine: str = "v
              temperature: float = 0.6, top_p: float = 0.8, seed: int = 0,
              reward_fn: Callable[[str, str], float] | None = None, dtype: str = "float32",
              progress: bool = True, **engine_kw) -> dict:
-    """Load `model_path` (a folder, `toy` or `smollm2`) and evaluate it on `examples`.
+    """Load `model_path` (a folder, `toy` or `smollm2`) and evaluate it on `examples`: the JSON-ready
+    result (`EvalResult.to_dict`), which `gdro-ray eval` writes.
 
     `engine="vllm"` falls back to transformers with a logged warning when vLLM cannot be
     imported. A tied-embedding model is fine here: evaluation never updates weights.
@@ -228,8 +229,8 @@ def evaluate(model_path: str, examples: list[dict], k: int = 8, engine: str = "v
                                  top_p=top_p, seed=seed, reward_fn=reward_fn, progress=progress)
     finally:
         eng.close()
-    result["meta"].update({"model": str(path), "engine_requested": engine, "dtype": dtype})
-    return result
+    result.meta.update({"model": str(path), "engine_requested": engine, "dtype": dtype})
+    return result.to_dict()
 
 
 # ---------------------------------------------------------------------------- CLI

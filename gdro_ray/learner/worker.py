@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import torch
@@ -70,6 +71,7 @@ from gdro_ray.learner.batch import (
 )
 from gdro_ray.learner.phases import learner_phase_timer
 from gdro_ray.learner.weights_out import LearnerWeights
+from gdro_ray.protocol import LearnerInfo, RankStats, UpdateStats
 from gdro_ray.transfer.rollout_arrays import materialise, rank_rows, row_lengths
 from gdro_ray.transfer.weight_group import rendezvous_store
 from gdro_ray.utils.phase_timer import PhaseTimer
@@ -193,23 +195,13 @@ class LearnerWorker(LearnerWeights):
         """Batches trained (each with at least one optimizer step): the version of the weights."""
         return self._version
 
-    def info(self) -> dict:
-        return {
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "device": str(self.device),
-            # the card's UUID (None on CPU): indexes differ per process, so sharing a card shows only here
-            "cuda_uuid": _card_uuid(self.device),
-            "backend": self.backend,
-            "version": self._version,
-            "num_params": sum(p.numel() for p in self.model.parameters()),
-            "pid": os.getpid(),
-            "cpu_affinity": self.cpu_affinity,
-            "torch_threads": torch.get_num_threads(),
-            "micro_batch": self.micro_batch,
-            "micro_batch_tokens": self.micro_batch_tokens,
-            "gradient_checkpointing": self.gradient_checkpointing,
-        }
+    def info(self) -> LearnerInfo:
+        return LearnerInfo(
+            rank=self.rank, world_size=self.world_size, device=str(self.device), cuda_uuid=_card_uuid(self.device),
+            backend=self.backend, version=self._version, num_params=sum(p.numel() for p in self.model.parameters()),
+            pid=os.getpid(), cpu_affinity=self.cpu_affinity, torch_threads=torch.get_num_threads(),
+            micro_batch=self.micro_batch, micro_batch_tokens=self.micro_batch_tokens,
+            gradient_checkpointing=self.gradient_checkpointing)
 
     # ------------------------------------------------------------------ training
     def _forward_logp(self, model: torch.nn.Module, mb, with_entropy: bool = False):
@@ -275,7 +267,7 @@ class LearnerWorker(LearnerWeights):
         wanted = {i for part in parts for i in part}
         return [out[i][: lengths[i]] if i in wanted else [] for i in range(n)]
 
-    def train_step(self, batch: dict, groups: dict | None = None) -> dict:
+    def train_step(self, batch: dict, groups: dict | None = None) -> RankStats:
         """GRPO on one batch: `epochs` passes of `mini_batches` optimizer steps (see the module
         docstring). Collective. From the learner group: a `LearnerBatch`'s per-row part with
         `groups`, the references of the rollout groups this rank's rows are in (only those are
@@ -327,26 +319,27 @@ class LearnerWorker(LearnerWeights):
                 work["old_logprobs"] = self.response_logprobs(batch, parts=later, gather=False)
 
         per_seq = torch.zeros(n, dtype=torch.float64, device=self.device)
-        updates = []
+        updates: list[UpdateStats] = []
         self.model.train()
         for epoch in range(self.epochs):
             for m, rows in enumerate(parts):
                 detached = on_policy and epoch == 0 and m == 0
-                updates.append(self._update(work, rows, detached, per_seq if epoch == 0 else None, phases)
-                               | {"epoch": epoch, "mini_batch": m})
+                u = self._update(work, rows, detached, per_seq if epoch == 0 else None, phases)
+                updates.append(replace(u, epoch=epoch, mini_batch=m))
         with phases("sync"):
             dist.all_reduce(per_seq)
 
-        steps = [u for u in updates if not u["skipped"]]
+        steps = [u for u in updates if not u.skipped]
         if steps:
             self._version += 1
-        tok = sum(u["tokens"] for u in updates)
-        out = {key: sum(u[key] * u["tokens"] for u in updates) / tok for key in _SUM_STATS}
-        out.update(
-            loss=sum(u["loss"] for u in updates) / len(updates),
-            ratio_max=max(u["ratio_max"] for u in updates),
-            ratio_min=min(u["ratio_min"] for u in updates),
-            grad_norm=max(u["grad_norm"] for u in updates),
+        tok = sum(u.tokens for u in updates)
+        means = {key: sum(getattr(u, key) * u.tokens for u in updates) / tok for key in _SUM_STATS}
+        return RankStats(
+            **means,
+            loss=sum(u.loss for u in updates) / len(updates),
+            ratio_max=max(u.ratio_max for u in updates),
+            ratio_min=min(u.ratio_min for u in updates),
+            grad_norm=max(u.grad_norm for u in updates),
             tokens=total_tokens,
             responses=n,
             skipped=not steps,
@@ -358,13 +351,11 @@ class LearnerWorker(LearnerWeights):
             # this rank's wall seconds per phase, and its process CPU seconds over the step: CPU
             # well below wall means the rank waited (on a collective, or for a core)
             phase_s=phases.totals(), cpu_s=time.process_time() - cpu0,
+            fetched_bytes=fetched_bytes,  # None for a batch that came with its token lists
         )
-        if fetched_bytes is not None:
-            out["fetched_bytes"] = fetched_bytes  # rollout bytes this rank took from the object store
-        return out
 
     def _update(self, batch: dict, rows: list[int], detached_old: bool, per_seq: torch.Tensor | None,
-                timer: PhaseTimer) -> dict:
+                timer: PhaseTimer) -> UpdateStats:
         """One optimizer step on the mini-batch `rows` (every rank the same rows). With
         `detached_old` the current forward is the behaviour policy (ratio exactly 1); otherwise
         `batch["old_logprobs"]` is. Fills `per_seq` with the pre-update surrogate when given; `timer`
@@ -412,15 +403,13 @@ class LearnerWorker(LearnerWeights):
             if not skipped:  # every rank sees the same global norm, so all skip or all step
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        out = {key: float(sums[j]) / max(total, 1.0) for j, key in enumerate(_SUM_STATS, start=1)}
-        return out | {"loss": float(sums[0]), "ratio_max": float(extremes[0]), "ratio_min": -float(extremes[1]),
-                      "grad_norm": grad_norm, "tokens": int(total), "skipped": skipped}
+        means = {key: float(sums[j]) / max(total, 1.0) for j, key in enumerate(_SUM_STATS, start=1)}
+        return UpdateStats(**means, loss=float(sums[0]), ratio_max=float(extremes[0]), ratio_min=-float(extremes[1]),
+                           grad_norm=grad_norm, tokens=int(total), skipped=skipped)
 
-    def _empty_stats(self, n: int, elapsed: float) -> dict:
-        zero = dict.fromkeys(("loss", *_SUM_STATS, "grad_norm"), 0.0) | {"ratio_mean": 1.0}
-        return {**zero, "ratio_max": 1.0, "ratio_min": 1.0, "tokens": 0, "responses": n, "skipped": True,
-                "optimizer_steps": 0, "updates": [], "version": self._version, "per_prompt_surrogate": {},
-                "time_s": elapsed}
+    def _empty_stats(self, n: int, elapsed: float) -> RankStats:
+        """A batch without a response token: nothing to train, the version stays."""
+        return RankStats(responses=n, skipped=True, version=self._version, time_s=elapsed)
 
     def shutdown(self) -> None:
         if self._sender is not None:

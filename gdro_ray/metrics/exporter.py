@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gdro_ray.metrics.names import METRICS
+from gdro_ray.protocol import DriverReport, EvalRecord
 
 log = logging.getLogger("gdro_ray.metrics")
 
@@ -102,34 +103,38 @@ class Exporter:
         self.set("gdro_weights_version", weights_version)
         self.inc_to("gdro_rollouts_total", rollouts_total)
 
-    def update_driver(self, stats: dict) -> None:
+    def update_driver(self, report: DriverReport) -> None:
+        """The driver's report of a step: its gauges, and the run totals as counters."""
         simple = {"step_time_s": "gdro_step_time_seconds", "tokens_per_s": "gdro_tokens_per_second",
-                  "reward_mean": "gdro_reward_mean", "samplers": "gdro_samplers_live",
-                  "queued_shards": "gdro_queue_shards", "staleness": "gdro_staleness",
+                  "reward_mean": "gdro_reward_mean", "samplers": "gdro_samplers_live", "staleness": "gdro_staleness",
                   "response_len_mean": "gdro_response_length_mean", "response_len_max": "gdro_response_length_max",
                   "truncation_rate": "gdro_truncation_rate", "entropy": "gdro_policy_entropy"}
         for key, name in simple.items():
-            if stats.get(key) is not None and name in self.m:
-                self.set(name, stats[key])
-        for stage, secs in stats.get("stages", {}).items():
+            if getattr(report, key) is not None and name in self.m:
+                self.set(name, getattr(report, key))
+        for stage, secs in report.stages.items():
             self.set("gdro_stage_time_seconds", secs, stage=stage)
-        for rank, phases in enumerate(stats.get("learner_phases") or []):
+        for rank, phases in enumerate(report.learner_phases or []):
             for phase, secs in (phases or {}).items():
                 self.set("gdro_learner_phase_seconds", secs, rank=str(rank), phase=phase)
         for key, name in {"requeued": "gdro_shards_requeued_total", "restarts": "gdro_sampler_restarts_total",
                           "reward_timeouts": "gdro_reward_timeouts_total"}.items():
-            if key in stats:
-                self.inc_to(name, stats[key])
+            if getattr(report, key) is not None:
+                self.inc_to(name, getattr(report, key))
 
-    def update_eval(self, record: dict) -> None:
-        """An `eval` record (gdro_ray/service/validation.py): its `<group>/<stat>` metrics as gauges."""
-        for key, value in (record.get("metrics") or {}).items():
+    def update_queue(self, queued_shards: int) -> None:
+        """Shards waiting for a sampler right now."""
+        self.set("gdro_queue_shards", queued_shards)
+
+    def update_eval(self, record: EvalRecord) -> None:
+        """An evaluation's record (gdro_ray/service/validation.py): its `<group>/<stat>` metrics as gauges."""
+        for key, value in (record.metrics or {}).items():
             group, _, stat = key.partition("/")
             name = {"pass_at_k": "gdro_eval_pass_at_k", "mean_at_k": "gdro_eval_mean_at_k"}.get(stat)
             if name:
                 self.set(name, value, group=group)
-        self.set("gdro_eval_steps", record.get("steps_done", 0))
-        best = record.get("best")
+        self.set("gdro_eval_steps", record.steps_done)
+        best = record.best
         if best and best.get("best_value") is not None:
             self.set("gdro_eval_best", best["best_value"])
 

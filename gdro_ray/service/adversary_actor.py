@@ -7,8 +7,10 @@ point other processes of the job find by name (`gdro-ray status`, `gdro-ray scal
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 from gdro_ray.algorithms.schedule import StepSchedule
+from gdro_ray.protocol import DriverReport, EvalRecord
 
 ACTOR_NAME = "gdro_adversary"
 NAMESPACE = "gdro_ray"
@@ -99,20 +101,21 @@ class AdversaryService:
         return self.adv.metrics()
 
     # ---- driver, status and scaling -------------------------------------------------------
-    def report_driver(self, stats: dict) -> None:
-        self.driver_stats = dict(self.driver_stats or {}, **stats)  # keeps the live queue report
+    def report_driver(self, report: DriverReport) -> None:
+        """The driver's measurements of the step just done, for the gauges and `gdro-ray status`."""
+        self.driver_stats = dict(self.driver_stats or {}, **asdict(report))  # keeps the live queue report
         if self.exporter:
-            self.exporter.update_driver(stats)
+            self.exporter.update_driver(report)
 
     def report_queue(self, queued_shards: int) -> None:
         """Shards waiting for a sampler right now (pushed by the pool while a step samples)."""
         self.driver_stats = dict(self.driver_stats or {}, queued_shards=int(queued_shards))
         if self.exporter:
-            self.exporter.update_driver({"queued_shards": int(queued_shards)})
+            self.exporter.update_queue(int(queued_shards))
 
-    def report_eval(self, record: dict) -> None:
+    def report_eval(self, record: EvalRecord) -> None:
         """The latest held-out evaluation (an `eval` record of metrics.jsonl), for gauges and status."""
-        self.last_eval = record
+        self.last_eval = record.to_json()
         if self.exporter:
             self.exporter.update_eval(record)
 

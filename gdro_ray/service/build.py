@@ -77,7 +77,7 @@ def _sampler_pool(cfg: Config, model_path: str, sampler_kw: dict, reward_kw: dic
     from gdro_ray.service.sampler_pool import SamplerPool
 
     pin = {"cpu_affinity": cfg.cluster.sampler_cpus} if cfg.cluster.sampler_cpus else {}
-    learner_uuids = [i.get("cuda_uuid") for i in learner.infos() if i.get("cuda_uuid")]
+    learner_uuids = [i.cuda_uuid for i in learner.infos() if i.cuda_uuid]
     service_kw = dict(sampler_kw, **reward_kw, **pin, gpu=dict(sampler_kw["gpu"], learner_uuids=learner_uuids),
                       num_threads=max(1, int(cfg.sampler.num_cpus)))  # as many torch threads as CPUs, as the learner
     s = cfg.sampler

@@ -33,7 +33,7 @@ import numpy as np
 from gdro_ray.config import Config, to_dict
 from gdro_ray.errors import UserError
 from gdro_ray.metrics.samples import SampleLog, group_label, pick_samples, sample_record
-from gdro_ray.protocol import LearnStats, ShardResult, StepRecord, StepSchedule
+from gdro_ray.protocol import DriverReport, LearnStats, ShardResult, StepRecord, StepSchedule
 from gdro_ray.service.run_log import RunLog
 from gdro_ray.service.run_parts import RunParts
 from gdro_ray.service.shards import build_shards
@@ -244,15 +244,15 @@ class Trainer:
         record.stage_time_s = phases.seconds()
         record.step_time_s = time.perf_counter() - started
         self.reward_timeouts += record.reward_timeouts
-        self.adversary.report_driver.remote({
-            "step_time_s": record.step_time_s, "tokens_per_s": record.tokens_per_s,
-            "reward_mean": (record.custom_reward_mean if record.custom_reward_mean is not None
-                            else record.adversary.get("reward_mean")), "samplers": self.pool.live(),
-            "stages": record.stage_time_s, "staleness": record.staleness, "requeued": self.pool.stats.requeued,
-            "restarts": self.pool.stats.restarts, "reward_timeouts": self.reward_timeouts,
-            "learner_phases": record.learn.get("learner_phase_s"), "response_len_mean": record.response_len_mean,
-            "response_len_max": record.response_len_max, "truncation_rate": record.truncation_rate,
-            "entropy": record.learn.get("entropy")})
+        self.adversary.report_driver.remote(DriverReport(
+            step_time_s=record.step_time_s, tokens_per_s=record.tokens_per_s,
+            reward_mean=(record.custom_reward_mean if record.custom_reward_mean is not None
+                         else record.adversary.get("reward_mean")), samplers=self.pool.live(),
+            stages=record.stage_time_s, staleness=record.staleness, requeued=self.pool.stats.requeued,
+            restarts=self.pool.stats.restarts, reward_timeouts=self.reward_timeouts,
+            learner_phases=record.learn.get("learner_phase_s"), response_len_mean=record.response_len_mean,
+            response_len_max=record.response_len_max, truncation_rate=record.truncation_rate,
+            entropy=record.learn.get("entropy")))
         self.step += 1
         return record
 

@@ -26,7 +26,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from gdro_ray.errors import UserError
 from gdro_ray.learner import LearnerWorker
-from gdro_ray.protocol import LearnerBatch, LearnStats
+from gdro_ray.protocol import LearnerBatch, LearnerInfo, LearnStats
 from gdro_ray.service.gpu_plan import learner_device
 
 # How long the learner group's placement may wait for resources: long enough for an autoscaler to
@@ -110,7 +110,7 @@ class LearnerGroup:
         finally:
             self._calls -= 1
 
-    def infos(self) -> list[dict]:
+    def infos(self) -> list[LearnerInfo]:
         """Each rank's `info()` (device, backend, card UUID ...)."""
         return ray.get([w.info.remote() for w in self.workers])
 

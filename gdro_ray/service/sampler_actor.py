@@ -18,7 +18,7 @@ import logging
 import os
 import time
 
-from gdro_ray.protocol import Shard, ShardResult
+from gdro_ray.protocol import EvalResult, SamplerInfo, Shard, ShardResult
 
 log = logging.getLogger("gdro_ray.sampler")
 
@@ -67,15 +67,14 @@ class Sampler:
             self.update_weights(weights, weights_version)
         self.pid = os.getpid()
 
-    def ready(self) -> dict:
+    def ready(self) -> SamplerInfo:
         import torch
 
         from gdro_ray.utils.cuda_devices import cuda_device_uuid
 
-        # cuda_uuid: the card the engine uses; the weight transport avoids NCCL between ranks on one card
-        return {"sampler_id": self.sampler_id, "pid": self.pid, "weights_version": self.version,
-                "cuda": torch.cuda.is_available(), "cuda_uuid": cuda_device_uuid(), "cpu_affinity": self.cpu_affinity,
-                "torch_threads": torch.get_num_threads()}
+        return SamplerInfo(sampler_id=self.sampler_id, pid=self.pid, weights_version=self.version,
+                           cuda=torch.cuda.is_available(), cuda_uuid=cuda_device_uuid(),
+                           cpu_affinity=self.cpu_affinity, torch_threads=torch.get_num_threads())
 
     def update_weights(self, blob, version: int) -> int:
         """`blob`: safetensors bytes, or `gdro_ray.transfer.weight_arrays` numpy arrays (read in place)."""
@@ -206,7 +205,7 @@ class Sampler:
         return self._reward_thread
 
     def evaluate(self, examples: list[dict], k: int, max_new_tokens: int, temperature: float,
-                 top_p: float, seed: int = 0) -> dict:
+                 top_p: float, seed: int = 0) -> EvalResult:
         """Evaluate the weights this sampler holds (mean@k, pass@k per tier and pooled)."""
         from gdro_ray.eval.evaluate import evaluate_engine
 

@@ -48,7 +48,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from gdro_ray.protocol import Shard, ShardResult
+from gdro_ray.protocol import EvalResult, SamplerInfo, Shard, ShardResult
 from gdro_ray.service.sampler_actor import Sampler
 
 log = logging.getLogger("gdro_ray.pool")
@@ -66,8 +66,8 @@ class _Member:
     actor: object
     pg: object | None
     ready_ref: object
+    info: SamplerInfo  # what ready() answered (until then only the id): pid, weights_version, ...
     ready: bool = False
-    info: dict = field(default_factory=dict)  # what ready() answered: pid, weights_version, ...
 
 
 @dataclass
@@ -124,7 +124,7 @@ class SamplerPool:
                 num_cpus=self.num_cpus, num_gpus=self.num_gpus, resources=self.custom, max_concurrency=1,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=pg),
             ).remote(sid, weights=self.blob_ref, weights_version=self.blob_version, **self.kw)
-        m = _Member(sid, actor, pg, actor.ready.remote())
+        m = _Member(sid, actor, pg, actor.ready.remote(), SamplerInfo(sampler_id=sid))
         self.members[sid] = m
         return m
 
@@ -192,25 +192,25 @@ class SamplerPool:
         except ray.exceptions.RayError as e:
             self._replace(m, f"failed to start: {str(e).strip().splitlines()[0]}")
             return
-        if isinstance(answer, dict):
+        if isinstance(answer, SamplerInfo):
             m.info = answer
         else:  # the version an update_weights call installed
-            m.info["weights_version"] = answer
-        if m.info.get("weights_version") != self.version:
+            m.info.weights_version = answer
+        if m.info.weights_version != self.version:
             # Built while a newer version was published: load it before taking work.
             if self.catch_up is not None:
                 m.ready_ref = self.catch_up(m.sampler_id, m.actor, self.version)
             else:
                 m.ready_ref = m.actor.update_weights.remote(self.blob_ref, self.version)
             return
-        if m.pg is not None and "node_id" not in m.info:  # where it runs: for logs and node-loss checks
+        if m.pg is not None and m.info.node_id is None:  # where it runs: for logs and node-loss checks
             try:
-                m.info["node_id"] = ray.util.placement_group_table(m.pg)["bundles_to_node_id"][0]
+                m.info.node_id = ray.util.placement_group_table(m.pg)["bundles_to_node_id"][0]
             except Exception:  # the table is informative only
                 pass
         m.ready = True
         self.idle[m.sampler_id] = m
-        self.stats.joins.append((m.sampler_id, m.info["weights_version"], time.time()))
+        self.stats.joins.append((m.sampler_id, m.info.weights_version, time.time()))
 
     def _poll_ready(self, timeout: float) -> None:
         pending = {m.ready_ref: m for m in self.members.values() if not m.ready}
@@ -236,7 +236,7 @@ class SamplerPool:
             elif isinstance(out, Exception):
                 raise out
             else:
-                m.info["weights_version"] = version
+                m.info.weights_version = version
         return time.perf_counter() - t0
 
     # ---- work -------------------------------------------------------------------------------
@@ -331,7 +331,7 @@ class SamplerPool:
                     out.append(e)
             return out
 
-    def evaluate(self, examples: list[dict], **kw) -> dict:
+    def evaluate(self, examples: list[dict], **kw) -> EvalResult:
         """Evaluate on one live sampler (another one if it dies)."""
         while True:
             self.wait_ready(1)

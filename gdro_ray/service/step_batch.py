@@ -278,7 +278,7 @@ def learn_fields(learn: LearnStats) -> dict:
         "grad_norm": learn.grad_norm,
         "ratio_mean": learn.ratio_mean, "ratio_min": learn.ratio_min, "ratio_max": learn.ratio_max,
         "optimizer_steps": learn.optimizer_steps,
-        "updates": [{k: u.get(k) for k in ("epoch", "mini_batch", *keys)} for u in learn.updates],
+        "updates": [{k: getattr(u, k) for k in ("epoch", "mini_batch", *keys)} for u in learn.updates],
         # the trained rollouts' array bytes, and what each learner rank fetched of them
         "rollout_bytes": learn.rollout_bytes, "rollout_bytes_per_rank": learn.fetched_bytes_per_rank,
         # where each learner rank's time went (gdro_ray/learner/phases.py names the phases)

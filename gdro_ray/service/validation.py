@@ -22,11 +22,9 @@ from pathlib import Path
 
 from gdro_ray.errors import UserError
 from gdro_ray.metrics.eval_names import flat_metrics, metric_value
+from gdro_ray.protocol import EVAL_RECORD, EvalRecord
 from gdro_ray.service.run_log import RunLog
 from gdro_ray.utils.io import atomic_write_json
-
-#: Value of `type` that marks an evaluation record in metrics.jsonl; step records have no `type`.
-EVAL_RECORD = "eval"
 
 
 def is_eval_record(record: dict) -> bool:
@@ -34,22 +32,21 @@ def is_eval_record(record: dict) -> bool:
 
 
 def eval_record(result: dict, label: str, steps_done: int, weights_version: int, seconds: float,
-                best: dict | None = None) -> dict:
-    """The compact metrics.jsonl form of one evaluation (per-prompt detail stays out of it)."""
-    return {
-        "type": EVAL_RECORD,
-        "label": label,
+                best: dict | None = None) -> EvalRecord:
+    """The compact record of one evaluation `result` (per-prompt detail stays out of it)."""
+    return EvalRecord(
+        label=label,
         # the index of the step this evaluation follows (-1: before training), so a resume that
         # trims the records of redone steps keeps exactly the evaluations it does not redo
-        "step": steps_done - 1,
-        "steps_done": steps_done,
-        "weights_version": weights_version,
-        "k": result.get("k"),
-        "n_prompts": (result.get("pooled") or {}).get("n_prompts"),
-        "metrics": flat_metrics(result),
-        "eval_s": round(seconds, 3),
-        "best": best,
-    }
+        step=steps_done - 1,
+        steps_done=steps_done,
+        weights_version=weights_version,
+        k=result.get("k"),
+        n_prompts=(result.get("pooled") or {}).get("n_prompts"),
+        metrics=flat_metrics(result),
+        eval_s=round(seconds, 3),
+        best=best,
+    )
 
 
 def base_signature(cfg, model_path: str, eval_set: list[dict], prompt_format=None) -> dict:
@@ -144,11 +141,12 @@ class ValidationLoop:
 
     # ---- evaluation -----------------------------------------------------------------------
     def _run_eval(self) -> tuple[dict, float]:
+        """One evaluation on the pool, as the JSON-ready dict the loop writes and reads back, and its seconds."""
         e = self.cfg.eval
         t0 = time.perf_counter()
         res = self.pool.evaluate(self.eval_set, k=e.k, max_new_tokens=self.cfg.sampler.max_new_tokens,
                                  temperature=e.temperature, top_p=e.top_p, seed=self.cfg.seed)
-        return res, time.perf_counter() - t0
+        return res.to_dict(), time.perf_counter() - t0
 
     def base(self, step: int) -> dict:
         """The base model's evaluation: evaluated and emitted once, read back on resume."""
@@ -201,10 +199,10 @@ class ValidationLoop:
         return res
 
     # ---- the one place results leave -------------------------------------------------------
-    def emit(self, result: dict, label: str, steps_done: int, seconds: float, best: dict | None = None) -> dict:
+    def emit(self, result: dict, label: str, steps_done: int, seconds: float, best: dict | None = None) -> EvalRecord:
         # the version the samplers evaluated (after sync_weights: the learner's current one)
         record = eval_record(result, label, steps_done, self.pool.version, seconds, best)
-        self.log.append(record)
+        self.log.append(record.to_json())
         if self.tb is not None:  # TensorBoardWriter.write_eval, or a metrics.loggers set's log_eval
             (getattr(self.tb, "log_eval", None) or self.tb.write_eval)(result, steps_done)
         if self.adversary is not None:
@@ -243,14 +241,13 @@ def _evaluated_steps(records: list[dict]) -> set[int]:
             if is_eval_record(rec) and rec.get("label") in ("periodic", "final") and isinstance(rec.get("steps_done"), int)}
 
 
-def _summary_line(record: dict) -> str:
-    m = record["metrics"]
-    k = record.get("k")
-    parts = [f"eval ({record['label']}, after {record['steps_done']} steps): "
+def _summary_line(record: EvalRecord) -> str:
+    m, k = record.metrics, record.k
+    parts = [f"eval ({record.label}, after {record.steps_done} steps): "
              f"pooled pass@{k} {m.get('pooled/pass_at_k', float('nan')):.3f}, "
              f"mean@{k} {m.get('pooled/mean_at_k', float('nan')):.3f}"]
     if "worst_tier/pass_at_k" in m:
         parts.append(f"worst tier pass@{k} {m['worst_tier/pass_at_k']:.3f}")
-    if record.get("best") and record["best"].get("improved"):
-        parts.append(f"new best {record['best']['metric']} = {record['best']['value']:.3f}")
+    if record.best and record.best.get("improved"):
+        parts.append(f"new best {record.best['metric']} = {record.best['value']:.3f}")
     return "; ".join(parts)

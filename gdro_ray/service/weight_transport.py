@@ -137,7 +137,7 @@ class CollectiveTransport:
                  reason: str = ""):
         self.learner, self.workers, self.pool = learner, learner.workers, pool
         self.rank0 = learner.workers[0]
-        self.rank0_card = ray.get(self.rank0.info.remote()).get("cuda_uuid")
+        self.rank0_card = ray.get(self.rank0.info.remote()).cuda_uuid
         self.backend, self.timeout_s = backend, float(timeout_s)
         self.bucket_bytes = int(bucket_mb) << 20
         self.description = f"collective {backend} broadcast ({reason})" if reason else f"collective {backend}"
@@ -160,7 +160,7 @@ class CollectiveTransport:
         """This generation's backend: NCCL only when no two members share a card."""
         if self.backend != "nccl":
             return self.backend
-        cards = [self.rank0_card] + [self.pool.members[s].info.get("cuda_uuid") if s in self.pool.members else None
+        cards = [self.rank0_card] + [self.pool.members[s].info.cuda_uuid if s in self.pool.members else None
                                      for s in sampler_ids]
         shared = shared_cards(cards)
         if shared:
@@ -221,7 +221,7 @@ class CollectiveTransport:
             return self._fallback(version, why, info, t0)
         self.pool.version = version
         for m in live:
-            m.info["weights_version"] = version
+            m.info.weights_version = version
         info.update(broadcast_s=outs[0]["broadcast_s"], samplers=len(live), seconds=time.perf_counter() - t0)
         return info
 
@@ -272,11 +272,11 @@ def make_weight_transport(ws, learner, pool, learner_gpus: float, sampler_gpus: 
                           tensor_parallel: int = 1) -> WeightTransport:
     """Build the transport `ws` (the `weight_sync` config section) asks for, where the actors run."""
     rank0 = ray.get(learner.workers[0].info.remote())
-    learner_cuda = str(rank0["device"]).startswith("cuda")
+    learner_cuda = rank0.device.startswith("cuda")
     live = [m for m in pool.members.values() if m.ready]
-    reported = [m.info["cuda"] for m in live if "cuda" in m.info]
+    reported = [m.info.cuda for m in live if m.info.cuda is not None]
     sampler_cuda = any(reported) if reported else sampler_gpus > 0
-    cards = [rank0.get("cuda_uuid")] + [m.info.get("cuda_uuid") for m in live]
+    cards = [rank0.cuda_uuid] + [m.info.cuda_uuid for m in live]
     choice = choose_weight_sync(ws.transport, ws.backend, learner_gpus, sampler_gpus, learner_cuda, sampler_cuda,
                                 cards, tensor_parallel)
     if choice.transport == "collective":

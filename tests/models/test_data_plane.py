@@ -1,7 +1,7 @@
 """The compact data plane (gdro_ray.transfer.rollout_arrays): samplers' per-prompt arrays, the driver's
 reference-only batch, each learner rank fetching only the groups of its own rows, and a two-rank
 FSDP2 step on a `LearnerBatch` equal to the same step in one process on the rows' token lists."""
-import json
+import pickle
 
 import numpy as np
 import pytest
@@ -117,8 +117,8 @@ def _compact_rank_main(rank, port, model_path, out_dir, meta, per_rank, grpo):
     if rank == 0:
         with open(f"{out_dir}/compact.safetensors", "wb") as f:
             f.write(blob)
-    with open(f"{out_dir}/rank{rank}.json", "w") as f:
-        f.write(json.dumps(stats))
+    with open(f"{out_dir}/rank{rank}.pkl", "wb") as f:
+        pickle.dump(stats, f)
     exit_rank_process()
 
 
@@ -130,19 +130,19 @@ def test_two_ranks_on_the_compact_batch_match_one_rank_on_the_list_batch(model_d
     meta, per_rank = split_for_ranks(compact, grpo["mini_batches"], 2)
     mp.spawn(_compact_rank_main, args=(_free_port(), model_dir, str(tmp_path), meta, per_rank, grpo),
              nprocs=2, join=True)
-    stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    stats = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in (0, 1)]
     total = sum(sum(a.nbytes for a in g.values()) for g in compact.groups)
     total += sum(lp.nbytes for lp in compact.logprob_groups) if sampler_logprobs else 0
-    assert all(0 < s["fetched_bytes"] < total for s in stats)
+    assert all(0 < s.fetched_bytes < total for s in stats)
     w = _worker(model_dir, micro_batch=64, grpo=grpo)
     try:
         single = w.train_step(lists)
         single_sd = st_load(w.state_dict_bytes())
     finally:
         w.shutdown()
-    assert single["optimizer_steps"] == stats[0]["optimizer_steps"] == 2
+    assert single.optimizer_steps == stats[0].optimizer_steps == 2
     for key in ("loss", "kl", "entropy", "clip_frac", "ratio_max", "ratio_min"):
-        assert stats[0][key] == pytest.approx(single[key], rel=1e-4, abs=1e-6), key
+        assert getattr(stats[0], key) == pytest.approx(getattr(single, key), rel=1e-4, abs=1e-6), key
     # same tolerance and reason as test_learner.test_two_ranks_match_one_rank
     _assert_state_close(st_load((tmp_path / "compact.safetensors").read_bytes()), single_sd, atol=LR / 100)
 

@@ -1,6 +1,7 @@
 """FSDP2 learner worker (gdro_ray.learner) on CPU/gloo with a tiny random untied Qwen3."""
 import json
 import math
+import pickle
 import socket
 
 import pytest
@@ -142,15 +143,15 @@ def test_single_rank_step_raises_positive_advantage_logprobs(model_dir):
         lp0 = w.response_logprobs(base)
         batch = _batch(old_logprobs=lp0)
         first = w.train_step(batch)
-        assert first["ratio_mean"] == pytest.approx(1.0, abs=1e-5)  # old log-probs are the policy's
-        assert first["version"] == 1 and w.version() == 1 and first["tokens"] == 17
-        assert set(first["per_prompt_surrogate"]) == {0, 1, 2}
+        assert first.ratio_mean == pytest.approx(1.0, abs=1e-5)  # old log-probs are the policy's
+        assert first.version == 1 and w.version() == 1 and first.tokens == 17
+        assert set(first.per_prompt_surrogate) == {0, 1, 2}
         # the policy's entropy per response token: positive, at most log(vocab)
-        assert 0 < first["entropy"] <= math.log(w.config.vocab_size)
-        assert [u["entropy"] for u in first["updates"]] == [pytest.approx(first["entropy"])]  # one update here
+        assert 0 < first.entropy <= math.log(w.config.vocab_size)
+        assert [u.entropy for u in first.updates] == [pytest.approx(first.entropy)]  # one update here
         lp1 = w.response_logprobs(batch)
         second = w.train_step(batch)
-        assert second["loss"] < first["loss"]
+        assert second.loss < first.loss
         lp2 = w.response_logprobs(batch)
         for i, a in enumerate(batch["advantages"]):
             gain = sum(lp2[i]) - sum(lp0[i])
@@ -160,8 +161,8 @@ def test_single_rank_step_raises_positive_advantage_logprobs(model_dir):
         seqs = [_seq_surrogate(lp1[i], lp0[i], a) for i, a in enumerate(batch["signal_advantages"])]
         for p in (0, 1, 2):
             mine = [s for s, q in zip(seqs, batch["prompt_index"]) if q == p]
-            assert second["per_prompt_surrogate"][p] == pytest.approx(sum(mine) / len(mine), abs=1e-5)
-        assert second["kl"] > 0 and second["grad_norm"] > 0
+            assert second.per_prompt_surrogate[p] == pytest.approx(sum(mine) / len(mine), abs=1e-5)
+        assert second.kl > 0 and second.grad_norm > 0
         ref = w.response_logprobs(batch, reference=True)
         assert sum(ref, []) == pytest.approx(sum(lp0, []), abs=1e-5)  # the reference stays the initial model
     finally:
@@ -209,9 +210,8 @@ def _two_rank_main(rank, port, model_dir, out_dir, batch, grpo, learner_kw):
         w.train_step(batch)
         w.load_checkpoint(f"{out_dir}/ck")
         reloaded = w.state_dict_bytes()
-        stats["version_after_load"] = w.version()
-        with open(f"{out_dir}/rank{rank}.json", "w") as f:
-            json.dump(stats, f)
+        with open(f"{out_dir}/rank{rank}.pkl", "wb") as f:
+            pickle.dump((stats, w.version()), f)
         if rank == 0:
             with open(f"{out_dir}/step1.safetensors", "wb") as f:
                 f.write(blob)
@@ -236,10 +236,10 @@ def test_two_ranks_match_one_rank(model_dir, tmp_path, grpo, learner_kw):
     batch = _batch(old_logprobs=_off_policy_logprobs(_batch()))
     mp.spawn(_two_rank_main, args=(_free_port(), model_dir, str(tmp_path), batch, grpo, learner_kw), nprocs=2,
              join=True)
-    stats = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert stats[0]["loss"] == pytest.approx(stats[1]["loss"], abs=1e-7)
-    assert stats[0]["per_prompt_surrogate"] == stats[1]["per_prompt_surrogate"]
-    assert stats[0]["version_after_load"] == 1
+    stats, versions_after_load = zip(*(pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in (0, 1)))
+    assert stats[0].loss == pytest.approx(stats[1].loss, abs=1e-7)
+    assert stats[0].per_prompt_surrogate == stats[1].per_prompt_surrogate
+    assert versions_after_load[0] == 1
 
     w = _worker(model_dir, micro_batch=64, grpo=grpo)  # one micro-batch: checks the accumulation too
     try:
@@ -247,11 +247,11 @@ def test_two_ranks_match_one_rank(model_dir, tmp_path, grpo, learner_kw):
         single_sd = st_load(w.state_dict_bytes())
     finally:
         w.shutdown()
-    assert single["clip_frac"] > 0  # the batch exercises the clipped branch
+    assert single.clip_frac > 0  # the batch exercises the clipped branch
     for key in ("loss", "kl", "entropy", "clip_frac", "grad_norm"):
-        assert stats[0][key] == pytest.approx(single[key], rel=1e-4, abs=1e-7), key
-    for p, v in single["per_prompt_surrogate"].items():
-        assert stats[0]["per_prompt_surrogate"][str(p)] == pytest.approx(v, abs=1e-6)
+        assert getattr(stats[0], key) == pytest.approx(getattr(single, key), rel=1e-4, abs=1e-7), key
+    for p, v in single.per_prompt_surrogate.items():
+        assert stats[0].per_prompt_surrogate[p] == pytest.approx(v, abs=1e-6)
     two_rank_sd = st_load((tmp_path / "step1.safetensors").read_bytes())
     # Why LR/100 and not a float epsilon: the ranks sum the gradient in another order (two partial
     # sums + an all-reduce vs one pass), so an element's gradient differs by some δ of float
@@ -305,8 +305,8 @@ def test_one_mini_batch_is_the_single_on_policy_update(model_dir):
         got = st_load(w.state_dict_bytes())
     finally:
         w.shutdown()
-    assert stats["optimizer_steps"] == 1 and len(stats["updates"]) == 1
-    assert stats["ratio_min"] == stats["ratio_max"] == 1.0 and stats["clip_frac"] == 0.0
+    assert stats.optimizer_steps == 1 and len(stats.updates) == 1
+    assert stats.ratio_min == stats.ratio_max == 1.0 and stats.clip_frac == 0.0
     want = _reference_update(model_dir, batch)
     init = st_load(open(f"{model_dir}/model.safetensors", "rb").read())
     # Adam's first step is about lr·sign(g): a gradient within float noise of 0 may flip a few
@@ -328,13 +328,13 @@ def test_second_mini_batch_sees_a_real_ratio_and_the_clip(model_dir):
         lp1 = w.response_logprobs(batch)
     finally:
         w.shutdown()
-    first, second = stats["updates"]
-    assert stats["optimizer_steps"] == 2 and stats["version"] == 1
-    assert first["ratio_min"] == first["ratio_max"] == 1.0 and first["clip_frac"] == 0.0  # exactly on-policy
-    assert second["clip_frac"] > 0 and second["ratio_max"] > 1.28 and second["ratio_min"] < 0.8
-    assert (first["tokens"], second["tokens"]) == (5, 5)
-    assert stats["clip_frac"] == pytest.approx(second["clip_frac"] / 2)
-    assert stats["ratio_max"] == second["ratio_max"] and stats["ratio_min"] == second["ratio_min"]
+    first, second = stats.updates
+    assert stats.optimizer_steps == 2 and stats.version == 1
+    assert first.ratio_min == first.ratio_max == 1.0 and first.clip_frac == 0.0  # exactly on-policy
+    assert second.clip_frac > 0 and second.ratio_max > 1.28 and second.ratio_min < 0.8
+    assert (first.tokens, second.tokens) == (5, 5)
+    assert stats.clip_frac == pytest.approx(second.clip_frac / 2)
+    assert stats.ratio_max == second.ratio_max and stats.ratio_min == second.ratio_min
     # The behaviour policy is the pre-update one: the positive-advantage response gained.
     assert sum(lp1[0]) > sum(lp0[0]) and sum(lp1[1]) < sum(lp0[1])
 
@@ -349,10 +349,10 @@ def test_off_policy_log_probs_are_the_behaviour_policy_of_every_update(model_dir
         stats = w.train_step(dict(batch, old_logprobs=[[x - 0.3 for x in row] for row in now]))
     finally:
         w.shutdown()
-    first = stats["updates"][0]
-    assert first["ratio_min"] == pytest.approx(math.exp(0.3), rel=1e-4)
-    assert first["ratio_max"] == pytest.approx(math.exp(0.3), rel=1e-4)
-    assert first["clip_frac"] > 0  # positive advantages beyond 1 + clip_high
+    first = stats.updates[0]
+    assert first.ratio_min == pytest.approx(math.exp(0.3), rel=1e-4)
+    assert first.ratio_max == pytest.approx(math.exp(0.3), rel=1e-4)
+    assert first.clip_frac > 0  # positive advantages beyond 1 + clip_high
 
 
 def test_phase_timer_sums_each_phase_and_keeps_time_of_a_failed_block():

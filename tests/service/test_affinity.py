@@ -77,8 +77,8 @@ def test_trainer_pins_samplers_and_learner_apart(tmp_path):
     try:
         trainer = build_trainer(cfg, tmp_path / "run")
         samplers = [m.actor for m in trainer.pool.members.values()]
-        assert [m.info["cpu_affinity"] for m in trainer.pool.members.values()] == [[s_cpu]] * 2
-        assert [i["cpu_affinity"] for i in trainer.learner.infos()] == [[l_cpu]] * 2
+        assert [m.info.cpu_affinity for m in trainer.pool.members.values()] == [[s_cpu]] * 2
+        assert [i.cpu_affinity for i in trainer.learner.infos()] == [[l_cpu]] * 2
         # every thread, read inside the actor process (Ray's own threads included)
         read = lambda self: thread_affinities()  # noqa: E731
         for actor, cpu in [(a, s_cpu) for a in samplers] + [(w, l_cpu) for w in trainer.learner.workers]:
@@ -111,11 +111,11 @@ def test_the_config_reaches_the_samplers_and_ranks(tmp_path):
     trainer = None
     try:
         trainer = build_trainer(cfg, tmp_path / "run")
-        assert [m.info["torch_threads"] for m in trainer.pool.members.values()] == [2]
+        assert [m.info.torch_threads for m in trainer.pool.members.values()] == [2]
         info = trainer.learner.infos()[0]
-        assert info["torch_threads"] == 3
+        assert info.torch_threads == 3
         # the learner's memory settings reach the rank (and the model really recomputes activations)
-        assert (info["micro_batch"], info["micro_batch_tokens"], info["gradient_checkpointing"]) == (16, 512, True)
+        assert (info.micro_batch, info.micro_batch_tokens, info.gradient_checkpointing) == (16, 512, True)
         # the prompt format reaches the samplers' engines; the prompts lost their instruction
         sampler = next(iter(trainer.pool.members.values())).actor
         fmt = ray.get(sampler.__ray_call__.remote(lambda self: self.engine.prompt_format))

@@ -146,7 +146,7 @@ def test_pool_shards_weights_and_restart_limit(ray_session, tiny):
         pool.publish(state_dict_bytes(tiny_model(1)), 1)       # ... while v1 is published
         pool.resize(4)                                         # sampler 3 is built with v1
         assert pool.wait_ready(4) == 4
-        assert [m.info["weights_version"] for m in pool.members.values()] == [1, 1, 1, 1]
+        assert [m.info.weights_version for m in pool.members.values()] == [1, 1, 1, 1]
         outs = [ray.get(m.actor.generate_shard.remote(greedy.for_version(1))) for m in pool.members.values()]
         v1 = [_tokens(o) for o in outs]
         assert v1[0] == v1[1] == v1[2] == v1[3] != v0
@@ -160,7 +160,7 @@ def test_pool_shards_weights_and_restart_limit(ray_session, tiny):
         def killing(m, s):
             ref = dispatch(m, s)
             if s.shard_id in plan and s.shard_id not in [k[1] for k in kills]:
-                os.kill(m.info["pid"], signal.SIGKILL)
+                os.kill(m.info.pid, signal.SIGKILL)
                 kills.append((m.sampler_id, s.shard_id))
             return ref
 
@@ -274,7 +274,7 @@ def test_chaos_sampler_kills_on_vllm(ray_session, tiny, tmp_path, monkeypatch):
         ref = dispatch(pool, m, shard)
         step = trainer.step
         if plan.get(step) == shard.shard_id and step not in kills:
-            os.kill(m.info["pid"], signal.SIGKILL)
+            os.kill(m.info.pid, signal.SIGKILL)
             kills[step] = m.sampler_id
         return ref
 

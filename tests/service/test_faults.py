@@ -145,7 +145,7 @@ def test_nodes_arrive_and_leave_under_a_running_job(tmp_path):
                  120, "the sampler on the new node", alive)
 
         # the node of the first sampler goes away mid-run
-        first_ids = {sid for sid, m in trainer.pool.members.items() if m.info.get("node_id") == first.node_id}
+        first_ids = {sid for sid, m in trainer.pool.members.items() if m.info.node_id == first.node_id}
         cluster.remove_node(first)
         wait_for(lambda: trainer.pool.stats.deaths >= 1, 120, "the lost sampler to be noticed", alive)
         n = len(read_records(run_dir))

@@ -30,7 +30,7 @@ def _check_samplers(trainer) -> list[float]:
     assert live
     want = _learner_checksum(trainer)
     versions = ray.get([m.actor.ready.remote() for m in live])
-    assert {v["weights_version"] for v in versions} == {trainer.version}
+    assert {v.weights_version for v in versions} == {trainer.version}
     sums = ray.get([m.actor.weights_checksum.remote() for m in live])
     assert sums == pytest.approx([want] * len(live), rel=1e-9)
     return sums

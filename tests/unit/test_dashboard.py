@@ -23,6 +23,7 @@ import pytest
 from _prom import HAVE_PROMETHEUS, prometheus
 
 from gdro_ray.metrics import names
+from gdro_ray.protocol import DriverReport
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "gdro-dashboard.json"
@@ -266,9 +267,9 @@ def test_exporter_shows_each_learner_ranks_phases_from_the_driver_report():
 
     exp = exporter_mod.Exporter(host="127.0.0.1", port=0)
     try:
-        exp.update_driver({"stages": {"learn": 3.0}, "learner_phases": [{"forward": 1.25, "backward": 2.5},
-                                                                       {"forward": 1.5, "sync": 0.125}]})
-        exp.update_driver({"learner_phases": None})  # list-form or empty steps report none: nothing breaks
+        exp.update_driver(DriverReport(stages={"learn": 3.0}, learner_phases=[{"forward": 1.25, "backward": 2.5},
+                                                                              {"forward": 1.5, "sync": 0.125}]))
+        exp.update_driver(DriverReport(learner_phases=None))  # list-form or empty steps report none: nothing breaks
         with urllib.request.urlopen(exp.address, timeout=5) as r:
             text = r.read().decode()
     finally:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gdro_ray.protocol import LearnStats, Shard, StepRecord
+from gdro_ray.protocol import LearnStats, RankStats, Shard, StepRecord
 
 
 def _record(**kw) -> StepRecord:
@@ -35,8 +35,8 @@ def test_a_custom_reward_mean_replaces_the_adversarys_success_rate():
 
 
 def test_learn_stats_take_rank_zero_statistics_and_every_ranks_timing():
-    ranks = [{"loss": 1.0, "per_prompt_surrogate": {"1": 0.5}, "time_s": 2.0, "phase_s": {"forward": 1.0}},
-             {"loss": 9.0, "time_s": 3.0, "fetched_bytes": 7}]
+    ranks = [RankStats(loss=1.0, per_prompt_surrogate={"1": 0.5}, time_s=2.0, phase_s={"forward": 1.0}),
+             RankStats(loss=9.0, time_s=3.0, fetched_bytes=7)]
     stats = LearnStats.from_ranks(ranks, rollout_bytes=10)
     assert stats.loss == 1.0 and stats.rank_time_s == [2.0, 3.0] and stats.fetched_bytes_per_rank == [None, 7]
     assert stats.surrogate(3) == [0.0, 0.5, 0.0]  # keyed by slot, whatever the key's type on the wire

@@ -11,7 +11,7 @@ from gdro_ray.algorithms.grpo import group_advantages
 from gdro_ray.algorithms.schedule import StepSchedule
 from gdro_ray.config import load_config, to_dict
 from gdro_ray.errors import UserError
-from gdro_ray.protocol import LearnStats, ShardResult
+from gdro_ray.protocol import LearnStats, RankStats, ShardResult, UpdateStats
 from gdro_ray.service.adversary_actor import AdversaryService
 from gdro_ray.service.shards import build_shards
 from gdro_ray.service.step_batch import (
@@ -291,11 +291,11 @@ def test_stale_rollouts_are_refused_and_sampled_again():
 
 
 def test_learn_fields_carry_the_ratio_statistics():
-    ranks = [{"ratio_mean": 1.01, "ratio_min": 0.7, "ratio_max": 1.4, "optimizer_steps": 2, "fetched_bytes": 10 + r,
-              "time_s": 1.23456, "cpu_s": 0.5, "phase_s": {"forward": 0.2}, "per_prompt_surrogate": {0: 0.5, 2: -1.0},
-              "updates": [{"epoch": 0, "mini_batch": m, "clip_frac": 0.1 * m, "ratio_mean": 1.0, "ratio_min": 0.7,
-                           "ratio_max": 1.4, "grad_norm": 0.5, "loss": 0.1, "tokens": 9, "skipped": False}
-                          for m in (0, 1)]} for r in range(2)]
+    ranks = [RankStats(ratio_mean=1.01, ratio_min=0.7, ratio_max=1.4, optimizer_steps=2, fetched_bytes=10 + r,
+                       time_s=1.23456, cpu_s=0.5, phase_s={"forward": 0.2}, per_prompt_surrogate={0: 0.5, 2: -1.0},
+                       updates=[UpdateStats(epoch=0, mini_batch=m, clip_frac=0.1 * m, ratio_mean=1.0, ratio_min=0.7,
+                                            ratio_max=1.4, grad_norm=0.5, loss=0.1, tokens=9, skipped=False)
+                                for m in (0, 1)]) for r in range(2)]
     learn = LearnStats.from_ranks(ranks, rollout_bytes=15)
     assert learn.surrogate(4) == [0.5, 0.0, -1.0, 0.0]  # a slot no rank trained: 0
     out = learn_fields(learn)

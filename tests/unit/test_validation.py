@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from gdro_ray.config import ConfigError, load_config
 from gdro_ray.metrics.eval_names import flat_metrics, metric_value, parse_eval_metric
+from gdro_ray.protocol import EvalResult
 from gdro_ray.service.checkpoint import mark_best, read_best, write_checkpoint
 from gdro_ray.service.run_log import RunLog
 from gdro_ray.service.validation import ValidationLoop, is_eval_record
@@ -143,7 +144,7 @@ class _Pool:
 
     def evaluate(self, examples, **kw):
         self.calls.append(kw)
-        return self.results.pop(0)
+        return EvalResult(**self.results.pop(0))
 
 
 class _Trainer:
@@ -337,7 +338,7 @@ def test_status_shows_the_last_evaluation():
     rec = eval_record(_result(0.5, 0.25), "periodic", 6, 6, 1.0,
                       best={"metric": "pooled/pass_at_k", "value": 0.5, "best_value": 0.7, "best_step": 4,
                             "improved": False})
-    out = render_status({"run_dir": "r", "algorithm": "both", "eval": rec})
+    out = render_status({"run_dir": "r", "algorithm": "both", "eval": rec.to_json()})
     assert "eval after 6 steps: pooled pass@4 0.500  mean@4 0.250  best pooled/pass_at_k 0.700 (step 4)" in out
 
 
@@ -349,11 +350,12 @@ def test_report_and_tensorboard_skip_eval_records_and_plot_the_curve(tmp_path):
     d.mkdir()
     step = {"step": 0, "algorithm": "both", "rollouts": 8, "reward_mean": 0.5,
             "bin_weights": [0.5, 0.5], "bin_share": [0.5, 0.5], "bin_rollouts": [4, 4], "bin_pass_at_k": [0.2, None]}
-    lines = [eval_record(_result(0.2, 0.1, {"0": 0.3, "1": 0.1}), "base", 0, 0, 1.0)]
+    lines = [eval_record(_result(0.2, 0.1, {"0": 0.3, "1": 0.1}), "base", 0, 0, 1.0).to_json()]
     for s in range(4):
         lines.append(dict(step, step=s))
         if s % 2 == 1:
-            lines.append(eval_record(_result(0.2 + 0.1 * s, 0.1, {"0": 0.3, "1": 0.1 * s}), "periodic", s + 1, s + 1, 1.0))
+            lines.append(eval_record(_result(0.2 + 0.1 * s, 0.1, {"0": 0.3, "1": 0.1 * s}), "periodic", s + 1, s + 1,
+                                     1.0).to_json())
     (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     run = load_run(d)
     assert [r["step"] for r in run["records"]] == [0, 1, 2, 3]

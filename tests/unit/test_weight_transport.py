@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from gdro_ray.config import ConfigError, load_config
 from gdro_ray.errors import UserError
+from gdro_ray.protocol import SamplerInfo
 from gdro_ray.service.weight_transport import choose_weight_sync
 from gdro_ray.transfer.weight_group import (
     WeightReceiver,
@@ -300,7 +301,7 @@ def _transport(busy: bool, cards: dict, backend="nccl"):
 
     calls = []
     t = object.__new__(CollectiveTransport)  # no Ray: the decisions only
-    members = {sid: SimpleNamespace(sampler_id=sid, info={"cuda_uuid": u}, ready=True) for sid, u in cards.items()}
+    members = {sid: SimpleNamespace(sampler_id=sid, info=SamplerInfo(sampler_id=sid, cuda_uuid=u), ready=True) for sid, u in cards.items()}
     t.learner = SimpleNamespace(busy=busy)
     t.pool = SimpleNamespace(blob_ref=None, blob_version=0, members=members)
     t.rank0, t.rank0_card = _Handle("rank0", calls), "GPU-0"
