@@ -77,6 +77,16 @@ class PromptCurriculum:
         self.pending.append(sched)
         return sched
 
+    def extend(self, count: int) -> StepSchedule:
+        """The oldest outstanding block grown by `count` prompts (a host's refill after it dropped
+        groups, e.g. DAPO's all-equal filter); its new slots are the last `count`. The block is
+        then observed as a whole."""
+        if not self.pending:
+            raise RuntimeError("GDRO curriculum: extend() with no block outstanding")
+        grown = self.adversary.extend(int(count))
+        self.pending[0] = grown
+        return grown
+
     # ---- in: rewards -----------------------------------------------------------------------
     def observe_groups(self, groups: Iterable[tuple[int, Sequence[float]]], strict: bool = False) -> dict | None:
         """(row, rewards) per rollout group of the oldest outstanding block, in any order."""
