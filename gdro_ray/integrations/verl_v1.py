@@ -37,6 +37,7 @@ Options ride in `trainer.v1.sampler.sampler_kwargs` (add them with `+`): `algori
 from __future__ import annotations
 
 import json
+import logging
 import os
 import types
 from collections.abc import Iterable
@@ -249,10 +250,12 @@ def _bind(trainer) -> None:
     save, load = trainer._save_checkpoint, trainer._load_checkpoint
 
     def _save_checkpoint(self):
-        save()
+        # ours first: verl marks the checkpoint complete (latest_checkpointed_iteration.txt) last
         folder = os.path.join(str(self.config.trainer.default_local_dir), f"global_step_{self.global_steps}")
+        os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, STATE_FILE), "w") as f:
             json.dump(_gdro_state(self).state_dict(), f)
+        save()
 
     def _load_checkpoint(self):
         load()
@@ -261,6 +264,8 @@ def _bind(trainer) -> None:
             if os.path.isfile(path):
                 with open(path) as f:
                     _gdro_state(self).load_state_dict(json.load(f))
+            else:
+                logging.getLogger(__name__).warning("GDRO: %s is missing; the curriculum starts afresh", path)
 
     trainer._next_train_batch = types.MethodType(_next_train_batch, trainer)
     trainer._save_checkpoint = types.MethodType(_save_checkpoint, trainer)
