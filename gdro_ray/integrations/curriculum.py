@@ -72,7 +72,7 @@ class PromptCurriculum:
     def next_block(self) -> StepSchedule:
         if len(self.pending) >= self.max_pending:
             raise RuntimeError(f"GDRO curriculum: {len(self.pending)} blocks were handed out and none of their rewards "
-                               "came back; wrap the reward function (TRL) or call the sampler's update() (verl)")
+                               "came back; wrap the reward function (TRL); with verl, use GDROReplayBuffer")
         sched = self.adversary.schedule_ahead(self.max_pending) if self.pending else self.adversary.schedule()
         self.pending.append(sched)
         return sched
