@@ -44,10 +44,11 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
 	  echo "note: Debian's prometheus package is missing; its tests will be skipped"
 
-# TRL's own pinned virtual environment (benchmarks/.venv-trl, kept in the checkout and rebuilt only
-# when its pins change), so the end-to-end TRL plug-in tests run in every `make test`.
+# TRL's and verl's own pinned virtual environments (benchmarks/.venv-trl, benchmarks/.venv-verl, kept
+# in the checkout and rebuilt only when their pins change), so the plug-in tests run in every `make test`.
 side-envs: venv
 	TMPDIR=$(CURDIR)/.tmp/pip $(BIN)/python -c "import sys; sys.path.insert(0, 'benchmarks'); import vs_trl; vs_trl.ensure_trl_venv()"
+	TMPDIR=$(CURDIR)/.tmp/pip $(BIN)/python tests/_verl_env.py
 
 # The linter (pyproject's [tool.ruff]); also a pre-commit hook (.pre-commit-config.yaml).
 lint: venv
@@ -64,13 +65,13 @@ format: venv
 test: venv system-deps lint
 	$(BIN)/python -m pytest -q -m 'not slow' --durations=15 tests
 	$(MAKE) --no-print-directory side-envs
-	GDRO_REQUIRE_TRL_VENV=1 $(BIN)/python -m pytest -q -m slow --durations=15 tests
+	GDRO_REQUIRE_TRL_VENV=1 GDRO_REQUIRE_VERL_VENV=1 $(BIN)/python -m pytest -q -m slow --durations=15 tests
 
 test-quick: venv system-deps
 	$(BIN)/python -m pytest -q -m 'not slow' tests
 
 test-slow: venv system-deps side-envs
-	GDRO_REQUIRE_TRL_VENV=1 $(BIN)/python -m pytest -q -m slow tests
+	GDRO_REQUIRE_TRL_VENV=1 GDRO_REQUIRE_VERL_VENV=1 $(BIN)/python -m pytest -q -m slow tests
 
 # Regenerate the generated reference docs (tests/unit/test_dashboard.py checks they are current).
 docs: venv

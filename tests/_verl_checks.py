@@ -1,204 +1,234 @@
-"""Checks against verl's real classes (verl 0.7.1), run by test_integrations_verl.py with pytest
-inside benchmarks/.venv-verl: verl's own create_rl_sampler, collate_fn, StatefulDataLoader and
-DataProto, driven the way RayPPOTrainer.fit drives them (its GPU workers are not started)."""
+"""Checks against verl 0.9.1's real classes, run by test_integrations_verl.py with pytest inside
+benchmarks/.venv-verl: verl's own Hydra config, its v1 `PPOTrainerSync` built from it (which
+builds our `GDROReplayBuffer` through `trainer.v1.sampler.custom_sampler`), its dataset and
+tokenizer path, TransferQueue on a local Ray, and the agent-loop worker's own `generate_sequences`
+/ `_run_prompt` (where `__rollout_n__` is read), with the LLM call replaced by a scripted reward.
+The GPU side (FSDP workers, vLLM servers, weight sync, the actor update) is not started here."""
 from __future__ import annotations
 
-import uuid
+import asyncio
+import json
 
 import numpy as np
 import pytest
+import ray
 import torch
-from omegaconf import OmegaConf
-from torch.utils.data import Dataset
-from torchdata.stateful_dataloader import StatefulDataLoader
-from verl import DataProto
-from verl.experimental.dataset.sampler import AbstractCurriculumSampler
-from verl.trainer.main_ppo import create_rl_sampler
-from verl.utils.dataset.rl_dataset import collate_fn
+import transfer_queue as tq
+from hydra import compose, initialize_config_module
+from omegaconf import open_dict
+from verl.trainer.ppo.v1 import AgentLoopWorkerTQ, get_trainer_cls
+from verl.utils.skip import SkipManager
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
-from gdro_ray.integrations.verl import GDROCurriculumSampler, rollout_gdro_repeats, rollout_gdro_trainer_class
+import gdro_ray.integrations.verl_v1 as adapter
 
 B, N = 4, 3
+# the GDRO part of the command in docs/integrations.md, verbatim
+DOC_OVERRIDES = [
+    "trainer.v1.sampler.custom_sampler.path=pkg://gdro_ray.integrations.verl_v1",
+    "trainer.v1.sampler.custom_sampler.name=GDROReplayBuffer",
+    "+trainer.v1.sampler.sampler_kwargs.algorithm=both",
+    '+trainer.v1.sampler.sampler_kwargs.overrides=["prompt_gdro.eta=0.65","classifier.k=8"]',
+]
 
 
-class Rows(Dataset):
-    """What RLHFDataset returns per row, reduced: token ids and the row's extra_info with its index."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return {"input_ids": torch.full((5,), i), "extra_info": {"index": i}, "data_source": "toy"}
-
-
-def _config(algorithm="prompt_gdro", **gdro):
-    return OmegaConf.create({
-        "train_batch_size": B, "dataloader_num_workers": 0, "shuffle": True, "seed": 3,
-        "sampler": {"class_path": "pkg://gdro_ray.integrations.verl", "class_name": "GDROCurriculumSampler",
-                    "gdro": {"rollout_n": N, "algorithm": algorithm, "overrides": ["classifier.k=2"], **gdro}},
-    })
-
-
-def _loader(cfg, data):
-    sampler = create_rl_sampler(cfg, data)  # verl's own construction path
-    return sampler, StatefulDataLoader(dataset=data, batch_size=B, num_workers=0, drop_last=True,
-                                       collate_fn=collate_fn, sampler=sampler)
-
-
-def _step(batch_dict, rng, sampler=None):
-    """fit's data path: uid per prompt, repeat by rollout.n, score, rebalance rows; returns the batch."""
-    batch = DataProto.from_single_dict(batch_dict)
-    batch.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(batch))], dtype=object)
-    batch = batch.repeat(repeat_times=N, interleave=True)
-    rows = len(batch)
-    batch.batch["token_level_scores"] = torch.zeros(rows, 6)
-    batch.batch["token_level_scores"][:, -1] = torch.as_tensor(rng.integers(0, 2, rows), dtype=torch.float32)
-    return batch[torch.as_tensor(rng.permutation(rows))]  # balance_batch reorders rows
-
-
-def test_create_rl_sampler_builds_ours_and_batches_follow_the_curriculum():
-    data = Rows(24)
-    sampler, dl = _loader(_config(), data)
-    assert isinstance(sampler, GDROCurriculumSampler) and isinstance(sampler, AbstractCurriculumSampler)
-    rng = np.random.default_rng(0)
-    for i, batch_dict in enumerate(dl):
-        block = sampler.curriculum.pending[-1].prompt_ids.tolist()
-        assert [d["index"] for d in batch_dict["extra_info"]] == block
-        sampler.update(_step(batch_dict, rng))
-        assert sampler.records[-1]["step"] == i and sampler.records[-1]["rollouts"] == B * N
-        if i == 3:
-            break
-    assert sampler.curriculum.adversary.step == 4 and not sampler.curriculum.pending
-
-
-def test_state_rides_in_the_dataloader_state_and_resume_continues():
-    data, rng = Rows(24), np.random.default_rng(1)
-    s1, dl1 = _loader(_config(), data)
-    it = iter(dl1)
-    for _ in range(2):
-        s1.update(_step(next(it), rng))
-    state = dl1.state_dict()  # what verl writes to data.pt
-    s2, dl2 = _loader(_config(), data)
-    dl2.load_state_dict(state)
-    it2 = iter(dl2)
-    a, b = next(it), next(it2)
-    assert [d["index"] for d in a["extra_info"]] == [d["index"] for d in b["extra_info"]]
-    assert s2.curriculum.adversary.step == 2
-
-
-def test_a_block_saved_before_update_is_not_replayed():
-    """verl saves the checkpoint before it calls update(): that block is already trained."""
-    data, rng = Rows(24), np.random.default_rng(2)
-    s1, dl1 = _loader(_config(), data)
-    it = iter(dl1)
-    s1.update(_step(next(it), rng))
-    next(it)  # step 2 trained, checkpoint written now, then the process dies
-    state = dl1.state_dict()
-    s2, dl2 = _loader(_config(), data)
-    dl2.load_state_dict(state)
-    it2 = iter(dl2)  # the dataloader applies a loaded state when its iterator starts
-    assert s2.curriculum.adversary.step == 1 and not s2.curriculum.pending
-    next(it2)
-    assert s2.curriculum.pending[-1].step == 1  # the next block is a new one, numbered after the observed step
-
-
-def test_update_refuses_a_batch_that_is_not_the_block():
-    data, rng = Rows(24), np.random.default_rng(3)
-    sampler, dl = _loader(_config(), data)
-    batch = _step(next(iter(dl)), rng)
-    with pytest.raises(ValueError, match="not the outstanding block"):
-        sampler.update(batch[torch.arange(len(batch) - 1)])  # one rollout lost
-    sampler.update(batch)
-
-
-def test_rollout_gdro_recipe_repeats_each_row_by_its_count():
-    data, rng = Rows(80), np.random.default_rng(4)
-    sampler, dl = _loader(_config("both", overrides=["classifier.k=2", "rollout_gdro.n_min=2",
-                                                     "rollout_gdro.n_max=6"]), data)
-    original = DataProto.repeat
-    varied = False
-    with rollout_gdro_repeats(sampler):
-        for i, batch_dict in enumerate(dl):
-            sched = sampler.curriculum.pending[-1]
-            batch = DataProto.from_single_dict(batch_dict)
-            batch.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(B)], dtype=object)
-            rep = batch.repeat(repeat_times=N, interleave=True)
-            counts = sched.rollouts.tolist()
-            assert len(rep) == sum(counts) == B * N  # the mean budget holds every step
-            assert [d["index"] for d in rep.non_tensor_batch["extra_info"]] == \
-                [r for r, n in zip(sched.prompt_ids.tolist(), counts) for _ in range(n)]
-            varied |= len(set(counts)) > 1
-            rows = len(rep)
-            # difficulty by row (row r solved with probability r/80): bins with different variances form
-            solved = rng.random(rows) < np.array([d["index"] / 80 for d in rep.non_tensor_batch["extra_info"]])
-            rep.batch["token_level_scores"] = torch.as_tensor(solved[:, None], dtype=torch.float32)
-            sampler.update(rep[torch.as_tensor(rng.permutation(rows))])
-            val = DataProto.from_single_dict({"input_ids": torch.zeros(3, 2), "extra_info": np.array(
-                [{"index": 0}] * 3, dtype=object)})
-            assert len(val.repeat(repeat_times=5, interleave=True)) == 15  # validation: verl's uniform repeat
-            if i == 14:
-                break
-    assert DataProto.repeat is original
-    assert varied, "Rollout-GDRO never moved rollouts between prompts in 15 steps"
-    with pytest.raises(ValueError, match="rollout_n"):
-        with rollout_gdro_repeats(sampler):
-            nxt = next(iter(dl))
-            DataProto.from_single_dict(nxt).repeat(repeat_times=N + 1, interleave=True)
-
-
-def test_missing_rollout_n_is_one_line():
-    cfg = _config()
-    del cfg.sampler.gdro["rollout_n"]
-    with pytest.raises(ValueError, match=r"^data.sampler.gdro.rollout_n: required"):
-        create_rl_sampler(cfg, Rows(8))
-
-
-def test_recipe_trainer_is_verls_trainer():
-    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
-
-    cls = rollout_gdro_trainer_class()
-    assert issubclass(cls, RayPPOTrainer) and cls.fit is not RayPPOTrainer.fit
-
-
-def test_task_runner_builds_the_recipe_trainer(monkeypatch):
-    """run_ppo's TaskRunner.run constructs main_ppo.RayPPOTrainer; ours swaps it in its own process."""
-    from verl.trainer import main_ppo
-
-    from gdro_ray.integrations.verl import rollout_gdro_task_runner_class
-
-    seen = {}
-    monkeypatch.setattr(main_ppo, "RayPPOTrainer", main_ppo.RayPPOTrainer)  # restored after the test
-    monkeypatch.setattr(main_ppo.TaskRunner, "run", lambda self, config: seen.setdefault("cls", main_ppo.RayPPOTrainer))
-    runner = rollout_gdro_task_runner_class()
-    assert issubclass(runner, main_ppo.TaskRunner)
-    runner.__new__(runner).run(None)
-    assert seen["cls"].__name__ == "RolloutGDROTrainer"
-
-
-def test_verls_own_dataset_carries_the_row_index(tmp_path):
-    """verl's RLHFDataset (parquet → chat template → tokens) puts the row's extra_info in the batch."""
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
     import pandas as pd
-    from transformers import AutoTokenizer
-    from verl.utils.dataset.rl_dataset import RLHFDataset
 
-    from gdro_ray.models import prepare
+    from gdro_ray.models import prepare, tiny
 
     model = prepare.model_dir()
-    if not prepare.is_prepared(model):
-        pytest.skip("the toy model (its tokenizer and chat template) is not prepared: `gdro-ray prepare`")
+    if not prepare.is_prepared(model):  # the toy architecture, untrained: only its tokenizer is read
+        model = tmp_path_factory.mktemp("model")
+        tok = tiny.build_tokenizer()
+        tiny.save(tiny.build_model("tiny", seed=0, tokenizer=tok), tok, model)
+    d = tmp_path_factory.mktemp("data")
     rows = [{"data_source": "toy", "prompt": [{"role": "user", "content": f"what is {i} + 1?"}],
-             "reward_model": {"ground_truth": str(i + 1)}, "extra_info": {"index": i}} for i in range(12)]
-    pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
-    cfg = _config()
-    cfg.update({"max_prompt_length": 64, "filter_overlong_prompts": False, "prompt_key": "prompt",
-                "return_raw_chat": False, "truncation": "error"})
-    data = RLHFDataset(data_files=[str(tmp_path / "train.parquet")], tokenizer=AutoTokenizer.from_pretrained(model),
-                       config=cfg)
-    sampler, dl = _loader(cfg, data)
-    batch_dict = next(iter(dl))
-    assert list(batch_dict["index"]) == sampler.curriculum.pending[-1].prompt_ids.tolist()
-    sampler.update(_step(batch_dict, np.random.default_rng(5)))
-    assert sampler.records[-1]["prompts"] == B
+             "reward_model": {"ground_truth": str(i + 1)}, "extra_info": {"index": i}} for i in range(40)]
+    pd.DataFrame(rows).to_parquet(d / "train.parquet")
+    pd.DataFrame(rows[:4]).to_parquet(d / "val.parquet")
+    return {"model": str(model), "train": str(d / "train.parquet"), "val": str(d / "val.parquet")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def transfer_queue(data):
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    cfg = _config(data)
+    with open_dict(cfg):
+        cfg.transfer_queue.enable = True
+    tq.init(cfg.transfer_queue)
+    yield
+    tq.close()
+    ray.shutdown()
+
+
+def _config(data, *extra, sampler=DOC_OVERRIDES):
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        return compose("ppo_trainer", overrides=[
+            "algorithm.adv_estimator=grpo", f"data.train_files={data['train']}", f"data.val_files={data['val']}",
+            f"data.train_batch_size={B}", f"actor_rollout_ref.rollout.n={N}", "data.max_prompt_length=64",
+            f"actor_rollout_ref.model.path={data['model']}", f"actor_rollout_ref.actor.ppo_mini_batch_size={B}",
+            "data.dataloader_num_workers=0", "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+            *sampler, *extra])
+
+
+def _unwrap(actor_cls):
+    """The Python class behind a @ray.remote class (verl's agent-loop worker is one)."""
+    return actor_cls.__ray_metadata__.modified_class
+
+
+class ScriptedAgentLoop:
+    """verl's AgentLoopWorkerTQ.generate_sequences / _run_prompt as they are; only the LLM + reward
+    call (`_run_agent_loop`) is replaced: it writes one output per session with `rm_scores`, as
+    `_agent_loop_postprocess` does."""
+
+    def __init__(self, config, reward):
+        worker_cls = _unwrap(AgentLoopWorkerTQ)
+        self.worker = type("Worker", (), {"generate_sequences": worker_cls.generate_sequences,
+                                          "_run_prompt": worker_cls._run_prompt})()
+        self.worker.config, self.worker.background_tasks = config, set()
+        self.reward, self.sessions = reward, {}
+
+    def generate_sequences(self, batch):
+        async def agent_loop(_self, sampling_params, trajectory, trace, session_id, **prompt):
+            uid, row = prompt["uid"], int(prompt["index"])
+            self.sessions.setdefault(uid, []).append(session_id)
+            r = self.reward(row, session_id)
+            scores = torch.zeros(2 + row % 3)
+            scores[-1] = r
+            await tq.async_kv_batch_put(keys=[f"{uid}_{session_id}_0"], partition_id="train",
+                                        fields=list_of_dict_to_tensordict([{"rm_scores": scores}]),
+                                        tags=[{"status": "success", "global_steps": prompt["global_steps"]}])
+
+        self.worker._run_agent_loop = agent_loop.__get__(self.worker)
+
+        async def run():
+            await self.worker.generate_sequences(batch)
+            while self.worker.background_tasks:
+                await asyncio.gather(*list(self.worker.background_tasks))
+
+        asyncio.run(run())
+
+
+class NoWorkers:
+    """The FSDP worker group's checkpoint calls (GPU side), as no-ops."""
+
+    def save_checkpoint(self, *a, **k):
+        pass
+
+    def load_checkpoint(self, *a, **k):
+        pass
+
+
+def _trainer(cfg, reward):
+    trainer = get_trainer_cls(cfg.trainer.v1.trainer_mode)(cfg)  # builds GDROReplayBuffer via verl's loader
+    trainer._init_tokenizer()
+    trainer._init_dataloader()
+    trainer.global_steps = 0
+    trainer.agent_loop_manager = ScriptedAgentLoop(cfg, reward)
+    trainer.actor_rollout_wg = NoWorkers()
+    SkipManager.init(cfg)
+    return trainer
+
+
+def _step(trainer):
+    """fit's data path for one step: prepare_step (new prompts -> rollout), sample, clear."""
+    trainer.global_steps += 1
+    trainer.prepare_step()
+    batch, metrics = trainer.replay_buffer.sample(global_steps=trainer.global_steps, partition_id="train",
+                                                  batch_size=trainer.config.data.train_batch_size)
+    tq.kv_clear(keys=batch.keys, partition_id=batch.partition_id)
+    return batch, metrics
+
+
+def _by_difficulty(row, session):
+    """Row r is solved with probability r/40 (a fixed draw per row and session)."""
+    return float(np.random.default_rng(row * 101 + session).random() < row / 40)
+
+
+def test_documented_overrides_parse_and_build_our_replay_buffer(data):
+    cfg = _config(data)
+    assert cfg.trainer.use_v1 and cfg.trainer.v1.trainer_mode == "sync"
+    trainer = get_trainer_cls("sync")(cfg)
+    assert type(trainer.replay_buffer).__name__ == "GDROReplayBuffer"
+    assert isinstance(trainer.replay_buffer, adapter.GDROReplayBuffer)
+    assert trainer.__dict__["_next_train_batch"].__func__ is adapter._next_train_batch
+    from pathlib import Path
+
+    doc = (Path(adapter.__file__).parents[2] / "docs" / "integrations.md").read_text()
+    assert all(o in doc for o in DOC_OVERRIDES), "docs/integrations.md no longer shows the tested overrides"
+
+
+def test_next_batch_sets_per_prompt_rollout_n_and_the_agent_loop_uses_it(data):
+    trainer = _trainer(_config(data), _by_difficulty)
+    varied = False
+    for step in range(12):
+        batch, metrics = _step(trainer)
+        rec = trainer._gdro.records[-1]
+        assert rec["step"] == step and rec["prompts"] == B and rec["rollouts"] == B * N  # Σ nᵢ = B·n̄
+        assert len(batch.keys) == B * N and metrics["gdro/step"] == step + 1
+        sessions = trainer.agent_loop_manager.sessions
+        uids = {k.split("_")[0] for k in batch.keys}
+        counts = sorted(len(sessions[u]) for u in uids)
+        assert sum(counts) == B * N
+        varied |= len(set(counts)) > 1
+        sessions.clear()
+    assert varied, "Rollout-GDRO never moved rollouts between prompts in 12 steps"
+    assert not trainer._gdro.curriculum.pending
+
+
+def test_rows_come_from_the_curriculum(data):
+    trainer = _trainer(_config(data), _by_difficulty)
+    trainer.global_steps = 1
+    batch = trainer._next_train_batch()
+    sched = trainer._gdro.curriculum.pending[-1]
+    assert [int(i) for i in batch["index"]] == sched.prompt_ids.tolist()
+    assert batch["__rollout_n__"].tolist() == sched.rollouts.tolist() and int(batch["__rollout_n__"].sum()) == B * N
+
+
+def test_dapo_filter_refills_through_the_curriculum(data):
+    cfg = _config(data, "algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=reward")
+
+    def reward(row, session):  # every third row: all rollouts agree, so DAPO drops its group
+        return 1.0 if row % 3 == 0 else float(session % 2)
+
+    trainer = _trainer(cfg, reward)
+    assert trainer.replay_buffer.filter_groups_metric == "reward"
+    dropped, grown = 0, False
+    for _ in range(4):
+        batch, metrics = _step(trainer)
+        rec = trainer._gdro.records[-1]
+        assert len({k.split("_")[0] for k in batch.keys}) == B  # verl trains B groups
+        assert rec["prompts"] >= B and rec["rollouts_observed"] == rec["rollouts"]  # and we saw every group
+        dropped += int(metrics.get("training/filter_groups/evicted_samples", 0))
+        grown |= rec["prompts"] > B  # verl's refill asked the curriculum for more prompts
+    assert dropped > 0 and grown
+
+
+def test_checkpoint_carries_the_curriculum(data, tmp_path):
+    cfg = _config(data, f"trainer.default_local_dir={tmp_path}", "trainer.resume_mode=auto")
+    t1 = _trainer(cfg, _by_difficulty)
+    for _ in range(3):
+        _step(t1)
+    t1._save_checkpoint()
+    saved = json.loads((tmp_path / "global_step_3" / adapter.STATE_FILE).read_text())
+    assert saved["curriculum"]["adversary"]["step"] == 3
+    t2 = _trainer(cfg, _by_difficulty)
+    t2._load_checkpoint()
+    assert t2.global_steps == 3 and t2._gdro.curriculum.adversary.step == 3
+    t1.global_steps = t2.global_steps = 4
+    b1, b2 = t1._next_train_batch(), t2._next_train_batch()  # the resumed run's next block is the same
+    assert list(b1["index"]) == list(b2["index"]) and b1["__rollout_n__"].tolist() == b2["__rollout_n__"].tolist()
+
+
+def test_async_modes_and_other_versions_fail_at_start(data, monkeypatch):
+    with pytest.raises(ValueError, match="trainer_mode=sync"):
+        get_trainer_cls("colocate_async")(_config(data, "trainer.v1.trainer_mode=colocate_async"))
+    with pytest.raises(ValueError, match="unknown GDRO option"):
+        get_trainer_cls("sync")(_config(data, "+trainer.v1.sampler.sampler_kwargs.rollout_n=3"))
+    monkeypatch.setattr(adapter, "_BUILT", {})
+    monkeypatch.setattr(adapter, "SUPPORTED", ("0.10.0", "0.11.0"))
+    with pytest.raises(RuntimeError) as e:
+        get_trainer_cls("sync")(_config(data))
+    assert "\n" not in str(e.value) and "this is verl 0.9.1" in str(e.value)

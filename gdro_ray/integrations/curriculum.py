@@ -72,10 +72,20 @@ class PromptCurriculum:
     def next_block(self) -> StepSchedule:
         if len(self.pending) >= self.max_pending:
             raise RuntimeError(f"GDRO curriculum: {len(self.pending)} blocks were handed out and none of their rewards "
-                               "came back; wrap the reward function (TRL) or call the sampler's update() (verl)")
+                               "came back; wrap the reward function (TRL); with verl, use GDROReplayBuffer")
         sched = self.adversary.schedule_ahead(self.max_pending) if self.pending else self.adversary.schedule()
         self.pending.append(sched)
         return sched
+
+    def extend(self, count: int) -> StepSchedule:
+        """The oldest outstanding block grown by `count` prompts (a host's refill after it dropped
+        groups, e.g. DAPO's all-equal filter); its new slots are the last `count`. The block is
+        then observed as a whole."""
+        if not self.pending:
+            raise RuntimeError("GDRO curriculum: extend() with no block outstanding")
+        grown = self.adversary.extend(int(count))
+        self.pending[0] = grown
+        return grown
 
     # ---- in: rewards -----------------------------------------------------------------------
     def observe_groups(self, groups: Iterable[tuple[int, Sequence[float]]], strict: bool = False) -> dict | None:
