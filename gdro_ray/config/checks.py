@@ -128,6 +128,7 @@ def check_service(cfg: Config, need) -> None:
     need(lr.micro_batch >= 1, "learner.micro_batch", f"must be ≥ 1, got {lr.micro_batch}")
     need(lr.micro_batch_tokens >= 0, "learner.micro_batch_tokens",
          f"must be ≥ 0 (0 = no token cap), got {lr.micro_batch_tokens}")
+    _check_lora(lr.lora, need)
     need(cfg.checkpoint.every >= 0, "checkpoint.every", f"must be ≥ 0 (0 = only at the end), got {cfg.checkpoint.every}")
     need(cfg.checkpoint.keep >= 1, "checkpoint.keep", f"must be ≥ 1 (the newest is what --resume needs), got {cfg.checkpoint.keep}")
     need(cfg.reward.timeout_s >= 0, "reward.timeout_s", f"must be ≥ 0 (0 = sampler.reward_timeout_s per response), "
@@ -161,3 +162,16 @@ def check_service(cfg: Config, need) -> None:
     need(sim.eval_k >= 1, "sim.eval_k", f"must be ≥ 1, got {sim.eval_k}")
     need(0 <= sim.unsolvable_fraction < 1, "sim.unsolvable_fraction", f"must be in [0,1), got {sim.unsolvable_fraction}")
     need(sim.tail_shape > 0, "sim.tail_shape", f"must be > 0, got {sim.tail_shape}")
+
+
+def _check_lora(lora, need) -> None:
+    need(lora.rank >= 0, "learner.lora.rank", f"must be ≥ 0 (0 = off, full fine-tuning), got {lora.rank}")
+    if lora.rank == 0:  # off: the other keys are not read
+        return
+    need(lora.alpha > 0, "learner.lora.alpha", f"must be > 0 (the update is scaled by alpha / rank), got {lora.alpha}")
+    need(0 <= lora.dropout < 1, "learner.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+    targets = [t.strip() for t in lora.target_modules]
+    need(bool(targets) and all(targets), "learner.lora.target_modules",
+         f"needs at least one module name (or all-linear), none empty; got {lora.target_modules!r}")
+    need("all-linear" not in targets or len(targets) == 1, "learner.lora.target_modules",
+         f"all-linear already names every linear layer; give it alone, got {lora.target_modules!r}")

@@ -326,6 +326,22 @@ class SamplerConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters on the learner's model (peft): only the adapters train, the samplers get the merged weights."""
+
+    rank: int = doc(0, "LoRA rank r; 0 = off (full fine-tuning). With r ≥ 1 the base weights are frozen and only "
+                       "the adapters (and their AdamW state) train; the KL reference is the base itself, with the "
+                       "adapters disabled, so no second model copy is kept. LoRA usually wants a larger "
+                       "learner.lr than full fine-tuning (1e-5 to 1e-4).")
+    alpha: float = doc(16.0, "LoRA alpha: the adapter's update B·A is scaled by alpha / rank.")
+    dropout: float = doc(0.0, "Dropout on the adapters' input, in [0, 1). Above 0 the policy the learner trains is "
+                              "random per forward, so its ratio to the behaviour policy carries the dropout noise.")
+    target_modules: list[str] = doc(
+        ["all-linear"], "Modules that get adapters: names or name suffixes of linear layers (e.g. "
+                        "q_proj,k_proj,v_proj,o_proj), or `all-linear` for every linear layer but the output head.")
+
+
+@dataclass
 class LearnerConfig:
     """FSDP2 learner group."""
 
@@ -351,6 +367,7 @@ class LearnerConfig:
                                "is visible. Below 1 only with world_size 1 (NCCL needs one card per rank).")
     backend: Literal["auto", "gloo", "nccl"] = doc("auto", "torch.distributed backend; auto = nccl on GPU else gloo.")
     ray_resource: str = doc("", "Ray custom resource each learner rank needs one unit of (e.g. `gdro_learner`).")
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass

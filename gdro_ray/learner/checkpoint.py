@@ -5,7 +5,10 @@ Folder layout (written atomically through `gdro_ray.utils.io.atomic_dir`):
     model.safetensors     full fp32 weights, HF key names: the folder loads with from_pretrained
     optimizer.pt          full (unsharded) AdamW state keyed by parameter name; tensors and plain
                           values only, so it loads with torch.load(weights_only=True)
-    learner_state.json    {"version": optimizer steps, "world_size": ranks that wrote it}
+    learner_state.json    {"version": optimizer steps, "world_size": ranks that wrote it,
+                           "lora": the learner.lora settings, or null for full fine-tuning}
+    adapter/              with LoRA only: the adapter in peft's format (adapter_model.safetensors,
+                          adapter_config.json); model.safetensors then holds the merged weights
 A full (not sharded) optimizer state lets a run resume on a different number of ranks.
 """
 from __future__ import annotations
@@ -59,7 +62,8 @@ def to_safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str
 
 
 def write_checkpoint(path: str, source_model_path: str, state: dict[str, torch.Tensor],
-                     optim_state: dict, meta: dict) -> None:
+                     optim_state: dict, meta: dict, extra=None) -> None:
+    """`extra(stage)`, when given, writes more files into the staging folder before it is committed."""
     source = Path(source_model_path)
     with atomic_dir(path) as stage:
         for item in source.iterdir():
@@ -68,6 +72,8 @@ def write_checkpoint(path: str, source_model_path: str, state: dict[str, torch.T
         save_file(state, str(stage / WEIGHTS_FILE), metadata={"format": "pt"})
         torch.save(optim_state, stage / OPTIMIZER_FILE)
         (stage / STATE_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if extra is not None:
+            extra(stage)
 
 
 def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict, dict]:

@@ -22,7 +22,9 @@ Algorithm of one `train_step` (`epochs` × `mini_batches` optimizer steps per ca
    from the full batch, so the count needs no communication. Logits are computed only from
    the first response position on (`logits_to_keep`) and log-probs in bounded fp32 blocks.
 4. Reference log-probs come from a frozen, unsharded copy of the initial model on each rank
-   (fine for small and mid-size models; skipped entirely when kl_coef = 0).
+   (fine for small and mid-size models; skipped entirely when kl_coef = 0). With LoRA
+   (`lora`, gdro_ray/learner/lora.py) only the adapters train and the reference is the same
+   sharded model with its adapters disabled: the frozen base is the initial model, so no copy.
    `old_logprobs` in the batch (the samplers', used in off-policy mode) are the behaviour
    policy for every update. Without them (on-policy) the behaviour log-probs are the policy's
    before the first update: the first mini-batch's own detached forward (ratio exactly 1) and,
@@ -69,6 +71,7 @@ from gdro_ray.learner.batch import (
     plan_micro_batches,
     validate_batch,
 )
+from gdro_ray.learner.lora import LoraSettings, apply_lora, base_weights, scalings
 from gdro_ray.learner.phases import learner_phase_timer
 from gdro_ray.learner.weights_out import LearnerWeights
 from gdro_ray.protocol import LearnerInfo, RankStats, UpdateStats
@@ -107,6 +110,7 @@ class LearnerWorker(LearnerWeights):
         reshard_after_forward: bool = True,
         timeout_s: float = 1800.0,
         cpu_affinity: list[int] | None = None,
+        lora: dict | None = None,
     ) -> None:
         from transformers import AutoModelForCausalLM
 
@@ -170,22 +174,33 @@ class LearnerWorker(LearnerWeights):
         self.gradient_checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
         self.config = model.config
         self.pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
+        layer_classes = set(getattr(model, "_no_split_modules", None) or [])
+        # LoRA: peft wraps the model before sharding, so FSDP2 shards the frozen base and the
+        # adapters alike; rank 0 keeps the base for merged publication (lora.py says why)
+        self.lora = LoraSettings.from_dict(lora)
+        self._lora_scale: dict[str, float] = {}
+        self._lora_base = None
+        if self.lora is not None:
+            model = apply_lora(model, self.lora)
+            self._lora_scale = scalings(model)
+            self._lora_base = base_weights(model) if rank == 0 else None
         mp = None
         if self.compute_dtype != torch.float32:
             mp = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
         shard_kwargs = {"mesh": mesh, "reshard_after_forward": bool(reshard_after_forward)}
         if mp is not None:
             shard_kwargs["mp_policy"] = mp
-        layer_classes = set(getattr(model, "_no_split_modules", None) or [])
         for module in model.modules():
             if type(module).__name__ in layer_classes:
                 fully_shard(module, **shard_kwargs)
         fully_shard(model, **shard_kwargs)
         self.model = model
-        self.optimizer = _adamw(model.parameters(), lr, weight_decay, self.device)
+        # only what trains: with LoRA the adapters, so AdamW keeps no state for the frozen base
+        self.optimizer = _adamw([p for p in model.parameters() if p.requires_grad], lr, weight_decay, self.device)
 
         self.ref_model = None
-        if self.kl_coef != 0.0:
+        self.has_reference = self.kl_coef != 0.0
+        if self.has_reference and self.lora is None:
             ref = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.compute_dtype)
             ref.config.use_cache = False
             self.ref_model = ref.to(self.device).eval().requires_grad_(False)
@@ -213,6 +228,14 @@ class LearnerWorker(LearnerWeights):
             logits = logits / self.temperature
         logp, entropy = token_logprobs_and_entropy(logits, mb.targets, with_entropy=with_entropy)
         return (logp, entropy) if with_entropy else logp
+
+    def _reference_logp(self, mb):
+        """The reference policy's token log-probs: the frozen copy, or with LoRA the base model
+        itself (the same sharded weights with the adapters off)."""
+        if self.lora is None:
+            return self._forward_logp(self.ref_model, mb)
+        with self.model.disable_adapter():
+            return self._forward_logp(self.model, mb)
 
     def _micro_batches(self, batch: dict, parts: list[list[int]]):
         """This rank's micro-batches of `parts` (its contiguous share of each part, as
@@ -242,15 +265,16 @@ class LearnerWorker(LearnerWeights):
         n = len(batch["response_token_ids"])
         parts = [list(range(n)) if rows is None else list(rows)] if parts is None else parts
         prompt_lens, lengths = row_lengths(batch)
-        model = self.model
-        if reference:
-            if self.ref_model is None:
-                raise ValueError("no reference model: the learner was built with kl_coef = 0")
-            model = self.ref_model
+        if reference and not self.has_reference:
+            raise ValueError("no reference model: the learner was built with kl_coef = 0")
+
+        def forward(mb):
+            return self._reference_logp(mb) if reference else self._forward_logp(self.model, mb)
+
         if not gather:
             mine: list = [None] * n
             for mb in self._micro_batches(batch, parts):
-                logp = self._forward_logp(model, mb)
+                logp = forward(mb)
                 for j, row in enumerate(mb.rows):
                     start = prompt_lens[row] - 1 - mb.start
                     mine[row] = logp[j, start : start + lengths[row]].float().cpu()
@@ -258,7 +282,7 @@ class LearnerWorker(LearnerWeights):
         width = max(lengths, default=0)
         table = torch.zeros((n, max(width, 1)), dtype=torch.float32, device=self.device)
         for mb in self._micro_batches(batch, parts):
-            logp = self._forward_logp(model, mb)
+            logp = forward(mb)
             for j, row in enumerate(mb.rows):
                 start = prompt_lens[row] - 1 - mb.start
                 table[row, : lengths[row]] = logp[j, start : start + lengths[row]]
@@ -368,9 +392,9 @@ class LearnerWorker(LearnerWeights):
                 logp, entropy = self._forward_logp(self.model, mb, with_entropy=True)
             old_logp = logp.detach() if detached_old or mb.old_logp is None else mb.old_logp
             ref_logp = None
-            if self.ref_model is not None:
+            if self.has_reference:
                 with torch.no_grad(), timer("reference"):
-                    ref_logp = self._forward_logp(self.ref_model, mb)
+                    ref_logp = self._reference_logp(mb)
             loss, stats, seq_surrogate = grpo_loss(
                 logp, old_logp, ref_logp, mb.advantages, mb.mask,
                 clip_low=self.clip_low, clip_high=self.clip_high, kl_coef=self.kl_coef,

@@ -11,6 +11,7 @@ so they start on the restored weights. A part that fails to start takes down the
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from gdro_ray.config import Config, dump_config, to_dict
@@ -70,7 +71,8 @@ def _learner_group(cfg: Config, model_path: str):
               "epochs": g.epochs, "loss_agg": g.loss_agg,
               "temperature": cfg.sampler.temperature if cfg.sampler.temperature > 0 else 1.0},
         num_cpus=L.num_cpus, num_gpus=L.num_gpus, ray_resource=L.ray_resource,
-        cpu_affinity=cfg.cluster.learner_cpus or None, reshard_after_forward=L.reshard_after_forward)
+        cpu_affinity=cfg.cluster.learner_cpus or None, reshard_after_forward=L.reshard_after_forward,
+        lora=dataclasses.asdict(L.lora))
 
 
 def _sampler_pool(cfg: Config, model_path: str, sampler_kw: dict, reward_kw: dict, learner, adversary):

@@ -7,7 +7,9 @@ Layout of `runs/<name>/`:
     eval_base.json, eval_final.json
     checkpoints/step_000010/    one complete checkpoint:
         learner/                HF-loadable model folder (safetensors + config + tokenizer) plus
-                                optimizer.pt (loads with weights_only=True) and learner_state.json
+                                optimizer.pt (loads with weights_only=True) and learner_state.json;
+                                with `learner.lora` the folder's weights are the merged ones and
+                                learner/adapter/ holds the adapter in peft's format
         adversary.json          classifier, Prompt-GDRO, Rollout-GDRO state and data cursor
         driver.json             step, weights version, RNG state
     checkpoints/latest          name of the newest complete checkpoint

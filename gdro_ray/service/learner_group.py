@@ -62,7 +62,7 @@ class LearnerGroup:
                  micro_batch: int, backend: str, dtype: str, grpo: dict, seed: int,
                  num_cpus: float = 1.0, num_gpus: float = 0.0, ray_resource: str = "",
                  cpu_affinity: list[int] | None = None, reshard_after_forward: bool = True,
-                 micro_batch_tokens: int = 0, gradient_checkpointing: bool = False):
+                 micro_batch_tokens: int = 0, gradient_checkpointing: bool = False, lora: dict | None = None):
         bundle = {"CPU": max(float(num_cpus), 0.01)}  # a bundle may not be empty
         if num_gpus:
             bundle["GPU"] = num_gpus
@@ -90,7 +90,7 @@ class LearnerGroup:
                     device=learner_device(num_gpus),
                     # as many torch threads as CPUs reserved (it was always 1: a 2-CPU rank used one core)
                     num_threads=max(1, int(num_cpus)), cpu_affinity=cpu_affinity,
-                    reshard_after_forward=reshard_after_forward)
+                    reshard_after_forward=reshard_after_forward, lora=lora)
             for r in range(world_size)
         ]
         ray.get([w.version.remote() for w in self.workers])

@@ -38,8 +38,16 @@ CHANGEABLE_ON_RESUME = (
 )
 
 
+# Exceptions inside a changeable section: the LoRA settings shape the adapters and their optimizer
+# state that the checkpoint holds, so a checkpoint continues only with the same ones.
+FROZEN_ON_RESUME = ("learner.lora.",)
+
+
 def changeable_on_resume(key: str) -> bool:
-    return any(key == c or (c.endswith(".") and key.startswith(c)) for c in CHANGEABLE_ON_RESUME)
+    def listed(names):
+        return any(key == c or (c.endswith(".") and key.startswith(c)) for c in names)
+
+    return listed(CHANGEABLE_ON_RESUME) and not listed(FROZEN_ON_RESUME)
 
 
 def resolve_run_dir(cfg: Config) -> Path:

@@ -197,9 +197,10 @@ def test_changeable_keys_are_schema_keys_and_the_problem_is_not_among_them():
     for entry in CHANGEABLE_ON_RESUME:  # a renamed key must not silently leave the list
         assert any(k == entry or (entry.endswith(".") and k.startswith(entry)) for k in keys), entry
     for key in ("reward.function", "data.train", "data.eval", "data.prompt_key", "data.eval_id_key", "eval.k",
-                "model.path", "preset", "seed", "out"):
+                "model.path", "preset", "seed", "out", "learner.lora.rank", "learner.lora.target_modules"):
         assert not changeable_on_resume(key), key
     assert changeable_on_resume("steps") and changeable_on_resume("checkpoint.keep_best")
+    assert changeable_on_resume("learner.lr")  # the LoRA exception leaves the rest of its section
 
 
 def test_relative_reward_file_is_recorded_absolute(tmp_path, monkeypatch):

@@ -226,8 +226,11 @@ def _two_rank_main(rank, port, model_dir, out_dir, batch, grpo, learner_kw):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("grpo,learner_kw", [({}, {}), ({"mini_batches": 2, "loss_agg": "prompt_mean"}, {}),
-                                             ({"mini_batches": 2}, {"reshard_after_forward": False})],
-                         ids=["one_step", "two_mb_prompt_mean", "two_mb_keep_gathered"])
+                                             ({"mini_batches": 2}, {"reshard_after_forward": False}),
+                                             # LoRA: the published weights are merged, W + (alpha/rank)·B·A;
+                                             # alpha = rank keeps Adam's rounding slack (below) unscaled
+                                             ({"mini_batches": 2}, {"lora": {"rank": 4, "alpha": 4.0}})],
+                         ids=["one_step", "two_mb_prompt_mean", "two_mb_keep_gathered", "two_mb_lora"])
 def test_two_ranks_match_one_rank(model_dir, tmp_path, grpo, learner_kw):
     """Two FSDP2 ranks give the single rank's update (also when the gathered weights are kept
     from forward to backward, `learner.reshard_after_forward=false`)."""
@@ -241,7 +244,7 @@ def test_two_ranks_match_one_rank(model_dir, tmp_path, grpo, learner_kw):
     assert stats[0].per_prompt_surrogate == stats[1].per_prompt_surrogate
     assert versions_after_load[0] == 1
 
-    w = _worker(model_dir, micro_batch=64, grpo=grpo)  # one micro-batch: checks the accumulation too
+    w = _worker(model_dir, micro_batch=64, grpo=grpo, lora=learner_kw.get("lora"))  # one micro-batch: checks the accumulation too
     try:
         single = w.train_step(batch)
         single_sd = st_load(w.state_dict_bytes())

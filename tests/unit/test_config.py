@@ -69,6 +69,31 @@ def test_settings_that_cannot_work_together_name_the_key(overrides, key):
     load_config(overrides=overrides[:1])  # each alone is fine
 
 
+@pytest.mark.parametrize("overrides,key", [
+    (["learner.lora.rank=-1"], "learner.lora.rank"),
+    (["learner.lora.rank=8", "learner.lora.alpha=0"], "learner.lora.alpha"),
+    (["learner.lora.rank=8", "learner.lora.dropout=1.0"], "learner.lora.dropout"),
+    (["learner.lora.rank=8", "learner.lora.dropout=-0.1"], "learner.lora.dropout"),
+    (["learner.lora.rank=8", "learner.lora.target_modules="], "learner.lora.target_modules"),
+    (["learner.lora.rank=8", "learner.lora.target_modules=[q_proj, ' ']"], "learner.lora.target_modules"),
+    (["learner.lora.rank=8", "learner.lora.target_modules=all-linear,q_proj"], "learner.lora.target_modules"),
+    (["learner.lora.rank=8", "learner.lora.ranks=4"], "learner.lora.ranks"),
+    (["learner.lora=8"], "learner.lora"),
+])
+def test_bad_lora_settings_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=overrides)
+    assert str(e.value).startswith(key) and "\n" not in str(e.value)
+
+
+def test_lora_settings_resolve():
+    assert load_config().learner.lora.rank == 0  # off unless asked for
+    lora = load_config(overrides=["learner.lora.rank=8", "learner.lora.target_modules=q_proj,v_proj"]).learner.lora
+    assert (lora.rank, lora.alpha, lora.dropout, lora.target_modules) == (8, 16.0, 0.0, ["q_proj", "v_proj"])
+    # off: the other keys are not read, so they are not checked either
+    assert load_config(overrides=["learner.lora.alpha=0"]).learner.lora.alpha == 0
+
+
 def test_dump_roundtrip(tmp_path):
     cfg = load_config(overrides=["seed=3", "prompt_gdro.mode=reweight"])
     f = tmp_path / "r.yaml"
