@@ -42,7 +42,7 @@ def run_arm(rank: int, model_dir: str, batch: dict, steps: int, micro: int, thre
     trainable = sum(p.numel() for p in w.model.parameters() if p.requires_grad)
     step_s, gather_s, publish_s, nbytes = [], [], [], 0
     for _ in range(steps):
-        step_s.append(w.train_step(batch)["time_s"])
+        step_s.append(w.train_step(batch).time_s)
         t0 = time.perf_counter()
         w.publishable_state()
         gather_s.append(time.perf_counter() - t0)

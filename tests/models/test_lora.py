@@ -64,7 +64,7 @@ def test_only_the_adapters_train_and_the_reference_is_the_base(model_dir):
         for _ in range(2):  # the second step moves lora_A too (B = 0 before the first)
             stats = w.train_step(batch)
         after = snapshot()
-        assert stats["kl"] > 0 and w.version() == 2
+        assert stats.kl > 0 and w.version() == 2
         assert set(before) == set(after)
         for key in before:
             if lora_io.is_adapter_key(key):
