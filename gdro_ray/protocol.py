@@ -7,6 +7,7 @@
     learner rank ──LearnerInfo──▶ driver;  sampler ──SamplerInfo──▶ pool (when it is up)
     sampler ──EvalResult──▶ driver (held-out evaluation; its `to_dict()` is the JSON result)
     driver ──EvalRecord──▶ metrics.jsonl and adversary (gauges, status)
+    driver ──SampleRecord──▶ samples.jsonl and adversary (status)
 
 `StepSchedule` (`gdro_ray.algorithms.schedule`) is the adversary's own pure object; it crosses Ray
 as it is and stays pending in the adversary, so the results name its step rather than send it
@@ -27,8 +28,8 @@ from gdro_ray.algorithms.schedule import StepSchedule
 
 __all__ = [
     "EVAL_RECORD", "DriverReport", "EvalRecord", "EvalResult", "LearnStats", "LearnerBatch",
-    "LearnerInfo", "PromptRollouts", "RankStats", "SamplerInfo", "Shard", "ShardResult",
-    "StepRecord", "StepSchedule", "UpdateStats",
+    "LearnerInfo", "PromptRollouts", "RankStats", "SampleRecord", "SampleResponse", "SamplerInfo", "Shard",
+    "ShardResult", "StepRecord", "StepSchedule", "UpdateStats",
 ]
 
 
@@ -319,6 +320,44 @@ class DriverReport:
 
 
 @dataclass
+class SampleResponse:
+    """One shown response of a sample completion: its text (cut to a length), reward, advantage,
+    token count, and whether it hit the token limit."""
+
+    text: str
+    reward: float
+    advantage: float
+    tokens: int
+    truncated: bool
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "reward": self.reward, "advantage": self.advantage, "tokens": self.tokens,
+                "truncated": self.truncated}
+
+
+@dataclass
+class SampleRecord:
+    """One sample completion (`gdro_ray.metrics.samples`): a prompt of a step's difficulty bin with some
+    of its responses, which the driver writes to samples.jsonl and reports to the adversary actor."""
+
+    step: int
+    bin: str  # `bin<b>` (bin 0 the hardest) or `unseen`
+    prompt_id: int
+    prompt: str | None
+    answer: str | None
+    responses: list[SampleResponse] = field(default_factory=list)
+    context: list[dict] | None = None  # a chat row's turns before the prompt (None: it has none)
+
+    def to_json(self) -> dict:
+        """The samples.jsonl line; "context" only for a row that has one, so plain rows read as before."""
+        out = {"step": self.step, "bin": self.bin, "prompt_id": self.prompt_id, "prompt": self.prompt,
+               "answer": self.answer, "responses": [r.to_json() for r in self.responses]}
+        if self.context is not None:
+            out["context"] = self.context
+        return out
+
+
+@dataclass
 class StepRecord:
     """One step's line of metrics.jsonl (docs/metrics.md): the adversary's record of the step
     (bins, q, prices, budget), then what the driver measured. Built once, by `Trainer.run_step`."""
@@ -347,7 +386,7 @@ class StepRecord:
     weight_sync: dict | None = None  # what the step's weight publish reported
     stage_time_s: dict[str, float] = field(default_factory=dict)  # seconds per driver stage
     step_time_s: float = 0.0
-    samples: list[dict] = field(default_factory=list)  # sample completions of this step (samples.jsonl, not here)
+    samples: list[SampleRecord] = field(default_factory=list)  # sample completions of this step (samples.jsonl, not here)
 
     @property
     def step(self) -> int:

@@ -4,7 +4,7 @@ Every `metrics.samples_every` steps the driver picks, per bin, `metrics.samples_
 step's prompts (the first in slot order: the schedule is already a seeded draw) and up to
 `metrics.samples_responses` of each prompt's responses, successes first, so a hard bin's rare
 success is what shows. Only those groups' arrays are fetched and decoded. Each picked prompt
-becomes one line of <run_dir>/samples.jsonl:
+becomes a `SampleRecord` (`gdro_ray.protocol`), whose `to_json()` is one line of <run_dir>/samples.jsonl:
 
     {"step": 9, "bin": "bin0", "prompt_id": 412, "prompt": "...", "answer": "...",
      "responses": [{"text": "...", "reward": 1.0, "advantage": 1.6, "tokens": 57, "truncated": false}, ...]}
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gdro_ray.protocol import SampleRecord, SampleResponse
 from gdro_ray.utils.jsonl_log import JsonlLog
 
 FILE_NAME = "samples.jsonl"
@@ -49,20 +50,23 @@ def pick_samples(group_ids: Sequence[int], rewards: Sequence[Sequence[float]], p
 
 def sample_record(step: int, label: str, prompt_id: int, example: dict, texts: Sequence[str],
                   rewards: Sequence[float], advantages: Sequence[float], lengths: Sequence[int],
-                  max_new_tokens: int) -> dict:
-    """One samples.jsonl line (see the module docstring); a chat row's earlier turns as "context"."""
-    record = {"step": int(step), "bin": label, "prompt_id": int(prompt_id), "prompt": example.get("prompt"),
-              "answer": example.get("answer"),
-              "responses": [{"text": t[:TEXT_CHARS], "reward": float(r), "advantage": round(float(a), 4),
-                             "tokens": int(n), "truncated": int(n) >= max_new_tokens}
-                            for t, r, a, n in zip(texts, rewards, advantages, lengths)]}
+                  max_new_tokens: int) -> SampleRecord:
+    """One sample completion (its `to_json()` is the samples.jsonl line of the module docstring);
+    a chat row's earlier turns as its context."""
+    context = None
     if example.get("context"):
-        record["context"] = [dict(t, content=t["content"][:TEXT_CHARS]) for t in example["context"]]
-    return record
+        context = [dict(t, content=t["content"][:TEXT_CHARS]) for t in example["context"]]
+    return SampleRecord(
+        step=int(step), bin=label, prompt_id=int(prompt_id), prompt=example.get("prompt"),
+        answer=example.get("answer"), context=context,
+        responses=[SampleResponse(text=t[:TEXT_CHARS], reward=float(r), advantage=round(float(a), 4), tokens=int(n),
+                                  truncated=int(n) >= max_new_tokens)
+                   for t, r, a, n in zip(texts, rewards, advantages, lengths)])
 
 
 class SampleLog(JsonlLog):
-    """<run_dir>/samples.jsonl: extended per sample step; `trim` drops the steps a resume redoes."""
+    """<run_dir>/samples.jsonl: extended per sample step with the records' JSON; `trim` drops the
+    steps a resume redoes. Its readers here take the lines as dicts, as read back from the file."""
 
     def __init__(self, run_dir: str | Path):
         super().__init__(Path(run_dir) / FILE_NAME)

@@ -26,7 +26,7 @@ def render_status(st: dict) -> str:
     rows = [[lab, rec["bin_weights"][i], rec["bin_scores"][i], rec["bin_prompts"][i], rec["bin_rollouts"][i],
              rec["bin_pass_at_k"][i]] for i, lab in enumerate(labels)]
     out = head + "\n" + table(["bin", "weight q", "score S", "prompts", "rollouts", "pass@k"], rows)
-    sample = hardest_sample(st.get("samples") or [])
+    sample = hardest_sample([r.to_json() for r in st.get("samples") or []])  # the samples.jsonl readers take its lines
     if sample is not None:
         out += "\nthe hardest bin's last sample:\n" + render_sample(sample, chars=200)
     return out

@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict
 
 from gdro_ray.algorithms.schedule import StepSchedule
-from gdro_ray.protocol import DriverReport, EvalRecord
+from gdro_ray.protocol import DriverReport, EvalRecord, SampleRecord
 
 ACTOR_NAME = "gdro_adversary"
 NAMESPACE = "gdro_ray"
@@ -41,7 +41,7 @@ class AdversaryService:
         self.run_dir = run_dir
         self.last_record: dict | None = None
         self.last_eval: dict | None = None
-        self.last_samples: list[dict] = []
+        self.last_samples: list[SampleRecord] = []
         self.driver_stats: dict = {}
         self.rollouts_total = 0
         self.weights_version = 0
@@ -119,7 +119,7 @@ class AdversaryService:
         if self.exporter:
             self.exporter.update_eval(record)
 
-    def report_samples(self, records: list[dict]) -> None:
+    def report_samples(self, records: list[SampleRecord]) -> None:
         """The newest sample completions (`gdro_ray/metrics/samples.py`), for `gdro-ray status`."""
         self.last_samples = list(records)
 

@@ -33,7 +33,7 @@ import numpy as np
 from gdro_ray.config import Config, to_dict
 from gdro_ray.errors import UserError
 from gdro_ray.metrics.samples import SampleLog, group_label, pick_samples, sample_record
-from gdro_ray.protocol import DriverReport, LearnStats, ShardResult, StepRecord, StepSchedule
+from gdro_ray.protocol import DriverReport, LearnStats, SampleRecord, ShardResult, StepRecord, StepSchedule
 from gdro_ray.service.run_log import RunLog
 from gdro_ray.service.run_parts import RunParts
 from gdro_ray.service.shards import build_shards
@@ -213,7 +213,8 @@ class Trainer:
             custom_reward_mean=float(np.mean(np.concatenate(rewards))) if cfg.reward.function else None,
             samples=samples)
 
-    def _samples(self, sched: StepSchedule, by_slot: dict, rewards: list, adv: list, num_groups: int) -> list[dict]:
+    def _samples(self, sched: StepSchedule, by_slot: dict, rewards: list, adv: list,
+                 num_groups: int) -> list[SampleRecord]:
         """Every `metrics.samples_every` steps: a few prompts per bin with their decoded responses
         (`gdro_ray/metrics/samples.py`), written to samples.jsonl and shown by `gdro-ray status`."""
         m = self.cfg.metrics
@@ -234,7 +235,7 @@ class Trainer:
                 self.step, group_label(int(sched.group_ids[slot]), num_groups), pid, self.train[pid], texts,
                 [rewards[slot][j] for j in picked], [float(adv[slot][j]) for j in picked],
                 [res.response_lens[j] for j in picked], self.cfg.sampler.max_new_tokens))
-        self.samples.extend(records)
+        self.samples.extend([r.to_json() for r in records])
         self.adversary.report_samples.remote(records)
         return records
 
@@ -282,7 +283,7 @@ class Trainer:
                 if loggers is not None:
                     loggers.log_step(record)
                     if step.samples:
-                        loggers.log_samples(step.samples, self.step)
+                        loggers.log_samples([s.to_json() for s in step.samples], self.step)
                 progress.update(self.step, record)
                 if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()

@@ -203,7 +203,8 @@ def test_samples_show_decoded_responses_of_the_prompts_trained(live):
     assert any(r["text"].strip() for rec in lines for r in rec["responses"])  # the tokens really were decoded
     bins = [rec["bin"] for rec in lines if rec["step"] == 3]
     assert len(bins) == len(set(bins))  # one prompt per bin
-    assert ray.get(trainer.adversary.status.remote())["samples"] == [r for r in lines if r["step"] == 3]
+    newest = ray.get(trainer.adversary.status.remote())["samples"]
+    assert [r.to_json() for r in newest] == [r for r in lines if r["step"] == 3]
 
 
 @pytest.mark.skipif(not HAVE_PROMETHEUS, reason="prometheus not installed (apt-get install prometheus)")

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gdro_ray.metrics.samples import (
+    TEXT_CHARS,
     SampleLog,
     group_label,
     hardest_sample,
@@ -46,15 +47,26 @@ def _rec(step, label, text="x = 2, so \\boxed{2}"):
 
 def test_a_record_marks_responses_cut_at_the_token_limit_and_labels_bins():
     rec = _rec(4, group_label(0, 11))
-    assert rec["bin"] == "bin0" and group_label(10, 11) == "unseen"
-    assert [r["truncated"] for r in rec["responses"]] == [False, True]
-    json.dumps(rec)
+    assert rec.bin == "bin0" and group_label(10, 11) == "unseen"
+    assert [r.truncated for r in rec.responses] == [False, True]
+    json.dumps(rec.to_json())
+
+
+def test_the_json_line_keeps_its_keys_in_order_and_context_only_for_chat_rows():
+    line = _rec(4, "bin0").to_json()
+    assert list(line) == ["step", "bin", "prompt_id", "prompt", "answer", "responses"]
+    assert line["responses"][0] == {"text": "x = 2, so \\boxed{2}", "reward": 1.0, "advantage": 0.9, "tokens": 16,
+                                    "truncated": False}
+    chat = sample_record(4, "bin0", 7, {"prompt": "And 2 + 2?", "answer": "4",
+                                        "context": [{"role": "user", "content": "hi" * 5000}]},
+                         ["4"], [1.0], [0.5], [3], max_new_tokens=32).to_json()
+    assert list(chat)[-1] == "context" and len(chat["context"][0]["content"]) == TEXT_CHARS
 
 
 def test_the_log_keeps_lines_before_a_resumed_step_only(tmp_path):
     log = SampleLog(tmp_path)
-    log.extend([_rec(4, "bin0"), _rec(4, "bin3")])
-    log.extend([_rec(9, "bin1")])
+    log.extend([_rec(4, "bin0").to_json(), _rec(4, "bin3").to_json()])
+    log.extend([_rec(9, "bin1").to_json()])
     with open(log.path, "a") as f:
         f.write('{"step": 14, "bin"')  # torn by a kill
     assert [r["step"] for r in log.records()] == [4, 4, 9]
@@ -64,7 +76,7 @@ def test_the_log_keeps_lines_before_a_resumed_step_only(tmp_path):
 
 def test_status_and_report_show_the_hardest_bin_first():
     newest = [_rec(9, "unseen"), _rec(9, "bin3"), _rec(9, "bin1", "the hard one: \\boxed{2}")]
-    records = [_rec(4, "bin0"), *newest]
+    records = [r.to_json() for r in (_rec(4, "bin0"), *newest)]  # as read back from samples.jsonl
     hardest = hardest_sample(records)
     assert (hardest["step"], hardest["bin"]) == (9, "bin1")  # the newest step's hardest bin with a sample
     text = render_sample(hardest)
@@ -77,3 +89,4 @@ def test_status_and_report_show_the_hardest_bin_first():
     out = render_status({"run_dir": "r", "record": record, "samples": newest})
     assert "the hardest bin's last sample:\nstep 10, bin1" in out
     assert "last sample" not in render_status({"run_dir": "r", "record": record})
+
