@@ -7,7 +7,7 @@
     learner rank ──LearnerInfo──▶ driver;  sampler ──SamplerInfo──▶ pool (when it is up)
     sampler ──EvalResult──▶ driver (held-out evaluation; its `to_dict()` is the JSON result)
     driver ──EvalRecord──▶ metrics.jsonl and adversary (gauges, status)
-    driver ──SampleRecord──▶ samples.jsonl and adversary (status)
+    driver ──SampleRecord──▶ samples.jsonl and adversary;  adversary ──StatusReport──▶ `gdro-ray status`
 
 `StepSchedule` (`gdro_ray.algorithms.schedule`) is the adversary's own pure object; it crosses Ray
 as it is and stays pending in the adversary, so the results name its step rather than send it
@@ -29,7 +29,7 @@ from gdro_ray.algorithms.schedule import StepSchedule
 __all__ = [
     "EVAL_RECORD", "DriverReport", "EvalRecord", "EvalResult", "LearnStats", "LearnerBatch",
     "LearnerInfo", "PromptRollouts", "RankStats", "SampleRecord", "SampleResponse", "SamplerInfo", "Shard",
-    "ShardResult", "StepRecord", "StepSchedule", "UpdateStats",
+    "ShardResult", "StatusReport", "StepRecord", "StepSchedule", "UpdateStats",
 ]
 
 
@@ -355,6 +355,24 @@ class SampleRecord:
         if self.context is not None:
             out["context"] = self.context
         return out
+
+
+@dataclass
+class StatusReport:
+    """The adversary actor's answer to `gdro-ray status`: the run, the adversary's last step record,
+    the driver's last report, the sampler count asked for, and the newest evaluation and samples."""
+
+    run_dir: str = ""
+    algorithm: str = ""
+    metrics_address: str = ""  # empty: no /metrics endpoint
+    record: dict | None = None  # `Adversary.observe`'s record of the last step (None: no step finished)
+    driver: DriverReport | None = None
+    queued_shards: int | None = None  # what the pool pushed last while a step sampled
+    desired_samplers: int = 0
+    weights_version: int = 0
+    rollouts_total: int = 0
+    eval: EvalRecord | None = None
+    samples: list[SampleRecord] = field(default_factory=list)  # the newest sample step's
 
 
 @dataclass

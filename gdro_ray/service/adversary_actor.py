@@ -7,10 +7,9 @@ point other processes of the job find by name (`gdro-ray status`, `gdro-ray scal
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 from gdro_ray.algorithms.schedule import StepSchedule
-from gdro_ray.protocol import DriverReport, EvalRecord, SampleRecord
+from gdro_ray.protocol import DriverReport, EvalRecord, SampleRecord, StatusReport
 
 ACTOR_NAME = "gdro_adversary"
 NAMESPACE = "gdro_ray"
@@ -40,9 +39,10 @@ class AdversaryService:
         self.adv = Adversary.from_config(self.cfg, num_prompts)
         self.run_dir = run_dir
         self.last_record: dict | None = None
-        self.last_eval: dict | None = None
+        self.last_eval: EvalRecord | None = None
         self.last_samples: list[SampleRecord] = []
-        self.driver_stats: dict = {}
+        self.driver_report: DriverReport | None = None
+        self.queued_shards: int | None = None
         self.rollouts_total = 0
         self.weights_version = 0
         self.desired_samplers = self.cfg.sampler.num_samplers
@@ -103,19 +103,19 @@ class AdversaryService:
     # ---- driver, status and scaling -------------------------------------------------------
     def report_driver(self, report: DriverReport) -> None:
         """The driver's measurements of the step just done, for the gauges and `gdro-ray status`."""
-        self.driver_stats = dict(self.driver_stats or {}, **asdict(report))  # keeps the live queue report
+        self.driver_report = report
         if self.exporter:
             self.exporter.update_driver(report)
 
     def report_queue(self, queued_shards: int) -> None:
         """Shards waiting for a sampler right now (pushed by the pool while a step samples)."""
-        self.driver_stats = dict(self.driver_stats or {}, queued_shards=int(queued_shards))
+        self.queued_shards = int(queued_shards)
         if self.exporter:
             self.exporter.update_queue(int(queued_shards))
 
     def report_eval(self, record: EvalRecord) -> None:
         """The latest held-out evaluation (an `eval` record of metrics.jsonl), for gauges and status."""
-        self.last_eval = record.to_json()
+        self.last_eval = record
         if self.exporter:
             self.exporter.update_eval(record)
 
@@ -139,19 +139,12 @@ class AdversaryService:
     def health(self) -> dict:
         return {"ok": True, "step": self.adv.metrics().get("step", 0), "uptime_s": time.time() - self.started}
 
-    def status(self) -> dict:
-        return {
-            "run_dir": self.run_dir,
-            "algorithm": self.cfg.algorithm,
-            "metrics_address": self.metrics_address(),
-            "record": self.last_record,
-            "driver": self.driver_stats,
-            "desired_samplers": self.desired_samplers,
-            "weights_version": self.weights_version,
-            "rollouts_total": self.rollouts_total,
-            "eval": self.last_eval,
-            "samples": self.last_samples,
-        }
+    def status(self) -> StatusReport:
+        return StatusReport(
+            run_dir=self.run_dir, algorithm=self.cfg.algorithm, metrics_address=self.metrics_address(),
+            record=self.last_record, driver=self.driver_report, queued_shards=self.queued_shards,
+            desired_samplers=self.desired_samplers, weights_version=self.weights_version,
+            rollouts_total=self.rollouts_total, eval=self.last_eval, samples=list(self.last_samples))
 
     def close(self) -> None:
         if self.exporter:

@@ -136,11 +136,11 @@ def test_metrics_endpoint_equals_adversary_state(live):
     assert address.startswith("http://127.0.0.1:")
     scraped = _scrape(address)
     st = ray.get(actor.status.remote())
-    rec = st["record"]
+    rec = st.record
     m = ray.get(actor.metrics.remote())
     assert scraped[("gdro_step", ())] == rec["step"] == records[-1]["step"]
     assert scraped[("gdro_shadow_price", ())] == pytest.approx(m["rollout_gdro"]["shadow_price"])
-    assert scraped[("gdro_weights_version", ())] == st["weights_version"] == trainer.version
+    assert scraped[("gdro_weights_version", ())] == st.weights_version == trainer.version
     assert scraped[("gdro_rollouts_total", ())] == sum(r["rollouts"] for r in records)
     labels = [str(i) for i in range(len(rec["bin_weights"]) - 1)] + ["unseen"]
     for i, lab in enumerate(labels):
@@ -203,7 +203,7 @@ def test_samples_show_decoded_responses_of_the_prompts_trained(live):
     assert any(r["text"].strip() for rec in lines for r in rec["responses"])  # the tokens really were decoded
     bins = [rec["bin"] for rec in lines if rec["step"] == 3]
     assert len(bins) == len(set(bins))  # one prompt per bin
-    newest = ray.get(trainer.adversary.status.remote())["samples"]
+    newest = ray.get(trainer.adversary.status.remote()).samples
     assert [r.to_json() for r in newest] == [r for r in lines if r["step"] == 3]
 
 
@@ -216,7 +216,7 @@ def test_real_prometheus_scrapes_the_live_run(live, tmp_path):
     hostport = address.split("//")[1].split("/")[0]
     with prometheus(tmp_path, [hostport]) as query:
         query.wait_for("gdro_bin_weight", points=1)
-        rec = ray.get(trainer.adversary.status.remote())["record"]
+        rec = ray.get(trainer.adversary.status.remote()).record
         got = {r["metric"]["bin"]: float(r["value"][1]) for r in query("gdro_bin_weight")}
         assert got["unseen"] == pytest.approx(rec["bin_weights"][-1])
         assert sum(got.values()) == pytest.approx(sum(rec["bin_weights"]))

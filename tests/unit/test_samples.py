@@ -17,6 +17,7 @@ from gdro_ray.metrics.samples import (
     samples_markdown,
 )
 from gdro_ray.metrics.status import render_status
+from gdro_ray.protocol import StatusReport
 
 
 @settings(max_examples=80, deadline=None)
@@ -86,7 +87,29 @@ def test_status_and_report_show_the_hardest_bin_first():
     assert md.index("bin1") < md.index("bin3") < md.index("unseen") and "step 5," not in md
     record = {"step": 9, "shadow_price": 0.0, "reward_mean": 0.5, "bin_weights": [0.5, 0.5], "bin_scores": [0, 0],
               "bin_prompts": [1, 1], "bin_rollouts": [8, 8], "bin_pass_at_k": [0.1, None]}
-    out = render_status({"run_dir": "r", "record": record, "samples": newest})
+    out = render_status(StatusReport(run_dir="r", record=record, samples=newest))
     assert "the hardest bin's last sample:\nstep 10, bin1" in out
-    assert "last sample" not in render_status({"run_dir": "r", "record": record})
+    assert "last sample" not in render_status(StatusReport(run_dir="r", record=record))
 
+
+def test_the_adversary_keeps_the_typed_reports_for_status():
+    """The actor's `status()` in process: the driver's report, the pool's queue length and the newest
+    samples come back as sent, and render as `gdro-ray status` prints them."""
+    from gdro_ray.config import load_config, to_dict
+    from gdro_ray.protocol import DriverReport
+    from gdro_ray.service.adversary_actor import AdversaryService
+
+    svc = AdversaryService(to_dict(load_config(None, ["batch_size=8"])), 40, enable_metrics=False, run_dir="r")
+    st = svc.status()
+    assert (st.record, st.driver, st.eval, st.samples) == (None, None, None, [])
+    assert render_status(st).splitlines()[1].startswith("samplers live - (requested")
+    svc.report_queue(3)
+    svc.report_driver(DriverReport(samplers=2, step_time_s=1.5))
+    samples = [_rec(9, "bin3"), _rec(9, "bin1")]
+    svc.report_samples(samples)
+    sched = svc.schedule()
+    svc.observe(sched.step, [[1.0] * int(n) for n in sched.rollouts], None, 1)
+    st = svc.status()
+    assert st.queued_shards == 3 and st.driver.samplers == 2 and st.samples == samples and st.weights_version == 1
+    out = render_status(st)
+    assert "samplers live 2" in out and "the hardest bin's last sample:\nstep 10, bin1" in out

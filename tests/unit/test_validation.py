@@ -333,12 +333,13 @@ def test_exporter_serves_eval_gauges():
 
 def test_status_shows_the_last_evaluation():
     from gdro_ray.metrics.status import render_status
+    from gdro_ray.protocol import StatusReport
     from gdro_ray.service.validation import eval_record
 
     rec = eval_record(_result(0.5, 0.25), "periodic", 6, 6, 1.0,
                       best={"metric": "pooled/pass_at_k", "value": 0.5, "best_value": 0.7, "best_step": 4,
                             "improved": False})
-    out = render_status({"run_dir": "r", "algorithm": "both", "eval": rec.to_json()})
+    out = render_status(StatusReport(run_dir="r", algorithm="both", eval=rec))
     assert "eval after 6 steps: pooled pass@4 0.500  mean@4 0.250  best pooled/pass_at_k 0.700 (step 4)" in out
 
 
