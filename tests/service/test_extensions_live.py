@@ -59,7 +59,7 @@ def test_custom_reward_own_columns_and_loggers_live(tmp_path, monkeypatch):
         "data.tier_key=level_name", "data.id_key=uid", f"data.eval={data}", "data.eval_split=test",
         "data.eval_prompt_key=question", "data.eval_answer_key=gold.value", "data.eval_tier_key=level_name",
         "eval.k=2", "eval.every=1", f"reward.function={tmp_path / 'my_reward.py'}:reward", "reward.on_error=stop",
-        f"metrics.loggers=[{','.join(loggers)}]", "checkpoint.every=0", f"out={run}"])
+        f"metrics.loggers=[{','.join(loggers)}]", "metrics.samples_every=1", "checkpoint.every=0", f"out={run}"])
     try:
         result = build_trainer(cfg, run).run()
     finally:
@@ -73,6 +73,10 @@ def test_custom_reward_own_columns_and_loggers_live(tmp_path, monkeypatch):
     flat = [v for call in scored for v in call]
     assert set(flat) <= {0.0, 0.1, 0.9, 1.0}
     assert sum(flat) / len(flat) == pytest.approx(sum(r["reward_mean"] for r in steps) / 2)
+    # the sample completions of every step, from the driver through samples.jsonl and TensorBoard
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in samples} == {0, 1} and all(r["responses"] for r in samples)
+    assert all(set(r) >= {"step", "bin", "prompt_id", "prompt", "answer", "responses"} for r in samples)
     final = result["final"]
     assert set(final["per_tier"]) <= {f"L{t}" for t in range(10)} and len(final["per_tier"]) >= 2
     assert final["pooled"]["n_prompts"] == 12
