@@ -18,6 +18,7 @@ from gdro_ray.rewards.overlap import ShardScoring, chunk_seed, chunk_spans
 from gdro_ray.service.sampler_actor import Sampler
 
 ADVERSARIAL = r"\boxed{9^{9^{9^{9}}}}"  # math-verify cannot finish it: a timeout per call
+LIMIT_S = 1.5  # the verifier's limit per comparison in these tests
 
 # (responses of one prompt, its answer): fast path, symbolic slow path (right and wrong),
 # no box, an unfinished box, and one comparison that times out
@@ -53,7 +54,9 @@ class FakeEngine:
 
 def _sampler(chunk: int, engine: FakeEngine | None = None, custom: RewardFunctionRunner | None = None) -> Sampler:
     s = Sampler.__new__(Sampler)  # no model: only the shard loop and the scoring are under test
-    s.sampler_id, s.reward_scale, s.reward_timeout_s, s.version = 0, "01", 0.3, 0
+    # ADVERSARIAL never finishes, so it times out at any limit; 1.5 s keeps every other comparison
+    # (the symbolic ones take ~0.1 s) inside it even on a loaded machine
+    s.sampler_id, s.reward_scale, s.reward_timeout_s, s.version = 0, "01", LIMIT_S, 0
     s.engine, s.custom_reward, s.reward_chunk, s._reward_thread = engine or FakeEngine(), custom, chunk, None
     return s
 
@@ -277,7 +280,7 @@ def test_in_a_ray_actor_overlap_scores_like_serial(ray_session, tiny):
     shard = replace(_shard(), prompts=[f"Prompt {i}" for i in range(len(PROMPTS))], max_new_tokens=2)
     got = {}
     for chunk in (0, 2):
-        pool = SamplerPool(str(tiny), "hf", "float32", 0, "01", 0.3, num_cpus=0.5, max_samplers=1,
+        pool = SamplerPool(str(tiny), "hf", "float32", 0, "01", LIMIT_S, num_cpus=0.5, max_samplers=1,
                            sampler_cls=_TextSampler, service_kwargs={"reward_chunk": chunk})
         try:
             pool.resize(1)
