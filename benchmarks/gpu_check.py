@@ -118,6 +118,18 @@ def synthetic_batch(prompts: int, rollouts: int, prompt_len: int, resp_len: int,
     return batch
 
 
+def measure_generation(engine, gen: dict) -> tuple[list[str], dict]:
+    """One warm-up call, then `gen["prompts"]` prompts × `gen["n"]` rollouts of up to
+    `gen["max_new_tokens"]`, timed; returns the prompts and {generate_s, tokens, tokens_per_s}."""
+    prompts = [f"question {i}: what is {i} + {i}?" for i in range(gen["prompts"])]
+    engine.generate(prompts[:2], [1, 1], 4, 1.0, 1.0, seed=0)  # warm-up
+    t0 = time.perf_counter()
+    rolls = engine.generate(prompts, [gen["n"]] * len(prompts), gen["max_new_tokens"], 1.0, 1.0, seed=0)
+    dt = time.perf_counter() - t0
+    tokens = sum(len(r.token_ids) for per in rolls for r in per)
+    return prompts, {"generate_s": dt, "tokens": tokens, "tokens_per_s": tokens / dt}
+
+
 def sampler_process(model_dir: str, dtype: str, device: str, gen: dict, memory: float | None, conn) -> None:
     """Child: a vLLM engine that generates, then receives one weight publish through the group."""
     try:
@@ -130,13 +142,9 @@ def sampler_process(model_dir: str, dtype: str, device: str, gen: dict, memory: 
         engine = VLLMEngine(model_dir, dtype=dtype, seed=0, gpu_memory_utilization=memory)
         out = {"vllm_start_s": time.perf_counter() - t0, "gpu_memory_utilization": memory,
                "cuda_uuid": cuda_device_uuid(0) if device != "cpu" else None}
-        prompts = [f"question {i}: what is {i} + {i}?" for i in range(gen["prompts"])]
-        engine.generate(prompts[:2], [1, 1], 4, 1.0, 1.0, seed=0)  # warm-up
-        t0 = time.perf_counter()
-        rolls = engine.generate(prompts, [gen["n"]] * len(prompts), gen["max_new_tokens"], 1.0, 1.0, seed=0)
-        dt = time.perf_counter() - t0
-        tokens = sum(len(r.token_ids) for per in rolls for r in per)
-        out.update(generate_s=dt, generate_tokens=tokens, generate_tokens_per_s=tokens / dt)
+        prompts, measured = measure_generation(engine, gen)
+        out.update(generate_s=measured["generate_s"], generate_tokens=measured["tokens"],
+                   generate_tokens_per_s=measured["tokens_per_s"])
         conn.send(("ready", out))
         spec, layout, version = conn.recv()
         t0 = time.perf_counter()

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gpu_check import QWEN3_06B, TINY, build_model, prepare_tmpdir  # noqa: E402 - after the path set-up
+from gpu_check import QWEN3_06B, TINY, build_model, measure_generation, prepare_tmpdir  # noqa: E402 - after the path set-up
 
 
 def engine_process(model_dir: str, device: str, mode: dict, gen: dict, conn) -> None:
@@ -43,14 +43,9 @@ def engine_process(model_dir: str, device: str, mode: dict, gen: dict, conn) -> 
                             enforce_eager=mode["enforce_eager"], tensor_parallel_size=mode["tensor_parallel_size"],
                             weight_updates=False)
         start_s = time.perf_counter() - t0
-        prompts = [f"question {i}: what is {i} + {i}?" for i in range(gen["prompts"])]
-        engine.generate(prompts[:2], [1, 1], 4, 1.0, 1.0, seed=0)  # warm-up
-        t0 = time.perf_counter()
-        rolls = engine.generate(prompts, [gen["n"]] * len(prompts), gen["max_new_tokens"], 1.0, 1.0, seed=0)
-        dt = time.perf_counter() - t0
-        tokens = sum(len(r.token_ids) for per in rolls for r in per)
+        _, measured = measure_generation(engine, gen)
         engine.close()
-        conn.send(("ok", {"start_s": start_s, "generate_s": dt, "tokens": tokens, "tokens_per_s": tokens / dt}))
+        conn.send(("ok", {"start_s": start_s, **measured}))
     except Exception as e:  # noqa: BLE001 - reported to the parent as one line
         conn.send(("error", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"))
 

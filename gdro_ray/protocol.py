@@ -29,8 +29,14 @@ from gdro_ray.algorithms.schedule import StepSchedule
 __all__ = [
     "EVAL_RECORD", "DriverReport", "EvalRecord", "EvalResult", "LearnStats", "LearnerBatch",
     "LearnerInfo", "PromptRollouts", "RankStats", "SampleRecord", "SampleResponse", "SamplerInfo", "Shard",
-    "ShardResult", "StatusReport", "StepRecord", "StepSchedule", "UpdateStats",
+    "ShardResult", "StatusReport", "StepRecord", "StepSchedule", "UpdateStats", "model_input",
 ]
+
+
+def model_input(prompt: str, context: list[dict] | None = None) -> str | list[dict]:
+    """A prompt as the engines take it: the text alone, or a chat row's `context` turns then the
+    user turn (`gdro_ray.engines.prompt_format` renders either)."""
+    return [*context, {"role": "user", "content": prompt}] if context else prompt
 
 
 @dataclass(frozen=True)
@@ -56,9 +62,7 @@ class Shard:
 
     def model_inputs(self) -> list:
         """What the engine renders per prompt: the text, or its context turns then the user turn."""
-        if not self.contexts:
-            return list(self.prompts)
-        return [[*c, {"role": "user", "content": p}] if c else p for p, c in zip(self.prompts, self.contexts)]
+        return [model_input(p, c) for p, c in zip(self.prompts, self.contexts or [None] * len(self.prompts))]
 
 
 @dataclass

@@ -13,17 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdro_ray.errors import UserError
+from gdro_ray.protocol import model_input
 
 TEMPLATES = ("chat", "raw")
 
 # What an engine renders: the prompt text (the user turn), or a whole conversation whose last
 # turn is the user's (a dataset's chat rows kept as given: `model_input`).
 Prompt = str | list[dict]
-
-
-def model_input(prompt: str, context: list[dict] | None = None) -> Prompt:
-    """The prompt as the engines take it: the text alone, or its `context` turns then the user turn."""
-    return [*context, {"role": "user", "content": prompt}] if context else prompt
 
 
 def example_input(example: dict) -> Prompt:
