@@ -8,6 +8,8 @@
 #   3. torch.cuda.is_available() in that venv, or stop;
 #   4. benchmarks/gpu_check.py, then `pytest -m gpu` (which checks gpu_check's JSON instead of
 #      running it twice), both within one time budget (10 minutes by default);
+#      then, while the budget lasts, the sampler's engine modes (gpu_sampler_modes.py) and LoRA
+#      served merged against vLLM's adapters (lora_serving.py);
 #   5. one Markdown table to paste into benchmarks/RESULTS.md.
 #
 #   benchmarks/gpu_setup_and_check.sh                 # everything (run from anywhere)
@@ -15,7 +17,7 @@
 #   benchmarks/gpu_setup_and_check.sh --skip-install  # reuse the venv of an earlier run
 #
 # Exit status: 0 all passed; 2 bad arguments; 3 a prerequisite is missing; 4 the install failed;
-# 5 CUDA is not usable in the venv; 6 gpu_check or a gpu test failed or ran out of time.
+# 5 CUDA is not usable in the venv; 6 gpu_check, a gpu test or a measurement failed or ran out of time.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -157,14 +159,22 @@ if [ "$(left)" -gt 60 ]; then
   rc_modes=$?
 fi
 [ "$rc_modes" = skipped ] || [ "$rc_modes" -eq 0 ] || status=6
+# LoRA served as merged weights against vLLM's own adapters (one round of each)
+rc_lora=skipped
+if [ "$(left)" -gt 90 ]; then
+  timeout "$(left)" "$VPY" benchmarks/lora_serving.py --models qwen3-0.6b --rounds 1 --versions 3 \
+    --out "$OUT/lora_serving.json" >"$OUT/lora_serving.log" 2>&1
+  rc_lora=$?
+fi
+[ "$rc_lora" = skipped ] || [ "$rc_lora" -eq 0 ] || status=6
 
 # ---- 5. the table -------------------------------------------------------------------------------
-"$VPY" - "$OUT" "$rc_check" "$rc_tests" "$t_install" "$t_check" "$t_tests" "$DRIVER" "$TORCH_VER" "$VLLM_VER" "$rc_modes" <<'PYTHON'
+"$VPY" - "$OUT" "$rc_check" "$rc_tests" "$t_install" "$t_check" "$t_tests" "$DRIVER" "$TORCH_VER" "$VLLM_VER" "$rc_modes" "$rc_lora" <<'PYTHON'
 import json, sys, time
 from pathlib import Path
 import xml.etree.ElementTree as ET
 
-out, rc_check, rc_tests, t_install, t_check, t_tests, driver, torch_ver, vllm_ver, rc_modes = sys.argv[1:]
+out, rc_check, rc_tests, t_install, t_check, t_tests, driver, torch_ver, vllm_ver, rc_modes, rc_lora = sys.argv[1:]
 out = Path(out)
 rows = [("date (UTC)", time.strftime("%Y-%m-%d %H:%M", time.gmtime())), ("driver", driver),
         ("torch / vLLM", f"{torch_ver} / {vllm_ver}"), ("install", f"{t_install} s")]
@@ -199,6 +209,15 @@ if modes.is_file():
 else:
     why = {"skipped": "not run (budget spent)", "124": "timed out"}.get(rc_modes, f"exit {rc_modes}, see its log")
     rows.append(("gpu_sampler_modes.py", why))
+lora = out / "lora_serving.json"
+if lora.is_file():
+    for r in json.loads(lora.read_text())["results"]:
+        rows.append((f"LoRA served {r['arm']} (0.6 B, r=8)",
+                     f"publish {r['prepare_s'] + r['load_s']:.2f} s ({r['publish_mb']:,.0f} MB), generate "
+                     f"{r['tokens_per_s']:,.0f} tokens/s; greedy agreement {r['token_agreement']:.3f}"))
+else:
+    why = {"skipped": "not run (budget spent)", "124": "timed out"}.get(rc_lora, f"exit {rc_lora}, see its log")
+    rows.append(("lora_serving.py", why))
 junit = out / "pytest-gpu.xml"
 if junit.is_file():
     suite = ET.parse(junit).getroot()
@@ -214,5 +233,5 @@ table += [f"| {k:<{width}} | {v} |" for k, v in rows]
 print("\n".join(table))
 PYTHON
 echo "logs, JSON and the table: $OUT"
-[ "$status" -eq 0 ] || echo "gpu_setup_and_check: a check failed (gpu_check exit $rc_check, sampler modes exit $rc_modes, pytest exit $rc_tests); see $OUT" >&2
+[ "$status" -eq 0 ] || echo "gpu_setup_and_check: a check failed (gpu_check exit $rc_check, sampler modes exit $rc_modes, LoRA serving exit $rc_lora, pytest exit $rc_tests); see $OUT" >&2
 exit "$status"
