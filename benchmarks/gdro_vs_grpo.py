@@ -16,7 +16,8 @@ Arms are an algorithm with its own overrides (`both+prompt_gdro.mode=reweight`) 
 NAMED_ARMS (the pre-registered arms of benchmarks/RESULTS.md, "GDRO at full strength"). With
 `eval.every` the runs also keep every periodic evaluation per prompt (<run>/evals/), and each arm
 is compared at its *peak* too: the evaluation step with the best pooled pass@8 on one half of the
-held-out prompts (every other prompt of each tier), reported on the other half (`peak`).
+held-out prompts (every other prompt of each tier), reported on the other half (`peak`), and by
+the rollouts it needs to reach GRPO's final pooled mean@8 (`benchmarks/gdro_curves.py`).
 
 Simulator (`--sim`): the same four-way comparison at DAPO scale (14,100 prompts, B = 256,
 n̄ = 4, 1,000 steps) through `gdro-ray simulate`.
@@ -222,6 +223,22 @@ def peak_comparison(summary: dict) -> dict:
     return out
 
 
+def compute_to_target(summary: dict, grpo_run: Path) -> dict:
+    """Rollouts each arm needs to reach GRPO's final pooled mean@8, per seed (benchmarks/gdro_curves.py)."""
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, when imported from elsewhere
+    from gdro_curves import compute_to_target as to_target
+
+    steps = int(yaml.safe_load((grpo_run / "config.yaml").read_text())["steps"])
+    out = to_target(summary, steps)
+    for arm, entry in out.items():
+        median = entry["vs_grpo_median"]
+        print(f"rollouts to GRPO's final pooled mean@8, {arm}: reached in {entry['reached']} seeds, median "
+              + (f"{median:.2f}× GRPO's" if median is not None else "not reached"))
+    return out
+
+
 def _tier_label(tier: str) -> str:
     from gdro_ray.data.toy_task import TIER_NAMES
 
@@ -336,6 +353,7 @@ def main(argv=None) -> int:
                 print(f"peak (picked on even prompts, scored on odd) {arm}: pooled pass@8 {cell['peak']:.3f}"
                       + (f"  vs GRPO {ci['estimate']:+.1%} [{ci['low']:+.1%}, {ci['high']:+.1%}]" if ci else "")
                       + f"  at {entry['peak_evals']}")
+            result["toy_compute_to_target"] = compute_to_target(summary, runs["grpo"][0])
         _cli("report", *(str(runs[a][0]) for a in algs), "--out", str(Path(args.out).with_suffix("")) + "_report")
     if args.sim or args.sim_only:
         sim = sim_comparison([])

@@ -74,3 +74,10 @@ def test_summaries_hold_every_evaluation_and_the_peak_is_picked_on_the_other_hal
     # GRPO's peak scored on the report half: c = 1 of 16 there (its selection-half 9s do not count)
     assert cell["vs_grpo"]["estimate"] == pytest.approx(8 / 16 - 1 / 16)
     assert np.isfinite(peak["arms"]["knapsack"]["slices"]["pooled pass@8"]["vs_grpo"]["low"])
+    # compute to target: GRPO's final pooled mean@8 (5/16) is reached by GRPO at step 10, by the
+    # arm between its 3/16 at step 10 and 8/16 at the end (step 20): 10 + 2/5 of 10 = step 14
+    (grpo / "config.yaml").write_text("steps: 20\n")
+    reach = bench.compute_to_target(summary, grpo)
+    assert reach["grpo"]["seeds"]["0"]["step"] == pytest.approx(10)
+    assert reach["knapsack"]["seeds"]["0"]["step"] == pytest.approx(14)
+    assert reach["knapsack"]["vs_grpo_median"] == pytest.approx(1.4)
