@@ -170,7 +170,11 @@ class PromptGDRO:
             filled = np.where(np.isfinite(success), success, success[known].min() if known.any() else 0.0)
             logits = np.where(mask, -self.worst_eta * filled, -np.inf)
             worst = np.exp(logits - logits[mask].max())
-        value = worst * np.maximum(self.scores, 0.0)
+        positive = np.maximum(self.scores, 0.0)
+        top = positive[mask].max()
+        if top > 0:  # scaled first, so a tiny positive score times a small worst weight cannot underflow to 0
+            positive = positive / top
+        value = worst * positive
         scored = mask & self._initialized
         if scored.any():
             value = np.where(mask & ~self._initialized, value[scored].mean(), value)

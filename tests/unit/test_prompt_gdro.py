@@ -336,6 +336,16 @@ def test_linear_q_is_a_distribution_with_the_floor_and_zero_scores_at_the_floor(
         assert np.allclose(q[mask], 1.0 / mask.sum())
 
 
+def test_linear_q_keeps_a_tiny_positive_score_ahead_of_zero_scores():
+    # the smallest positive float times a worst-group weight below 1 used to underflow to 0, and
+    # the all-zero fallback then spread q uniformly (a case hypothesis found)
+    ctl = PromptGDRO(3, gamma=0.0, weights="linear", worst_eta=1.0)
+    ctl.scores = np.array([5e-324, 0.0, 0.0])
+    ctl._initialized[:] = True
+    q = ctl.distribution(np.array([True, False, True]), np.array([1.0, 0.0, 0.0]))
+    assert q.tolist() == [1.0, 0.0, 0.0]
+
+
 @settings(deadline=None, max_examples=60)
 @given(st.integers(1, 12), st.floats(0.0, 2.0), st.floats(0, 0.9))
 def test_linear_equal_scores_and_no_worst_weight_give_a_uniform_q(B, score, gamma):
