@@ -2,12 +2,11 @@
 hand, so every number asserted here follows from the (n, c) put in."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from _bench import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 TIERS = ["0", "0", "1", "1"]
@@ -15,11 +14,7 @@ TIERS = ["0", "0", "1", "1"]
 
 @pytest.fixture(scope="module")
 def curves():
-    spec = importlib.util.spec_from_file_location("gdro_curves", ROOT / "benchmarks" / "gdro_curves.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["gdro_curves"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("gdro_curves")
 
 
 def _nc(mean8: float) -> dict:

@@ -3,24 +3,19 @@ picked on one half of the held-out prompts and scored on the other. No training:
 written by hand."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _bench import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("gdro_vs_grpo", ROOT / "benchmarks" / "gdro_vs_grpo.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["gdro_vs_grpo"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("gdro_vs_grpo")
 
 
 def test_named_arms_resolve_and_validate(bench):
