@@ -3,12 +3,10 @@ hand, so every number asserted here follows from the (n, c) put in."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from _bench import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 TIERS = ["0", "0", "1", "1"]
 
 

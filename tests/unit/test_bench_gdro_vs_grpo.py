@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from _bench import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def bench():
