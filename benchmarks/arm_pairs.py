@@ -22,20 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gdro_ray.algorithms.passk import pass_at_k_array  # noqa: E402
-from gdro_ray.data.toy_task import TIER_NAMES  # noqa: E402
 from gdro_ray.eval.stats import paired_bootstrap  # noqa: E402
 
-
-def tier_label(tier: str) -> str:
-    """`4 (carry_out)` for the toy world's tiers, the tier as written otherwise."""
-    return f"{tier} ({TIER_NAMES[int(tier)]})" if tier.isdigit() and int(tier) < len(TIER_NAMES) else tier
-
-
-def scores(cell: dict, k: int) -> dict[str, np.ndarray]:
-    c = np.asarray(cell["c"], dtype=np.int64)
-    n = np.broadcast_to(np.asarray(cell["n"], dtype=np.int64), c.shape)
-    return {f"mean@{k}": c / n, f"pass@{k}": pass_at_k_array(n, c, k)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, when imported from elsewhere
+from gdro_vs_grpo import scores, tier_label  # noqa: E402
 
 
 def _stack(summary: dict, arm: str, seeds: list[str], label: str) -> dict[str, np.ndarray]:
@@ -44,7 +34,7 @@ def _stack(summary: dict, arm: str, seeds: list[str], label: str) -> dict[str, n
         evals = summary["arms"][arm]["seeds"][seed]["evals"]
         if label not in evals:
             raise SystemExit(f"arm {arm!r}, seed {seed}: no evaluation {label!r} (it has {', '.join(evals)})")
-        per_seed.append(scores(evals[label], int(summary["k"])))
+        per_seed.append(scores(evals[label]))
     return {m: np.stack([s[m] for s in per_seed]) for m in per_seed[0]}
 
 

@@ -185,6 +185,13 @@ def summaries(runs: dict[str, list[Path]], seeds: list[int]) -> dict:
     return out
 
 
+def scores(cell: dict) -> dict[str, np.ndarray]:
+    """mean@8 and pass@8 of every prompt of one evaluation's {n, c} in a results file."""
+    c = np.asarray(cell["c"], dtype=np.int64)
+    n = np.broadcast_to(np.asarray(cell["n"], dtype=np.int64), c.shape)
+    return {"mean@8": c / n, "pass@8": pass_at_k_array(n, c, K)}
+
+
 def peak_comparison(summary: dict) -> dict:
     """Peak vs peak: per run, the evaluation with the best pooled pass@8 on the selection half
     (even positions within each tier), scored on the other half; each arm's paired difference to
@@ -195,11 +202,6 @@ def peak_comparison(summary: dict) -> dict:
         position[tiers == t] = np.arange(int((tiers == t).sum()))
     select, report = position % 2 == 0, position % 2 == 1
 
-    def scores(cell: dict) -> dict[str, np.ndarray]:
-        c = np.asarray(cell["c"], dtype=np.int64)
-        n = np.broadcast_to(np.asarray(cell["n"], dtype=np.int64), c.shape)
-        return {"mean@8": c / n, "pass@8": pass_at_k_array(n, c, K)}
-
     peaks, out = {}, {"select": "even positions per tier", "report": "odd positions per tier", "arms": {}}
     for arm, entry in summary["arms"].items():
         chosen = []
@@ -208,7 +210,7 @@ def peak_comparison(summary: dict) -> dict:
             chosen.append((label, scores(seed_entry["evals"][label])))
         peaks[arm] = chosen
         out["arms"][arm] = {"peak_evals": [lb for lb, _ in chosen], "slices": {}}
-    slices = {"pooled": report, **{f"tier {_tier_label(t)}": report & (tiers == t)
+    slices = {"pooled": report, **{f"tier {tier_label(t)}": report & (tiers == t)
                                   for t in sorted(set(tiers.tolist()), key=lambda t: (len(t), t))}}
     for arm in peaks:
         for name, sel in slices.items():
@@ -239,7 +241,7 @@ def compute_to_target(summary: dict, grpo_run: Path) -> dict:
     return out
 
 
-def _tier_label(tier: str) -> str:
+def tier_label(tier: str) -> str:
     from gdro_ray.data.toy_task import TIER_NAMES
 
     return f"{tier} ({TIER_NAMES[int(tier)]})" if tier.isdigit() and int(tier) < len(TIER_NAMES) else tier
@@ -251,8 +253,8 @@ def toy_comparison(runs: dict[str, list[Path]], seeds: list[int]) -> dict:
     tier_names = sorted(set(tiers.tolist()), key=lambda t: (len(t), t))
     by_base = sorted(tier_names, key=lambda t: base["pass@8"][tiers == t].mean())
     slices = {"pooled": np.ones(tiers.size, bool), "hardest 2 tiers": np.isin(tiers, by_base[:2]),
-              f"worst tier {_tier_label(by_base[0])}": tiers == by_base[0],
-              **{f"tier {_tier_label(t)}": tiers == t for t in tier_names}}
+              f"worst tier {tier_label(by_base[0])}": tiers == by_base[0],
+              **{f"tier {tier_label(t)}": tiers == t for t in tier_names}}
     scores = {}
     for alg, alg_runs in runs.items():
         finals = [per_prompt(r / "eval_final.json")[1] for r in alg_runs]

@@ -337,8 +337,8 @@ def test_linear_q_is_a_distribution_with_the_floor_and_zero_scores_at_the_floor(
 
 
 def test_linear_q_keeps_a_tiny_positive_score_ahead_of_zero_scores():
-    # the smallest positive float times a worst-group weight below 1 used to underflow to 0, and
-    # the all-zero fallback then spread q uniformly (a case hypothesis found)
+    # the smallest positive float times a worst-group weight below 1 underflows to 0 unless the
+    # scores are scaled first, and an all-zero value would spread q uniformly
     ctl = PromptGDRO(3, gamma=0.0, weights="linear", worst_eta=1.0)
     ctl.scores = np.array([5e-324, 0.0, 0.0])
     ctl._initialized[:] = True
